@@ -1,0 +1,210 @@
+//! `POST /api/v1/logs`: parse, validate packet by packet, admit.
+//!
+//! Bodies are a JSON array of packets (`application/json`, also when no
+//! content type is given) or NDJSON (`application/x-ndjson`, one packet per
+//! line), optionally `Content-Encoding: gzip`. The answer lists every
+//! accepted id and every refused packet with its reason: 202 when all were
+//! accepted, 207 when some, 400 when none.
+
+use super::{ApiError, AppState};
+use crate::dispatch::AdmitError;
+use crate::model::{split_json_array, split_ndjson, PacketError};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use flate2::read::GzDecoder;
+use serde::Serialize;
+use std::io::Read;
+
+/// Seconds a client is asked to wait when the distributor is full.
+const RETRY_AFTER_FULL: u32 = 1;
+/// Seconds a client is asked to wait while the distributor shuts down.
+const RETRY_AFTER_SHUTDOWN: u32 = 5;
+
+#[derive(Serialize)]
+struct SubmitReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    total_packets: usize,
+    successful: usize,
+    failed: usize,
+    processed_packets: Vec<String>,
+    errors: Vec<PacketVerdict>,
+}
+
+#[derive(Serialize)]
+struct PacketVerdict {
+    index: usize,
+    id: Option<String>,
+    error: String,
+}
+
+impl From<PacketError> for PacketVerdict {
+    fn from(e: PacketError) -> Self {
+        PacketVerdict {
+            index: e.index,
+            id: e.id,
+            error: e.reason,
+        }
+    }
+}
+
+enum BodyFormat {
+    JsonArray,
+    Ndjson,
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let timer = state.dispatcher.metrics().ingest_duration.start_timer();
+    let response = match accept(&state, &headers, body) {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    timer.observe_duration();
+    response
+}
+
+fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !state.dispatcher.is_accepting() {
+        return Err(ApiError::unavailable(
+            "the distributor is shutting down; send to another replica or retry",
+            RETRY_AFTER_SHUTDOWN,
+        ));
+    }
+    let format = body_format(headers)?;
+    let body = decode(headers, body?, state.limits.max_body_bytes)?;
+    let raw = match format {
+        BodyFormat::JsonArray => split_json_array(&body),
+        BodyFormat::Ndjson => split_ndjson(&body),
+    }
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    state
+        .limits
+        .check_count(raw.len())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+
+    let now = Utc::now();
+    let mut packets = Vec::with_capacity(raw.len());
+    let mut errors = Vec::new();
+    for (index, packet) in raw.iter().enumerate() {
+        match state.limits.validate(index, packet, now) {
+            Ok(packet) => packets.push(packet),
+            Err(error) => errors.push(PacketVerdict::from(error)),
+        }
+    }
+    let metrics = state.dispatcher.metrics();
+    if !errors.is_empty() {
+        metrics
+            .packets_rejected
+            .with_label_values(&["invalid"])
+            .inc_by(errors.len() as u64);
+    }
+    let total = raw.len();
+    if packets.is_empty() {
+        let report = SubmitReport {
+            error: Some(format!(
+                "no packet was accepted: packet {}: {}",
+                errors[0].index, errors[0].error
+            )),
+            total_packets: total,
+            successful: 0,
+            failed: errors.len(),
+            processed_packets: Vec::new(),
+            errors,
+        };
+        return Ok((StatusCode::BAD_REQUEST, Json(report)).into_response());
+    }
+    let count = packets.len();
+    let ids = state.dispatcher.admit(packets).map_err(|e| {
+        let reason = match e {
+            AdmitError::Full { .. } => "overloaded",
+            AdmitError::ShuttingDown => "shutting_down",
+        };
+        metrics
+            .packets_rejected
+            .with_label_values(&[reason])
+            .inc_by(count as u64);
+        let wait = match e {
+            AdmitError::Full { .. } => RETRY_AFTER_FULL,
+            AdmitError::ShuttingDown => RETRY_AFTER_SHUTDOWN,
+        };
+        ApiError::unavailable(format!("{e}; nothing from this request was kept"), wait)
+    })?;
+    let status = if errors.is_empty() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::MULTI_STATUS
+    };
+    let report = SubmitReport {
+        error: None,
+        total_packets: total,
+        successful: ids.len(),
+        failed: errors.len(),
+        processed_packets: ids,
+        errors,
+    };
+    Ok((status, Json(report)).into_response())
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyFormat::JsonArray);
+    };
+    let text = value.to_str().unwrap_or_default();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyFormat::JsonArray),
+        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" | "application/x-jsonlines" => {
+            Ok(BodyFormat::Ndjson)
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {text:?} is not supported: send application/json (an array of packets) or application/x-ndjson (one packet per line)"),
+        )),
+    }
+}
+
+/// Undoes `Content-Encoding`, never inflating past `limit` bytes.
+fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or_default().trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(body),
+        Some("gzip") | Some("x-gzip") => {
+            let mut inflated = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+            let mut reader = GzDecoder::new(&body[..]).take(limit as u64 + 1);
+            reader
+                .read_to_end(&mut inflated)
+                .map_err(|e| ApiError::bad_request(format!("body is not valid gzip: {e}")))?;
+            if inflated.len() > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("decompressed body is larger than limits.max_body_bytes ({limit} bytes)"),
+                ));
+            }
+            Ok(Bytes::from(inflated))
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {other:?} is not supported: send gzip or no encoding"),
+        )),
+    }
+}

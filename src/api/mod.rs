@@ -1,0 +1,102 @@
+//! The HTTP API: the axum [`app`], its shared [`AppState`], and the
+//! handlers grouped by job (ingest, query, admin, ops).
+
+mod admin;
+mod error;
+mod ingest;
+mod ops;
+mod query;
+
+pub use error::ApiError;
+
+use crate::dispatch::Dispatcher;
+use crate::model::Limits;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub dispatcher: Arc<Dispatcher>,
+    pub limits: Limits,
+    pub started: Instant,
+    /// False until start-up recovery has finished.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    // Compressed bodies are bounded again after decompression (ingest).
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/api/v1/logs", post(ingest::submit))
+        .route("/api/v1/health", get(query::health))
+        .route("/api/v1/stats", get(query::stats))
+        .route("/api/v1/analyzers", get(query::analyzers))
+        .route("/api/v1/analyzers/{id}/health", post(admin::set_health))
+        .route("/api/v1/dead-letter", get(query::dead_letter))
+        .route("/api/v1/dead-letter/replay", post(admin::replay))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::alive))
+        .route("/readyz", get(ops::ready))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not accept {method}", uri.path()),
+    )
+}
+
+/// A duration the way the original service printed it (Go's style):
+/// `5m23s`, or `5m23.891s` with milliseconds.
+pub fn format_uptime(elapsed: std::time::Duration, with_millis: bool) -> String {
+    let total = elapsed.as_secs();
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    let mut text = String::new();
+    if hours > 0 {
+        text.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        text.push_str(&format!("{minutes}m"));
+    }
+    if with_millis {
+        text.push_str(&format!("{seconds}.{:03}s", elapsed.subsec_millis()));
+    } else {
+        text.push_str(&format!("{seconds}s"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_uptime;
+    use std::time::Duration;
+
+    #[test]
+    fn uptime_reads_like_the_original() {
+        assert_eq!(format_uptime(Duration::from_millis(323_891), false), "5m23s");
+        assert_eq!(format_uptime(Duration::from_millis(323_891), true), "5m23.891s");
+        assert_eq!(format_uptime(Duration::from_secs(3723), false), "1h2m3s");
+        assert_eq!(format_uptime(Duration::from_millis(4_005), true), "4.005s");
+    }
+}

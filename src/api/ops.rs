@@ -1,0 +1,50 @@
+//! Endpoints for the platform: Prometheus metrics, liveness, readiness.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let dispatcher = &state.dispatcher;
+    let pipeline = dispatcher.pipeline();
+    let metrics = dispatcher.metrics();
+    for (stage, depth) in [
+        ("queued", pipeline.queued),
+        ("delivering", pipeline.delivering),
+        ("retry_wait", pipeline.retry_wait),
+        ("no_analyzer", pipeline.no_analyzer),
+    ] {
+        metrics.queue_depth.with_label_values(&[stage]).set(depth as i64);
+    }
+    metrics.in_flight.set(pipeline.in_flight as i64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// The process is alive (it answers).
+pub async fn alive() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Recovered and accepting packets.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let recovered = state.is_ready();
+    let accepting = state.dispatcher.is_accepting();
+    let body = json!({
+        "status": if recovered && accepting { "ready" } else { "not ready" },
+        "recovered": recovered,
+        "accepting": accepting,
+    });
+    let code = if recovered && accepting {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}

@@ -1,0 +1,491 @@
+//! Configuration: command-line flags (each with an `LD_*` environment
+//! twin), an optional YAML file, and defaults that reproduce the original
+//! service. Precedence: flag or env var, then the file, then the default.
+//!
+//! Everything is checked once, at start-up, by [`Settings::load`]: a bad
+//! file stops the process with one line naming the key at fault.
+
+use crate::model::Limits;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest weight an analyzer may have.
+pub const MAX_WEIGHT: i64 = 1000;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "logs-distributor",
+    version,
+    about = "Distributes log packets to analyzers by smooth weighted round-robin, \
+             with health checks, retries and a dead letter.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Running without a subcommand is the same as `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the distributor (the default).
+    Serve(ServeArgs),
+    /// Print the effective configuration as YAML (defaults, file, flags) and exit.
+    PrintConfig(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 0.0.0.0:8080]
+    #[arg(long, env = "LD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Directory for the checkpoint and failed_packets.json (created if missing) [default: ./data]
+    #[arg(long, env = "LD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// YAML configuration file (analyzers, retry, health, checkpoint, limits, queue).
+    #[arg(long, env = "LD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log output format [default: text]
+    #[arg(long, env = "LD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The whole configuration, as the YAML file spells it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub analyzers: Vec<AnalyzerConfig>,
+    pub retry: RetryConfig,
+    pub health: HealthConfig,
+    pub checkpoint: CheckpointConfig,
+    pub limits: Limits,
+    pub queue: QueueConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// One analyzer: who it is, its share of traffic, and how it is reached.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyzerConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Share of traffic, 0 to 1000; 0 takes the analyzer out of rotation.
+    pub weight: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<SimulatedConfig>,
+}
+
+/// An in-process analyzer that sleeps and fails at random, as the original did.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatedConfig {
+    pub processing_time_ms: u64,
+    /// Chance (0 to 1) that processing a packet fails.
+    pub failure_rate: f64,
+    /// Chance (0 to 1) that a health probe fails.
+    pub health_failure_rate: f64,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        SimulatedConfig {
+            processing_time_ms: 100,
+            failure_rate: 0.05,
+            health_failure_rate: 0.05,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Wait before the first retry; the k-th retry waits base_delay * factor^(k-1).
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    pub factor: f64,
+    /// Retries after the first attempt; then the packet goes to the dead letter.
+    pub max_retries: u32,
+    /// Longest wait, whatever the factor says.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Full jitter: wait a random time between 0 and the computed delay.
+    pub jitter: bool,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            base_delay: Duration::from_secs(2),
+            factor: 2.0,
+            max_retries: 3,
+            max_delay: Duration::from_secs(300),
+            jitter: false,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failed probes that take an analyzer out.
+    pub unhealthy_threshold: u32,
+    /// Consecutive passed probes that bring it back.
+    pub healthy_threshold: u32,
+    /// Consecutive failed deliveries that take an analyzer out until a probe passes (0: never).
+    pub ejection_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+            ejection_threshold: 5,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Packets accepted and not yet delivered or dead-lettered; past it, 503.
+    pub max_in_flight: usize,
+    /// Deliveries running at once per analyzer.
+    pub analyzer_concurrency: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_in_flight: 100_000,
+            analyzer_concurrency: 256,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long SIGTERM waits for in-flight packets before checkpointing the rest.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let simulated = |id: &str, name: &str, weight: i64, processing_time_ms: u64| AnalyzerConfig {
+            id: id.into(),
+            name: Some(name.into()),
+            weight,
+            simulated: Some(SimulatedConfig {
+                processing_time_ms,
+                ..SimulatedConfig::default()
+            }),
+        };
+        Settings {
+            listen: "0.0.0.0:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            log_format: LogFormat::Text,
+            analyzers: vec![
+                simulated("analyzer-a1", "Analyzer A", 40, 100),
+                simulated("analyzer-a2", "Analyzer B", 30, 150),
+                simulated("analyzer-a3", "Analyzer C", 20, 80),
+                simulated("analyzer-a4", "Analyzer D", 10, 200),
+            ],
+            retry: RetryConfig::default(),
+            health: HealthConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            limits: Limits::default(),
+            queue: QueueConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, said in one line that names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Settings {
+    /// Defaults, overlaid by the file (if any), overlaid by flags and env vars; then checked.
+    pub fn load(args: &ServeArgs) -> Result<Settings, ConfigError> {
+        let mut settings = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Settings::default(),
+        };
+        if let Some(listen) = &args.listen {
+            settings.listen = listen.clone();
+        }
+        if let Some(dir) = &args.data_dir {
+            settings.data_dir = dir.clone();
+        }
+        if let Some(format) = args.log_format {
+            settings.log_format = format;
+        }
+        settings.check()?;
+        Ok(settings)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_yaml(&text).map_err(|ConfigError(e)| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Settings, ConfigError> {
+        let settings: Settings = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError(e.to_string().lines().next().unwrap_or_default().to_string()))?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Every rule the types cannot say.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if self.analyzers.is_empty() {
+            return bad("analyzers".into(), "at least one analyzer is required".into());
+        }
+        let mut ids = HashSet::new();
+        for (i, a) in self.analyzers.iter().enumerate() {
+            let key = |field: &str| format!("analyzers[{i}].{field}");
+            if a.id.trim().is_empty() || a.id.len() > 253 || a.id.contains('/') {
+                return bad(
+                    key("id"),
+                    format!("{:?} must be 1 to 253 characters without '/'", a.id),
+                );
+            }
+            if !ids.insert(a.id.as_str()) {
+                return bad(key("id"), format!("duplicate id {:?}", a.id));
+            }
+            if !(0..=MAX_WEIGHT).contains(&a.weight) {
+                return bad(
+                    key("weight"),
+                    format!("{} is out of range 0..={MAX_WEIGHT}", a.weight),
+                );
+            }
+            let Some(sim) = &a.simulated else {
+                return bad(key("simulated"), "an analyzer needs `simulated` settings".into());
+            };
+            for (field, rate) in [
+                ("failure_rate", sim.failure_rate),
+                ("health_failure_rate", sim.health_failure_rate),
+            ] {
+                if !(0.0..=1.0).contains(&rate) {
+                    return bad(
+                        key(&format!("simulated.{field}")),
+                        format!("{rate} is not between 0 and 1"),
+                    );
+                }
+            }
+        }
+        if self.analyzers.iter().all(|a| a.weight == 0) {
+            return bad(
+                "analyzers".into(),
+                "total weight is 0: at least one analyzer needs a weight above 0".into(),
+            );
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "listen".into(),
+                format!("{:?} is not an address such as 0.0.0.0:8080", self.listen),
+            );
+        }
+        if self.retry.factor < 1.0 || !self.retry.factor.is_finite() {
+            return bad(
+                "retry.factor".into(),
+                format!("{} must be at least 1", self.retry.factor),
+            );
+        }
+        if self.retry.base_delay.is_zero() && self.retry.max_retries > 0 {
+            return bad("retry.base_delay".into(), "must be above 0".into());
+        }
+        for (key, value) in [
+            ("health.interval", self.health.interval),
+            ("health.timeout", self.health.timeout),
+            ("checkpoint.interval", self.checkpoint.interval),
+        ] {
+            if value.is_zero() {
+                return bad(key.into(), "must be above 0".into());
+            }
+        }
+        for (key, value) in [
+            (
+                "health.unhealthy_threshold",
+                self.health.unhealthy_threshold as usize,
+            ),
+            ("health.healthy_threshold", self.health.healthy_threshold as usize),
+            ("queue.max_in_flight", self.queue.max_in_flight),
+            ("queue.analyzer_concurrency", self.queue.analyzer_concurrency),
+            ("limits.max_body_bytes", self.limits.max_body_bytes),
+            (
+                "limits.max_packets_per_request",
+                self.limits.max_packets_per_request,
+            ),
+            (
+                "limits.max_messages_per_packet",
+                self.limits.max_messages_per_packet,
+            ),
+            ("limits.max_packet_bytes", self.limits.max_packet_bytes),
+        ] {
+            if value == 0 {
+                return bad(key.into(), "must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(yaml: &str) -> String {
+        Settings::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_reproduce_the_original_service() {
+        let s = Settings::default();
+        s.check().unwrap();
+        let summary: Vec<_> = s
+            .analyzers
+            .iter()
+            .map(|a| {
+                (
+                    a.id.as_str(),
+                    a.name.as_deref().unwrap(),
+                    a.weight,
+                    a.simulated.as_ref().unwrap().processing_time_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("analyzer-a1", "Analyzer A", 40, 100),
+                ("analyzer-a2", "Analyzer B", 30, 150),
+                ("analyzer-a3", "Analyzer C", 20, 80),
+                ("analyzer-a4", "Analyzer D", 10, 200),
+            ]
+        );
+        assert_eq!(s.retry.base_delay, Duration::from_secs(2));
+        assert_eq!(s.retry.max_retries, 3);
+        assert_eq!(s.health.interval, Duration::from_secs(10));
+        assert_eq!(s.checkpoint.interval, Duration::from_secs(30));
+        assert_eq!(s.analyzers[0].simulated.as_ref().unwrap().failure_rate, 0.05);
+    }
+
+    #[test]
+    fn the_documented_keys_parse() {
+        let s = Settings::from_yaml(
+            "analyzers:\n  - {id: analyzer-a1, name: Analyzer A, weight: 40,\n     simulated: {processing_time_ms: 100, failure_rate: 0.05, health_failure_rate: 0.05}}\n\
+             retry: {base_delay: 2s, factor: 2, max_retries: 3, jitter: false}\n\
+             health: {interval: 10s}\ncheckpoint: {interval: 30s}\nlimits: {max_packets_per_request: 50}\nqueue: {max_in_flight: 10}\n",
+        )
+        .unwrap();
+        assert_eq!(s.analyzers.len(), 1);
+        assert_eq!(s.limits.max_packets_per_request, 50);
+        assert_eq!(s.queue.max_in_flight, 10);
+        let ms = Settings::from_yaml("retry: {base_delay: 150ms}\n").unwrap();
+        assert_eq!(ms.retry.base_delay, Duration::from_millis(150));
+    }
+
+    #[test]
+    fn the_rendered_defaults_read_back_identically() {
+        let s = Settings::default();
+        assert_eq!(Settings::from_yaml(&s.to_yaml()).unwrap(), s);
+    }
+
+    #[test]
+    fn bad_files_name_the_key() {
+        let one = |rest: &str| format!("analyzers:\n  - {{id: a, weight: 1, simulated: {{}}}}\n{rest}");
+        assert!(error_of("colour: red\n").contains("colour"));
+        assert!(error_of("analyzers:\n  - {id: a, weight: 5000, simulated: {}}\n")
+            .contains("analyzers[0].weight: 5000 is out of range"));
+        assert!(
+            error_of("analyzers:\n  - {id: a, weight: -1, simulated: {}}\n").contains("analyzers[0].weight")
+        );
+        assert!(error_of(
+            "analyzers:\n  - {id: a, weight: 1, simulated: {}}\n  - {id: a, weight: 1, simulated: {}}\n"
+        )
+        .contains("analyzers[1].id: duplicate id \"a\""));
+        assert!(error_of("analyzers: []\n").contains("analyzers: at least one"));
+        assert!(error_of("analyzers:\n  - {id: a, weight: 0, simulated: {}}\n").contains("total weight is 0"));
+        assert!(
+            error_of(&one("retry: {base_delay: soon}\n")).contains("base_delay")
+                || error_of(&one("retry: {base_delay: soon}\n")).contains("soon")
+        );
+        assert!(error_of(&one("health: {interval: 0s}\n")).contains("health.interval"));
+        assert!(
+            error_of("analyzers:\n  - {id: a, weight: 1, simulated: {failure_rate: 2}}\n")
+                .contains("simulated.failure_rate")
+        );
+        assert!(error_of("analyzers:\n  - {id: a, weight: 1}\n").contains("analyzers[0].simulated"));
+    }
+
+    #[test]
+    fn flags_beat_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "listen: 127.0.0.1:9000\ndata_dir: /from/file\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            data_dir: Some(PathBuf::from("/from/flag")),
+            ..ServeArgs::default()
+        };
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9000");
+        assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
+    }
+}

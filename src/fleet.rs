@@ -1,0 +1,215 @@
+//! The analyzers the distributor knows, and the routing table over the
+//! ones in rotation.
+//!
+//! An [`Analyzer`] bundles what one analyzer is (id, name, weight), how it
+//! is reached (its transport), how it is doing (health, counters) and its
+//! lane: the queue of packets routed to it, drained by the dispatcher.
+//!
+//! [`Fleet`] keeps the analyzers and an immutable [`RoutingTable`] over
+//! those that are healthy and weighted; [`Fleet::rebuild`] swaps in a new
+//! table whenever health, weight or membership changes. Readers never lock.
+
+use crate::dispatch::Job;
+use crate::health::{Health, HealthPolicy};
+use crate::metrics::AnalyzerMetrics;
+use crate::routing::RoutingTable;
+use crate::transport::Transport;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// One analyzer and its lane.
+#[derive(Debug)]
+pub struct Analyzer {
+    pub id: String,
+    pub name: String,
+    weight: AtomicU32,
+    pub transport: Transport,
+    pub health: Health,
+    pub metrics: AnalyzerMetrics,
+    /// Whether the current routing table holds this analyzer; the lane
+    /// re-routes what it holds once this turns false.
+    in_rotation: AtomicBool,
+    lane: mpsc::UnboundedSender<Job>,
+    /// Packets waiting in the lane.
+    pub queued: AtomicUsize,
+    /// Packets being delivered right now.
+    pub delivering: AtomicUsize,
+}
+
+/// The receiving end of an analyzer's lane, for the dispatcher to drain.
+pub type LaneReceiver = mpsc::UnboundedReceiver<Job>;
+
+impl Analyzer {
+    pub fn new(
+        id: String,
+        name: String,
+        weight: u32,
+        transport: Transport,
+        policy: HealthPolicy,
+        metrics: AnalyzerMetrics,
+    ) -> (Arc<Analyzer>, LaneReceiver) {
+        let (lane, receiver) = mpsc::unbounded_channel();
+        metrics.weight.set(i64::from(weight));
+        metrics.healthy.set(1);
+        let analyzer = Analyzer {
+            id,
+            name,
+            weight: AtomicU32::new(weight),
+            transport,
+            health: Health::new(policy),
+            metrics,
+            in_rotation: AtomicBool::new(false),
+            lane,
+            queued: AtomicUsize::new(0),
+            delivering: AtomicUsize::new(0),
+        };
+        (Arc::new(analyzer), receiver)
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn in_rotation(&self) -> bool {
+        self.in_rotation.load(Ordering::Acquire)
+    }
+
+    /// Queues `job` on this analyzer's lane; gives it back if the lane is closed.
+    pub fn enqueue(&self, job: Job) -> Result<(), Job> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        self.lane.send(job).map_err(|mpsc::error::SendError(job)| {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            job
+        })
+    }
+}
+
+/// Every analyzer, and the table that routes among the healthy ones.
+pub struct Fleet {
+    analyzers: ArcSwap<Vec<Arc<Analyzer>>>,
+    table: ArcSwap<RoutingTable<Arc<Analyzer>>>,
+    /// Serialises rebuilds so that flags and table always agree.
+    rebuilding: Mutex<()>,
+}
+
+impl Fleet {
+    pub fn new(analyzers: Vec<Arc<Analyzer>>) -> Fleet {
+        let fleet = Fleet {
+            analyzers: ArcSwap::from_pointee(analyzers),
+            table: ArcSwap::from_pointee(RoutingTable::empty()),
+            rebuilding: Mutex::new(()),
+        };
+        fleet.rebuild();
+        fleet
+    }
+
+    /// The next analyzer by smooth weighted round-robin, if any is in rotation.
+    pub fn pick(&self) -> Option<Arc<Analyzer>> {
+        self.table.load().pick().cloned()
+    }
+
+    /// Whether any analyzer is in rotation.
+    pub fn any_in_rotation(&self) -> bool {
+        !self.table.load().is_empty()
+    }
+
+    pub fn all(&self) -> Arc<Vec<Arc<Analyzer>>> {
+        self.analyzers.load_full()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Analyzer>> {
+        self.analyzers.load().iter().find(|a| a.id == id).cloned()
+    }
+
+    /// Builds a fresh routing table from current health and weights.
+    pub fn rebuild(&self) {
+        let _serial = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let analyzers = self.analyzers.load();
+        let table = RoutingTable::new(
+            analyzers
+                .iter()
+                .filter(|a| a.health.is_healthy())
+                .map(|a| (a.clone(), a.weight())),
+        );
+        for a in analyzers.iter() {
+            let member = table.members().iter().any(|m| Arc::ptr_eq(m, a));
+            a.in_rotation.store(member, Ordering::Release);
+            a.metrics.healthy.set(i64::from(a.health.is_healthy()));
+            a.metrics.weight.set(i64::from(a.weight()));
+        }
+        self.table.store(Arc::new(table));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimulatedConfig;
+    use crate::health::HealthMode;
+    use crate::metrics::Metrics;
+    use crate::transport::Simulated;
+    use std::collections::HashMap;
+
+    fn fleet(weights: &[(&str, u32)]) -> Fleet {
+        let metrics = Metrics::new();
+        let policy = HealthPolicy {
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+            ejection_threshold: 5,
+        };
+        let analyzers = weights
+            .iter()
+            .map(|(id, w)| {
+                let transport = Transport::Simulated(Simulated::new(&SimulatedConfig::default()));
+                Analyzer::new(
+                    id.to_string(),
+                    id.to_string(),
+                    *w,
+                    transport,
+                    policy,
+                    metrics.analyzer(id),
+                )
+                .0
+            })
+            .collect();
+        Fleet::new(analyzers)
+    }
+
+    fn split(fleet: &Fleet, picks: usize) -> HashMap<String, usize> {
+        let mut seen = HashMap::new();
+        for _ in 0..picks {
+            *seen.entry(fleet.pick().unwrap().id.clone()).or_default() += 1;
+        }
+        seen
+    }
+
+    #[test]
+    fn health_changes_reshape_the_rotation_at_once() {
+        let f = fleet(&[("a", 40), ("b", 30), ("c", 20), ("d", 10)]);
+        assert_eq!(split(&f, 1000)["a"], 400);
+        f.get("a").unwrap().health.set_mode(HealthMode::ForceUnhealthy);
+        f.rebuild();
+        assert!(!f.get("a").unwrap().in_rotation());
+        let s = split(&f, 600);
+        assert_eq!((s.get("a"), s["b"], s["c"], s["d"]), (None, 300, 200, 100));
+        f.get("a").unwrap().health.set_mode(HealthMode::Auto);
+        f.rebuild();
+        let s = split(&f, 10);
+        assert_eq!(
+            (s["a"], s["b"], s["c"], s["d"]),
+            (4, 3, 2, 1),
+            "rejoins without a burst"
+        );
+    }
+
+    #[test]
+    fn nothing_in_rotation_picks_nothing() {
+        let f = fleet(&[("a", 1)]);
+        f.get("a").unwrap().health.set_mode(HealthMode::ForceUnhealthy);
+        f.rebuild();
+        assert!(f.pick().is_none());
+        assert!(!f.any_in_rotation());
+    }
+}

@@ -1,0 +1,329 @@
+//! Whether an analyzer is fit for traffic, and why.
+//!
+//! Three inputs decide it, strongest first:
+//! 1. the operator's [`HealthMode`] (`ForceHealthy` / `ForceUnhealthy`);
+//! 2. passive ejection: `ejection_threshold` consecutive failed deliveries
+//!    take the analyzer out until a probe passes (Envoy's outlier detection);
+//! 3. active probes with Kubernetes semantics: `unhealthy_threshold`
+//!    consecutive failures take it out, `healthy_threshold` successes bring
+//!    it back.
+//!
+//! [`Health`] records these and answers `is_healthy()` without a lock;
+//! every `record_*` call says whether the verdict changed, so the caller
+//! rebuilds the routing table only then. [`run_prober`] runs the probes.
+
+use crate::config::HealthConfig;
+use crate::dispatch::Dispatcher;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Who decides an analyzer's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthMode {
+    /// Probes and delivery results decide.
+    #[default]
+    Auto,
+    ForceHealthy,
+    ForceUnhealthy,
+}
+
+/// Why the verdict is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthReason {
+    /// Not probed yet: analyzers start in rotation.
+    Starting,
+    ProbeSucceeded,
+    ProbeFailed,
+    /// Too many consecutive delivery failures.
+    Ejected,
+    ForcedHealthy,
+    ForcedUnhealthy,
+}
+
+/// The health of one analyzer at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthSnapshot {
+    pub healthy: bool,
+    pub mode: HealthMode,
+    pub reason: HealthReason,
+    /// The last probe's error, if it failed.
+    pub detail: Option<String>,
+    /// When the verdict last changed.
+    pub since: DateTime<Utc>,
+    pub last_check: Option<DateTime<Utc>>,
+}
+
+/// The thresholds that turn probe and delivery results into a verdict.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthPolicy {
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    pub ejection_threshold: u32,
+}
+
+impl From<&HealthConfig> for HealthPolicy {
+    fn from(c: &HealthConfig) -> Self {
+        HealthPolicy {
+            unhealthy_threshold: c.unhealthy_threshold.max(1),
+            healthy_threshold: c.healthy_threshold.max(1),
+            ejection_threshold: c.ejection_threshold,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Health {
+    policy: HealthPolicy,
+    /// The verdict, read on every routing decision: kept apart from the
+    /// lock so that reads never wait.
+    healthy: AtomicBool,
+    /// Consecutive failed deliveries, touched on every delivery: atomic so
+    /// that the success path takes no lock.
+    delivery_failures_in_a_row: AtomicU32,
+    /// Written a few times per probe interval; a std Mutex is enough.
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    mode: HealthMode,
+    probe_healthy: bool,
+    ejected: bool,
+    passes_in_a_row: u32,
+    probe_failures_in_a_row: u32,
+    auto_reason: HealthReason,
+    detail: Option<String>,
+    since: DateTime<Utc>,
+    last_check: Option<DateTime<Utc>>,
+}
+
+impl State {
+    fn verdict(&self) -> (bool, HealthReason) {
+        match self.mode {
+            HealthMode::ForceHealthy => (true, HealthReason::ForcedHealthy),
+            HealthMode::ForceUnhealthy => (false, HealthReason::ForcedUnhealthy),
+            HealthMode::Auto if self.ejected => (false, HealthReason::Ejected),
+            HealthMode::Auto => (self.probe_healthy, self.auto_reason),
+        }
+    }
+}
+
+impl Health {
+    pub fn new(policy: HealthPolicy) -> Health {
+        Health {
+            policy,
+            healthy: AtomicBool::new(true),
+            delivery_failures_in_a_row: AtomicU32::new(0),
+            state: Mutex::new(State {
+                mode: HealthMode::Auto,
+                probe_healthy: true,
+                ejected: false,
+                passes_in_a_row: 0,
+                probe_failures_in_a_row: 0,
+                auto_reason: HealthReason::Starting,
+                detail: None,
+                since: Utc::now(),
+                last_check: None,
+            }),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Records a probe result; true when the verdict changed.
+    pub fn record_probe(&self, result: Result<(), String>) -> bool {
+        if result.is_ok() {
+            self.delivery_failures_in_a_row.store(0, Ordering::Relaxed);
+        }
+        self.update(|s, policy| {
+            s.last_check = Some(Utc::now());
+            match result {
+                Ok(()) => {
+                    s.probe_failures_in_a_row = 0;
+                    s.passes_in_a_row = s.passes_in_a_row.saturating_add(1);
+                    s.ejected = false;
+                    s.detail = None;
+                    if !s.probe_healthy && s.passes_in_a_row >= policy.healthy_threshold {
+                        s.probe_healthy = true;
+                    }
+                    if s.probe_healthy {
+                        s.auto_reason = HealthReason::ProbeSucceeded;
+                    }
+                }
+                Err(reason) => {
+                    s.passes_in_a_row = 0;
+                    s.probe_failures_in_a_row = s.probe_failures_in_a_row.saturating_add(1);
+                    s.detail = Some(reason);
+                    if s.probe_failures_in_a_row >= policy.unhealthy_threshold {
+                        s.probe_healthy = false;
+                        s.auto_reason = HealthReason::ProbeFailed;
+                    }
+                }
+            }
+        })
+    }
+
+    /// Records a delivery result; true when the verdict changed.
+    pub fn record_delivery(&self, delivered: bool) -> bool {
+        if delivered {
+            if self.delivery_failures_in_a_row.load(Ordering::Relaxed) != 0 {
+                self.delivery_failures_in_a_row.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let streak = self.delivery_failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        let threshold = self.policy.ejection_threshold;
+        if threshold == 0 || streak < threshold {
+            return false;
+        }
+        self.update(|s, _| s.ejected = true)
+    }
+
+    /// Sets the operator's mode; true when the verdict changed.
+    pub fn set_mode(&self, mode: HealthMode) -> bool {
+        self.update(|s, _| s.mode = mode)
+    }
+
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let s = self.lock();
+        let (healthy, reason) = s.verdict();
+        HealthSnapshot {
+            healthy,
+            mode: s.mode,
+            reason,
+            detail: s.detail.clone(),
+            since: s.since,
+            last_check: s.last_check,
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State, &HealthPolicy)) -> bool {
+        let mut state = self.lock();
+        let (before, _) = state.verdict();
+        change(&mut state, &self.policy);
+        let (after, _) = state.verdict();
+        if before != after {
+            state.since = Utc::now();
+            self.healthy.store(after, Ordering::Release);
+        }
+        before != after
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave State half-written in
+        // a way that matters more than losing health tracking: keep going.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Probes every analyzer now and then every `interval`, until the task is
+/// dropped.
+pub async fn run_prober(dispatcher: Arc<Dispatcher>, interval: Duration, timeout: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        probe_all(&dispatcher, timeout).await;
+    }
+}
+
+/// Probes every analyzer at once, each bounded by `timeout`; rebuilds the
+/// rotation when any verdict changed.
+pub async fn probe_all(dispatcher: &Dispatcher, timeout: Duration) {
+    let analyzers = dispatcher.fleet().all();
+    let probes = analyzers.iter().map(|analyzer| async move {
+        let result = match tokio::time::timeout(timeout, analyzer.transport.probe()).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+        };
+        let changed = analyzer.health.record_probe(result);
+        if changed {
+            let now = analyzer.health.snapshot();
+            if now.healthy {
+                tracing::info!(analyzer = %analyzer.id, reason = ?now.reason, "analyzer back in rotation");
+            } else {
+                tracing::warn!(analyzer = %analyzer.id, reason = ?now.reason, detail = ?now.detail, "analyzer out of rotation");
+            }
+        }
+        changed
+    });
+    let changes = futures_util::future::join_all(probes).await;
+    if changes.into_iter().any(|changed| changed) {
+        dispatcher.rotation_changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(unhealthy: u32, healthy: u32, ejection: u32) -> Health {
+        Health::new(HealthPolicy {
+            unhealthy_threshold: unhealthy,
+            healthy_threshold: healthy,
+            ejection_threshold: ejection,
+        })
+    }
+
+    #[test]
+    fn analyzers_start_healthy() {
+        let h = health(1, 1, 5);
+        assert!(h.is_healthy());
+        assert_eq!(h.snapshot().reason, HealthReason::Starting);
+    }
+
+    #[test]
+    fn probes_follow_kubernetes_thresholds() {
+        let h = health(2, 3, 0);
+        assert!(
+            !h.record_probe(Err("down".into())),
+            "one failure is under the threshold"
+        );
+        assert!(h.record_probe(Err("down".into())));
+        assert!(!h.is_healthy());
+        assert_eq!(h.snapshot().reason, HealthReason::ProbeFailed);
+        assert_eq!(h.snapshot().detail.as_deref(), Some("down"));
+        assert!(!h.record_probe(Ok(())));
+        assert!(!h.record_probe(Ok(())));
+        assert!(h.record_probe(Ok(())), "the third pass in a row brings it back");
+        assert!(h.is_healthy());
+        assert_eq!(h.snapshot().reason, HealthReason::ProbeSucceeded);
+    }
+
+    #[test]
+    fn a_failure_streak_ejects_until_a_probe_passes() {
+        let h = health(1, 1, 3);
+        assert!(!h.record_delivery(false));
+        assert!(!h.record_delivery(true), "a success resets the streak");
+        assert!(!h.record_delivery(false));
+        assert!(!h.record_delivery(false));
+        assert!(h.record_delivery(false));
+        assert_eq!(h.snapshot().reason, HealthReason::Ejected);
+        assert!(h.record_probe(Ok(())));
+        assert!(h.is_healthy());
+    }
+
+    #[test]
+    fn a_forced_mode_beats_probes_and_ejection() {
+        let h = health(1, 1, 1);
+        assert!(h.set_mode(HealthMode::ForceUnhealthy));
+        assert!(!h.record_probe(Ok(())));
+        assert!(!h.is_healthy());
+        assert_eq!(h.snapshot().reason, HealthReason::ForcedUnhealthy);
+        assert!(h.set_mode(HealthMode::ForceHealthy));
+        assert!(!h.record_probe(Err("down".into())));
+        assert!(!h.record_delivery(false));
+        assert!(h.is_healthy());
+        assert!(
+            h.set_mode(HealthMode::Auto),
+            "auto hands control back to the failed probe"
+        );
+        assert!(!h.is_healthy());
+    }
+}

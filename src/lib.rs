@@ -1,0 +1,29 @@
+//! logs-distributor: accepts batches of log packets over HTTP and hands each
+//! packet to exactly one analyzer, in proportion to the analyzers' weights.
+//!
+//! A map of the crate, in the order a packet meets it:
+//!
+//! - [`api`]: the axum router; `POST /api/v1/logs` parses and validates
+//!   ([`model`]) and admits packets to the [`dispatch::Dispatcher`].
+//! - [`dispatch`]: picks an analyzer ([`fleet`] over a [`routing`] table),
+//!   queues the packet on that analyzer's lane, delivers it through its
+//!   [`transport`], and on failure asks [`retry`] when to try again or
+//!   writes it to the dead letter ([`storage`]).
+//! - [`health`]: probes and passive ejection decide who is in rotation.
+//! - [`storage`]: `failed_packets.json` and the gzip checkpoint.
+//! - [`metrics`]: the Prometheus registry behind `/metrics` and `/stats`.
+//! - [`config`]: flags, env vars, the YAML file, defaults.
+//! - [`service`]: wires it all together, start to orderly shutdown.
+
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod fleet;
+pub mod health;
+pub mod metrics;
+pub mod model;
+pub mod retry;
+pub mod routing;
+pub mod service;
+pub mod storage;
+pub mod transport;

@@ -1,0 +1,74 @@
+//! The `logs-distributor` binary: parses the command line, sets up logging,
+//! runs the chosen command. `serve` (the default) runs until SIGTERM or
+//! SIGINT, then shuts down in order and exits 0.
+
+use clap::Parser;
+use logs_distributor::config::{Cli, Command, LogFormat, ServeArgs, Settings};
+use logs_distributor::service;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(&cli.serve),
+        Some(Command::Serve(args)) => serve(&args),
+        Some(Command::PrintConfig(args)) => print_config(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("logs-distributor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_config(args: &ServeArgs) -> anyhow::Result<()> {
+    print!("{}", Settings::load(args)?.to_yaml());
+    Ok(())
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::load(args)?;
+    init_logging(settings.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let running = service::start(settings).await?;
+        let stop = running.stop_token();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        running.wait().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the service");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,523 @@
+//! Log packets and messages: the wire shapes clients send, the validated
+//! shapes the distributor keeps, and the validation rules with their limits.
+//!
+//! A request body is parsed in two steps so that one bad packet does not
+//! spoil its neighbours: the body is split into raw packets
+//! ([`split_json_array`], [`split_ndjson`]), then each raw packet is parsed
+//! and validated on its own ([`Limits::validate`]), giving either a
+//! [`LogPacket`] or a [`PacketError`] naming the field at fault.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::fmt;
+use std::str::FromStr;
+
+/// Severity of a log message: the RFC 5424 severities plus `TRACE`.
+///
+/// Parsing is case-insensitive and takes the common aliases
+/// (`WARN`, `ERR`, `FATAL`, `CRIT`, `EMERG`, `PANIC`, `INFORMATIONAL`, ...);
+/// the canonical upper-case name is what analyzers receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Emergency,
+    Alert,
+    Critical,
+    Error,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let level = match s.trim().to_ascii_lowercase().as_str() {
+            "emergency" | "emerg" | "panic" => Level::Emergency,
+            "alert" => Level::Alert,
+            "critical" | "crit" | "fatal" => Level::Critical,
+            "error" | "err" => Level::Error,
+            "warning" | "warn" => Level::Warning,
+            "notice" => Level::Notice,
+            "info" | "informational" | "information" => Level::Info,
+            "debug" => Level::Debug,
+            "trace" => Level::Trace,
+            _ => {
+                return Err(format!(
+                    "unknown level {s:?}: expected one of EMERGENCY, ALERT, CRITICAL, ERROR, \
+                     WARNING, NOTICE, INFO, DEBUG, TRACE (case-insensitive; aliases such as \
+                     WARN, ERR, FATAL are accepted)"
+                ))
+            }
+        };
+        Ok(level)
+    }
+}
+
+/// One log line as the distributor keeps it and analyzers receive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogMessage {
+    pub level: Level,
+    pub message: String,
+    pub source: String,
+    pub timestamp: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A batch of log lines handed to exactly one analyzer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogPacket {
+    pub id: String,
+    pub messages: Vec<LogMessage>,
+    #[serde(default)]
+    pub retry_count: u32,
+}
+
+/// A message exactly as a client may send it: level is free text until
+/// validated, timestamp optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncomingMessage {
+    level: String,
+    message: String,
+    source: String,
+    #[serde(default)]
+    timestamp: Option<DateTime<Utc>>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A packet exactly as a client may send it. `retry_count` is accepted so
+/// that one distributor can be another's analyzer, but is reset to zero.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncomingPacket {
+    #[serde(default)]
+    id: Option<String>,
+    messages: Vec<IncomingMessage>,
+    #[serde(default, rename = "retry_count")]
+    _retry_count: Option<u32>,
+}
+
+/// Why one packet of a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketError {
+    /// Position of the packet in the request (0-based).
+    pub index: usize,
+    /// The packet's id, when the client gave one that could be read.
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for PacketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "packet {}: {}", self.index, self.reason)
+    }
+}
+
+/// Validation limits; the defaults are the documented ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, after decompression.
+    pub max_body_bytes: usize,
+    pub max_packets_per_request: usize,
+    pub max_messages_per_packet: usize,
+    /// Largest `message` text, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest packet, as its JSON text in the request.
+    pub max_packet_bytes: usize,
+    /// Longest client-chosen packet id, in bytes.
+    pub max_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_packets_per_request: 1000,
+            max_messages_per_packet: 1000,
+            max_message_bytes: 10_000,
+            max_packet_bytes: 1024 * 1024,
+            max_id_bytes: 256,
+        }
+    }
+}
+
+/// Why a whole request body was refused before looking at its packets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("body must be a JSON array of packets, got {0}")]
+    NotAnArray(&'static str),
+    #[error("line {line}: not valid JSON: {reason}")]
+    InvalidNdjsonLine { line: usize, reason: String },
+    #[error("request holds no packet: send at least 1")]
+    Empty,
+    #[error("request holds {count} packets: at most {max} are allowed per request")]
+    TooManyPackets { count: usize, max: usize },
+}
+
+/// Splits a JSON array body into its raw packets without parsing them.
+pub fn split_json_array(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
+    let value: &RawValue = serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
+    let text = value.get();
+    match text.as_bytes().first() {
+        Some(b'[') => {
+            serde_json::from_str::<Vec<&RawValue>>(text).map_err(|e| BodyError::InvalidJson(e.to_string()))
+        }
+        Some(b'{') => Err(BodyError::NotAnArray("an object")),
+        Some(b'"') => Err(BodyError::NotAnArray("a string")),
+        Some(b't' | b'f') => Err(BodyError::NotAnArray("a boolean")),
+        Some(b'n') => Err(BodyError::NotAnArray("null")),
+        _ => Err(BodyError::NotAnArray("a number")),
+    }
+}
+
+/// Splits an NDJSON body (one packet per line, blank lines ignored) into raw
+/// packets. A line that is not JSON at all fails the whole body, naming it.
+pub fn split_ndjson(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
+    let mut packets = Vec::new();
+    for (number, line) in body.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let raw: &RawValue = serde_json::from_slice(line).map_err(|e| BodyError::InvalidNdjsonLine {
+            line: number + 1,
+            reason: e.to_string(),
+        })?;
+        packets.push(raw);
+    }
+    Ok(packets)
+}
+
+impl Limits {
+    /// Checks the packet count of a request.
+    pub fn check_count(&self, count: usize) -> Result<(), BodyError> {
+        if count == 0 {
+            return Err(BodyError::Empty);
+        }
+        if count > self.max_packets_per_request {
+            return Err(BodyError::TooManyPackets {
+                count,
+                max: self.max_packets_per_request,
+            });
+        }
+        Ok(())
+    }
+
+    /// Parses and validates one raw packet; `now` fills missing timestamps
+    /// and a fresh UUIDv4 fills a missing id.
+    pub fn validate(
+        &self,
+        index: usize,
+        raw: &RawValue,
+        now: DateTime<Utc>,
+    ) -> Result<LogPacket, PacketError> {
+        let fail = |id: Option<String>, reason: String| PacketError { index, id, reason };
+        let text = raw.get();
+        if text.len() > self.max_packet_bytes {
+            return Err(fail(
+                None,
+                format!(
+                    "packet is {} bytes: at most {} are allowed",
+                    text.len(),
+                    self.max_packet_bytes
+                ),
+            ));
+        }
+        let incoming: IncomingPacket =
+            serde_json::from_str(text).map_err(|e| fail(peek_id(text), describe_serde_error(&e)))?;
+        let id = match incoming.id {
+            Some(id) => {
+                self.check_id(&id).map_err(|r| fail(Some(id.clone()), r))?;
+                id
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let messages = self
+            .validate_messages(incoming.messages, now)
+            .map_err(|r| fail(Some(id.clone()), r))?;
+        Ok(LogPacket {
+            id,
+            messages,
+            retry_count: 0,
+        })
+    }
+
+    fn check_id(&self, id: &str) -> Result<(), String> {
+        if id.trim().is_empty() {
+            return Err("id: must not be empty (leave it out to get a generated one)".into());
+        }
+        if id.len() > self.max_id_bytes {
+            return Err(format!(
+                "id: {} bytes long: at most {} are allowed",
+                id.len(),
+                self.max_id_bytes
+            ));
+        }
+        if id.chars().any(char::is_control) {
+            return Err("id: must not contain control characters".into());
+        }
+        Ok(())
+    }
+
+    fn validate_messages(
+        &self,
+        incoming: Vec<IncomingMessage>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<LogMessage>, String> {
+        if incoming.is_empty() {
+            return Err("messages: must hold at least 1 message".into());
+        }
+        if incoming.len() > self.max_messages_per_packet {
+            return Err(format!(
+                "messages: holds {} messages: at most {} are allowed per packet",
+                incoming.len(),
+                self.max_messages_per_packet
+            ));
+        }
+        incoming
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                self.validate_message(m, now)
+                    .map_err(|r| format!("messages[{i}].{r}"))
+            })
+            .collect()
+    }
+
+    fn validate_message(&self, m: IncomingMessage, now: DateTime<Utc>) -> Result<LogMessage, String> {
+        let level = m.level.parse::<Level>().map_err(|r| format!("level: {r}"))?;
+        if m.message.len() > self.max_message_bytes {
+            return Err(format!(
+                "message: {} bytes long: at most {} are allowed",
+                m.message.len(),
+                self.max_message_bytes
+            ));
+        }
+        if m.source.trim().is_empty() {
+            return Err("source: must not be empty".into());
+        }
+        Ok(LogMessage {
+            level,
+            message: m.message,
+            source: m.source,
+            timestamp: m.timestamp.unwrap_or(now),
+            metadata: m.metadata,
+        })
+    }
+}
+
+/// Best effort: the `id` of a packet that failed to parse, for the error.
+fn peek_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok().and_then(|p| p.id)
+}
+
+/// serde's messages name the field ("missing field `messages`"); drop the
+/// position, which is relative to the packet and confuses more than helps.
+fn describe_serde_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(pos) => text[..pos].to_string(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2025-01-25T20:30:45Z".parse().unwrap()
+    }
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_string()).unwrap()
+    }
+
+    fn check(text: &str) -> Result<LogPacket, PacketError> {
+        Limits::default().validate(0, &raw(text), now())
+    }
+
+    const GOOD: &str =
+        r#"{"messages":[{"level":"ERROR","message":"Database connection failed","source":"api-service"}]}"#;
+
+    #[test]
+    fn a_minimal_packet_gets_an_id_and_the_receive_time() {
+        let p = check(GOOD).unwrap();
+        assert!(uuid::Uuid::parse_str(&p.id).is_ok());
+        assert_eq!(p.messages[0].timestamp, now());
+        assert_eq!(p.messages[0].level, Level::Error);
+        assert_eq!(p.retry_count, 0);
+    }
+
+    #[test]
+    fn client_ids_timestamps_and_metadata_are_kept() {
+        let p = check(
+            r#"{"id":"abc-123","retry_count":2,"messages":[{"level":"warn","message":"m","source":"s",
+               "timestamp":"2024-01-01T10:00:15Z","metadata":{"attempt_count":5}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.id, "abc-123");
+        assert_eq!(p.retry_count, 0, "a client's retry_count is reset");
+        assert_eq!(p.messages[0].level, Level::Warning);
+        assert_eq!(p.messages[0].timestamp.to_rfc3339(), "2024-01-01T10:00:15+00:00");
+        assert_eq!(p.messages[0].metadata.as_ref().unwrap()["attempt_count"], 5);
+    }
+
+    #[test]
+    fn levels_accept_rfc5424_names_and_aliases_in_any_case() {
+        for (text, level) in [
+            ("EMERG", Level::Emergency),
+            ("panic", Level::Emergency),
+            ("Alert", Level::Alert),
+            ("crit", Level::Critical),
+            ("FATAL", Level::Critical),
+            ("err", Level::Error),
+            ("Warning", Level::Warning),
+            ("notice", Level::Notice),
+            ("informational", Level::Info),
+            ("INFO", Level::Info),
+            ("debug", Level::Debug),
+            ("trace", Level::Trace),
+        ] {
+            assert_eq!(text.parse::<Level>(), Ok(level), "{text}");
+        }
+        assert!("verbose".parse::<Level>().is_err());
+    }
+
+    #[test]
+    fn each_rule_names_the_field() {
+        let cases = [
+            (r#"{}"#, "missing field `messages`"),
+            (r#"{"messages":[]}"#, "messages: must hold at least 1"),
+            (r#"{"messages":"x"}"#, "invalid type"),
+            (
+                r#"{"messages":[{"level":"nope","message":"m","source":"s"}]}"#,
+                "messages[0].level: unknown level",
+            ),
+            (
+                r#"{"messages":[{"level":"info","message":"m","source":" "}]}"#,
+                "messages[0].source: must not be empty",
+            ),
+            (
+                r#"{"messages":[{"level":"info","message":"m"}]}"#,
+                "missing field `source`",
+            ),
+            (
+                r#"{"id":"","messages":[{"level":"info","message":"m","source":"s"}]}"#,
+                "id: must not be empty",
+            ),
+            (
+                r#"{"id":"a\u0000b","messages":[{"level":"info","message":"m","source":"s"}]}"#,
+                "control characters",
+            ),
+            (
+                r#"{"messages":[{"level":"info","message":"m","source":"s","timestamp":"yesterday"}]}"#,
+                "input contains invalid characters",
+            ),
+            (
+                r#"{"messages":[{"level":"info","message":"m","source":"s","colour":"red"}]}"#,
+                "unknown field `colour`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = check(text).unwrap_err();
+            assert!(err.reason.contains(expected), "{text}: got {:?}", err.reason);
+        }
+    }
+
+    #[test]
+    fn message_text_is_limited_to_10000_bytes() {
+        let at_limit = format!(
+            r#"{{"messages":[{{"level":"info","message":"{}","source":"s"}}]}}"#,
+            "x".repeat(10_000)
+        );
+        assert!(check(&at_limit).is_ok());
+        let over = at_limit.replace(&"x".repeat(10_000), &"x".repeat(10_001));
+        let err = check(&over).unwrap_err();
+        assert!(
+            err.reason.contains("messages[0].message: 10001 bytes"),
+            "{}",
+            err.reason
+        );
+    }
+
+    #[test]
+    fn messages_per_packet_are_limited() {
+        let msg = r#"{"level":"info","message":"m","source":"s"}"#;
+        let packet = |n: usize| format!(r#"{{"messages":[{}]}}"#, vec![msg; n].join(","));
+        assert!(check(&packet(1000)).is_ok());
+        assert!(check(&packet(1001)).unwrap_err().reason.contains("1001 messages"));
+    }
+
+    #[test]
+    fn packets_are_limited_to_one_mebibyte() {
+        let limits = Limits {
+            max_packet_bytes: 50,
+            ..Limits::default()
+        };
+        let err = limits.validate(3, &raw(GOOD), now()).unwrap_err();
+        assert_eq!(err.index, 3);
+        assert!(err.reason.contains("at most 50"), "{}", err.reason);
+    }
+
+    #[test]
+    fn a_failed_packet_reports_its_id_when_readable() {
+        let err = check(r#"{"id":"p-7","messages":[]}"#).unwrap_err();
+        assert_eq!(err.id.as_deref(), Some("p-7"));
+        let err = check(r#"{"id":"p-8"}"#).unwrap_err();
+        assert_eq!(err.id.as_deref(), Some("p-8"));
+    }
+
+    #[test]
+    fn request_counts_are_limited() {
+        let limits = Limits::default();
+        assert_eq!(limits.check_count(0), Err(BodyError::Empty));
+        assert!(limits.check_count(1000).is_ok());
+        assert!(matches!(
+            limits.check_count(1001),
+            Err(BodyError::TooManyPackets { .. })
+        ));
+    }
+
+    #[test]
+    fn bodies_split_into_raw_packets() {
+        let body = format!("[{GOOD}, 5, {GOOD}]");
+        assert_eq!(split_json_array(body.as_bytes()).unwrap().len(), 3);
+        assert_eq!(
+            split_json_array(b"{}").unwrap_err(),
+            BodyError::NotAnArray("an object")
+        );
+        assert!(matches!(split_json_array(b"[{"), Err(BodyError::InvalidJson(_))));
+        let ndjson = format!("{GOOD}\n\n{GOOD}\r\n");
+        assert_eq!(split_ndjson(ndjson.as_bytes()).unwrap().len(), 2);
+        let bad = format!("{GOOD}\n{{oops\n");
+        assert!(matches!(
+            split_ndjson(bad.as_bytes()),
+            Err(BodyError::InvalidNdjsonLine { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn packets_round_trip_in_the_analyzer_shape() {
+        let p = check(GOOD).unwrap();
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.contains(r#""level":"ERROR""#));
+        assert!(text.contains(r#""retry_count":0"#));
+        let back: LogPacket = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+    }
+}

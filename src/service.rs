@@ -1,0 +1,227 @@
+//! Wiring: builds the distributor from [`Settings`], serves the API and runs
+//! the background tasks, and shuts it all down in order.
+//!
+//! Start-up: data directory → dead letter → checkpoint → analyzers and
+//! dispatcher → listen (not ready) → resume what the checkpoint held →
+//! ready. Shutdown (SIGTERM, or [`Running::shutdown`]): refuse new packets
+//! with 503 → wait up to `shutdown.drain_timeout` for in-flight packets →
+//! write a final checkpoint of what is left → stop the server.
+
+use crate::api::{self, AppState};
+use crate::config::{AnalyzerConfig, Settings};
+use crate::dispatch::{self, Dispatcher};
+use crate::fleet::{Analyzer, LaneReceiver};
+use crate::health::{self, HealthPolicy};
+use crate::metrics::Metrics;
+use crate::retry::Backoff;
+use crate::storage::{Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE};
+use crate::transport::{Simulated, Transport};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A started distributor.
+pub struct Running {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    finished: JoinHandle<anyhow::Result<()>>,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl Running {
+    /// The address the API listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
+    }
+
+    /// Starts the orderly shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the service has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.finished.await.context("service task panicked")?
+    }
+
+    /// A handle that starts the shutdown when cancelled.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// Builds everything and starts serving.
+pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    let dead_letter_path = settings.data_dir.join(DEAD_LETTER_FILE);
+    let dead_letter = Arc::new(
+        DeadLetter::open(&dead_letter_path)
+            .with_context(|| format!("cannot open dead letter {}", dead_letter_path.display()))?,
+    );
+    let checkpoint_path = settings.data_dir.join(CHECKPOINT_FILE);
+    let checkpoint = Checkpoint::load(&checkpoint_path)?;
+
+    let metrics = Metrics::new();
+    let policy = HealthPolicy::from(&settings.health);
+    let analyzers: Vec<(Arc<Analyzer>, LaneReceiver)> = settings
+        .analyzers
+        .iter()
+        .map(|config| build_analyzer(config, policy, &metrics))
+        .collect();
+    let backoff = Backoff::try_new(&settings.retry).map_err(anyhow::Error::msg)?;
+    let dispatcher = Dispatcher::start(
+        analyzers,
+        dispatch::Settings {
+            max_in_flight: settings.queue.max_in_flight,
+            analyzer_concurrency: settings.queue.analyzer_concurrency,
+            backoff,
+        },
+        metrics,
+        dead_letter,
+    );
+
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        dispatcher: dispatcher.clone(),
+        limits: settings.limits.clone(),
+        started: Instant::now(),
+        ready: ready.clone(),
+    };
+    let stop = CancellationToken::new();
+    let server_stop = CancellationToken::new();
+    let server = {
+        let server_stop = server_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, api::app(state))
+                .with_graceful_shutdown(server_stop.cancelled_owned())
+                .await
+        })
+    };
+
+    if let Some(saved) = checkpoint {
+        dispatcher.restore_counters(&saved.counters);
+        tracing::info!(packets = saved.in_flight.len(), saved_at = %saved.saved_at, "resuming in-flight packets from the checkpoint");
+        dispatcher.resume(saved.in_flight);
+    }
+    ready.store(true, Ordering::Release);
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), analyzers = settings.analyzers.len(), "logs-distributor ready");
+
+    let background = vec![
+        tokio::spawn(health::run_prober(
+            dispatcher.clone(),
+            settings.health.interval,
+            settings.health.timeout,
+        )),
+        tokio::spawn(run_checkpointer(
+            dispatcher.clone(),
+            checkpoint_path.clone(),
+            settings.checkpoint.interval,
+        )),
+    ];
+    let finished = tokio::spawn(shut_down_when_told(
+        stop.clone(),
+        dispatcher.clone(),
+        settings.shutdown.drain_timeout,
+        checkpoint_path,
+        background,
+        server_stop,
+        server,
+    ));
+    Ok(Running {
+        addr,
+        stop,
+        finished,
+        dispatcher,
+    })
+}
+
+fn build_analyzer(
+    config: &AnalyzerConfig,
+    policy: HealthPolicy,
+    metrics: &Metrics,
+) -> (Arc<Analyzer>, LaneReceiver) {
+    let transport = match &config.simulated {
+        Some(simulated) => Transport::Simulated(Simulated::new(simulated)),
+        None => unreachable!("Settings::check refuses analyzers without a transport"),
+    };
+    let weight = u32::try_from(config.weight).unwrap_or(0);
+    Analyzer::new(
+        config.id.clone(),
+        config.name.clone().unwrap_or_else(|| config.id.clone()),
+        weight,
+        transport,
+        policy,
+        metrics.analyzer(&config.id),
+    )
+}
+
+async fn run_checkpointer(dispatcher: Arc<Dispatcher>, path: PathBuf, every: std::time::Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if let Err(e) = save_checkpoint(&dispatcher, &path).await {
+            dispatcher.metrics().checkpoint_failures.inc();
+            tracing::error!(error = %e, "cannot write checkpoint; will try again");
+        }
+    }
+}
+
+async fn save_checkpoint(dispatcher: &Dispatcher, path: &std::path::Path) -> anyhow::Result<usize> {
+    let checkpoint = dispatcher.checkpoint();
+    let packets = checkpoint.in_flight.len();
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || checkpoint.save(&path)).await??;
+    Ok(packets)
+}
+
+async fn shut_down_when_told(
+    stop: CancellationToken,
+    dispatcher: Arc<Dispatcher>,
+    drain_timeout: std::time::Duration,
+    checkpoint_path: PathBuf,
+    background: Vec<JoinHandle<()>>,
+    server_stop: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    stop.cancelled().await;
+    dispatcher.stop_accepting();
+    let in_flight = dispatcher.pipeline().in_flight;
+    tracing::info!(in_flight, timeout = %humantime::format_duration(drain_timeout), "shutting down: draining in-flight packets");
+    let drained = dispatcher.drain(drain_timeout).await;
+    for task in &background {
+        task.abort();
+    }
+    let saved = save_checkpoint(&dispatcher, &checkpoint_path).await;
+    server_stop.cancel();
+    let served = server.await;
+    match &saved {
+        Ok(left) if drained => tracing::info!(left, "drained; checkpoint written"),
+        Ok(left) => tracing::warn!(
+            left,
+            "drain timed out; the rest is in the checkpoint and resumes at the next start"
+        ),
+        Err(e) => tracing::error!(error = %e, "final checkpoint failed"),
+    }
+    saved.context("final checkpoint failed")?;
+    served
+        .context("HTTP server task panicked")?
+        .context("HTTP server failed")?;
+    Ok(())
+}

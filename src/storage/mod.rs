@@ -1,0 +1,13 @@
+//! What the distributor keeps on its data volume: the dead letter and the
+//! checkpoint. File names are the wire contract of the data directory.
+
+pub mod checkpoint;
+pub mod dead_letter;
+
+pub use checkpoint::{AnalyzerCounters, Checkpoint, CheckpointError, Counters};
+pub use dead_letter::{DeadLetter, DeadLetterEntry};
+
+/// The dead-letter file, in the data directory.
+pub const DEAD_LETTER_FILE: &str = "failed_packets.json";
+/// The gzip checkpoint, in the data directory.
+pub const CHECKPOINT_FILE: &str = "state.json.gz";

@@ -1,0 +1,78 @@
+//! How packets reach an analyzer, and how a failed delivery is classified.
+//!
+//! [`Transport`] is a closed set: [`Simulated`] runs in-process (the demo and
+//! the benchmarks); an HTTP transport joins it for real analyzers. Each one
+//! delivers a batch of packets bound for one analyzer and answers a health
+//! probe; each says whether a failure is worth retrying ([`FailureClass`]).
+
+mod simulated;
+
+pub use simulated::Simulated;
+
+use crate::dispatch::Job;
+use std::time::Duration;
+
+/// Whether trying again can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Timeouts, refused connections, 408, 429, 5xx, simulated crashes.
+    Retryable,
+    /// The analyzer refused the packet itself (other 4xx): straight to the dead letter.
+    Permanent,
+}
+
+/// A failed delivery: its class, a message for the dead letter, and the
+/// analyzer's own `Retry-After` when it gave one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryFailure {
+    pub class: FailureClass,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl DeliveryFailure {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        DeliveryFailure {
+            class: FailureClass::Retryable,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        DeliveryFailure {
+            class: FailureClass::Permanent,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// The ways to reach an analyzer.
+#[derive(Debug)]
+pub enum Transport {
+    Simulated(Simulated),
+}
+
+impl Transport {
+    /// Delivers every job of the batch, or fails them all.
+    pub async fn deliver(&self, batch: &[Job]) -> Result<(), DeliveryFailure> {
+        match self {
+            Transport::Simulated(s) => s.deliver(batch).await,
+        }
+    }
+
+    /// One health probe.
+    pub async fn probe(&self) -> Result<(), String> {
+        match self {
+            Transport::Simulated(s) => s.probe().await,
+        }
+    }
+
+    /// Where packets go: an endpoint URL, or "simulated".
+    pub fn endpoint(&self) -> String {
+        match self {
+            Transport::Simulated(_) => "simulated".into(),
+        }
+    }
+}
