@@ -37,6 +37,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective configuration as YAML (defaults, file, flags) and exit.
     PrintConfig(ServeArgs),
+    /// Run the reference analyzer: an HTTP server speaking the analyzer contract.
+    Analyzer(crate::analyzer::AnalyzerArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -77,6 +79,7 @@ pub struct Settings {
     pub limits: Limits,
     pub queue: QueueConfig,
     pub shutdown: ShutdownConfig,
+    pub http: HttpConfig,
 }
 
 /// One analyzer: who it is, its share of traffic, and how it is reached.
@@ -88,8 +91,43 @@ pub struct AnalyzerConfig {
     pub name: Option<String>,
     /// Share of traffic, 0 to 1000; 0 takes the analyzer out of rotation.
     pub weight: i64,
+    /// An in-process simulated analyzer...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<SimulatedConfig>,
+    /// ...or a real one: `http://host:port/path` takes deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Health probe path, resolved against `endpoint`.
+    #[serde(
+        default = "default_health_path",
+        skip_serializing_if = "is_default_health_path"
+    )]
+    pub health_path: String,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+
+fn is_default_health_path(path: &str) -> bool {
+    path == "/health"
+}
+
+/// Settings of the HTTP transport, for every analyzer with an `endpoint`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Longest wait for an analyzer's answer to one delivery.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// An in-process analyzer that sleeps and fails at random, as the original did.
@@ -227,6 +265,8 @@ impl Default for Settings {
                 processing_time_ms,
                 ..SimulatedConfig::default()
             }),
+            endpoint: None,
+            health_path: default_health_path(),
         };
         Settings {
             listen: "0.0.0.0:8080".into(),
@@ -244,6 +284,7 @@ impl Default for Settings {
             limits: Limits::default(),
             queue: QueueConfig::default(),
             shutdown: ShutdownConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -314,18 +355,37 @@ impl Settings {
                     format!("{} is out of range 0..={MAX_WEIGHT}", a.weight),
                 );
             }
-            let Some(sim) = &a.simulated else {
-                return bad(key("simulated"), "an analyzer needs `simulated` settings".into());
-            };
-            for (field, rate) in [
-                ("failure_rate", sim.failure_rate),
-                ("health_failure_rate", sim.health_failure_rate),
-            ] {
-                if !(0.0..=1.0).contains(&rate) {
+            match (&a.simulated, &a.endpoint) {
+                (Some(sim), None) => {
+                    for (field, rate) in [
+                        ("failure_rate", sim.failure_rate),
+                        ("health_failure_rate", sim.health_failure_rate),
+                    ] {
+                        if !(0.0..=1.0).contains(&rate) {
+                            return bad(
+                                key(&format!("simulated.{field}")),
+                                format!("{rate} is not between 0 and 1"),
+                            );
+                        }
+                    }
+                }
+                (None, Some(endpoint)) => {
+                    if let Err(why) = crate::transport::Http::new(endpoint, &a.health_path, self.http.timeout)
+                    {
+                        return bad(key("endpoint"), why);
+                    }
+                }
+                (Some(_), Some(_)) => {
                     return bad(
-                        key(&format!("simulated.{field}")),
-                        format!("{rate} is not between 0 and 1"),
-                    );
+                        key("endpoint"),
+                        "give either `endpoint` or `simulated`, not both".into(),
+                    )
+                }
+                (None, None) => {
+                    return bad(
+                        key("endpoint"),
+                        "an analyzer needs an `endpoint` URL or `simulated` settings".into(),
+                    )
                 }
             }
         }
@@ -353,6 +413,7 @@ impl Settings {
         for (key, value) in [
             ("health.interval", self.health.interval),
             ("health.timeout", self.health.timeout),
+            ("http.timeout", self.http.timeout),
             ("checkpoint.interval", self.checkpoint.interval),
         ] {
             if value.is_zero() {
@@ -471,7 +532,16 @@ mod tests {
             error_of("analyzers:\n  - {id: a, weight: 1, simulated: {failure_rate: 2}}\n")
                 .contains("simulated.failure_rate")
         );
-        assert!(error_of("analyzers:\n  - {id: a, weight: 1}\n").contains("analyzers[0].simulated"));
+        assert!(error_of("analyzers:\n  - {id: a, weight: 1}\n")
+            .contains("analyzers[0].endpoint: an analyzer needs"));
+        assert!(
+            error_of("analyzers:\n  - {id: a, weight: 1, endpoint: 'ftp://x'}\n")
+                .contains("analyzers[0].endpoint")
+        );
+        assert!(
+            error_of("analyzers:\n  - {id: a, weight: 1, endpoint: 'http://x:1/', simulated: {}}\n")
+                .contains("not both")
+        );
     }
 
     #[test]

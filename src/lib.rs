@@ -14,7 +14,9 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics` and `/stats`.
 //! - [`config`]: flags, env vars, the YAML file, defaults.
 //! - [`service`]: wires it all together, start to orderly shutdown.
+//! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
 
+pub mod analyzer;
 pub mod api;
 pub mod config;
 pub mod dispatch;

@@ -3,6 +3,7 @@
 //! SIGINT, then shuts down in order and exits 0.
 
 use clap::Parser;
+use logs_distributor::analyzer::{self, AnalyzerArgs};
 use logs_distributor::config::{Cli, Command, LogFormat, ServeArgs, Settings};
 use logs_distributor::service;
 use std::io::IsTerminal;
@@ -14,6 +15,7 @@ fn main() -> ExitCode {
         None => serve(&cli.serve),
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::PrintConfig(args)) => print_config(&args),
+        Some(Command::Analyzer(args)) => run_analyzer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -22,6 +24,12 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(analyzer::run(args))
 }
 
 fn print_config(args: &ServeArgs) -> anyhow::Result<()> {
@@ -37,27 +45,11 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let running = service::start(settings).await?;
         let stop = running.stop_token();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            service::shutdown_signal().await;
             stop.cancel();
         });
         running.wait().await
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the service");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -15,7 +15,7 @@ use crate::health::{self, HealthPolicy};
 use crate::metrics::Metrics;
 use crate::retry::Backoff;
 use crate::storage::{Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE};
-use crate::transport::{Simulated, Transport};
+use crate::transport::{Http, Simulated, Transport};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,11 +74,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
     let metrics = Metrics::new();
     let policy = HealthPolicy::from(&settings.health);
-    let analyzers: Vec<(Arc<Analyzer>, LaneReceiver)> = settings
+    let analyzers = settings
         .analyzers
         .iter()
-        .map(|config| build_analyzer(config, policy, &metrics))
-        .collect();
+        .map(|config| build_analyzer(config, &settings, policy, &metrics))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let backoff = Backoff::try_new(&settings.retry).map_err(anyhow::Error::msg)?;
     let dispatcher = Dispatcher::start(
         analyzers,
@@ -152,22 +152,30 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
 
 fn build_analyzer(
     config: &AnalyzerConfig,
+    settings: &Settings,
     policy: HealthPolicy,
     metrics: &Metrics,
-) -> (Arc<Analyzer>, LaneReceiver) {
-    let transport = match &config.simulated {
-        Some(simulated) => Transport::Simulated(Simulated::new(simulated)),
-        None => unreachable!("Settings::check refuses analyzers without a transport"),
+) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
+    let transport = match (&config.simulated, &config.endpoint) {
+        (Some(simulated), _) => Transport::Simulated(Simulated::new(simulated)),
+        (None, Some(endpoint)) => Transport::Http(
+            Http::new(endpoint, &config.health_path, settings.http.timeout)
+                .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
+        ),
+        (None, None) => anyhow::bail!(
+            "analyzer {} has neither endpoint nor simulated settings",
+            config.id
+        ),
     };
     let weight = u32::try_from(config.weight).unwrap_or(0);
-    Analyzer::new(
+    Ok(Analyzer::new(
         config.id.clone(),
         config.name.clone().unwrap_or_else(|| config.id.clone()),
         weight,
         transport,
         policy,
         metrics.analyzer(&config.id),
-    )
+    ))
 }
 
 async fn run_checkpointer(dispatcher: Arc<Dispatcher>, path: PathBuf, every: std::time::Duration) {
@@ -224,4 +232,21 @@ async fn shut_down_when_told(
         .context("HTTP server task panicked")?
         .context("HTTP server failed")?;
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,12 +1,14 @@
 //! How packets reach an analyzer, and how a failed delivery is classified.
 //!
 //! [`Transport`] is a closed set: [`Simulated`] runs in-process (the demo and
-//! the benchmarks); an HTTP transport joins it for real analyzers. Each one
+//! the benchmarks); [`Http`] reaches real analyzers. Each one
 //! delivers a batch of packets bound for one analyzer and answers a health
 //! probe; each says whether a failure is worth retrying ([`FailureClass`]).
 
+mod http;
 mod simulated;
 
+pub use http::{Http, IDEMPOTENCY_HEADER};
 pub use simulated::Simulated;
 
 use crate::dispatch::Job;
@@ -52,6 +54,7 @@ impl DeliveryFailure {
 #[derive(Debug)]
 pub enum Transport {
     Simulated(Simulated),
+    Http(Http),
 }
 
 impl Transport {
@@ -59,6 +62,7 @@ impl Transport {
     pub async fn deliver(&self, batch: &[Job]) -> Result<(), DeliveryFailure> {
         match self {
             Transport::Simulated(s) => s.deliver(batch).await,
+            Transport::Http(h) => h.deliver(batch).await,
         }
     }
 
@@ -66,6 +70,7 @@ impl Transport {
     pub async fn probe(&self) -> Result<(), String> {
         match self {
             Transport::Simulated(s) => s.probe().await,
+            Transport::Http(h) => h.probe().await,
         }
     }
 
@@ -73,6 +78,7 @@ impl Transport {
     pub fn endpoint(&self) -> String {
         match self {
             Transport::Simulated(_) => "simulated".into(),
+            Transport::Http(h) => h.endpoint().to_string(),
         }
     }
 }

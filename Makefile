@@ -1,0 +1,34 @@
+# logs-distributor: every task a developer or CI runs.
+# `make test` is what CI runs (.ci/run): format check, clippy, every test.
+
+CARGO ?= cargo
+LISTEN ?= 0.0.0.0:8080
+
+.PHONY: help build run test fmt lint clean bench
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+build: ## Release build of the binary (target/release/logs-distributor)
+	$(CARGO) build --release --locked
+
+run: ## Build and run the service on $(LISTEN) with the built-in simulated analyzers
+	$(CARGO) run --release --locked -- --listen $(LISTEN)
+
+test: ## Format check, clippy -D warnings, then every test
+	@scripts/lint.sh
+	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked --doc
+
+fmt: ## Format the code
+	$(CARGO) fmt
+
+lint: ## Format check and clippy with warnings as errors
+	@scripts/lint.sh
+
+bench: ## Throughput and latency on loopback (release build); prints a table
+	scripts/bench.sh
+
+clean: ## Remove build output and the local data directory
+	$(CARGO) clean
+	rm -rf data

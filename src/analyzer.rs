@@ -1,0 +1,212 @@
+//! The reference analyzer: a real HTTP server that speaks the analyzer
+//! contract, for demos, tests and benchmarks (`logs-distributor analyzer`).
+//!
+//! Routes:
+//! - `POST /`: a JSON array of packets; answers 200 (or 503 with
+//!   `failure_rate`, or while its health is switched off). With `--record`,
+//!   each received packet id is appended to the file as a JSON line and
+//!   fsynced before the answer, so a test can audit what arrived.
+//! - `GET /health`: 200 when healthy, 503 when switched off.
+//! - `POST /admin/health` `{"healthy": bool}`: switch its own health.
+//! - `GET /stats`: packets and messages received, duplicates seen.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct AnalyzerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub listen: String,
+    /// Name shown in /stats and logs.
+    #[arg(long, default_value = "analyzer")]
+    pub name: String,
+    /// Time taken per request before answering, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Chance (0 to 1) that a delivery is answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub failure_rate: f64,
+    /// Append each received packet id to FILE as a JSON line, fsynced.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+}
+
+/// What the analyzer knows about itself.
+struct Analyzer {
+    args: AnalyzerArgs,
+    healthy: AtomicBool,
+    packets: AtomicU64,
+    messages: AtomicU64,
+    duplicates: AtomicU64,
+    /// Ids seen and the record file; one lock keeps them in step.
+    seen: Mutex<Seen>,
+}
+
+struct Seen {
+    ids: HashSet<String>,
+    record: Option<std::fs::File>,
+}
+
+/// Only the parts of a packet the analyzer looks at.
+#[derive(Deserialize)]
+struct PacketView {
+    id: String,
+    messages: Vec<serde::de::IgnoredAny>,
+}
+
+/// Builds the analyzer's router (for tests that host it in-process).
+pub fn app(args: AnalyzerArgs) -> std::io::Result<Router> {
+    let record = match &args.record {
+        Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+        None => None,
+    };
+    let state = Arc::new(Analyzer {
+        args,
+        healthy: AtomicBool::new(true),
+        packets: AtomicU64::new(0),
+        messages: AtomicU64::new(0),
+        duplicates: AtomicU64::new(0),
+        seen: Mutex::new(Seen {
+            ids: HashSet::new(),
+            record,
+        }),
+    });
+    Ok(Router::new()
+        .route("/", post(receive))
+        .route("/health", get(health))
+        .route("/admin/health", post(set_health))
+        .route("/stats", get(stats))
+        .with_state(state))
+}
+
+/// Runs the analyzer until SIGINT or SIGTERM.
+pub async fn run(args: AnalyzerArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, name = %args.name, "reference analyzer listening");
+    axum::serve(listener, app(args)?)
+        .with_graceful_shutdown(crate::service::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
+    if me.args.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(me.args.latency_ms)).await;
+    }
+    if !me.healthy.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "analyzer is switched off"})),
+        )
+            .into_response();
+    }
+    if me.args.failure_rate > 0.0 && rand::rng().random_bool(me.args.failure_rate.min(1.0)) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "simulated failure"})),
+        )
+            .into_response();
+    }
+    let packets: Vec<PacketView> = match serde_json::from_slice(&body) {
+        Ok(packets) => packets,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("not a packet array: {e}")})),
+            )
+                .into_response()
+        }
+    };
+    let messages: usize = packets.iter().map(|p| p.messages.len()).sum();
+    if let Err(e) = me.remember(&packets) {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": format!("cannot record: {e}")})),
+        )
+            .into_response();
+    }
+    me.packets.fetch_add(packets.len() as u64, Ordering::Relaxed);
+    me.messages.fetch_add(messages as u64, Ordering::Relaxed);
+    (StatusCode::OK, Json(json!({"accepted": packets.len()}))).into_response()
+}
+
+impl Analyzer {
+    fn remember(&self, packets: &[PacketView]) -> std::io::Result<()> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines = Vec::new();
+        for packet in packets {
+            if !seen.ids.insert(packet.id.clone()) {
+                self.duplicates.fetch_add(1, Ordering::Relaxed);
+            }
+            if seen.record.is_some() {
+                serde_json::to_writer(&mut lines, &json!({"id": packet.id}))?;
+                lines.push(b'\n');
+            }
+        }
+        if let Some(file) = seen.record.as_mut() {
+            file.write_all(&lines)?;
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+async fn health(State(me): State<Arc<Analyzer>>) -> Response {
+    if me.healthy.load(Ordering::Relaxed) {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "healthy", "name": me.args.name})),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "name": me.args.name})),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Deserialize)]
+struct HealthSwitch {
+    healthy: bool,
+}
+
+async fn set_health(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<HealthSwitch>(&body) {
+        Ok(switch) => {
+            me.healthy.store(switch.healthy, Ordering::Relaxed);
+            Json(json!({"healthy": switch.healthy})).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": format!("body must be {{\"healthy\": bool}}: {e}")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn stats(State(me): State<Arc<Analyzer>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "name": me.args.name,
+        "healthy": me.healthy.load(Ordering::Relaxed),
+        "packets_received": me.packets.load(Ordering::Relaxed),
+        "messages_received": me.messages.load(Ordering::Relaxed),
+        "duplicates": me.duplicates.load(Ordering::Relaxed),
+    }))
+}
