@@ -21,7 +21,7 @@ use crate::fleet::{Analyzer, Fleet, LaneReceiver};
 use crate::metrics::Metrics;
 use crate::model::LogPacket;
 use crate::retry::{Backoff, RetryAction, RetryTimer};
-use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter, DeadLetterEntry};
+use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter};
 use chrono::Utc;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -302,26 +302,23 @@ impl Dispatcher {
     /// Writes packets to the dead letter, trying until the write succeeds:
     /// they stay in flight (and in checkpoints) until it does.
     async fn bury(&self, dead: Vec<(Job, String)>) {
-        let failed_at = Utc::now();
-        let entries: Vec<DeadLetterEntry> = dead
+        let failed: Vec<(LogPacket, String)> = dead
             .iter()
-            .map(|(job, final_error)| DeadLetterEntry {
-                packet: LogPacket {
+            .map(|(job, final_error)| {
+                let packet = LogPacket {
                     retry_count: job.retries,
                     ..(*job.packet).clone()
-                },
-                final_error: final_error.clone(),
-                failed_at,
+                };
+                (packet, final_error.clone())
             })
             .collect();
-        let entries = Arc::new(entries);
         loop {
             let file = self.dead_letter.clone();
-            let batch = entries.clone();
-            match tokio::task::spawn_blocking(move || file.append(&batch)).await {
-                Ok(Ok(())) => break,
+            let batch = failed.clone();
+            match tokio::task::spawn_blocking(move || file.append(batch)).await {
+                Ok(Ok(_)) => break,
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, packets = entries.len(), "cannot write the dead letter; trying again")
+                    tracing::error!(error = %e, packets = failed.len(), "cannot write the dead letter; trying again")
                 }
                 Err(e) => tracing::error!(error = %e, "dead-letter writer failed; trying again"),
             }

@@ -114,7 +114,10 @@ impl Metrics {
             .expect("each metric is registered once");
 
         Metrics {
-            packets_received: counter("packets_received_total", "Packets accepted by POST /api/v1/logs."),
+            packets_received: counter(
+                "packets_received_total",
+                "Packets accepted, by POST /api/v1/logs or a dead-letter replay.",
+            ),
             messages_received: counter("messages_received_total", "Messages in the accepted packets."),
             packets_rejected: counter_vec(
                 "packets_rejected_total",

@@ -96,10 +96,12 @@ struct IncomingMessage {
 /// that one distributor can be another's analyzer, but is reset to zero.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct IncomingPacket {
+struct IncomingPacket<'a> {
     #[serde(default)]
     id: Option<String>,
-    messages: Vec<IncomingMessage>,
+    /// Parsed one by one, so that an error names the message.
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
 }
@@ -235,18 +237,16 @@ impl Limits {
         }
         let incoming: IncomingPacket =
             serde_json::from_str(text).map_err(|e| fail(peek_id(text), describe_serde_error(&e)))?;
-        let id = match incoming.id {
-            Some(id) => {
-                self.check_id(&id).map_err(|r| fail(Some(id.clone()), r))?;
-                id
-            }
-            None => uuid::Uuid::new_v4().to_string(),
-        };
+        if let Some(id) = &incoming.id {
+            self.check_id(id).map_err(|r| fail(Some(id.clone()), r))?;
+        }
         let messages = self
-            .validate_messages(incoming.messages, now)
-            .map_err(|r| fail(Some(id.clone()), r))?;
+            .validate_messages(&incoming.messages, now)
+            .map_err(|r| fail(incoming.id.clone(), r))?;
         Ok(LogPacket {
-            id,
+            // Generated only for a packet that passed: a refused packet is
+            // reported with the client's id or none.
+            id: incoming.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             messages,
             retry_count: 0,
         })
@@ -271,7 +271,7 @@ impl Limits {
 
     fn validate_messages(
         &self,
-        incoming: Vec<IncomingMessage>,
+        incoming: &[&RawValue],
         now: DateTime<Utc>,
     ) -> Result<Vec<LogMessage>, String> {
         if incoming.is_empty() {
@@ -285,10 +285,12 @@ impl Limits {
             ));
         }
         incoming
-            .into_iter()
+            .iter()
             .enumerate()
-            .map(|(i, m)| {
-                self.validate_message(m, now)
+            .map(|(i, raw)| {
+                let message: IncomingMessage = serde_json::from_str(raw.get())
+                    .map_err(|e| format!("messages[{i}]: {}", describe_serde_error(&e)))?;
+                self.validate_message(message, now)
                     .map_err(|r| format!("messages[{i}].{r}"))
             })
             .collect()
@@ -480,6 +482,8 @@ mod tests {
         assert_eq!(err.id.as_deref(), Some("p-7"));
         let err = check(r#"{"id":"p-8"}"#).unwrap_err();
         assert_eq!(err.id.as_deref(), Some("p-8"));
+        let err = check(r#"{"messages":[{"level":"nope","message":"m","source":"s"}]}"#).unwrap_err();
+        assert_eq!(err.id, None, "no id is made up for a refused packet");
     }
 
     #[test]

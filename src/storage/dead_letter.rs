@@ -91,16 +91,27 @@ impl DeadLetter {
         self.len() == 0
     }
 
-    /// Appends entries, durably, in one write.
-    pub fn append(&self, entries: &[DeadLetterEntry]) -> io::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
+    /// Appends packets that failed for good, durably, in one write; each is
+    /// stamped `failed_at` under the file's lock, so the file stays in
+    /// `failed_at` order. Answers the entries as written.
+    pub fn append(&self, failed: Vec<(LogPacket, String)>) -> io::Result<Vec<DeadLetterEntry>> {
+        if failed.is_empty() {
+            return Ok(Vec::new());
         }
         let mut inner = self.lock();
+        let failed_at = Utc::now();
+        let entries: Vec<DeadLetterEntry> = failed
+            .into_iter()
+            .map(|(packet, final_error)| DeadLetterEntry {
+                packet,
+                final_error,
+                failed_at,
+            })
+            .collect();
         let mut chunk = Vec::new();
         let mut starts = Vec::with_capacity(entries.len());
         let mut position = inner.end;
-        for entry in entries {
+        for entry in &entries {
             let separator: &[u8] = if inner.starts.is_empty() && starts.is_empty() {
                 b""
             } else {
@@ -121,7 +132,7 @@ impl DeadLetter {
         inner.file.sync_data()?;
         inner.end = new_end;
         inner.starts.extend(starts);
-        Ok(())
+        Ok(entries)
     }
 
     /// Entries `[offset, offset + limit)` in file order (oldest first).
@@ -299,6 +310,11 @@ mod tests {
     use super::*;
     use crate::model::{Level, LogMessage};
 
+    fn failed(id: &str) -> (LogPacket, String) {
+        let e = entry(id);
+        (e.packet, e.final_error)
+    }
+
     fn entry(id: &str) -> DeadLetterEntry {
         DeadLetterEntry {
             packet: LogPacket {
@@ -331,9 +347,9 @@ mod tests {
         let path = dir.path().join("failed_packets.json");
         let dl = DeadLetter::open(&path).unwrap();
         assert!(parse(&path).is_empty());
-        dl.append(&[entry("a")]).unwrap();
+        dl.append(vec![failed("a")]).unwrap();
         assert_eq!(ids(&parse(&path)), ["a"]);
-        dl.append(&[entry("b"), entry("c")]).unwrap();
+        dl.append(vec![failed("b"), failed("c")]).unwrap();
         assert_eq!(ids(&parse(&path)), ["a", "b", "c"]);
         assert_eq!(ids(&dl.read(1, 5).unwrap()), ["b", "c"]);
         assert_eq!(ids(&dl.read(0, 1).unwrap()), ["a"]);
@@ -347,10 +363,10 @@ mod tests {
         let path = dir.path().join("failed_packets.json");
         let dl = DeadLetter::open(&path).unwrap();
         for i in 0..200 {
-            dl.append(&[entry(&format!("p{i}"))]).unwrap();
+            dl.append(vec![failed(&format!("p{i}"))]).unwrap();
         }
         let before = std::fs::read(&path).unwrap();
-        dl.append(&[entry("last")]).unwrap();
+        dl.append(vec![failed("last")]).unwrap();
         let after = std::fs::read(&path).unwrap();
         let tail = CLOSE.len();
         assert_eq!(
@@ -366,7 +382,7 @@ mod tests {
         let path = dir.path().join("failed_packets.json");
         DeadLetter::open(&path)
             .unwrap()
-            .append(&[entry("a"), entry("b")])
+            .append(vec![failed("a"), failed("b")])
             .unwrap();
         assert_eq!(DeadLetter::open(&path).unwrap().len(), 2);
         // Simulate power loss in the middle of appending "c".
@@ -376,7 +392,7 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let dl = DeadLetter::open(&path).unwrap();
         assert_eq!(ids(&parse(&path)), ["a", "b"]);
-        dl.append(&[entry("d")]).unwrap();
+        dl.append(vec![failed("d")]).unwrap();
         assert_eq!(ids(&parse(&path)), ["a", "b", "d"]);
     }
 
@@ -405,15 +421,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("failed_packets.json");
         let dl = DeadLetter::open(&path).unwrap();
-        dl.append(&[entry("a"), entry("b"), entry("c")]).unwrap();
+        dl.append(vec![failed("a"), failed("b"), failed("c")]).unwrap();
         let removed = dl.remove_where(|e| e.packet.id != "b").unwrap();
         assert_eq!(ids(&removed), ["a", "c"]);
         assert_eq!(ids(&parse(&path)), ["b"]);
-        dl.append(&[entry("d")]).unwrap();
+        dl.append(vec![failed("d")]).unwrap();
         assert_eq!(ids(&parse(&path)), ["b", "d"]);
         dl.remove_where(|_| true).unwrap();
         assert!(parse(&path).is_empty());
-        dl.append(&[entry("e")]).unwrap();
+        dl.append(vec![failed("e")]).unwrap();
         assert_eq!(ids(&parse(&path)), ["e"]);
     }
 }
