@@ -3,7 +3,8 @@
 //!
 //! Routes:
 //! - `POST /`: a JSON array of packets; answers 200 (or 503 with
-//!   `failure_rate`, or while its health is switched off). With `--record`,
+//!   `failure_rate`, for the first `--fail-first` deliveries, or while its
+//!   health is switched off; or always `--respond-status`). With `--record`,
 //!   each received packet id is appended to the file as a JSON line and
 //!   fsynced before the answer, so a test can audit what arrived.
 //! - `GET /health`: 200 when healthy, 503 when switched off.
@@ -44,6 +45,12 @@ pub struct AnalyzerArgs {
     /// Append each received packet id to FILE as a JSON line, fsynced.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Answer the first N deliveries 503 (then behave normally).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub fail_first: u64,
+    /// Answer every delivery with this status instead of taking it (e.g. 400).
+    #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u16).range(100..600))]
+    pub respond_status: Option<u16>,
 }
 
 /// What the analyzer knows about itself.
@@ -53,6 +60,8 @@ struct Analyzer {
     packets: AtomicU64,
     messages: AtomicU64,
     duplicates: AtomicU64,
+    /// Deliveries answered so far, for `--fail-first`.
+    deliveries: AtomicU64,
     /// Ids seen and the record file; one lock keeps them in step.
     seen: Mutex<Seen>,
 }
@@ -81,6 +90,7 @@ pub fn app(args: AnalyzerArgs) -> std::io::Result<Router> {
         packets: AtomicU64::new(0),
         messages: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
+        deliveries: AtomicU64::new(0),
         seen: Mutex::new(Seen {
             ids: HashSet::new(),
             record,
@@ -113,6 +123,14 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"error": "analyzer is switched off"})),
         )
+            .into_response();
+    }
+    if let Some(code) = me.args.respond_status {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        return (status, Json(json!({"error": format!("configured to answer {code}")}))).into_response();
+    }
+    if me.deliveries.fetch_add(1, Ordering::Relaxed) < me.args.fail_first {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "failing the first deliveries"})))
             .into_response();
     }
     if me.args.failure_rate > 0.0 && rand::rng().random_bool(me.args.failure_rate.min(1.0)) {
