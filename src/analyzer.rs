@@ -9,7 +9,7 @@
 //!   fsynced before the answer, so a test can audit what arrived.
 //! - `GET /health`: 200 when healthy, 503 when switched off.
 //! - `POST /admin/health` `{"healthy": bool}`: switch its own health.
-//! - `GET /stats`: packets and messages received, duplicates seen.
+//! - `GET /stats`: requests, packets and messages received, duplicates seen.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -62,6 +62,8 @@ struct Analyzer {
     duplicates: AtomicU64,
     /// Deliveries answered so far, for `--fail-first`.
     deliveries: AtomicU64,
+    /// Deliveries taken (requests answered 200).
+    requests: AtomicU64,
     /// Ids seen and the record file; one lock keeps them in step.
     seen: Mutex<Seen>,
 }
@@ -91,6 +93,7 @@ pub fn app(args: AnalyzerArgs) -> std::io::Result<Router> {
         messages: AtomicU64::new(0),
         duplicates: AtomicU64::new(0),
         deliveries: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
         seen: Mutex::new(Seen {
             ids: HashSet::new(),
             record,
@@ -127,10 +130,17 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
     }
     if let Some(code) = me.args.respond_status {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
-        return (status, Json(json!({"error": format!("configured to answer {code}")}))).into_response();
+        return (
+            status,
+            Json(json!({"error": format!("configured to answer {code}")})),
+        )
+            .into_response();
     }
     if me.deliveries.fetch_add(1, Ordering::Relaxed) < me.args.fail_first {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "failing the first deliveries"})))
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "failing the first deliveries"})),
+        )
             .into_response();
     }
     if me.args.failure_rate > 0.0 && rand::rng().random_bool(me.args.failure_rate.min(1.0)) {
@@ -158,6 +168,7 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
         )
             .into_response();
     }
+    me.requests.fetch_add(1, Ordering::Relaxed);
     me.packets.fetch_add(packets.len() as u64, Ordering::Relaxed);
     me.messages.fetch_add(messages as u64, Ordering::Relaxed);
     (StatusCode::OK, Json(json!({"accepted": packets.len()}))).into_response()
@@ -223,6 +234,7 @@ async fn stats(State(me): State<Arc<Analyzer>>) -> Json<serde_json::Value> {
     Json(json!({
         "name": me.args.name,
         "healthy": me.healthy.load(Ordering::Relaxed),
+        "requests_received": me.requests.load(Ordering::Relaxed),
         "packets_received": me.packets.load(Ordering::Relaxed),
         "messages_received": me.messages.load(Ordering::Relaxed),
         "duplicates": me.duplicates.load(Ordering::Relaxed),

@@ -80,6 +80,7 @@ pub struct Settings {
     pub queue: QueueConfig,
     pub shutdown: ShutdownConfig,
     pub http: HttpConfig,
+    pub batch: BatchConfig,
 }
 
 /// One analyzer: who it is, its share of traffic, and how it is reached.
@@ -97,6 +98,9 @@ pub struct AnalyzerConfig {
     /// ...or a real one: `http://host:port/path` takes deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Deliveries to this analyzer at once [default: queue.analyzer_concurrency].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
     /// Health probe path, resolved against `endpoint`.
     #[serde(
         default = "default_health_path",
@@ -165,6 +169,13 @@ pub struct RetryConfig {
     pub max_delay: Duration,
     /// Full jitter: wait a random time between 0 and the computed delay.
     pub jitter: bool,
+    /// Retry budget (Envoy's): retries out at once stay under this percent of
+    /// the deliveries out at once; a retry over budget waits another backoff
+    /// step. Unset: no budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_percent: Option<f64>,
+    /// Retries always allowed at once, whatever the budget.
+    pub budget_min_concurrent: usize,
 }
 
 impl Default for RetryConfig {
@@ -175,6 +186,8 @@ impl Default for RetryConfig {
             max_retries: 3,
             max_delay: Duration::from_secs(300),
             jitter: false,
+            budget_percent: None,
+            budget_min_concurrent: 3,
         }
     }
 }
@@ -192,6 +205,10 @@ pub struct HealthConfig {
     pub healthy_threshold: u32,
     /// Consecutive failed deliveries that take an analyzer out until a probe passes (0: never).
     pub ejection_threshold: u32,
+    /// Window over which an analyzer coming back ramps from a tenth of its
+    /// weight to all of it (0s: off, it takes its full share at once).
+    #[serde(with = "humantime_serde")]
+    pub slow_start: Duration,
 }
 
 impl Default for HealthConfig {
@@ -202,6 +219,30 @@ impl Default for HealthConfig {
             unhealthy_threshold: 1,
             healthy_threshold: 1,
             ejection_threshold: 5,
+            slow_start: Duration::ZERO,
+        }
+    }
+}
+
+/// Batching of packets bound for one analyzer into one delivery.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most packets per delivery (1: one packet per request).
+    pub max_packets: usize,
+    /// Most bytes per delivery, estimated from the packets' text.
+    pub max_bytes: usize,
+    /// How long a delivery waits for more packets to fill it (0s: never).
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_packets: 1,
+            max_bytes: 1024 * 1024,
+            linger: Duration::ZERO,
         }
     }
 }
@@ -266,6 +307,7 @@ impl Default for Settings {
                 ..SimulatedConfig::default()
             }),
             endpoint: None,
+            concurrency: None,
             health_path: default_health_path(),
         };
         Settings {
@@ -285,6 +327,7 @@ impl Default for Settings {
             queue: QueueConfig::default(),
             shutdown: ShutdownConfig::default(),
             http: HttpConfig::default(),
+            batch: BatchConfig::default(),
         }
     }
 }
@@ -345,6 +388,9 @@ impl Settings {
                     key("id"),
                     format!("{:?} must be 1 to 253 characters without '/'", a.id),
                 );
+            }
+            if a.concurrency == Some(0) {
+                return bad(key("concurrency"), "must be at least 1".into());
             }
             if !ids.insert(a.id.as_str()) {
                 return bad(key("id"), format!("duplicate id {:?}", a.id));
@@ -407,6 +453,14 @@ impl Settings {
                 format!("{} must be at least 1", self.retry.factor),
             );
         }
+        if let Some(percent) = self.retry.budget_percent {
+            if !(percent > 0.0 && percent <= 100.0) {
+                return bad(
+                    "retry.budget_percent".into(),
+                    format!("{percent} must be above 0 and at most 100"),
+                );
+            }
+        }
         if self.retry.base_delay.is_zero() && self.retry.max_retries > 0 {
             return bad("retry.base_delay".into(), "must be above 0".into());
         }
@@ -438,6 +492,8 @@ impl Settings {
                 self.limits.max_messages_per_packet,
             ),
             ("limits.max_packet_bytes", self.limits.max_packet_bytes),
+            ("batch.max_packets", self.batch.max_packets),
+            ("batch.max_bytes", self.batch.max_bytes),
         ] {
             if value == 0 {
                 return bad(key.into(), "must be at least 1".into());

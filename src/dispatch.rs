@@ -12,22 +12,25 @@
 //! by `queue.max_in_flight`, which bounds memory: lanes, the retry timer
 //! and the parking lot hold only admitted packets.
 //!
-//! Each analyzer has a lane drained by one task that runs up to
-//! `queue.analyzer_concurrency` deliveries at once, so a slow analyzer
-//! queues its own packets without holding up the others. A lane whose
-//! analyzer leaves the rotation hands what it holds back to `route`.
+//! Each analyzer has a lane drained by one task that runs up to its
+//! `concurrency` deliveries at once, each of up to `batch.max_packets`
+//! packets, so a slow analyzer queues its own packets without holding up
+//! the others. A lane whose analyzer leaves the rotation hands what it holds
+//! back to `route`. A retry that is due goes through the retry budget, when
+//! one is set, before it is routed again.
 
+use crate::config::BatchConfig;
 use crate::fleet::{Analyzer, Fleet, LaneReceiver};
 use crate::metrics::Metrics;
 use crate::model::LogPacket;
-use crate::retry::{Backoff, RetryAction, RetryTimer};
+use crate::retry::{Backoff, RetryAction, RetryBudget, RetryTimer};
 use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter};
 use chrono::Utc;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify};
 
 /// How long a failed dead-letter write waits before it is tried again.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
@@ -39,6 +42,8 @@ pub struct Job {
     pub seq: u64,
     pub packet: Arc<LogPacket>,
     pub retries: u32,
+    /// Whether this attempt holds a place in the retry budget.
+    holds_budget: bool,
 }
 
 /// Why packets were not admitted.
@@ -63,8 +68,10 @@ pub struct Pipeline {
 
 pub struct Settings {
     pub max_in_flight: usize,
-    pub analyzer_concurrency: usize,
     pub backoff: Backoff,
+    pub budget: Option<RetryBudget>,
+    pub batch: BatchConfig,
+    pub slow_start: Duration,
 }
 
 pub struct Dispatcher {
@@ -98,13 +105,13 @@ impl Dispatcher {
         let dispatcher = Arc::new_cyclic(|me: &Weak<Dispatcher>| {
             let me = me.clone();
             Dispatcher {
-                fleet: Fleet::new(analyzers),
+                fleet: Fleet::new(analyzers, settings.slow_start),
                 settings,
                 metrics,
                 dead_letter,
                 retry_timer: RetryTimer::spawn(move |job| {
                     if let Some(dispatcher) = me.upgrade() {
-                        dispatcher.route(job);
+                        dispatcher.retry_due(job);
                     }
                 }),
                 registry: Mutex::new(HashMap::new()),
@@ -170,7 +177,12 @@ impl Dispatcher {
                 ids.push(packet.id.clone());
                 let packet = Arc::new(packet);
                 registry.insert(seq, (packet.clone(), retries));
-                jobs.push(Job { seq, packet, retries });
+                jobs.push(Job {
+                    seq,
+                    packet,
+                    retries,
+                    holds_budget: false,
+                });
             }
         }
         for job in jobs {
@@ -230,27 +242,76 @@ impl Dispatcher {
         }
     }
 
+    /// A retry whose wait is over: routed again if the budget allows it,
+    /// otherwise it waits one more backoff step (its retry count unchanged).
+    fn retry_due(&self, mut job: Job) {
+        if let Some(budget) = &self.settings.budget {
+            let pipeline = self.pipeline();
+            if !budget.try_acquire(pipeline.queued + pipeline.delivering) {
+                self.metrics.retries_deferred.inc();
+                let wait = self.settings.backoff.delay(job.retries.max(1));
+                self.retry_timer.schedule(job, wait);
+                return;
+            }
+            job.holds_budget = true;
+        }
+        self.route(job);
+    }
+
     async fn drain_lane(self: Arc<Self>, analyzer: Arc<Analyzer>, mut lane: LaneReceiver) {
-        let slots = Arc::new(Semaphore::new(self.settings.analyzer_concurrency));
-        while let Some(job) = lane.recv().await {
+        while let Some(first) = lane.recv().await {
             analyzer.queued.fetch_sub(1, Ordering::Relaxed);
             if !analyzer.in_rotation() {
-                self.route(job);
+                self.route(first);
                 continue;
             }
-            let Ok(slot) = slots.clone().acquire_owned().await else {
+            let batch = self.fill_batch(&analyzer, &mut lane, first).await;
+            let Ok(slot) = analyzer.slots.clone().acquire_owned().await else {
                 break;
             };
             let dispatcher = self.clone();
             let analyzer = analyzer.clone();
             tokio::spawn(async move {
-                dispatcher.deliver(&analyzer, vec![job]).await;
+                dispatcher.deliver(&analyzer, batch).await;
                 drop(slot);
             });
         }
     }
 
-    async fn deliver(&self, analyzer: &Analyzer, batch: Vec<Job>) {
+    /// Adds to `first` what else the lane holds for the same analyzer, up
+    /// to the batch limits, waiting at most `batch.linger` for more.
+    async fn fill_batch(&self, analyzer: &Analyzer, lane: &mut LaneReceiver, first: Job) -> Vec<Job> {
+        let limits = &self.settings.batch;
+        let mut bytes = first.packet.approx_wire_bytes();
+        let mut batch = vec![first];
+        if limits.max_packets <= 1 {
+            return batch;
+        }
+        let deadline = tokio::time::Instant::now() + limits.linger;
+        while batch.len() < limits.max_packets && bytes < limits.max_bytes {
+            let next = match lane.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Empty) if !limits.linger.is_zero() => {
+                    tokio::time::timeout_at(deadline, lane.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                Err(_) => None,
+            };
+            let Some(job) = next else { break };
+            analyzer.queued.fetch_sub(1, Ordering::Relaxed);
+            if !analyzer.in_rotation() {
+                self.route(job);
+                continue;
+            }
+            bytes += job.packet.approx_wire_bytes();
+            batch.push(job);
+        }
+        batch
+    }
+
+    async fn deliver(&self, analyzer: &Analyzer, mut batch: Vec<Job>) {
         let size = batch.len();
         analyzer.delivering.fetch_add(size, Ordering::Relaxed);
         let started = Instant::now();
@@ -260,6 +321,12 @@ impl Dispatcher {
             .delivery_duration
             .observe(started.elapsed().as_secs_f64());
         analyzer.delivering.fetch_sub(size, Ordering::Relaxed);
+        if let Some(budget) = &self.settings.budget {
+            for job in batch.iter_mut().filter(|job| job.holds_budget) {
+                job.holds_budget = false;
+                budget.release();
+            }
+        }
         match result {
             Ok(()) => {
                 analyzer.metrics.delivered.inc_by(size as u64);
@@ -335,6 +402,19 @@ impl Dispatcher {
         self.lock_registry().remove(&seq);
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.drained.notify_waiters();
+        }
+    }
+
+    /// Rebuilds the rotation every `step` while an analyzer ramps up after
+    /// rejoining (slow start); runs until the task is dropped.
+    pub async fn ramp_slow_starters(self: Arc<Self>, step: Duration) {
+        let mut ticker = tokio::time::interval(step);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if self.fleet.is_ramping() {
+                self.rotation_changed();
+            }
         }
     }
 

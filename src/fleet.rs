@@ -8,6 +8,11 @@
 //! [`Fleet`] keeps the analyzers and an immutable [`RoutingTable`] over
 //! those that are healthy and weighted; [`Fleet::rebuild`] swaps in a new
 //! table whenever health, weight or membership changes. Readers never lock.
+//!
+//! Slow start (off unless `slow_start` is set): an analyzer that comes back
+//! into rotation starts at a tenth of its weight and ramps up linearly over
+//! the window; the owner calls `rebuild` periodically while
+//! [`Fleet::is_ramping`] says so.
 
 use crate::dispatch::Job;
 use crate::health::{Health, HealthPolicy};
@@ -17,7 +22,21 @@ use crate::transport::Transport;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+
+/// The smallest share of its weight a rejoining analyzer starts with.
+const SLOW_START_FLOOR: f64 = 0.1;
+
+/// What an analyzer is, as configured.
+#[derive(Debug, Clone)]
+pub struct AnalyzerSpec {
+    pub id: String,
+    pub name: String,
+    pub weight: u32,
+    /// Deliveries to it that may run at once.
+    pub concurrency: usize,
+}
 
 /// One analyzer and its lane.
 #[derive(Debug)]
@@ -36,6 +55,10 @@ pub struct Analyzer {
     pub queued: AtomicUsize,
     /// Packets being delivered right now.
     pub delivering: AtomicUsize,
+    /// Delivery slots: at most `concurrency` deliveries at once.
+    pub slots: Arc<Semaphore>,
+    /// When it last came back into rotation, for slow start.
+    rejoined_at: Mutex<Option<Instant>>,
 }
 
 /// The receiving end of an analyzer's lane, for the dispatcher to drain.
@@ -43,20 +66,18 @@ pub type LaneReceiver = mpsc::UnboundedReceiver<Job>;
 
 impl Analyzer {
     pub fn new(
-        id: String,
-        name: String,
-        weight: u32,
+        spec: AnalyzerSpec,
         transport: Transport,
         policy: HealthPolicy,
         metrics: AnalyzerMetrics,
     ) -> (Arc<Analyzer>, LaneReceiver) {
         let (lane, receiver) = mpsc::unbounded_channel();
-        metrics.weight.set(i64::from(weight));
+        metrics.weight.set(i64::from(spec.weight));
         metrics.healthy.set(1);
         let analyzer = Analyzer {
-            id,
-            name,
-            weight: AtomicU32::new(weight),
+            id: spec.id,
+            name: spec.name,
+            weight: AtomicU32::new(spec.weight),
             transport,
             health: Health::new(policy),
             metrics,
@@ -64,6 +85,8 @@ impl Analyzer {
             lane,
             queued: AtomicUsize::new(0),
             delivering: AtomicUsize::new(0),
+            slots: Arc::new(Semaphore::new(spec.concurrency.max(1))),
+            rejoined_at: Mutex::new(None),
         };
         (Arc::new(analyzer), receiver)
     }
@@ -92,17 +115,47 @@ pub struct Fleet {
     table: ArcSwap<RoutingTable<Arc<Analyzer>>>,
     /// Serialises rebuilds so that flags and table always agree.
     rebuilding: Mutex<()>,
+    /// Ramp-up window for analyzers coming back; zero: off.
+    slow_start: Duration,
 }
 
 impl Fleet {
-    pub fn new(analyzers: Vec<Arc<Analyzer>>) -> Fleet {
+    pub fn new(analyzers: Vec<Arc<Analyzer>>, slow_start: Duration) -> Fleet {
         let fleet = Fleet {
             analyzers: ArcSwap::from_pointee(analyzers),
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             rebuilding: Mutex::new(()),
+            slow_start,
         };
+        // Analyzers present at start-up take their full weight at once.
         fleet.rebuild();
         fleet
+    }
+
+    /// Whether some analyzer is still ramping up after rejoining.
+    pub fn is_ramping(&self) -> bool {
+        !self.slow_start.is_zero()
+            && self.analyzers.load().iter().any(|a| {
+                let rejoined = *a.rejoined_at.lock().unwrap_or_else(|p| p.into_inner());
+                rejoined.is_some_and(|at| at.elapsed() < self.slow_start)
+            })
+    }
+
+    /// The weight `a` routes with now: its weight, cut during slow start.
+    fn effective_weight(&self, a: &Analyzer, now: Instant) -> u32 {
+        let weight = a.weight();
+        if self.slow_start.is_zero() || weight == 0 {
+            return weight;
+        }
+        let rejoined = *a.rejoined_at.lock().unwrap_or_else(|p| p.into_inner());
+        match rejoined {
+            Some(at) if now.duration_since(at) < self.slow_start => {
+                let progress = now.duration_since(at).as_secs_f64() / self.slow_start.as_secs_f64();
+                let share = progress.max(SLOW_START_FLOOR);
+                ((f64::from(weight) * share).ceil() as u32).clamp(1, weight)
+            }
+            _ => weight,
+        }
     }
 
     /// The next analyzer by smooth weighted round-robin, if any is in rotation.
@@ -127,11 +180,20 @@ impl Fleet {
     pub fn rebuild(&self) {
         let _serial = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
         let analyzers = self.analyzers.load();
+        let now = Instant::now();
+        let first_build = self.table.load().is_empty() && analyzers.iter().all(|a| !a.in_rotation());
+        if !first_build && !self.slow_start.is_zero() {
+            for a in analyzers.iter() {
+                if a.health.is_healthy() && !a.in_rotation() && a.weight() > 0 {
+                    *a.rejoined_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                }
+            }
+        }
         let table = RoutingTable::new(
             analyzers
                 .iter()
                 .filter(|a| a.health.is_healthy())
-                .map(|a| (a.clone(), a.weight())),
+                .map(|a| (a.clone(), self.effective_weight(a, now))),
         );
         for a in analyzers.iter() {
             let member = table.members().iter().any(|m| Arc::ptr_eq(m, a));
@@ -153,6 +215,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn fleet(weights: &[(&str, u32)]) -> Fleet {
+        fleet_with_slow_start(weights, Duration::ZERO)
+    }
+
+    fn fleet_with_slow_start(weights: &[(&str, u32)], slow_start: Duration) -> Fleet {
         let metrics = Metrics::new();
         let policy = HealthPolicy {
             unhealthy_threshold: 1,
@@ -163,18 +229,16 @@ mod tests {
             .iter()
             .map(|(id, w)| {
                 let transport = Transport::Simulated(Simulated::new(&SimulatedConfig::default()));
-                Analyzer::new(
-                    id.to_string(),
-                    id.to_string(),
-                    *w,
-                    transport,
-                    policy,
-                    metrics.analyzer(id),
-                )
-                .0
+                let spec = AnalyzerSpec {
+                    id: id.to_string(),
+                    name: id.to_string(),
+                    weight: *w,
+                    concurrency: 1,
+                };
+                Analyzer::new(spec, transport, policy, metrics.analyzer(id)).0
             })
             .collect();
-        Fleet::new(analyzers)
+        Fleet::new(analyzers, slow_start)
     }
 
     fn split(fleet: &Fleet, picks: usize) -> HashMap<String, usize> {
@@ -202,6 +266,24 @@ mod tests {
             (4, 3, 2, 1),
             "rejoins without a burst"
         );
+    }
+
+    #[test]
+    fn a_rejoining_analyzer_ramps_up_under_slow_start() {
+        let f = fleet_with_slow_start(&[("a", 100), ("b", 100)], Duration::from_secs(60));
+        assert!(
+            !f.is_ramping(),
+            "analyzers present at start take their full weight"
+        );
+        assert_eq!(split(&f, 200)["a"], 100);
+        f.get("a").unwrap().health.set_mode(HealthMode::ForceUnhealthy);
+        f.rebuild();
+        f.get("a").unwrap().health.set_mode(HealthMode::Auto);
+        f.rebuild();
+        assert!(f.is_ramping());
+        // Just back: a routes with a tenth of its weight, 10 against 100.
+        let s = split(&f, 110);
+        assert_eq!((s["a"], s["b"]), (10, 100));
     }
 
     #[test]

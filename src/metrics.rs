@@ -29,6 +29,7 @@ pub struct Metrics {
     pub packets_delivered: IntCounterVec,
     pub delivery_failures: IntCounterVec,
     pub packets_retried: IntCounter,
+    pub retries_deferred: IntCounter,
     pub packets_dead_lettered: IntCounter,
     pub analyzer_healthy: IntGaugeVec,
     pub analyzer_weight: IntGaugeVec,
@@ -145,6 +146,10 @@ impl Metrics {
                 ANALYZER_LABEL,
             ),
             packets_retried: counter("packets_retried_total", "Packets scheduled for another attempt."),
+            retries_deferred: counter(
+                "retries_deferred_total",
+                "Retries that waited another backoff step because the retry budget was spent.",
+            ),
             packets_dead_lettered: counter(
                 "packets_dead_lettered_total",
                 "Packets written to failed_packets.json.",

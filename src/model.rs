@@ -78,6 +78,28 @@ pub struct LogPacket {
     pub retry_count: u32,
 }
 
+impl LogPacket {
+    /// Roughly the packet's size as JSON on the wire, for batch limits:
+    /// the text it carries plus a fixed allowance per field.
+    pub fn approx_wire_bytes(&self) -> usize {
+        const PACKET_OVERHEAD: usize = 64;
+        const MESSAGE_OVERHEAD: usize = 96;
+        const METADATA_ENTRY: usize = 48;
+        self.id.len()
+            + PACKET_OVERHEAD
+            + self
+                .messages
+                .iter()
+                .map(|m| {
+                    m.message.len()
+                        + m.source.len()
+                        + MESSAGE_OVERHEAD
+                        + m.metadata.as_ref().map_or(0, |md| md.len() * METADATA_ENTRY)
+                })
+                .sum::<usize>()
+    }
+}
+
 /// A message exactly as a client may send it: level is free text until
 /// validated, timestamp optional.
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,10 @@
 //! [`RetryTimer`] holds every waiting packet in one `DelayQueue` driven by a
 //! single task, so thousands of waiting packets cost a heap entry each, not
 //! a sleeping task each.
+//!
+//! [`RetryBudget`] (Envoy's retry budget) keeps a failing analyzer from
+//! multiplying the load on the others: retries out at once stay under a
+//! percentage of all deliveries out at once, with a floor.
 
 use crate::config::RetryConfig;
 use crate::transport::{DeliveryFailure, FailureClass};
@@ -136,6 +140,47 @@ impl<T: Send + 'static> RetryTimer<T> {
     }
 }
 
+/// Caps retries out at once to `percent` of the deliveries out at once,
+/// never below `min_concurrent`.
+#[derive(Debug)]
+pub struct RetryBudget {
+    percent: f64,
+    min_concurrent: usize,
+    outstanding: AtomicUsize,
+}
+
+impl RetryBudget {
+    pub fn new(percent: f64, min_concurrent: usize) -> RetryBudget {
+        RetryBudget {
+            percent,
+            min_concurrent,
+            outstanding: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes a place for one retry if the budget allows it, given how many
+    /// deliveries are out now.
+    pub fn try_acquire(&self, active_deliveries: usize) -> bool {
+        let allowed = ((active_deliveries as f64 * self.percent / 100.0) as usize).max(self.min_concurrent);
+        self.outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now < allowed).then_some(now + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back the place of a retry whose attempt has ended.
+    pub fn release(&self) {
+        let _ = self
+            .outstanding
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| now.checked_sub(1));
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +267,7 @@ mod tests {
                 max_retries: u32::MAX,
                 max_delay: Duration::from_secs(cap_s),
                 jitter: false,
+                ..RetryConfig::default()
             }).unwrap();
             let d = b.delay(retry);
             prop_assert!(d <= Duration::from_secs(cap_s));
@@ -237,6 +283,24 @@ mod tests {
                 other => prop_assert!(false, "{:?}", other),
             }
         }
+    }
+
+    #[test]
+    fn the_budget_allows_a_percentage_of_active_deliveries_with_a_floor() {
+        let budget = RetryBudget::new(20.0, 3);
+        // 10 active deliveries: 20% is 2, the floor of 3 wins.
+        assert!((0..3).all(|_| budget.try_acquire(10)));
+        assert!(!budget.try_acquire(10));
+        // 100 active deliveries: 20 retries may be out.
+        assert!((0..17).all(|_| budget.try_acquire(100)));
+        assert!(!budget.try_acquire(100));
+        assert_eq!(budget.outstanding(), 20);
+        budget.release();
+        assert!(budget.try_acquire(100));
+        for _ in 0..30 {
+            budget.release();
+        }
+        assert_eq!(budget.outstanding(), 0, "never below zero");
     }
 
     #[tokio::test(start_paused = true)]

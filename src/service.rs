@@ -10,10 +10,10 @@
 use crate::api::{self, AppState};
 use crate::config::{AnalyzerConfig, Settings};
 use crate::dispatch::{self, Dispatcher};
-use crate::fleet::{Analyzer, LaneReceiver};
+use crate::fleet::{Analyzer, AnalyzerSpec, LaneReceiver};
 use crate::health::{self, HealthPolicy};
 use crate::metrics::Metrics;
-use crate::retry::Backoff;
+use crate::retry::{Backoff, RetryBudget};
 use crate::storage::{Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE};
 use crate::transport::{Http, Simulated, Transport};
 use anyhow::Context;
@@ -24,6 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The finest step of a slow-start ramp.
+const SLOW_START_STEP_MIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A started distributor.
 pub struct Running {
@@ -84,8 +87,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         analyzers,
         dispatch::Settings {
             max_in_flight: settings.queue.max_in_flight,
-            analyzer_concurrency: settings.queue.analyzer_concurrency,
             backoff,
+            budget: settings
+                .retry
+                .budget_percent
+                .map(|percent| RetryBudget::new(percent, settings.retry.budget_min_concurrent)),
+            batch: settings.batch.clone(),
+            slow_start: settings.health.slow_start,
         },
         metrics,
         dead_letter,
@@ -121,7 +129,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     ready.store(true, Ordering::Release);
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), analyzers = settings.analyzers.len(), "logs-distributor ready");
 
+    let ramp_step = (settings.health.slow_start / 20).max(SLOW_START_STEP_MIN);
     let background = vec![
+        tokio::spawn(dispatcher.clone().ramp_slow_starters(ramp_step)),
         tokio::spawn(health::run_prober(
             dispatcher.clone(),
             settings.health.interval,
@@ -168,10 +178,14 @@ fn build_analyzer(
         ),
     };
     let weight = u32::try_from(config.weight).unwrap_or(0);
-    Ok(Analyzer::new(
-        config.id.clone(),
-        config.name.clone().unwrap_or_else(|| config.id.clone()),
+    let spec = AnalyzerSpec {
+        id: config.id.clone(),
+        name: config.name.clone().unwrap_or_else(|| config.id.clone()),
         weight,
+        concurrency: config.concurrency.unwrap_or(settings.queue.analyzer_concurrency),
+    };
+    Ok(Analyzer::new(
+        spec,
         transport,
         policy,
         metrics.analyzer(&config.id),
