@@ -39,6 +39,8 @@ pub enum Command {
     PrintConfig(ServeArgs),
     /// Run the reference analyzer: an HTTP server speaking the analyzer contract.
     Analyzer(crate::analyzer::AnalyzerArgs),
+    /// Send load to a distributor and report throughput and latency.
+    Loadgen(crate::loadgen::LoadgenArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -15,6 +15,7 @@
 //! - [`config`]: flags, env vars, the YAML file, defaults.
 //! - [`service`]: wires it all together, start to orderly shutdown.
 //! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
+//! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
 
 pub mod analyzer;
 pub mod api;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod dispatch;
 pub mod fleet;
 pub mod health;
+pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod retry;

@@ -5,6 +5,7 @@
 use clap::Parser;
 use logs_distributor::analyzer::{self, AnalyzerArgs};
 use logs_distributor::config::{Cli, Command, LogFormat, ServeArgs, Settings};
+use logs_distributor::loadgen::{self, LoadgenArgs};
 use logs_distributor::service;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Analyzer(args)) => run_analyzer(args),
+        Some(Command::Loadgen(args)) => run_loadgen(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -30,6 +32,11 @@ fn run_analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(analyzer::run(args))
+}
+
+fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(loadgen::run(args)).map(|_report| ())
 }
 
 fn print_config(args: &ServeArgs) -> anyhow::Result<()> {
