@@ -27,7 +27,7 @@ lint: ## Format check and clippy with warnings as errors
 	@scripts/lint.sh
 
 bench: ## Throughput and latency on loopback (release build); prints a table
-	scripts/bench.sh
+	scripts/bench.py
 
 clean: ## Remove build output and the local data directory
 	$(CARGO) clean
