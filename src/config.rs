@@ -6,6 +6,7 @@
 //! file stops the process with one line naming the key at fault.
 
 use crate::model::Limits;
+use crate::storage::wal::FsyncMode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -57,6 +58,62 @@ pub struct ServeArgs {
     /// Log output format [default: text]
     #[arg(long, env = "LD_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// When accepted packets reach the disk: always (fsync before the 202; group commit),
+    /// interval:<ms> (at most that window lost on power loss), never (process crash only)
+    /// [default: always]
+    #[arg(long, env = "LD_FSYNC", value_name = "MODE")]
+    pub fsync: Option<FsyncMode>,
+    /// What start-up does with a corrupt write-ahead log: strict (refuse to start) or
+    /// skip-corrupt (skip the damaged part, report it) [default: strict]
+    #[arg(long, env = "LD_WAL_RECOVER", value_enum)]
+    pub wal_recover: Option<WalRecover>,
+}
+
+/// What start-up does with a corrupt write-ahead log.
+#[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum WalRecover {
+    #[default]
+    Strict,
+    SkipCorrupt,
+}
+
+/// The write-ahead log.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// `always`, `interval:<ms>` or `never`.
+    #[serde(with = "fsync_text")]
+    pub fsync: FsyncMode,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    pub recover: WalRecover,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            fsync: FsyncMode::Always,
+            segment_bytes: 64 * 1024 * 1024,
+            recover: WalRecover::Strict,
+        }
+    }
+}
+
+/// `FsyncMode` as the text `--fsync` takes.
+mod fsync_text {
+    use crate::storage::wal::FsyncMode;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &FsyncMode, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(mode)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<FsyncMode, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,6 +140,7 @@ pub struct Settings {
     pub shutdown: ShutdownConfig,
     pub http: HttpConfig,
     pub batch: BatchConfig,
+    pub wal: WalConfig,
 }
 
 /// One analyzer: who it is, its share of traffic, and how it is reached.
@@ -269,6 +327,8 @@ impl Default for CheckpointConfig {
 pub struct QueueConfig {
     /// Packets accepted and not yet delivered or dead-lettered; past it, 503.
     pub max_in_flight: usize,
+    /// The same, in bytes (estimated from the packets' text); past it, 503.
+    pub max_in_flight_bytes: usize,
     /// Deliveries running at once per analyzer.
     pub analyzer_concurrency: usize,
 }
@@ -276,7 +336,8 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            max_in_flight: 100_000,
+            max_in_flight: 50_000,
+            max_in_flight_bytes: 64 * 1024 * 1024,
             analyzer_concurrency: 256,
         }
     }
@@ -330,6 +391,7 @@ impl Default for Settings {
             shutdown: ShutdownConfig::default(),
             http: HttpConfig::default(),
             batch: BatchConfig::default(),
+            wal: WalConfig::default(),
         }
     }
 }
@@ -354,6 +416,12 @@ impl Settings {
         }
         if let Some(format) = args.log_format {
             settings.log_format = format;
+        }
+        if let Some(fsync) = args.fsync {
+            settings.wal.fsync = fsync;
+        }
+        if let Some(recover) = args.wal_recover {
+            settings.wal.recover = recover;
         }
         settings.check()?;
         Ok(settings)
@@ -483,6 +551,8 @@ impl Settings {
             ),
             ("health.healthy_threshold", self.health.healthy_threshold as usize),
             ("queue.max_in_flight", self.queue.max_in_flight),
+            ("queue.max_in_flight_bytes", self.queue.max_in_flight_bytes),
+            ("wal.segment_bytes", self.wal.segment_bytes as usize),
             ("queue.analyzer_concurrency", self.queue.analyzer_concurrency),
             ("limits.max_body_bytes", self.limits.max_body_bytes),
             (

@@ -8,8 +8,11 @@
 //! ```
 //!
 //! Every accepted packet sits in the in-flight registry from `admit` to
-//! `finish`; the registry is what a checkpoint saves. Admission is bounded
-//! by `queue.max_in_flight`, which bounds memory: lanes, the retry timer
+//! `finish`, and in the write-ahead log from before its 202 to its End
+//! record; the registry is what a checkpoint saves, the log what a crash
+//! replays (see `storage::wal` for the ordering that makes the two agree).
+//! Admission is bounded by `queue.max_in_flight` packets and
+//! `queue.max_in_flight_bytes`, which bound memory: lanes, the retry timer
 //! and the parking lot hold only admitted packets.
 //!
 //! Each analyzer has a lane drained by one task that runs up to its
@@ -24,9 +27,11 @@ use crate::fleet::{Analyzer, Fleet, LaneReceiver};
 use crate::metrics::Metrics;
 use crate::model::LogPacket;
 use crate::retry::{Backoff, RetryAction, RetryBudget, RetryTimer};
+use crate::storage::checkpoint::SavedPacket;
+use crate::storage::wal::{Record, Wal};
 use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter};
 use chrono::Utc;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -46,13 +51,23 @@ pub struct Job {
     holds_budget: bool,
 }
 
+/// One packet in the registry.
+struct InFlight {
+    packet: Arc<LogPacket>,
+    retries: u32,
+    /// Its share of `queue.max_in_flight_bytes`.
+    bytes: usize,
+}
+
 /// Why packets were not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
-    #[error("the distributor is at capacity ({capacity} packets in flight); retry shortly")]
-    Full { capacity: usize },
+    #[error("the distributor is at capacity ({capacity}); retry shortly")]
+    Full { capacity: String },
     #[error("the distributor is shutting down")]
     ShuttingDown,
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
 }
 
 /// Where the in-flight packets are, for stats and metrics.
@@ -60,6 +75,9 @@ pub enum AdmitError {
 pub struct Pipeline {
     pub capacity: usize,
     pub in_flight: usize,
+    pub capacity_bytes: usize,
+    /// Estimated wire bytes of the packets in flight.
+    pub in_flight_bytes: usize,
     pub queued: usize,
     pub delivering: usize,
     pub retry_wait: usize,
@@ -68,6 +86,7 @@ pub struct Pipeline {
 
 pub struct Settings {
     pub max_in_flight: usize,
+    pub max_in_flight_bytes: usize,
     pub backoff: Backoff,
     pub budget: Option<RetryBudget>,
     pub batch: BatchConfig,
@@ -80,10 +99,12 @@ pub struct Dispatcher {
     metrics: Metrics,
     dead_letter: Arc<DeadLetter>,
     retry_timer: RetryTimer<Job>,
+    wal: Wal,
     /// Every admitted packet not yet finished, with its retry count: what a
     /// checkpoint saves. Touched once per admit, retry and finish.
-    registry: Mutex<HashMap<u64, (Arc<LogPacket>, u32)>>,
+    registry: Mutex<HashMap<u64, InFlight>>,
     in_flight: AtomicUsize,
+    in_flight_bytes: AtomicUsize,
     next_seq: AtomicU64,
     /// Packets waiting for any analyzer to come back into rotation.
     parked: Mutex<VecDeque<Job>>,
@@ -99,6 +120,7 @@ impl Dispatcher {
         settings: Settings,
         metrics: Metrics,
         dead_letter: Arc<DeadLetter>,
+        wal: Wal,
     ) -> Arc<Dispatcher> {
         let (analyzers, lanes): (Vec<_>, Vec<_>) = analyzers.into_iter().unzip();
         metrics.queue_capacity.set(settings.max_in_flight as i64);
@@ -114,8 +136,10 @@ impl Dispatcher {
                         dispatcher.retry_due(job);
                     }
                 }),
+                wal,
                 registry: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
+                in_flight_bytes: AtomicUsize::new(0),
                 next_seq: AtomicU64::new(0),
                 parked: Mutex::new(VecDeque::new()),
                 parked_count: AtomicUsize::new(0),
@@ -141,54 +165,117 @@ impl Dispatcher {
         &self.dead_letter
     }
 
-    /// Takes packets in, all or none; answers their ids in order.
-    pub fn admit(&self, packets: Vec<LogPacket>) -> Result<Vec<String>, AdmitError> {
+    /// Takes packets in, all or none, durably: when this answers their ids
+    /// (in order), every packet is in the write-ahead log.
+    pub async fn admit(&self, packets: Vec<LogPacket>) -> Result<Vec<String>, AdmitError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(AdmitError::ShuttingDown);
         }
         let count = packets.len();
-        let capacity = self.settings.max_in_flight;
-        self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-                (now + count <= capacity).then_some(now + count)
-            })
-            .map_err(|_| AdmitError::Full { capacity })?;
+        let sizes: Vec<usize> = packets.iter().map(LogPacket::approx_wire_bytes).collect();
+        let bytes: usize = sizes.iter().sum();
+        self.reserve(count, bytes)?;
         let messages: usize = packets.iter().map(|p| p.messages.len()).sum();
+        let entered = self.enter(packets.into_iter().zip(sizes).map(|(p, size)| (None, p, size)));
+        let records: Vec<Record> = entered
+            .iter()
+            .map(|job| Record::Accept {
+                seq: job.seq,
+                packet: job.packet.clone(),
+            })
+            .collect();
+        if let Err(e) = self.wal.append_durable(&records).await {
+            // Nothing half-accepted: out of the registry, the room given back.
+            {
+                let mut registry = self.lock_registry();
+                for job in &entered {
+                    registry.remove(&job.seq);
+                }
+            }
+            self.in_flight.fetch_sub(count, Ordering::AcqRel);
+            self.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(AdmitError::StorageUnavailable(e.to_string()));
+        }
         self.metrics.packets_received.inc_by(count as u64);
         self.metrics.messages_received.inc_by(messages as u64);
-        Ok(self.enter(packets))
+        let ids = entered.iter().map(|job| job.packet.id.clone()).collect();
+        for job in entered {
+            self.route(job);
+        }
+        Ok(ids)
     }
 
-    /// Takes back packets that were already accepted before a restart,
-    /// whatever the limit, keeping their retry counts.
-    pub fn resume(&self, packets: Vec<LogPacket>) {
-        self.in_flight.fetch_add(packets.len(), Ordering::AcqRel);
-        self.enter(packets);
+    /// Counts `count` packets of `bytes` in, if both limits allow.
+    fn reserve(&self, count: usize, bytes: usize) -> Result<(), AdmitError> {
+        let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now + count <= max_packets).then_some(now + count)
+            })
+            .map_err(|_| AdmitError::Full {
+                capacity: format!("{max_packets} packets in flight"),
+            })?;
+        let room = self
+            .in_flight_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                // One request may always go through when nothing is in flight,
+                // however large: the body limit already bounds it.
+                (now == 0 || now + bytes <= max_bytes).then_some(now + bytes)
+            });
+        if room.is_err() {
+            self.in_flight.fetch_sub(count, Ordering::AcqRel);
+            return Err(AdmitError::Full {
+                capacity: format!("{max_bytes} bytes in flight"),
+            });
+        }
+        Ok(())
     }
 
-    fn enter(&self, packets: Vec<LogPacket>) -> Vec<String> {
-        let mut ids = Vec::with_capacity(packets.len());
-        let mut jobs = Vec::with_capacity(packets.len());
-        {
-            let mut registry = self.lock_registry();
-            for mut packet in packets {
+    /// Takes back the packets a restart recovered (checkpoint plus log),
+    /// whatever the limits, with their seqs and retry counts; new packets
+    /// get seqs from `next_seq` on.
+    pub fn resume(&self, recovered: BTreeMap<u64, LogPacket>, next_seq: u64) {
+        self.next_seq.fetch_max(next_seq, Ordering::AcqRel);
+        let sizes: Vec<usize> = recovered.values().map(LogPacket::approx_wire_bytes).collect();
+        self.in_flight.fetch_add(recovered.len(), Ordering::AcqRel);
+        self.in_flight_bytes
+            .fetch_add(sizes.iter().sum(), Ordering::AcqRel);
+        let entered = self.enter(
+            recovered
+                .into_iter()
+                .zip(sizes)
+                .map(|((seq, packet), size)| (Some(seq), packet, size)),
+        );
+        for job in entered {
+            self.route(job);
+        }
+    }
+
+    /// Puts packets in the registry (new seqs where none is given) and
+    /// answers their jobs, not yet routed.
+    fn enter(&self, packets: impl Iterator<Item = (Option<u64>, LogPacket, usize)>) -> Vec<Job> {
+        let mut registry = self.lock_registry();
+        packets
+            .map(|(seq, mut packet, bytes)| {
                 let retries = std::mem::take(&mut packet.retry_count);
-                let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                ids.push(packet.id.clone());
+                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::Relaxed));
                 let packet = Arc::new(packet);
-                registry.insert(seq, (packet.clone(), retries));
-                jobs.push(Job {
+                registry.insert(
+                    seq,
+                    InFlight {
+                        packet: packet.clone(),
+                        retries,
+                        bytes,
+                    },
+                );
+                Job {
                     seq,
                     packet,
                     retries,
                     holds_budget: false,
-                });
-            }
-        }
-        for job in jobs {
-            self.route(job);
-        }
-        ids
+                }
+            })
+            .collect()
     }
 
     /// Hands `job` to the next analyzer in rotation, or parks it.
@@ -333,9 +420,8 @@ impl Dispatcher {
                 if analyzer.health.record_delivery(true) {
                     self.rotation_changed();
                 }
-                for job in &batch {
-                    self.finish(job.seq);
-                }
+                let seqs: Vec<u64> = batch.iter().map(|job| job.seq).collect();
+                self.finish(&seqs);
             }
             Err(failure) => {
                 analyzer.metrics.errors.inc_by(size as u64);
@@ -359,8 +445,12 @@ impl Dispatcher {
 
     fn retry_later(&self, mut job: Job, retry: u32, after: Duration) {
         if let Some(entry) = self.lock_registry().get_mut(&job.seq) {
-            entry.1 = retry;
+            entry.retries = retry;
         }
+        self.wal.append(&[Record::Retry {
+            seq: job.seq,
+            retries: retry,
+        }]);
         job.retries = retry;
         self.metrics.packets_retried.inc();
         self.retry_timer.schedule(job, after);
@@ -392,15 +482,26 @@ impl Dispatcher {
             tokio::time::sleep(DEAD_LETTER_RETRY).await;
         }
         self.metrics.packets_dead_lettered.inc_by(dead.len() as u64);
-        for (job, _) in &dead {
-            tracing::debug!(packet = %job.packet.id, "packet dead-lettered");
-            self.finish(job.seq);
-        }
+        let seqs: Vec<u64> = dead.iter().map(|(job, _)| job.seq).collect();
+        self.finish(&seqs);
     }
 
-    fn finish(&self, seq: u64) {
-        self.lock_registry().remove(&seq);
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+    /// Ends packets for good (delivered or dead-lettered): out of the
+    /// registry first, then the End records (see `storage::wal`).
+    fn finish(&self, seqs: &[u64]) {
+        let mut bytes = 0;
+        {
+            let mut registry = self.lock_registry();
+            for seq in seqs {
+                if let Some(entry) = registry.remove(seq) {
+                    bytes += entry.bytes;
+                }
+            }
+        }
+        let ends: Vec<Record> = seqs.iter().map(|&seq| Record::End { seq }).collect();
+        self.wal.append(&ends);
+        self.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if self.in_flight.fetch_sub(seqs.len(), Ordering::AcqRel) == seqs.len() {
             self.drained.notify_waiters();
         }
     }
@@ -446,6 +547,8 @@ impl Dispatcher {
         Pipeline {
             capacity: self.settings.max_in_flight,
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            capacity_bytes: self.settings.max_in_flight_bytes,
+            in_flight_bytes: self.in_flight_bytes.load(Ordering::Relaxed),
             queued: analyzers.iter().map(|a| a.queued.load(Ordering::Relaxed)).sum(),
             delivering: analyzers
                 .iter()
@@ -456,14 +559,33 @@ impl Dispatcher {
         }
     }
 
-    /// The state a restart needs: in-flight packets and lifetime counters.
-    pub fn checkpoint(&self) -> Checkpoint {
+    /// Writes a checkpoint to `path` and deletes the log segments it
+    /// covers; answers how many packets were in flight.
+    pub async fn checkpoint_to(&self, path: &std::path::Path) -> anyhow::Result<usize> {
+        // Rotate first: every record in the older segments is then already
+        // reflected in the registry snapshot taken below.
+        let segment = self.wal.rotate().await?;
+        let checkpoint = self.snapshot(segment);
+        let packets = checkpoint.in_flight.len();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || checkpoint.save(&path)).await??;
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.delete_before(segment)).await??;
+        Ok(packets)
+    }
+
+    /// The state a restart needs: in-flight packets and lifetime counters,
+    /// and the first log segment to replay on top of them.
+    fn snapshot(&self, wal_segment: u64) -> Checkpoint {
         let in_flight = self
             .lock_registry()
-            .values()
-            .map(|(packet, retries)| LogPacket {
-                retry_count: *retries,
-                ..(**packet).clone()
+            .iter()
+            .map(|(seq, entry)| SavedPacket {
+                seq: *seq,
+                packet: LogPacket {
+                    retry_count: entry.retries,
+                    ..(*entry.packet).clone()
+                },
             })
             .collect();
         let m = &self.metrics;
@@ -484,6 +606,8 @@ impl Dispatcher {
         Checkpoint {
             version: crate::storage::checkpoint::VERSION,
             saved_at: Utc::now(),
+            next_seq: self.next_seq.load(Ordering::Acquire),
+            wal_segment,
             counters: Counters {
                 packets_received: m.packets_received.get(),
                 messages_received: m.messages_received.get(),
@@ -512,7 +636,7 @@ impl Dispatcher {
         }
     }
 
-    fn lock_registry(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<LogPacket>, u32)>> {
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -1,22 +1,26 @@
 //! Wiring: builds the distributor from [`Settings`], serves the API and runs
 //! the background tasks, and shuts it all down in order.
 //!
-//! Start-up: data directory → dead letter → checkpoint → analyzers and
-//! dispatcher → listen (not ready) → resume what the checkpoint held →
-//! ready. Shutdown (SIGTERM, or [`Running::shutdown`]): refuse new packets
+//! Start-up: data directory → dead letter → checkpoint → write-ahead log
+//! → analyzers and dispatcher → listen (not ready: 503) → replay the log on
+//! top of the checkpoint and resume what was in flight → compact (a fresh
+//! checkpoint, old segments deleted) → ready. Shutdown (SIGTERM, or [`Running::shutdown`]): refuse new packets
 //! with 503 → wait up to `shutdown.drain_timeout` for in-flight packets →
 //! write a final checkpoint of what is left → stop the server.
 
 use crate::api::{self, AppState};
+use crate::config::WalRecover;
 use crate::config::{AnalyzerConfig, Settings};
 use crate::dispatch::{self, Dispatcher};
 use crate::fleet::{Analyzer, AnalyzerSpec, LaneReceiver};
 use crate::health::{self, HealthPolicy};
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, RetryBudget};
-use crate::storage::{Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE};
+use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
+use crate::storage::{Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR};
 use crate::transport::{Http, Simulated, Transport};
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +78,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     );
     let checkpoint_path = settings.data_dir.join(CHECKPOINT_FILE);
     let checkpoint = Checkpoint::load(&checkpoint_path)?;
+    let wal_dir = settings.data_dir.join(WAL_DIR);
+    let tail = wal::newest_segment(&wal_dir)
+        .with_context(|| format!("cannot read write-ahead log directory {}", wal_dir.display()))?;
+    let wal = Wal::open(
+        &wal_dir,
+        tail,
+        WalOptions {
+            fsync: settings.wal.fsync,
+            segment_bytes: settings.wal.segment_bytes,
+        },
+    )
+    .with_context(|| format!("cannot open write-ahead log in {}", wal_dir.display()))?;
 
     let metrics = Metrics::new();
     let policy = HealthPolicy::from(&settings.health);
@@ -87,6 +103,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         analyzers,
         dispatch::Settings {
             max_in_flight: settings.queue.max_in_flight,
+            max_in_flight_bytes: settings.queue.max_in_flight_bytes,
             backoff,
             budget: settings
                 .retry
@@ -97,6 +114,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         },
         metrics,
         dead_letter,
+        wal,
     );
 
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -121,11 +139,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         })
     };
 
-    if let Some(saved) = checkpoint {
-        dispatcher.restore_counters(&saved.counters);
-        tracing::info!(packets = saved.in_flight.len(), saved_at = %saved.saved_at, "resuming in-flight packets from the checkpoint");
-        dispatcher.resume(saved.in_flight);
-    }
+    recover(&dispatcher, checkpoint, &wal_dir, tail, &settings).await?;
+    dispatcher
+        .checkpoint_to(&checkpoint_path)
+        .await
+        .context("cannot write the checkpoint after recovery")?;
     ready.store(true, Ordering::Release);
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), analyzers = settings.analyzers.len(), "logs-distributor ready");
 
@@ -158,6 +176,45 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         finished,
         dispatcher,
     })
+}
+
+/// Replays the write-ahead log on top of the checkpoint and puts what was
+/// in flight back on its way.
+async fn recover(
+    dispatcher: &Dispatcher,
+    checkpoint: Option<Checkpoint>,
+    wal_dir: &std::path::Path,
+    tail: u64,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let (from, state, next_seq) = match checkpoint {
+        Some(saved) => {
+            dispatcher.restore_counters(&saved.counters);
+            let state = saved.in_flight.into_iter().map(|p| (p.seq, p.packet)).collect();
+            (saved.wal_segment, state, saved.next_seq)
+        }
+        None => (0, BTreeMap::new(), 0),
+    };
+    let mode = match settings.wal.recover {
+        WalRecover::Strict => RecoverMode::Strict,
+        WalRecover::SkipCorrupt => RecoverMode::SkipCorrupt,
+    };
+    let dir = wal_dir.to_path_buf();
+    let recovered =
+        tokio::task::spawn_blocking(move || wal::recover(&dir, from, tail, state, next_seq, mode))
+            .await
+            .context("write-ahead log recovery panicked")??;
+    for (segment, offset, reason) in &recovered.skipped {
+        tracing::error!(%segment, offset, %reason, "skipped a corrupt part of the write-ahead log: packets recorded after it in that segment are lost");
+    }
+    tracing::info!(
+        records = recovered.records,
+        in_flight = recovered.in_flight.len(),
+        torn_tail_bytes = recovered.torn_tail_bytes,
+        "recovered; resuming in-flight packets"
+    );
+    dispatcher.resume(recovered.in_flight, recovered.next_seq);
+    Ok(())
 }
 
 fn build_analyzer(
@@ -206,11 +263,7 @@ async fn run_checkpointer(dispatcher: Arc<Dispatcher>, path: PathBuf, every: std
 }
 
 async fn save_checkpoint(dispatcher: &Dispatcher, path: &std::path::Path) -> anyhow::Result<usize> {
-    let checkpoint = dispatcher.checkpoint();
-    let packets = checkpoint.in_flight.len();
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || checkpoint.save(&path)).await??;
-    Ok(packets)
+    dispatcher.checkpoint_to(path).await
 }
 
 async fn shut_down_when_told(

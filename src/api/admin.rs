@@ -127,12 +127,13 @@ pub async fn replay(
     let ids = if packets.is_empty() {
         Vec::new()
     } else {
-        state.dispatcher.admit(packets).map_err(|e| match e {
+        state.dispatcher.admit(packets).await.map_err(|e| match e {
             AdmitError::Full { capacity } => ApiError::unavailable(
-                format!("cannot take {count} packets back now ({capacity} may be in flight); replay fewer ids or retry shortly"),
+                format!("cannot take {count} packets back now (at most {capacity}); replay fewer ids or retry shortly"),
                 1,
             ),
             AdmitError::ShuttingDown => ApiError::unavailable("the distributor is shutting down", 5),
+            AdmitError::StorageUnavailable(why) => ApiError::unavailable(format!("storage unavailable: {why}"), 5),
         })?
     };
     // Accepted again: only now leave the file (a crash in between means a

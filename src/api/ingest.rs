@@ -64,7 +64,7 @@ pub async fn submit(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let timer = state.dispatcher.metrics().ingest_duration.start_timer();
-    let response = match accept(&state, &headers, body) {
+    let response = match accept(&state, &headers, body).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -72,11 +72,17 @@ pub async fn submit(
     response
 }
 
-fn accept(
+async fn accept(
     state: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::unavailable(
+            "the distributor is recovering its write-ahead log; retry shortly",
+            RETRY_AFTER_SHUTDOWN,
+        ));
+    }
     if !state.dispatcher.is_accepting() {
         return Err(ApiError::unavailable(
             "the distributor is shutting down; send to another replica or retry",
@@ -127,10 +133,11 @@ fn accept(
         return Ok((StatusCode::BAD_REQUEST, Json(report)).into_response());
     }
     let count = packets.len();
-    let ids = state.dispatcher.admit(packets).map_err(|e| {
+    let ids = state.dispatcher.admit(packets).await.map_err(|e| {
         let reason = match e {
             AdmitError::Full { .. } => "overloaded",
             AdmitError::ShuttingDown => "shutting_down",
+            AdmitError::StorageUnavailable(_) => "storage_unavailable",
         };
         metrics
             .packets_rejected
@@ -138,7 +145,7 @@ fn accept(
             .inc_by(count as u64);
         let wait = match e {
             AdmitError::Full { .. } => RETRY_AFTER_FULL,
-            AdmitError::ShuttingDown => RETRY_AFTER_SHUTDOWN,
+            AdmitError::ShuttingDown | AdmitError::StorageUnavailable(_) => RETRY_AFTER_SHUTDOWN,
         };
         ApiError::unavailable(format!("{e}; nothing from this request was kept"), wait)
     })?;

@@ -3,10 +3,14 @@
 //! at start-up.
 //!
 //! ```text
-//! gzip( {"version":1, "saved_at":"...", "counters":{...}, "in_flight":[packet, ...]} )
+//! gzip( {"version":1, "saved_at":"...", "next_seq":N, "wal_segment":S,
+//!        "counters":{...}, "in_flight":[{"seq":n, ...packet}, ...]} )
 //! ```
 //!
 //! Invariants:
+//! - It is the write-ahead log's compaction point: start-up replays the log
+//!   from segment `wal_segment` on top of it, and older segments are deleted
+//!   once it is written. `seq` ties each packet to its log records.
 //! - The file is replaced atomically (temp file, fsync, rename, fsync of
 //!   the directory): a crash leaves the previous checkpoint or the new one.
 //! - Each in-flight packet carries its `retry_count`, so a restart neither
@@ -31,8 +35,22 @@ pub const VERSION: u32 = 1;
 pub struct Checkpoint {
     pub version: u32,
     pub saved_at: DateTime<Utc>,
+    /// The seq the next accepted packet takes.
+    #[serde(default)]
+    pub next_seq: u64,
+    /// The first write-ahead log segment not covered by this checkpoint.
+    #[serde(default)]
+    pub wal_segment: u64,
     pub counters: Counters,
-    pub in_flight: Vec<LogPacket>,
+    pub in_flight: Vec<SavedPacket>,
+}
+
+/// An in-flight packet and its place in the write-ahead log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedPacket {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub packet: LogPacket,
 }
 
 /// Lifetime counters, carried across restarts.
@@ -136,17 +154,22 @@ mod tests {
         Checkpoint {
             version: VERSION,
             saved_at: Utc::now(),
+            next_seq: 8,
+            wal_segment: 3,
             counters,
-            in_flight: vec![LogPacket {
-                id: "p1".into(),
-                messages: vec![LogMessage {
-                    level: Level::Info,
-                    message: "m".into(),
-                    source: "s".into(),
-                    timestamp: Utc::now(),
-                    metadata: None,
-                }],
-                retry_count: 2,
+            in_flight: vec![SavedPacket {
+                seq: 7,
+                packet: LogPacket {
+                    id: "p1".into(),
+                    messages: vec![LogMessage {
+                        level: Level::Info,
+                        message: "m".into(),
+                        source: "s".into(),
+                        timestamp: Utc::now(),
+                        metadata: None,
+                    }],
+                    retry_count: 2,
+                },
             }],
         }
     }

@@ -1,8 +1,9 @@
-//! What the distributor keeps on its data volume: the dead letter and the
-//! checkpoint. File names are the wire contract of the data directory.
+//! What the distributor keeps on its data volume: the write-ahead log, the
+//! dead letter and the checkpoint. File names are the wire contract of the data directory.
 
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod wal;
 
 pub use checkpoint::{AnalyzerCounters, Checkpoint, CheckpointError, Counters};
 pub use dead_letter::{DeadLetter, DeadLetterEntry};
@@ -11,3 +12,5 @@ pub use dead_letter::{DeadLetter, DeadLetterEntry};
 pub const DEAD_LETTER_FILE: &str = "failed_packets.json";
 /// The gzip checkpoint, in the data directory.
 pub const CHECKPOINT_FILE: &str = "state.json.gz";
+/// The write-ahead log's segments, in the data directory.
+pub const WAL_DIR: &str = "wal";
