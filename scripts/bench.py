@@ -4,8 +4,9 @@
 One run, side by side:
   - baseline: the same HTTP server and load, on a route that does nothing
     (the 404 fallback): the cost of HTTP alone on this machine;
-  - the distributor with four zero-latency simulated analyzers (40/30/20/10),
-    at 1 and 100 packets per request, 3 messages of ~200 bytes each.
+  - the distributor with four zero-latency simulated analyzers (40/30/20/10)
+    with --fsync always, interval:10 and never, at 1 and 100 packets per
+    request, 3 messages of ~200 bytes each.
 For each row: requests/s, packets/s accepted and delivered, messages/s,
 p50/p99 ingest latency, and the distributor's peak RSS.
 
@@ -94,35 +95,52 @@ def wait_drained(base):
     sys.exit("bench: packets still in flight after 120 s")
 
 
+def start_distributor(work, config, fsync):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    data = os.path.join(work, f"data-{fsync.replace(':', '-')}")
+    log = open(os.path.join(work, f"distributor-{fsync.replace(':', '-')}.log"), "w")
+    server = subprocess.Popen(
+        [BINARY, "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--config", config, "--fsync", fsync],
+        stderr=log,
+    )
+    wait_ready(base, server)
+    return server, base
+
+
+def stop(server):
+    server.terminate()
+    server.wait(timeout=60)
+
+
 def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="ld-bench-")
     config = os.path.join(work, "bench.yaml")
     with open(config, "w") as f:
         f.write(CONFIG)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [BINARY, "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(work, "data"), "--config", config],
-        stderr=open(os.path.join(work, "distributor.log"), "w"),
-    )
     rows = []
+    peak = {}
     try:
-        wait_ready(base, server)
-        for packets_per_request in (1, 100):
-            baseline = loadgen(base + "/bench/null", packets_per_request)
-            rows.append(("HTTP alone (404 route)", packets_per_request, baseline, None))
-            before = get_json(base + "/api/v1/stats")
-            started = time.time()
-            report = loadgen(base + "/api/v1/logs", packets_per_request)
-            after = wait_drained(base)
-            elapsed = time.time() - started
-            delivered_per_sec = (delivered(after) - delivered(before)) / elapsed
-            rows.append(("distributor", packets_per_request, report, (delivered_per_sec, baseline)))
-        rss = peak_rss_mib(server.pid)
+        for fsync in ("always", "interval:10", "never"):
+            server, base = start_distributor(work, config, fsync)
+            try:
+                for packets_per_request in (1, 100):
+                    if fsync == "always":
+                        baseline = loadgen(base + "/bench/null", packets_per_request)
+                        rows.append(("HTTP alone (404 route)", packets_per_request, baseline, None))
+                    baseline = next(r for n, p, r, e in rows if e is None and p == packets_per_request)
+                    before = get_json(base + "/api/v1/stats")
+                    started = time.time()
+                    report = loadgen(base + "/api/v1/logs", packets_per_request)
+                    after = wait_drained(base)
+                    elapsed = time.time() - started
+                    delivered_per_sec = (delivered(after) - delivered(before)) / elapsed
+                    rows.append((f"fsync {fsync}", packets_per_request, report, (delivered_per_sec, baseline)))
+                peak[fsync] = peak_rss_mib(server.pid)
+            finally:
+                stop(server)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nlogs-distributor bench: {os.cpu_count()} cores, {DURATION} s per row, "
@@ -131,12 +149,10 @@ def main():
               f"{'msgs/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'vs HTTP':>8}")
     print(header)
     print("-" * len(header))
-    for name, ppr, report, extra in rows:
+    for name, ppr, report, extra in sorted(rows, key=lambda r: r[1]):
         latency = report["latency_ms"]
         if extra is None:
-            out, ratio = "-", "1.00x"
-            packets_in = "-"
-            messages = "-"
+            out, ratio, packets_in, messages = "-", "1.00x", "-", "-"
         else:
             delivered_per_sec, baseline = extra
             out = f"{delivered_per_sec:,.0f}"
@@ -145,10 +161,15 @@ def main():
             ratio = f"{report['requests_per_sec'] / baseline['requests_per_sec']:.2f}x"
         print(f"{name:<24} {ppr:>8} {report['requests_per_sec']:>9,.0f} {packets_in:>10} {out:>10} "
               f"{messages:>10} {latency['p50']:>7.2f} {latency['p99']:>7.2f} {ratio:>8}")
-    print(f"\ndistributor peak RSS: {rss:.1f} MiB")
-    failures = {code: n for _, _, r, e in rows if e for code, n in r["status_codes"].items() if code != "202"}
-    if failures:
-        print(f"non-202 answers from the distributor: {failures}")
+    print("\npeak RSS: " + ", ".join(f"fsync {mode} {mib:.0f} MiB" for mode, mib in peak.items()))
+    refused = {}
+    for name, _, report, extra in rows:
+        if extra:
+            for code, n in report["status_codes"].items():
+                if code != "202":
+                    refused[f"{name} {code}"] = refused.get(f"{name} {code}", 0) + n
+    if refused:
+        print(f"non-202 answers: {refused}")
 
 
 if __name__ == "__main__":

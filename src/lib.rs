@@ -12,6 +12,7 @@
 //! - [`health`]: probes and passive ejection decide who is in rotation.
 //! - [`storage`]: `failed_packets.json` and the gzip checkpoint.
 //! - [`metrics`]: the Prometheus registry behind `/metrics` and `/stats`.
+//! - [`traffic`]: the last minutes of traffic (recent shares, rates).
 //! - [`config`]: flags, env vars, the YAML file, defaults.
 //! - [`service`]: wires it all together, start to orderly shutdown.
 //! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
@@ -30,4 +31,5 @@ pub mod retry;
 pub mod routing;
 pub mod service;
 pub mod storage;
+pub mod traffic;
 pub mod transport;

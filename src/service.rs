@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::retry::{Backoff, RetryBudget};
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
 use crate::storage::{Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR};
+use crate::traffic::Traffic;
 use crate::transport::{Http, Simulated, Transport};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -122,11 +123,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let ready = Arc::new(AtomicBool::new(false));
+    let traffic = Traffic::new();
     let state = AppState {
         dispatcher: dispatcher.clone(),
         limits: settings.limits.clone(),
         started: Instant::now(),
         ready: ready.clone(),
+        traffic: traffic.clone(),
     };
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();
@@ -150,6 +153,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let ramp_step = (settings.health.slow_start / 20).max(SLOW_START_STEP_MIN);
     let background = vec![
         tokio::spawn(dispatcher.clone().ramp_slow_starters(ramp_step)),
+        tokio::spawn(traffic.run_sampler(dispatcher.clone())),
         tokio::spawn(health::run_prober(
             dispatcher.clone(),
             settings.health.interval,

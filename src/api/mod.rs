@@ -11,6 +11,7 @@ pub use error::ApiError;
 
 use crate::dispatch::Dispatcher;
 use crate::model::Limits;
+use crate::traffic::Traffic;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -27,6 +28,7 @@ pub struct AppState {
     pub started: Instant,
     /// False until start-up recovery has finished.
     pub ready: Arc<AtomicBool>,
+    pub traffic: Arc<Traffic>,
 }
 
 impl AppState {
@@ -44,6 +46,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/health", get(query::health))
         .route("/api/v1/stats", get(query::stats))
         .route("/api/v1/analyzers", get(query::analyzers))
+        .route("/api/v1/traffic", get(query::traffic))
         .route("/api/v1/analyzers/{id}/health", post(admin::set_health))
         .route("/api/v1/dead-letter", get(query::dead_letter))
         .route("/api/v1/dead-letter/replay", post(admin::replay))

@@ -5,6 +5,7 @@ use super::{format_uptime, ApiError, AppState};
 use crate::fleet::Analyzer;
 use crate::health::{HealthMode, HealthReason};
 use crate::storage::DeadLetterEntry;
+use crate::traffic::{RatePoint, SHARE_WINDOW};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -80,6 +81,8 @@ struct AnalyzerStats {
     error_count: u64,
     weight: u32,
     share_percent: f64,
+    /// Share of the packets routed over the last minute.
+    recent_share_percent: f64,
     routed_count: u64,
     queued: usize,
 }
@@ -98,6 +101,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<impl Serialize> {
     let pipeline = dispatcher.pipeline();
     let routed_total: u64 = analyzers.iter().map(|a| a.metrics.routed.get()).sum();
     let capacity = pipeline.capacity as u64;
+    let recent = state.traffic.recent_shares();
     let per_analyzer = analyzers
         .iter()
         .map(|a| {
@@ -109,6 +113,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<impl Serialize> {
                 error_count: a.metrics.errors.get(),
                 weight: a.weight(),
                 share_percent: percent(routed, routed_total),
+                recent_share_percent: recent.get(&a.id).copied().unwrap_or(0.0),
                 routed_count: routed,
                 queued: a.queued.load(std::sync::atomic::Ordering::Relaxed),
             };
@@ -188,6 +193,26 @@ pub async fn analyzers(State(state): State<AppState>) -> Json<impl Serialize> {
         analyzers: all.iter().map(|a| (a.id.clone(), AnalyzerInfo::of(a))).collect(),
         total_count: all.len(),
         active_count: all.iter().filter(|a| a.in_rotation()).count(),
+        timestamp: now(),
+    })
+}
+
+#[derive(Serialize)]
+struct TrafficReport {
+    window_seconds: u64,
+    /// Each analyzer's share of the packets routed over the window.
+    recent_share_percent: BTreeMap<String, f64>,
+    /// Packets and messages accepted per second, oldest first (five minutes).
+    history: Vec<RatePoint>,
+    timestamp: String,
+}
+
+/// The last minutes of traffic: recent shares and the rate history.
+pub async fn traffic(State(state): State<AppState>) -> Json<impl Serialize> {
+    Json(TrafficReport {
+        window_seconds: SHARE_WINDOW.as_secs(),
+        recent_share_percent: state.traffic.recent_shares(),
+        history: state.traffic.history(),
         timestamp: now(),
     })
 }
