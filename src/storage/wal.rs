@@ -36,7 +36,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -347,6 +347,8 @@ enum Command {
     Rotate {
         done: oneshot::Sender<io::Result<u64>>,
     },
+    /// Records are waiting in the shared buffer.
+    Flush,
 }
 
 /// The log's writing end. Cheap to share; the writer thread stops when the
@@ -355,6 +357,9 @@ enum Command {
 pub struct Wal {
     commands: std_mpsc::Sender<Command>,
     dir: PathBuf,
+    /// Records appended without waiting (Retry, End), gathered here so
+    /// that thousands of them cost one wake-up of the writer, not one each.
+    pending: Arc<Mutex<Vec<u8>>>,
 }
 
 /// Settings of the writer.
@@ -370,8 +375,10 @@ impl Wal {
         std::fs::create_dir_all(dir)?;
         let segment = Segment::create(dir, last_segment + 1)?;
         let (commands, incoming) = std_mpsc::channel();
+        let pending = Arc::new(Mutex::new(Vec::new()));
         let writer = Writer {
             dir: dir.to_path_buf(),
+            pending: pending.clone(),
             segment,
             options,
             unsynced: false,
@@ -383,6 +390,7 @@ impl Wal {
         Ok(Wal {
             commands,
             dir: dir.to_path_buf(),
+            pending,
         })
     }
 
@@ -406,11 +414,15 @@ impl Wal {
     /// Appends records without waiting (Retry and End: losing one costs a
     /// duplicate delivery after a crash, never a packet).
     pub fn append(&self, records: &[Record]) {
-        let mut bytes = Vec::new();
-        for record in records {
-            record.encode(&mut bytes);
-        }
-        if self.commands.send(Command::Append { bytes, done: None }).is_err() {
+        let was_empty = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let was_empty = pending.is_empty();
+            for record in records {
+                record.encode(&mut pending);
+            }
+            was_empty
+        };
+        if was_empty && self.commands.send(Command::Flush).is_err() {
             tracing::error!("write-ahead log writer has stopped; a record was not written");
         }
     }
@@ -471,6 +483,7 @@ impl Segment {
 
 struct Writer {
     dir: PathBuf,
+    pending: Arc<Mutex<Vec<u8>>>,
     segment: Segment,
     options: WalOptions,
     unsynced: bool,
@@ -498,6 +511,8 @@ impl Writer {
             group.extend(incoming.try_iter());
             self.commit(group);
         }
+        let rest = self.take_pending();
+        self.write_group(rest, Vec::new());
         let _ = self.segment.file.sync_data();
     }
 
@@ -526,7 +541,7 @@ impl Writer {
     /// Writes a group of appends at once and answers each; rotations in the
     /// group split it so that order is kept.
     fn commit(&mut self, group: Vec<Command>) {
-        let mut bytes = Vec::new();
+        let mut bytes = self.take_pending();
         let mut waiting = Vec::new();
         for command in group {
             match command {
@@ -534,13 +549,20 @@ impl Writer {
                     bytes.extend_from_slice(&more);
                     waiting.extend(done);
                 }
+                Command::Flush => {}
                 Command::Rotate { done } => {
+                    bytes.extend(self.take_pending());
                     self.write_group(std::mem::take(&mut bytes), std::mem::take(&mut waiting));
                     let _ = done.send(self.rotate());
                 }
             }
         }
+        bytes.extend(self.take_pending());
         self.write_group(bytes, waiting);
+    }
+
+    fn take_pending(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn write_group(&mut self, bytes: Vec<u8>, waiting: Vec<oneshot::Sender<io::Result<()>>>) {
