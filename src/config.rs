@@ -42,6 +42,8 @@ pub enum Command {
     Analyzer(crate::analyzer::AnalyzerArgs),
     /// Send load to a distributor and report throughput and latency.
     Loadgen(crate::loadgen::LoadgenArgs),
+    /// Print the Analyzer CustomResourceDefinition as YAML.
+    Crd,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -13,6 +13,7 @@
 //! - [`storage`]: `failed_packets.json` and the gzip checkpoint.
 //! - [`metrics`]: the Prometheus registry behind `/metrics` and `/stats`.
 //! - [`traffic`]: the last minutes of traffic (recent shares, rates).
+//! - [`k8s`]: the `Analyzer` custom resource.
 //! - [`config`]: flags, env vars, the YAML file, defaults.
 //! - [`service`]: wires it all together, start to orderly shutdown.
 //! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod dispatch;
 pub mod fleet;
 pub mod health;
+pub mod k8s;
 pub mod loadgen;
 pub mod metrics;
 pub mod model;

@@ -18,6 +18,10 @@ fn main() -> ExitCode {
         Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Analyzer(args)) => run_analyzer(args),
         Some(Command::Loadgen(args)) => run_loadgen(args),
+        Some(Command::Crd) => {
+            print!("{}", logs_distributor::k8s::crd::crd_yaml());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
