@@ -161,7 +161,13 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
         }
     };
     let messages: usize = packets.iter().map(|p| p.messages.len()).sum();
-    if let Err(e) = me.remember(&packets) {
+    let count = packets.len();
+    // Recording fsyncs: off the async workers, so /health stays quick.
+    let recorder = me.clone();
+    let remembered = tokio::task::spawn_blocking(move || recorder.remember(&packets))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    if let Err(e) = remembered {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": format!("cannot record: {e}")})),
@@ -169,9 +175,9 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
             .into_response();
     }
     me.requests.fetch_add(1, Ordering::Relaxed);
-    me.packets.fetch_add(packets.len() as u64, Ordering::Relaxed);
+    me.packets.fetch_add(count as u64, Ordering::Relaxed);
     me.messages.fetch_add(messages as u64, Ordering::Relaxed);
-    (StatusCode::OK, Json(json!({"accepted": packets.len()}))).into_response()
+    (StatusCode::OK, Json(json!({"accepted": count}))).into_response()
 }
 
 impl Analyzer {

@@ -50,7 +50,8 @@ pub struct Analyzer {
     /// Whether the current routing table holds this analyzer; the lane
     /// re-routes what it holds once this turns false.
     in_rotation: AtomicBool,
-    lane: mpsc::UnboundedSender<Job>,
+    /// Taken out (closing the lane) when the analyzer is removed.
+    lane: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     /// Packets waiting in the lane.
     pub queued: AtomicUsize,
     /// Packets being delivered right now.
@@ -82,7 +83,7 @@ impl Analyzer {
             health: Health::new(policy),
             metrics,
             in_rotation: AtomicBool::new(false),
-            lane,
+            lane: Mutex::new(Some(lane)),
             queued: AtomicUsize::new(0),
             delivering: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(spec.concurrency.max(1))),
@@ -101,11 +102,26 @@ impl Analyzer {
 
     /// Queues `job` on this analyzer's lane; gives it back if the lane is closed.
     pub fn enqueue(&self, job: Job) -> Result<(), Job> {
+        let lane = self.lane.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lane) = lane.as_ref() else {
+            return Err(job);
+        };
         self.queued.fetch_add(1, Ordering::Relaxed);
-        self.lane.send(job).map_err(|mpsc::error::SendError(job)| {
+        lane.send(job).map_err(|mpsc::error::SendError(job)| {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             job
         })
+    }
+
+    /// Closes the lane: what it holds still drains (and is re-routed, the
+    /// analyzer being out of rotation), then its task ends.
+    pub fn close_lane(&self) {
+        self.lane.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Changes the weight; takes effect at the next rebuild.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 }
 
@@ -174,6 +190,31 @@ impl Fleet {
 
     pub fn get(&self, id: &str) -> Option<Arc<Analyzer>> {
         self.analyzers.load().iter().find(|a| a.id == id).cloned()
+    }
+
+    /// Adds `analyzer`, or replaces the one with the same id (answering it).
+    pub fn upsert(&self, analyzer: Arc<Analyzer>) -> Option<Arc<Analyzer>> {
+        let _serial = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = (**self.analyzers.load()).clone();
+        let old = match list.iter().position(|a| a.id == analyzer.id) {
+            Some(i) => Some(std::mem::replace(&mut list[i], analyzer)),
+            None => {
+                list.push(analyzer);
+                None
+            }
+        };
+        self.analyzers.store(Arc::new(list));
+        old
+    }
+
+    /// Takes the analyzer with `id` out of the fleet (answering it).
+    pub fn remove(&self, id: &str) -> Option<Arc<Analyzer>> {
+        let _serial = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = (**self.analyzers.load()).clone();
+        let position = list.iter().position(|a| a.id == id)?;
+        let removed = list.remove(position);
+        self.analyzers.store(Arc::new(list));
+        Some(removed)
     }
 
     /// Builds a fresh routing table from current health and weights.

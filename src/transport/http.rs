@@ -2,8 +2,9 @@
 //!
 //! - `POST <endpoint>`, `Content-Type: application/json`, body a JSON array
 //!   of packets in the shape `/api/v1/logs` accepts (with `retry_count`),
-//!   and the packet ids in `Idempotency-Key` (comma-separated) so that the
-//!   analyzer can drop duplicates: delivery is at-least-once.
+//!   and the packet ids in `Idempotency-Key`, each percent-encoded (bytes
+//!   outside `A-Z a-z 0-9 - . _ ~` as `%XX`) and comma-separated, so that
+//!   the analyzer can drop duplicates: delivery is at-least-once.
 //! - 2xx: every packet delivered. 408, 429, 5xx, timeouts and connection
 //!   errors: retryable, honouring `Retry-After` (seconds). Other statuses:
 //!   permanent, with the status and the first 1 KiB of the answer as the
@@ -80,7 +81,7 @@ impl Http {
             .collect();
         let body = serde_json::to_vec(&packets)
             .map_err(|e| DeliveryFailure::permanent(format!("cannot encode packets: {e}")))?;
-        let ids: Vec<&str> = batch.iter().map(|job| job.packet.id.as_str()).collect();
+        let ids: Vec<String> = batch.iter().map(|job| percent_encode(&job.packet.id)).collect();
         let mut request = self
             .client
             .post(self.endpoint.clone())
@@ -136,6 +137,20 @@ impl Http {
     }
 }
 
+/// Percent-encodes every byte but RFC 3986's unreserved ones, so that an
+/// id with a comma, spaces or non-ASCII survives a header intact.
+pub fn percent_encode(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn is_retryable(status: StatusCode) -> bool {
     status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -158,6 +173,19 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_encode;
+
+    #[test]
+    fn ids_are_percent_encoded_for_the_header() {
+        assert_eq!(percent_encode("abc-123_x.y~z"), "abc-123_x.y~z");
+        assert_eq!(percent_encode("a,b"), "a%2Cb");
+        assert_eq!(percent_encode(" lead"), "%20lead");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
 }
 
 async fn answer_excerpt(response: reqwest::Response) -> String {

@@ -22,7 +22,7 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- config
 
-/// One simulated analyzer.
+/// One analyzer: simulated in-process, or reached over HTTP at `endpoint`.
 #[derive(Clone, Debug)]
 pub struct AnalyzerSpec {
     pub id: String,
@@ -31,6 +31,8 @@ pub struct AnalyzerSpec {
     pub weight: i64,
     pub processing_ms: u64,
     pub failure_rate: f64,
+    /// A real analyzer's URL; when set, the simulated settings are unused.
+    pub endpoint: Option<String>,
 }
 
 pub fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
@@ -40,6 +42,15 @@ pub fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
         weight,
         processing_ms: 0,
         failure_rate: 0.0,
+        endpoint: None,
+    }
+}
+
+/// An analyzer reached over HTTP at `endpoint` (`http://127.0.0.1:PORT/`).
+pub fn remote(id: &str, weight: i64, endpoint: &str) -> AnalyzerSpec {
+    AnalyzerSpec {
+        endpoint: Some(endpoint.into()),
+        ..analyzer(id, weight)
     }
 }
 
@@ -72,6 +83,7 @@ pub struct Config {
     pub checkpoint: String,
     pub queue: Option<String>,
     pub limits: Option<String>,
+    pub http: Option<String>,
 }
 
 impl Config {
@@ -84,6 +96,7 @@ impl Config {
             checkpoint: "{interval: 1h}".into(),
             queue: None,
             limits: None,
+            http: None,
         }
     }
 
@@ -127,9 +140,25 @@ impl Config {
         self
     }
 
+    /// The `http` section (the transport of analyzers with an endpoint).
+    pub fn http(mut self, yaml: &str) -> Self {
+        self.http = Some(yaml.into());
+        self
+    }
+
     pub fn yaml(&self) -> String {
         let mut text = String::from("analyzers:\n");
         for a in &self.analyzers {
+            if let Some(endpoint) = &a.endpoint {
+                text.push_str(&format!(
+                    "  - {{id: {}, name: {}, weight: {}, endpoint: {:?}}}\n",
+                    a.id,
+                    a.name.as_deref().unwrap_or(&a.id),
+                    a.weight,
+                    endpoint
+                ));
+                continue;
+            }
             text.push_str(&format!(
                 "  - {{id: {}, name: {}, weight: {}, simulated: {{processing_time_ms: {}, failure_rate: {:?}, health_failure_rate: 0.0}}}}\n",
                 a.id,
@@ -148,6 +177,9 @@ impl Config {
         }
         if let Some(limits) = &self.limits {
             text.push_str(&format!("limits: {limits}\n"));
+        }
+        if let Some(http) = &self.http {
+            text.push_str(&format!("http: {http}\n"));
         }
         text
     }
@@ -606,4 +638,235 @@ pub fn read_checkpoint(data_dir: &Path) -> Value {
         .read_to_string(&mut text)
         .expect("state.json.gz is gzip");
     serde_json::from_str(&text).expect("state.json.gz holds JSON")
+}
+
+// ---------------------------------------------------------------- reference analyzers
+
+/// A reference analyzer (`logs-distributor analyzer`) running as its own
+/// process on 127.0.0.1, recording what it receives in `record`. Killed
+/// when dropped, so that a failing test leaves nothing behind.
+pub struct AnalyzerProcess {
+    child: Option<Child>,
+    pub name: String,
+    pub port: u16,
+    /// One JSON line `{"id": ...}` per packet received.
+    pub record: PathBuf,
+    /// `--latency-ms`, `--fail-first`... as given to `start`.
+    extra: Vec<String>,
+    log: PathBuf,
+    restarts: u32,
+    http: reqwest::Client,
+}
+
+impl AnalyzerProcess {
+    /// Starts `logs-distributor analyzer --listen 127.0.0.1:PORT --name NAME
+    /// --record DIR/NAME.jsonl EXTRA...` on a free port and waits for its
+    /// `/health` to answer 200; a port taken between choosing and binding is
+    /// retried with another.
+    pub async fn start(dir: &Path, name: &str, extra: &[&str]) -> AnalyzerProcess {
+        let mut analyzer = AnalyzerProcess {
+            child: None,
+            name: name.into(),
+            port: 0,
+            record: dir.join(format!("{name}.jsonl")),
+            extra: extra.iter().map(|arg| arg.to_string()).collect(),
+            log: PathBuf::new(),
+            restarts: 0,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client"),
+        };
+        let mut last = String::new();
+        for _ in 0..3 {
+            analyzer.port = free_port();
+            match analyzer.launch(dir).await {
+                Ok(()) => return analyzer,
+                Err(e) => last = e,
+            }
+        }
+        panic!("analyzer {name} did not start: {last}");
+    }
+
+    /// The URL the distributor delivers to.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Spawns the process on `self.port` and waits until `/health` answers.
+    async fn launch(&mut self, dir: &Path) -> Result<(), String> {
+        self.log = dir.join(format!("{}-{}-{}.log", self.name, self.port, self.restarts));
+        self.restarts += 1;
+        let stderr = std::fs::File::create(&self.log).expect("analyzer log file");
+        let child = command()
+            .arg("analyzer")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--record")
+            .arg(&self.record)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn the analyzer");
+        self.child = Some(child);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
+                self.child = None;
+                return Err(format!(
+                    "exited with {status} during start-up:\n{}",
+                    self.stderr()
+                ));
+            }
+            if let Ok(response) = self.http.get(self.url("/health")).send().await {
+                if response.status() == StatusCode::OK {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!("/health not 200 after {DEADLINE:?}:\n{}", self.stderr()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same record file (appended to).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let dir = self.record.parent().expect("record dir").to_path_buf();
+        let mut last = String::new();
+        // The port was just released; another test could grab it in between,
+        // which is unlikely enough to fail the test rather than hide.
+        for _ in 0..3 {
+            match self.launch(&dir).await {
+                Ok(()) => return,
+                Err(e) => {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        panic!(
+            "analyzer {} did not restart on port {}: {last}",
+            self.name, self.port
+        );
+    }
+
+    /// Its `GET /stats`.
+    pub async fn stats(&self) -> Value {
+        let response = self
+            .http
+            .get(self.url("/stats"))
+            .send()
+            .await
+            .expect("analyzer /stats");
+        assert_eq!(response.status(), StatusCode::OK, "analyzer {} /stats", self.name);
+        response.json().await.expect("analyzer /stats is JSON")
+    }
+
+    /// Switches its own health (`POST /admin/health`).
+    pub async fn set_health(&self, healthy: bool) {
+        let response = self
+            .http
+            .post(self.url("/admin/health"))
+            .json(&json!({"healthy": healthy}))
+            .send()
+            .await
+            .expect("analyzer /admin/health");
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "analyzer {} /admin/health",
+            self.name
+        );
+        let probe = self
+            .http
+            .get(self.url("/health"))
+            .send()
+            .await
+            .expect("analyzer /health");
+        let expected = if healthy { 200 } else { 503 };
+        assert_eq!(
+            probe.status().as_u16(),
+            expected,
+            "analyzer {} /health after the switch",
+            self.name
+        );
+    }
+
+    /// The ids in its record file, in the order received.
+    pub fn records(&self) -> Vec<String> {
+        read_records(&self.record)
+    }
+
+    /// What the process wrote to stderr so far (the current run).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AnalyzerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The ids of a record file, one JSON line `{"id": ...}` each; no file is
+/// no ids. A line that is not such an object fails the test.
+pub fn read_records(path: &Path) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    };
+    text.lines()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: {line:?} is not JSON: {e}", path.display()));
+            value["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: {line:?} has no string id", path.display()))
+                .to_string()
+        })
+        .collect()
+}
+
+/// Every entry of the distributor's dead letter, through the API.
+pub async fn dead_letter_entries(api: &Api) -> Vec<Value> {
+    let reply = api.get("/api/v1/dead-letter?limit=10000").await;
+    reply.expect(200);
+    let entries = reply.json["packets"]
+        .as_array()
+        .expect("dead-letter packets")
+        .clone();
+    assert_eq!(
+        reply.json["total"].as_u64(),
+        Some(entries.len() as u64),
+        "the page holds the whole dead letter"
+    );
+    entries
+}
+
+/// `count` one-message packets with ids `{prefix}-000000`, `{prefix}-000001`...
+/// starting at `from`, and those ids.
+pub fn numbered_packets(prefix: &str, from: usize, count: usize) -> (Value, Vec<String>) {
+    let ids: Vec<String> = (from..from + count).map(|i| format!("{prefix}-{i:06}")).collect();
+    let body = Value::Array(ids.iter().map(|id| packet(Some(id), 1)).collect());
+    (body, ids)
 }
