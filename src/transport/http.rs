@@ -175,6 +175,12 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
+async fn answer_excerpt(response: reqwest::Response) -> String {
+    let bytes = response.bytes().await.unwrap_or_default();
+    let cut = &bytes[..bytes.len().min(ANSWER_EXCERPT_BYTES)];
+    String::from_utf8_lossy(cut).trim().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::percent_encode;
@@ -186,10 +192,4 @@ mod tests {
         assert_eq!(percent_encode(" lead"), "%20lead");
         assert_eq!(percent_encode("é"), "%C3%A9");
     }
-}
-
-async fn answer_excerpt(response: reqwest::Response) -> String {
-    let bytes = response.bytes().await.unwrap_or_default();
-    let cut = &bytes[..bytes.len().min(ANSWER_EXCERPT_BYTES)];
-    String::from_utf8_lossy(cut).trim().to_string()
 }
