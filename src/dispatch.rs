@@ -307,6 +307,27 @@ impl Dispatcher {
         }
     }
 
+    /// Adds an analyzer (or replaces the one with its id) and starts its lane.
+    pub fn add_analyzer(self: &Arc<Self>, analyzer: Arc<Analyzer>, lane: LaneReceiver) {
+        if let Some(old) = self.fleet.upsert(analyzer.clone()) {
+            old.close_lane();
+        }
+        tokio::spawn(self.clone().drain_lane(analyzer, lane));
+        self.rotation_changed();
+    }
+
+    /// Removes an analyzer: it leaves the rotation, and what its lane holds
+    /// is routed elsewhere. False when there is none with that id.
+    pub fn remove_analyzer(&self, id: &str) -> bool {
+        let Some(old) = self.fleet.remove(id) else {
+            return false;
+        };
+        self.rotation_changed();
+        old.close_lane();
+        self.metrics.forget_analyzer(id);
+        true
+    }
+
     /// Rebuilds the routing table and releases parked packets if it can.
     pub fn rotation_changed(&self) {
         self.fleet.rebuild();

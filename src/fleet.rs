@@ -36,6 +36,19 @@ pub struct AnalyzerSpec {
     pub weight: u32,
     /// Deliveries to it that may run at once.
     pub concurrency: usize,
+    /// Time between health probes, and the most one may take.
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+}
+
+/// A change of an analyzer's health verdict, for whoever reports it
+/// (logs, Kubernetes status and events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthEvent {
+    pub analyzer: String,
+    pub healthy: bool,
+    pub reason: crate::health::HealthReason,
+    pub detail: Option<String>,
 }
 
 /// One analyzer and its lane.
@@ -60,6 +73,12 @@ pub struct Analyzer {
     pub slots: Arc<Semaphore>,
     /// When it last came back into rotation, for slow start.
     rejoined_at: Mutex<Option<Instant>>,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    /// When the next probe is due.
+    next_probe: Mutex<Instant>,
+    /// The verdict last announced as a [`HealthEvent`].
+    announced_healthy: AtomicBool,
 }
 
 /// The receiving end of an analyzer's lane, for the dispatcher to drain.
@@ -88,6 +107,10 @@ impl Analyzer {
             delivering: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(spec.concurrency.max(1))),
             rejoined_at: Mutex::new(None),
+            probe_interval: spec.probe_interval,
+            probe_timeout: spec.probe_timeout,
+            next_probe: Mutex::new(Instant::now()),
+            announced_healthy: AtomicBool::new(true),
         };
         (Arc::new(analyzer), receiver)
     }
@@ -119,6 +142,16 @@ impl Analyzer {
         self.lane.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
+    /// When the next probe is due.
+    pub fn next_probe(&self) -> Instant {
+        *self.next_probe.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plans the next probe one interval after `now`.
+    pub fn probed(&self, now: Instant) {
+        *self.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.probe_interval;
+    }
+
     /// Changes the weight; takes effect at the next rebuild.
     pub fn set_weight(&self, weight: u32) {
         self.weight.store(weight, Ordering::Relaxed);
@@ -133,6 +166,7 @@ pub struct Fleet {
     rebuilding: Mutex<()>,
     /// Ramp-up window for analyzers coming back; zero: off.
     slow_start: Duration,
+    events: tokio::sync::broadcast::Sender<HealthEvent>,
 }
 
 impl Fleet {
@@ -142,10 +176,16 @@ impl Fleet {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             rebuilding: Mutex::new(()),
             slow_start,
+            events: tokio::sync::broadcast::channel(1024).0,
         };
         // Analyzers present at start-up take their full weight at once.
         fleet.rebuild();
         fleet
+    }
+
+    /// Health changes from now on.
+    pub fn health_events(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
+        self.events.subscribe()
     }
 
     /// Whether some analyzer is still ramping up after rejoining.
@@ -204,6 +244,9 @@ impl Fleet {
             }
         };
         self.analyzers.store(Arc::new(list));
+        if let Some(old) = &old {
+            old.in_rotation.store(false, Ordering::Release);
+        }
         old
     }
 
@@ -214,6 +257,7 @@ impl Fleet {
         let position = list.iter().position(|a| a.id == id)?;
         let removed = list.remove(position);
         self.analyzers.store(Arc::new(list));
+        removed.in_rotation.store(false, Ordering::Release);
         Some(removed)
     }
 
@@ -243,6 +287,19 @@ impl Fleet {
             a.metrics.weight.set(i64::from(a.weight()));
         }
         self.table.store(Arc::new(table));
+        for a in analyzers.iter() {
+            let healthy = a.health.is_healthy();
+            if a.announced_healthy.swap(healthy, Ordering::AcqRel) != healthy {
+                let now = a.health.snapshot();
+                // Nobody listening is fine: the event is for reporters.
+                let _ = self.events.send(HealthEvent {
+                    analyzer: a.id.clone(),
+                    healthy,
+                    reason: now.reason,
+                    detail: now.detail,
+                });
+            }
+        }
     }
 }
 
@@ -275,6 +332,8 @@ mod tests {
                     name: id.to_string(),
                     weight: *w,
                     concurrency: 1,
+                    probe_interval: Duration::from_secs(10),
+                    probe_timeout: Duration::from_secs(1),
                 };
                 Analyzer::new(spec, transport, policy, metrics.analyzer(id)).0
             })

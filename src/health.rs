@@ -14,6 +14,7 @@
 
 use crate::config::HealthConfig;
 use crate::dispatch::Dispatcher;
+use crate::fleet::Analyzer;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -224,20 +225,36 @@ impl Health {
 
 /// Probes every analyzer now and then every `interval`, until the task is
 /// dropped.
-pub async fn run_prober(dispatcher: Arc<Dispatcher>, interval: Duration, timeout: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn run_prober(dispatcher: Arc<Dispatcher>) {
+    /// Analyzers added meanwhile are seen at least this often.
+    const LOOK_AGAIN: Duration = Duration::from_secs(1);
     loop {
-        ticker.tick().await;
-        probe_all(&dispatcher, timeout).await;
+        let now = std::time::Instant::now();
+        let analyzers = dispatcher.fleet().all();
+        let due: Vec<_> = analyzers
+            .iter()
+            .filter(|a| a.next_probe() <= now)
+            .cloned()
+            .collect();
+        for analyzer in &due {
+            analyzer.probed(now);
+        }
+        probe(&dispatcher, &due).await;
+        let next = analyzers
+            .iter()
+            .map(|a| a.next_probe())
+            .min()
+            .unwrap_or(now + LOOK_AGAIN)
+            .min(std::time::Instant::now() + LOOK_AGAIN);
+        tokio::time::sleep_until(next.into()).await;
     }
 }
 
-/// Probes every analyzer at once, each bounded by `timeout`; rebuilds the
+/// Probes `analyzers` at once, each bounded by its timeout; rebuilds the
 /// rotation when any verdict changed.
-pub async fn probe_all(dispatcher: &Dispatcher, timeout: Duration) {
-    let analyzers = dispatcher.fleet().all();
+pub async fn probe(dispatcher: &Dispatcher, analyzers: &[Arc<Analyzer>]) {
     let probes = analyzers.iter().map(|analyzer| async move {
+        let timeout = analyzer.probe_timeout;
         let result = match tokio::time::timeout(timeout, analyzer.transport.probe()).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),

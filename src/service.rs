@@ -154,11 +154,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let background = vec![
         tokio::spawn(dispatcher.clone().ramp_slow_starters(ramp_step)),
         tokio::spawn(traffic.run_sampler(dispatcher.clone())),
-        tokio::spawn(health::run_prober(
-            dispatcher.clone(),
-            settings.health.interval,
-            settings.health.timeout,
-        )),
+        tokio::spawn(health::run_prober(dispatcher.clone())),
         tokio::spawn(run_checkpointer(
             dispatcher.clone(),
             checkpoint_path.clone(),
@@ -244,6 +240,8 @@ fn build_analyzer(
         name: config.name.clone().unwrap_or_else(|| config.id.clone()),
         weight,
         concurrency: config.concurrency.unwrap_or(settings.queue.analyzer_concurrency),
+        probe_interval: settings.health.interval,
+        probe_timeout: settings.health.timeout,
     };
     Ok(Analyzer::new(
         spec,
