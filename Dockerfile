@@ -3,6 +3,7 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY ui ./ui
 RUN cargo build --release --locked && strip target/release/logs-distributor
 
 # Run: a small Debian base, non-root, data on a volume.

@@ -7,7 +7,7 @@ LISTEN ?= 0.0.0.0:8080
 .PHONY: help build run test fmt lint clean bench
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 build: ## Release build of the binary (target/release/logs-distributor)
 	$(CARGO) build --release --locked
@@ -19,6 +19,12 @@ test: ## Format check, clippy -D warnings, then every test
 	@scripts/lint.sh
 	$(CARGO) test --locked --all-targets
 	$(CARGO) test --locked --doc
+	scripts/browser-test.sh
+
+.PHONY: test-browser
+
+test-browser: ## The status page in headless Chromium (installs chromium and playwright-core once)
+	scripts/browser-test.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt
@@ -32,3 +38,11 @@ bench: ## Throughput and latency on loopback (release build); prints a table
 clean: ## Remove build output and the local data directory
 	$(CARGO) clean
 	rm -rf data
+
+.PHONY: envtest-up envtest-down
+
+envtest-up: ## Start a real kube-apiserver + etcd on loopback (builds once into ~/.cache); prints the kubeconfig
+	@scripts/envtest.sh up
+
+envtest-down: ## Stop the envtest control plane and remove its run directory
+	@scripts/envtest.sh down

@@ -6,6 +6,7 @@ mod error;
 mod ingest;
 mod ops;
 mod query;
+mod ui;
 
 pub use error::ApiError;
 
@@ -53,6 +54,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::alive))
         .route("/readyz", get(ops::ready))
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

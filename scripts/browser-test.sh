@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Browser test of the status page: builds the binary, starts it on a free
+# loopback port with a throw-away data directory, and drives the page in
+# Debian's Chromium with playwright-core (tests/browser/status-page.test.js,
+# run by node's built-in test runner).
+#
+# Installs what it needs when it is missing, once and quietly: the Debian
+# package `chromium` (no browser download: playwright-core drives
+# /usr/bin/chromium) and the npm packages pinned in tests/browser's
+# package-lock.json (`npm ci`). A second run installs nothing.
+#
+# Screenshots go to target/browser/. `--update-screenshot` (or
+# UPDATE_SCREENSHOT=1) also copies the desktop one to docs/status-page.png,
+# the picture in the README.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BROWSER_DIR=$ROOT/tests/browser
+ARTIFACTS=${LD_ARTIFACTS:-$ROOT/target/browser}
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+TEST_TIMEOUT=${BROWSER_TEST_TIMEOUT:-120}
+UPDATE_SCREENSHOT=${UPDATE_SCREENSHOT:-0}
+for arg in "$@"; do
+    case $arg in
+        --update-screenshot) UPDATE_SCREENSHOT=1 ;;
+        *) echo "usage: $0 [--update-screenshot]" >&2; exit 2 ;;
+    esac
+done
+
+say() { echo "browser-test: $*"; }
+fail() { echo "browser-test: $*" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ld-browser-test.XXXXXX")
+SERVER_PID=
+STATUS=1
+
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ "$STATUS" -ne 0 ] && [ -f "$WORK/distributor.log" ]; then
+        mkdir -p "$ARTIFACTS"
+        cp "$WORK/distributor.log" "$ARTIFACTS/distributor.log"
+        echo "browser-test: the distributor's log (last lines; all of it in $ARTIFACTS/distributor.log):" >&2
+        tail -n 20 "$WORK/distributor.log" >&2
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Runs a command with its output in a log that is shown only if it fails.
+quietly() {
+    local log=$WORK/install.log
+    if ! "$@" >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        fail "failed: $*"
+    fi
+}
+
+# ---------------------------------------------------------------- tools
+
+if [ ! -x "$CHROMIUM" ]; then
+    command -v apt-get >/dev/null || fail "$CHROMIUM is missing and there is no apt-get to install it"
+    SUDO=
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    say "installing Debian's chromium (once)"
+    quietly $SUDO apt-get update -q
+    quietly $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+    [ -x "$CHROMIUM" ] || fail "apt-get installed chromium, but $CHROMIUM is not there"
+fi
+
+command -v node >/dev/null || fail "node (20 or newer) is required"
+NODE_MAJOR=$(node -p 'process.versions.node.split(".")[0]')
+[ "$NODE_MAJOR" -ge 20 ] || fail "node $(node --version) is too old: 20 or newer is required"
+
+wanted=$(node -p "require('$BROWSER_DIR/package-lock.json').packages['node_modules/playwright-core'].version")
+have=$(node -p "try { require('$BROWSER_DIR/node_modules/playwright-core/package.json').version } catch { '' }")
+if [ "$wanted" != "$have" ]; then
+    say "installing playwright-core $wanted into tests/browser/node_modules (npm ci)"
+    (cd "$BROWSER_DIR" && quietly npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# ---------------------------------------------------------------- distributor
+
+cargo build --quiet --locked
+BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/logs-distributor
+[ -x "$BINARY" ] || fail "no binary at $BINARY"
+
+# Analyzer D fails every delivery and nothing is retried: each packet routed
+# to it is a dead letter at once (see the test's header). Probes never fail
+# and failed deliveries never eject, so only the test changes health.
+cat >"$WORK/config.yaml" <<'YAML'
+analyzers:
+  - {id: analyzer-a1, name: Analyzer A, weight: 40, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+  - {id: analyzer-a2, name: Analyzer B, weight: 30, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+  - {id: analyzer-a3, name: Analyzer C, weight: 20, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+  - {id: analyzer-a4, name: Analyzer D, weight: 10, simulated: {processing_time_ms: 0, failure_rate: 1.0, health_failure_rate: 0}}
+retry: {base_delay: 10ms, max_retries: 0}
+health: {interval: 5s, ejection_threshold: 0}
+checkpoint: {interval: 1h}
+shutdown: {drain_timeout: 1s}
+YAML
+
+free_port() {
+    node -e "const s = require('net').createServer(); s.listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); });"
+}
+
+# A port taken between choosing and binding: try another.
+for attempt in 1 2 3; do
+    PORT=$(free_port)
+    "$BINARY" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --config "$WORK/config.yaml" \
+        >"$WORK/distributor.log" 2>&1 &
+    SERVER_PID=$!
+    up=0
+    for _ in $(seq 200); do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            wait "$SERVER_PID" 2>/dev/null || true
+            SERVER_PID=
+            break
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+            up=1
+            break
+        fi
+        sleep 0.1
+    done
+    [ "$up" -eq 1 ] && break
+    [ -n "$SERVER_PID" ] && fail "the distributor did not listen on 127.0.0.1:$PORT within 20 s"
+    say "the distributor could not start on port $PORT (attempt $attempt)"
+done
+[ "$up" -eq 1 ] || fail "the distributor did not start"
+
+# ---------------------------------------------------------------- test
+
+mkdir -p "$ARTIFACTS"
+rm -f "$ARTIFACTS"/*.png
+say "distributor on 127.0.0.1:$PORT; chromium $("$CHROMIUM" --version 2>/dev/null | awk '{print $2}'); playwright-core $wanted"
+set +e
+LD_URL="http://127.0.0.1:$PORT" LD_ARTIFACTS="$ARTIFACTS" CHROMIUM="$CHROMIUM" \
+    timeout --kill-after=10 "$TEST_TIMEOUT" \
+    node --test --test-reporter=spec "$BROWSER_DIR/status-page.test.js"
+STATUS=$?
+set -e
+if [ "$STATUS" -eq 124 ]; then
+    echo "browser-test: timed out after ${TEST_TIMEOUT}s" >&2
+fi
+if [ "$STATUS" -eq 0 ]; then
+    say "screenshots in ${ARTIFACTS#"$ROOT"/}/"
+    if [ "$UPDATE_SCREENSHOT" = 1 ]; then
+        cp "$ARTIFACTS/status-page.png" "$ROOT/docs/status-page.png"
+        say "updated docs/status-page.png"
+    fi
+fi
+exit "$STATUS"
