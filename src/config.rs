@@ -169,6 +169,23 @@ pub struct AnalyzerConfig {
         skip_serializing_if = "is_default_health_path"
     )]
     pub health_path: String,
+    /// This analyzer's own probe settings, over the `health` section's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<AnalyzerHealthCheck>,
+}
+
+/// Probe settings of one analyzer; each unset key takes the `health` section's.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyzerHealthCheck {
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
 }
 
 fn default_health_path() -> String {
@@ -374,6 +391,7 @@ impl Default for Settings {
             endpoint: None,
             concurrency: None,
             health_path: default_health_path(),
+            health_check: None,
         };
         Settings {
             listen: "0.0.0.0:8080".into(),

@@ -14,11 +14,13 @@
 //! the window; the owner calls `rebuild` periodically while
 //! [`Fleet::is_ramping`] says so.
 
+use crate::config::{AnalyzerConfig, Settings};
 use crate::dispatch::Job;
 use crate::health::{Health, HealthPolicy};
 use crate::metrics::AnalyzerMetrics;
+use crate::metrics::Metrics;
 use crate::routing::RoutingTable;
-use crate::transport::Transport;
+use crate::transport::{Http, Simulated, Transport};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,6 +142,50 @@ impl Analyzer {
     /// analyzer being out of rotation), then its task ends.
     pub fn close_lane(&self) {
         self.lane.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Builds an analyzer from its configuration; the `health`, `http` and
+    /// `queue` sections give what the analyzer does not say itself.
+    pub fn from_config(
+        config: &AnalyzerConfig,
+        settings: &Settings,
+        metrics: &Metrics,
+    ) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
+        let transport = match (&config.simulated, &config.endpoint) {
+            (Some(simulated), _) => Transport::Simulated(Simulated::new(simulated)),
+            (None, Some(endpoint)) => Transport::Http(
+                Http::new(endpoint, &config.health_path, settings.http.timeout)
+                    .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
+            ),
+            (None, None) => anyhow::bail!(
+                "analyzer {} has neither endpoint nor simulated settings",
+                config.id
+            ),
+        };
+        let own = config.health_check.clone().unwrap_or_default();
+        let defaults = &settings.health;
+        let policy = HealthPolicy {
+            unhealthy_threshold: own
+                .unhealthy_threshold
+                .unwrap_or(defaults.unhealthy_threshold)
+                .max(1),
+            healthy_threshold: own.healthy_threshold.unwrap_or(defaults.healthy_threshold).max(1),
+            ejection_threshold: defaults.ejection_threshold,
+        };
+        let spec = AnalyzerSpec {
+            id: config.id.clone(),
+            name: config.name.clone().unwrap_or_else(|| config.id.clone()),
+            weight: u32::try_from(config.weight).unwrap_or(0),
+            concurrency: config.concurrency.unwrap_or(settings.queue.analyzer_concurrency),
+            probe_interval: own.interval.unwrap_or(defaults.interval),
+            probe_timeout: own.timeout.unwrap_or(defaults.timeout),
+        };
+        Ok(Analyzer::new(
+            spec,
+            transport,
+            policy,
+            metrics.analyzer(&config.id),
+        ))
     }
 
     /// When the next probe is due.
@@ -309,7 +355,7 @@ mod tests {
     use crate::config::SimulatedConfig;
     use crate::health::HealthMode;
     use crate::metrics::Metrics;
-    use crate::transport::Simulated;
+
     use std::collections::HashMap;
 
     fn fleet(weights: &[(&str, u32)]) -> Fleet {

@@ -9,17 +9,16 @@
 //! write a final checkpoint of what is left → stop the server.
 
 use crate::api::{self, AppState};
+use crate::config::Settings;
 use crate::config::WalRecover;
-use crate::config::{AnalyzerConfig, Settings};
 use crate::dispatch::{self, Dispatcher};
-use crate::fleet::{Analyzer, AnalyzerSpec, LaneReceiver};
-use crate::health::{self, HealthPolicy};
+use crate::fleet::Analyzer;
+use crate::health;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, RetryBudget};
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
 use crate::storage::{Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR};
 use crate::traffic::Traffic;
-use crate::transport::{Http, Simulated, Transport};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -93,11 +92,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     .with_context(|| format!("cannot open write-ahead log in {}", wal_dir.display()))?;
 
     let metrics = Metrics::new();
-    let policy = HealthPolicy::from(&settings.health);
     let analyzers = settings
         .analyzers
         .iter()
-        .map(|config| build_analyzer(config, &settings, policy, &metrics))
+        .map(|config| Analyzer::from_config(config, &settings, &metrics))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let backoff = Backoff::try_new(&settings.retry).map_err(anyhow::Error::msg)?;
     let dispatcher = Dispatcher::start(
@@ -215,40 +213,6 @@ async fn recover(
     );
     dispatcher.resume(recovered.in_flight, recovered.next_seq);
     Ok(())
-}
-
-fn build_analyzer(
-    config: &AnalyzerConfig,
-    settings: &Settings,
-    policy: HealthPolicy,
-    metrics: &Metrics,
-) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
-    let transport = match (&config.simulated, &config.endpoint) {
-        (Some(simulated), _) => Transport::Simulated(Simulated::new(simulated)),
-        (None, Some(endpoint)) => Transport::Http(
-            Http::new(endpoint, &config.health_path, settings.http.timeout)
-                .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
-        ),
-        (None, None) => anyhow::bail!(
-            "analyzer {} has neither endpoint nor simulated settings",
-            config.id
-        ),
-    };
-    let weight = u32::try_from(config.weight).unwrap_or(0);
-    let spec = AnalyzerSpec {
-        id: config.id.clone(),
-        name: config.name.clone().unwrap_or_else(|| config.id.clone()),
-        weight,
-        concurrency: config.concurrency.unwrap_or(settings.queue.analyzer_concurrency),
-        probe_interval: settings.health.interval,
-        probe_timeout: settings.health.timeout,
-    };
-    Ok(Analyzer::new(
-        spec,
-        transport,
-        policy,
-        metrics.analyzer(&config.id),
-    ))
 }
 
 async fn run_checkpointer(dispatcher: Arc<Dispatcher>, path: PathBuf, every: std::time::Duration) {
