@@ -69,6 +69,63 @@ pub struct ServeArgs {
     /// skip-corrupt (skip the damaged part, report it) [default: strict]
     #[arg(long, env = "LD_WAL_RECOVER", value_enum)]
     pub wal_recover: Option<WalRecover>,
+    /// Where analyzers come from: config (the YAML file) or kubernetes (Analyzer resources)
+    /// [default: kubernetes inside a pod, config elsewhere]
+    #[arg(long, env = "LD_SOURCE", value_enum)]
+    pub source: Option<Source>,
+    /// Namespace to watch Analyzers in (and hold the Lease in) [default: the kubeconfig's or
+    /// the pod's]
+    #[arg(long, env = "LD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Watch Analyzers in every namespace (ids become namespace/name)
+    #[arg(long, env = "LD_ALL_NAMESPACES")]
+    pub all_namespaces: bool,
+    /// This replica's name in the leader Lease [default: $POD_NAME or $HOSTNAME]
+    #[arg(long, env = "LD_IDENTITY")]
+    pub identity: Option<String>,
+}
+
+/// Where the analyzers come from.
+#[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The `analyzers` list of the configuration.
+    #[default]
+    Config,
+    /// `Analyzer` custom resources, watched live.
+    Kubernetes,
+}
+
+/// Reading analyzers from Kubernetes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub all_namespaces: bool,
+    /// This replica's name in the leader Lease.
+    pub identity: String,
+    /// A leader that has not renewed for this long loses the Lease.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// How often the leader writes Analyzer counters (health changes go at once).
+    #[serde(with = "humantime_serde")]
+    pub status_interval: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("logs-distributor-{}", std::process::id()));
+        KubernetesConfig {
+            namespace: None,
+            all_namespaces: false,
+            identity,
+            lease_duration: Duration::from_secs(15),
+            status_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// What start-up does with a corrupt write-ahead log.
@@ -143,6 +200,8 @@ pub struct Settings {
     pub http: HttpConfig,
     pub batch: BatchConfig,
     pub wal: WalConfig,
+    pub source: Source,
+    pub kubernetes: KubernetesConfig,
 }
 
 /// One analyzer: who it is, its share of traffic, and how it is reached.
@@ -412,6 +471,12 @@ impl Default for Settings {
             http: HttpConfig::default(),
             batch: BatchConfig::default(),
             wal: WalConfig::default(),
+            source: if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+                Source::Kubernetes
+            } else {
+                Source::Config
+            },
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -443,6 +508,18 @@ impl Settings {
         if let Some(recover) = args.wal_recover {
             settings.wal.recover = recover;
         }
+        if let Some(source) = args.source {
+            settings.source = source;
+        }
+        if let Some(namespace) = &args.namespace {
+            settings.kubernetes.namespace = Some(namespace.clone());
+        }
+        if args.all_namespaces {
+            settings.kubernetes.all_namespaces = true;
+        }
+        if let Some(identity) = &args.identity {
+            settings.kubernetes.identity = identity.clone();
+        }
         settings.check()?;
         Ok(settings)
     }
@@ -466,6 +543,13 @@ impl Settings {
 
     /// Every rule the types cannot say.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if self.source == Source::Config {
+            self.check_analyzers()?;
+        }
+        self.check_the_rest()
+    }
+
+    fn check_analyzers(&self) -> Result<(), ConfigError> {
         let bad = |key: String, why: String| Err(ConfigError(format!("{key}: {why}")));
         if self.analyzers.is_empty() {
             return bad("analyzers".into(), "at least one analyzer is required".into());
@@ -530,6 +614,14 @@ impl Settings {
                 "analyzers".into(),
                 "total weight is 0: at least one analyzer needs a weight above 0".into(),
             );
+        }
+        Ok(())
+    }
+
+    fn check_the_rest(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if self.kubernetes.lease_duration < Duration::from_secs(3) {
+            return bad("kubernetes.lease_duration".into(), "must be at least 3s".into());
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(

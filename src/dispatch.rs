@@ -100,6 +100,11 @@ pub struct Dispatcher {
     dead_letter: Arc<DeadLetter>,
     retry_timer: RetryTimer<Job>,
     wal: Wal,
+    /// Admissions hold it shared from entering the registry until their
+    /// Accept records are durable (or have failed); a checkpoint holds it
+    /// alone while it rotates the log and snapshots the registry, so a
+    /// snapshot never holds a packet whose admission may still fail.
+    admission: tokio::sync::RwLock<()>,
     /// Every admitted packet not yet finished, with its retry count: what a
     /// checkpoint saves. Touched once per admit, retry and finish.
     registry: Mutex<HashMap<u64, InFlight>>,
@@ -137,6 +142,7 @@ impl Dispatcher {
                     }
                 }),
                 wal,
+                admission: tokio::sync::RwLock::new(()),
                 registry: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
                 in_flight_bytes: AtomicUsize::new(0),
@@ -176,6 +182,7 @@ impl Dispatcher {
         let bytes: usize = sizes.iter().sum();
         self.reserve(count, bytes)?;
         let messages: usize = packets.iter().map(|p| p.messages.len()).sum();
+        let _admitting = self.admission.read().await;
         let entered = self.enter(packets.into_iter().zip(sizes).map(|(p, size)| (None, p, size)));
         let records: Vec<Record> = entered
             .iter()
@@ -585,8 +592,11 @@ impl Dispatcher {
     pub async fn checkpoint_to(&self, path: &std::path::Path) -> anyhow::Result<usize> {
         // Rotate first: every record in the older segments is then already
         // reflected in the registry snapshot taken below.
-        let segment = self.wal.rotate().await?;
-        let checkpoint = self.snapshot(segment);
+        let (segment, checkpoint) = {
+            let _alone = self.admission.write().await;
+            let segment = self.wal.rotate().await?;
+            (segment, self.snapshot(segment))
+        };
         let packets = checkpoint.in_flight.len();
         let path = path.to_path_buf();
         tokio::task::spawn_blocking(move || checkpoint.save(&path)).await??;

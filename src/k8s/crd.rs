@@ -85,7 +85,7 @@ pub struct SimulatedSpec {
 }
 
 /// Health probing, with Kubernetes probe semantics.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheckSpec {
     /// Path probed with GET, resolved against the endpoint; 2xx is healthy.

@@ -1,6 +1,122 @@
-//! Kubernetes: the `Analyzer` custom resource and (next) the controller that
-//! turns Analyzers into the live routing table.
+//! Kubernetes: the `Analyzer` custom resource ([`crd`]), the watch that
+//! turns Analyzers into the live routing table ([`controller`]), the
+//! leader's status and Events ([`status`]) and the Lease that elects it
+//! ([`lease`]). [`start`] wires them for `--source kubernetes`.
 
+pub mod controller;
 pub mod crd;
+pub mod lease;
+pub mod status;
 
 pub use crd::{Analyzer, AnalyzerSpec, AnalyzerStatus, DeclaredHealth};
+
+use crate::config::{KubernetesConfig, Settings};
+use crate::dispatch::Dispatcher;
+use crate::traffic::Traffic;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+
+/// The name of the Lease that elects the status writer.
+pub const LEASE_NAME: &str = "logs-distributor-leader";
+/// The controller name on Events.
+pub const CONTROLLER_NAME: &str = "logs-distributor";
+
+/// What the Kubernetes side knows, for `/readyz`, metrics and the writer.
+#[derive(Default)]
+pub struct KubeState {
+    /// The watch is connected (false while the API server is unreachable).
+    pub connected: AtomicBool,
+    /// The first list has been applied.
+    pub synced: AtomicBool,
+    /// This replica holds the Lease.
+    pub leader: AtomicBool,
+    pub watch_errors: AtomicU64,
+    /// The Analyzer resources by fleet id, as last seen.
+    resources: Mutex<BTreeMap<String, Analyzer>>,
+}
+
+impl KubeState {
+    pub fn remember(&self, id: &str, resource: &Analyzer) {
+        self.lock().insert(id.to_string(), resource.clone());
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    pub fn resource(&self, id: &str) -> Option<Analyzer> {
+        self.lock().get(id).cloned()
+    }
+
+    pub fn resources(&self) -> Vec<(String, Analyzer)> {
+        self.lock()
+            .iter()
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Analyzer>> {
+        self.resources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Starts the watch, the election and the status writer; answers their
+/// tasks (to abort at shutdown).
+pub async fn start(
+    settings: Arc<Settings>,
+    dispatcher: Arc<Dispatcher>,
+    traffic: Arc<Traffic>,
+    state: Arc<KubeState>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let config: &KubernetesConfig = &settings.kubernetes;
+    let client = Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach Kubernetes (kubeconfig or in-cluster): {e}"))?;
+    let home = config
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let analyzers: Api<Analyzer> = if config.all_namespaces {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(client.clone(), &home)
+    };
+    let identity = config.identity.clone();
+    tracing::info!(namespace = %home, all_namespaces = config.all_namespaces, %identity, "reading analyzers from Analyzer resources");
+    let watch = Arc::new(controller::Watch {
+        dispatcher: dispatcher.clone(),
+        settings: settings.clone(),
+        state: state.clone(),
+        qualify_ids: config.all_namespaces,
+    });
+    let election = lease::Election {
+        api: Api::namespaced(client.clone(), &home),
+        name: LEASE_NAME.into(),
+        identity: identity.clone(),
+        duration: config.lease_duration,
+        state: state.clone(),
+    };
+    let writer = status::StatusWriter {
+        client: client.clone(),
+        dispatcher,
+        traffic,
+        state,
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: CONTROLLER_NAME.into(),
+                instance: Some(identity),
+            },
+        ),
+        every: config.status_interval,
+    };
+    Ok(vec![
+        tokio::spawn(watch.run(analyzers)),
+        tokio::spawn(election.run()),
+        tokio::spawn(writer.run()),
+    ])
+}

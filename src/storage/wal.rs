@@ -241,6 +241,14 @@ pub fn recover(
 ) -> Result<Recovered, WalError> {
     std::fs::create_dir_all(dir)?;
     let segments = list_segments(dir)?;
+    // A crash during start-up can leave an empty newer segment behind the
+    // torn one: the tail is the newest segment that holds anything.
+    let tail = segments
+        .iter()
+        .filter(|(n, _)| *n <= tail)
+        .rev()
+        .find(|(_, path)| std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false))
+        .map_or(tail, |(n, _)| *n);
     let mut report = Recovered::default();
     for (number, path) in segments.iter().filter(|(n, _)| (from..=tail).contains(n)) {
         let mut bytes = Vec::new();

@@ -1,0 +1,174 @@
+//! The watch: `Analyzer` resources become the live routing table.
+//!
+//! Every event of the watch is applied to the fleet at once: a new Analyzer
+//! joins the rotation, a weight or `spec.health` change reshapes it, a
+//! changed endpoint or simulation replaces the analyzer (its queued packets
+//! are re-routed), a deleted Analyzer leaves (same). After each (re)list the
+//! fleet is made to match the list exactly. While the API server cannot be
+//! reached, routing goes on with the last known table and the watch
+//! reconnects with backoff.
+
+use super::crd::{Analyzer as AnalyzerResource, AnalyzerSpec, DeclaredHealth};
+use super::KubeState;
+use crate::config::{AnalyzerConfig, AnalyzerHealthCheck, Settings, SimulatedConfig};
+use crate::dispatch::Dispatcher;
+use crate::fleet::Analyzer;
+use crate::health::HealthMode;
+use futures_util::StreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, ResourceExt};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the controller built for one Analyzer, to tell a change of weight
+/// or health (applied in place) from a change of transport (rebuilt).
+struct Built {
+    transport: AnalyzerConfig,
+}
+
+pub struct Watch {
+    pub dispatcher: Arc<Dispatcher>,
+    pub settings: Arc<Settings>,
+    pub state: Arc<KubeState>,
+    /// Prefix ids with the namespace (when watching all namespaces).
+    pub qualify_ids: bool,
+}
+
+impl Watch {
+    /// The fleet id of an Analyzer.
+    pub fn id_of(&self, resource: &AnalyzerResource) -> String {
+        let name = resource.name_any();
+        match (self.qualify_ids, resource.namespace()) {
+            (true, Some(namespace)) => format!("{namespace}/{name}"),
+            _ => name,
+        }
+    }
+
+    /// Follows the Analyzers of `api` until the task is dropped.
+    pub async fn run(self: Arc<Self>, api: Api<AnalyzerResource>) {
+        let mut built: BTreeMap<String, Built> = BTreeMap::new();
+        let mut listing: Option<Vec<AnalyzerResource>> = None;
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        futures_util::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(Event::Init) => listing = Some(Vec::new()),
+                Ok(Event::InitApply(resource)) => listing.get_or_insert_with(Vec::new).push(resource),
+                Ok(Event::InitDone) => {
+                    let resources = listing.take().unwrap_or_default();
+                    self.sync_all(&mut built, &resources);
+                    self.state.connected.store(true, Ordering::Release);
+                    self.state.synced.store(true, Ordering::Release);
+                }
+                Ok(Event::Apply(resource)) => {
+                    self.apply(&mut built, &resource);
+                    self.state.connected.store(true, Ordering::Release);
+                }
+                Ok(Event::Delete(resource)) => {
+                    let id = self.id_of(&resource);
+                    self.state.forget(&id);
+                    if built.remove(&id).is_some() && self.dispatcher.remove_analyzer(&id) {
+                        tracing::info!(analyzer = %id, "Analyzer deleted: out of the rotation");
+                    }
+                }
+                Err(e) => {
+                    if self.state.connected.swap(false, Ordering::AcqRel) {
+                        tracing::warn!(error = %e, "lost the Analyzer watch; routing on the last known table while reconnecting");
+                    }
+                    self.state.watch_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Makes the fleet match `resources` exactly.
+    fn sync_all(&self, built: &mut BTreeMap<String, Built>, resources: &[AnalyzerResource]) {
+        let listed: Vec<String> = resources.iter().map(|r| self.id_of(r)).collect();
+        let gone: Vec<String> = built.keys().filter(|id| !listed.contains(id)).cloned().collect();
+        for id in gone {
+            built.remove(&id);
+            self.state.forget(&id);
+            self.dispatcher.remove_analyzer(&id);
+            tracing::info!(analyzer = %id, "Analyzer gone after relist: out of the rotation");
+        }
+        for resource in resources {
+            self.apply(built, resource);
+        }
+    }
+
+    /// Applies one Analyzer to the fleet.
+    fn apply(&self, built: &mut BTreeMap<String, Built>, resource: &AnalyzerResource) {
+        let id = self.id_of(resource);
+        self.state.remember(&id, resource);
+        let config = analyzer_config(&id, resource);
+        let mode = match resource.spec.health {
+            DeclaredHealth::Auto => HealthMode::Auto,
+            DeclaredHealth::ForceHealthy => HealthMode::ForceHealthy,
+            DeclaredHealth::ForceUnhealthy => HealthMode::ForceUnhealthy,
+        };
+        let weight = u32::try_from(resource.spec.weight).unwrap_or(0);
+        let same_transport = built
+            .get(&id)
+            .is_some_and(|b| b.transport == transport_part(&config));
+        match self.dispatcher.fleet().get(&id).filter(|_| same_transport) {
+            Some(analyzer) => {
+                analyzer.set_weight(weight);
+                analyzer.health.set_mode(mode);
+                self.dispatcher.rotation_changed();
+            }
+            None => match Analyzer::from_config(&config, &self.settings, self.dispatcher.metrics()) {
+                Ok((analyzer, lane)) => {
+                    analyzer.health.set_mode(mode);
+                    self.dispatcher.add_analyzer(analyzer, lane);
+                    built.insert(
+                        id.clone(),
+                        Built {
+                            transport: transport_part(&config),
+                        },
+                    );
+                    tracing::info!(analyzer = %id, weight, "Analyzer applied");
+                }
+                Err(e) => {
+                    tracing::error!(analyzer = %id, error = %e, "cannot build the analyzer of this Analyzer")
+                }
+            },
+        }
+    }
+}
+
+/// The configuration of an Analyzer resource, as the YAML file would say it.
+fn analyzer_config(id: &str, resource: &AnalyzerResource) -> AnalyzerConfig {
+    let spec: &AnalyzerSpec = &resource.spec;
+    let check = spec.health_check.clone().unwrap_or_default();
+    AnalyzerConfig {
+        id: id.to_string(),
+        name: Some(spec.display_name.clone().unwrap_or_else(|| resource.name_any())),
+        weight: i64::from(spec.weight),
+        simulated: spec.simulated.as_ref().map(|s| SimulatedConfig {
+            processing_time_ms: u64::from(s.processing_time_ms),
+            failure_rate: s.failure_rate,
+            health_failure_rate: s.health_failure_rate,
+        }),
+        endpoint: spec.endpoint.clone(),
+        concurrency: None,
+        health_path: check.path.clone().unwrap_or_else(|| "/health".into()),
+        health_check: Some(AnalyzerHealthCheck {
+            interval: check.interval_seconds.map(|s| Duration::from_secs(u64::from(s))),
+            timeout: check.timeout_seconds.map(|s| Duration::from_secs(u64::from(s))),
+            unhealthy_threshold: check.unhealthy_threshold,
+            healthy_threshold: check.healthy_threshold,
+        }),
+    }
+}
+
+/// The parts of a configuration that need a new analyzer when they change
+/// (weight and declared health are changed in place).
+fn transport_part(config: &AnalyzerConfig) -> AnalyzerConfig {
+    AnalyzerConfig {
+        weight: 0,
+        ..config.clone()
+    }
+}
