@@ -37,6 +37,8 @@ pub struct Metrics {
     pub queue_capacity: IntGauge,
     pub in_flight: IntGauge,
     pub checkpoint_failures: IntCounter,
+    pub kubernetes_connected: IntGauge,
+    pub kubernetes_leader: IntGauge,
     pub ingest_duration: Histogram,
     pub delivery_duration: HistogramVec,
 }
@@ -173,6 +175,14 @@ impl Metrics {
             in_flight: gauge(
                 "in_flight_packets",
                 "Packets accepted and not yet delivered or dead-lettered.",
+            ),
+            kubernetes_connected: gauge(
+                "kubernetes_connected",
+                "1 while the Analyzer watch is connected to the API server (source kubernetes).",
+            ),
+            kubernetes_leader: gauge(
+                "kubernetes_leader",
+                "1 while this replica holds the Lease and writes Analyzer status.",
             ),
             checkpoint_failures: counter(
                 "checkpoint_failures_total",

@@ -10,10 +10,11 @@
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
-use crate::config::WalRecover;
+use crate::config::{Source, WalRecover};
 use crate::dispatch::{self, Dispatcher};
 use crate::fleet::Analyzer;
 use crate::health;
+use crate::k8s::{self, KubeState};
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, RetryBudget};
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
@@ -92,8 +93,12 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     .with_context(|| format!("cannot open write-ahead log in {}", wal_dir.display()))?;
 
     let metrics = Metrics::new();
-    let analyzers = settings
-        .analyzers
+    // From Kubernetes, analyzers arrive through the watch once it runs.
+    let configured: &[crate::config::AnalyzerConfig] = match settings.source {
+        Source::Config => &settings.analyzers,
+        Source::Kubernetes => &[],
+    };
+    let analyzers = configured
         .iter()
         .map(|config| Analyzer::from_config(config, &settings, &metrics))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -122,12 +127,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let ready = Arc::new(AtomicBool::new(false));
     let traffic = Traffic::new();
+    let kube = (settings.source == Source::Kubernetes).then(|| Arc::new(KubeState::default()));
     let state = AppState {
         dispatcher: dispatcher.clone(),
         limits: settings.limits.clone(),
         started: Instant::now(),
         ready: ready.clone(),
         traffic: traffic.clone(),
+        kube: kube.clone(),
     };
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();
@@ -145,11 +152,23 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .checkpoint_to(&checkpoint_path)
         .await
         .context("cannot write the checkpoint after recovery")?;
+    let mut kube_tasks = match &kube {
+        Some(state) => {
+            k8s::start(
+                Arc::new(settings.clone()),
+                dispatcher.clone(),
+                traffic.clone(),
+                state.clone(),
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
     ready.store(true, Ordering::Release);
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), analyzers = settings.analyzers.len(), "logs-distributor ready");
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), source = ?settings.source, "logs-distributor ready");
 
     let ramp_step = (settings.health.slow_start / 20).max(SLOW_START_STEP_MIN);
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(dispatcher.clone().ramp_slow_starters(ramp_step)),
         tokio::spawn(traffic.run_sampler(dispatcher.clone())),
         tokio::spawn(health::run_prober(dispatcher.clone())),
@@ -159,6 +178,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             settings.checkpoint.interval,
         )),
     ];
+    background.append(&mut kube_tasks);
     let finished = tokio::spawn(shut_down_when_told(
         stop.clone(),
         dispatcher.clone(),

@@ -11,6 +11,7 @@ mod ui;
 pub use error::ApiError;
 
 use crate::dispatch::Dispatcher;
+use crate::k8s::KubeState;
 use crate::model::Limits;
 use crate::traffic::Traffic;
 use axum::extract::DefaultBodyLimit;
@@ -30,6 +31,8 @@ pub struct AppState {
     /// False until start-up recovery has finished.
     pub ready: Arc<AtomicBool>,
     pub traffic: Arc<Traffic>,
+    /// The Kubernetes side, when analyzers come from Analyzer resources.
+    pub kube: Option<Arc<KubeState>>,
 }
 
 impl AppState {

@@ -6,6 +6,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+use std::sync::atomic::Ordering;
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let dispatcher = &state.dispatcher;
@@ -20,6 +21,14 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics.queue_depth.with_label_values(&[stage]).set(depth as i64);
     }
     metrics.in_flight.set(pipeline.in_flight as i64);
+    if let Some(kube) = &state.kube {
+        metrics
+            .kubernetes_connected
+            .set(i64::from(kube.connected.load(Ordering::Acquire)));
+        metrics
+            .kubernetes_leader
+            .set(i64::from(kube.leader.load(Ordering::Acquire)));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         metrics.render(),
@@ -36,12 +45,26 @@ pub async fn alive() -> Json<serde_json::Value> {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let recovered = state.is_ready();
     let accepting = state.dispatcher.is_accepting();
-    let body = json!({
-        "status": if recovered && accepting { "ready" } else { "not ready" },
+    // Until the first list of Analyzers, there is nothing to route to; an
+    // API server lost later does not stop routing (it is reported).
+    let synced = state
+        .kube
+        .as_ref()
+        .is_none_or(|k| k.synced.load(Ordering::Acquire));
+    let ok = recovered && accepting && synced;
+    let mut body = json!({
+        "status": if ok { "ready" } else { "not ready" },
         "recovered": recovered,
         "accepting": accepting,
     });
-    let code = if recovered && accepting {
+    if let Some(kube) = &state.kube {
+        body["kubernetes"] = json!({
+            "synced": synced,
+            "connected": kube.connected.load(Ordering::Acquire),
+            "leader": kube.leader.load(Ordering::Acquire),
+        });
+    }
+    let code = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -148,7 +148,7 @@ fn analyzer_config(id: &str, resource: &AnalyzerResource) -> AnalyzerConfig {
         name: Some(spec.display_name.clone().unwrap_or_else(|| resource.name_any())),
         weight: i64::from(spec.weight),
         simulated: spec.simulated.as_ref().map(|s| SimulatedConfig {
-            processing_time_ms: u64::from(s.processing_time_ms),
+            processing_time_ms: u64::try_from(s.processing_time_ms).unwrap_or(0),
             failure_rate: s.failure_rate,
             health_failure_rate: s.health_failure_rate,
         }),
@@ -156,12 +156,17 @@ fn analyzer_config(id: &str, resource: &AnalyzerResource) -> AnalyzerConfig {
         concurrency: None,
         health_path: check.path.clone().unwrap_or_else(|| "/health".into()),
         health_check: Some(AnalyzerHealthCheck {
-            interval: check.interval_seconds.map(|s| Duration::from_secs(u64::from(s))),
-            timeout: check.timeout_seconds.map(|s| Duration::from_secs(u64::from(s))),
-            unhealthy_threshold: check.unhealthy_threshold,
-            healthy_threshold: check.healthy_threshold,
+            interval: check.interval_seconds.map(seconds),
+            timeout: check.timeout_seconds.map(seconds),
+            unhealthy_threshold: check.unhealthy_threshold.and_then(|n| u32::try_from(n).ok()),
+            healthy_threshold: check.healthy_threshold.and_then(|n| u32::try_from(n).ok()),
         }),
     }
+}
+
+/// Whole seconds from the schema (which keeps them positive).
+fn seconds(n: i32) -> Duration {
+    Duration::from_secs(u64::try_from(n).unwrap_or(1))
 }
 
 /// The parts of a configuration that need a new analyzer when they change

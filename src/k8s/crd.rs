@@ -73,7 +73,7 @@ pub struct SimulatedSpec {
     /// Time taken per packet, in milliseconds.
     #[serde(default)]
     #[schemars(range(min = 0, max = 600000))]
-    pub processing_time_ms: u32,
+    pub processing_time_ms: i32,
     /// Chance (0 to 1) that processing a packet fails.
     #[serde(default)]
     #[schemars(range(min = 0.0, max = 1.0))]
@@ -94,19 +94,19 @@ pub struct HealthCheckSpec {
     /// Seconds between probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
-    pub interval_seconds: Option<u32>,
+    pub interval_seconds: Option<i32>,
     /// Seconds a probe may take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 600))]
-    pub timeout_seconds: Option<u32>,
+    pub timeout_seconds: Option<i32>,
     /// Failed probes in a row that take the analyzer out of rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
-    pub unhealthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<i32>,
     /// Passed probes in a row that bring it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
-    pub healthy_threshold: Option<u32>,
+    pub healthy_threshold: Option<i32>,
 }
 
 /// Who decides an analyzer's health.
