@@ -15,11 +15,8 @@ build: ## Release build of the binary (target/release/logs-distributor)
 run: ## Build and run the service on $(LISTEN) with the built-in simulated analyzers
 	$(CARGO) run --release --locked -- --listen $(LISTEN)
 
-test: ## Format check, clippy -D warnings, then every test
-	@scripts/lint.sh
-	$(CARGO) test --locked --all-targets
-	$(CARGO) test --locked --doc
-	scripts/browser-test.sh
+test: ## Format check, clippy -D warnings, every test (starts a real kube-apiserver, headless Chromium)
+	scripts/test.sh
 
 .PHONY: test-browser
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Everything `make test` runs, in order: lint, the control plane the
+# Kubernetes tests need (built once into ~/.cache/logs-distributor), every
+# cargo test, the browser test. The control plane is stopped on the way out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/lint.sh
+scripts/envtest.sh up
+trap 'scripts/envtest.sh down >/dev/null 2>&1 || true' EXIT
+cargo test --locked --all-targets
+cargo test --locked --doc
+scripts/browser-test.sh
