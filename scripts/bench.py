@@ -71,9 +71,42 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
-def loadgen(target, packets_per_request):
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def overload(server, base):
+    """Drives far more than the distributor can deliver (256 connections x
+    100 packets per request) and samples its RSS: it must stay flat (503s,
+    not growth)."""
+    import threading
+    samples = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(rss_mib(server.pid))
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        report = loadgen(base + "/api/v1/logs", 100, concurrency=256)
+    finally:
+        done.set()
+        sampler.join()
+    wait_drained(base)
+    half = len(samples) // 2
+    return report, samples[0], max(samples[:half] or samples), max(samples[half:] or samples)
+
+
+def loadgen(target, packets_per_request, concurrency=CONCURRENCY):
     command = [
-        BINARY, "loadgen", "--target", target, "--concurrency", str(CONCURRENCY),
+        BINARY, "loadgen", "--target", target, "--concurrency", str(concurrency),
         "--duration", f"{DURATION}s", "--packets-per-request", str(packets_per_request),
         "--messages-per-packet", "3", "--message-bytes", "200", "--json", "--quiet",
     ]
@@ -121,6 +154,7 @@ def main():
         f.write(CONFIG)
     rows = []
     peak = {}
+    overloaded = None
     try:
         for fsync in ("always", "interval:10", "never"):
             server, base = start_distributor(work, config, fsync)
@@ -137,6 +171,8 @@ def main():
                     elapsed = time.time() - started
                     delivered_per_sec = (delivered(after) - delivered(before)) / elapsed
                     rows.append((f"fsync {fsync}", packets_per_request, report, (delivered_per_sec, baseline)))
+                if fsync == "always":
+                    overloaded = overload(server, base)
                 peak[fsync] = peak_rss_mib(server.pid)
             finally:
                 stop(server)
@@ -162,6 +198,11 @@ def main():
         print(f"{name:<24} {ppr:>8} {report['requests_per_sec']:>9,.0f} {packets_in:>10} {out:>10} "
               f"{messages:>10} {latency['p50']:>7.2f} {latency['p99']:>7.2f} {ratio:>8}")
     print("\npeak RSS: " + ", ".join(f"fsync {mode} {mib:.0f} MiB" for mode, mib in peak.items()))
+    report, start, first_half, second_half = overloaded
+    codes = report["status_codes"]
+    print(f"overload (256 connections x 100 packets, fsync always): {codes.get('202', 0):,} accepted, "
+          f"{codes.get('503', 0):,} refused with 503; RSS {start:.0f} MiB at start, "
+          f"peak {first_half:.0f} MiB in the first half, {second_half:.0f} MiB in the second half")
     refused = {}
     for name, _, report, extra in rows:
         if extra:

@@ -10,4 +10,5 @@ scripts/envtest.sh up
 trap 'scripts/envtest.sh down >/dev/null 2>&1 || true' EXIT
 cargo test --locked --all-targets
 cargo test --locked --doc
+scripts/prometheus-test.sh
 scripts/browser-test.sh

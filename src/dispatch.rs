@@ -167,6 +167,11 @@ impl Dispatcher {
         &self.metrics
     }
 
+    /// Bytes in all write-ahead log segments now (reads the directory).
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.size_bytes()
+    }
+
     pub fn dead_letter(&self) -> &Arc<DeadLetter> {
         &self.dead_letter
     }

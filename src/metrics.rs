@@ -41,6 +41,8 @@ pub struct Metrics {
     pub kubernetes_leader: IntGauge,
     pub ingest_duration: Histogram,
     pub delivery_duration: HistogramVec,
+    pub wal_bytes: IntGauge,
+    pub wal_fsync_duration: Histogram,
 }
 
 /// The handles of one analyzer's series.
@@ -115,6 +117,17 @@ impl Metrics {
         registry
             .register(Box::new(delivery_duration.clone()))
             .expect("each metric is registered once");
+        let wal_fsync_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                name("wal_fsync_duration_seconds"),
+                "Time one fdatasync of the write-ahead log took.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("metric names are valid constants");
+        registry
+            .register(Box::new(wal_fsync_duration.clone()))
+            .expect("each metric is registered once");
 
         Metrics {
             packets_received: counter(
@@ -188,8 +201,13 @@ impl Metrics {
                 "checkpoint_failures_total",
                 "Checkpoints that could not be written.",
             ),
+            wal_bytes: gauge(
+                "wal_bytes",
+                "Bytes in all write-ahead log segments (read at scrape time).",
+            ),
             ingest_duration,
             delivery_duration,
+            wal_fsync_duration,
             registry,
         }
     }
@@ -251,6 +269,8 @@ mod tests {
         assert!(text.contains("logs_distributor_packets_delivered_total{analyzer=\"analyzer-a1\"} 2"));
         assert!(text.contains("logs_distributor_packets_received_total 1"));
         assert!(text.contains("logs_distributor_ingest_duration_seconds_bucket{le=\"0.0025\"} 1"));
+        assert!(text.contains("logs_distributor_wal_bytes 0"));
+        assert!(text.contains("logs_distributor_wal_fsync_duration_seconds_count 0"));
         m.forget_analyzer("analyzer-a1");
         assert!(!m.render().contains("analyzer-a1"));
     }

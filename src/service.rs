@@ -82,17 +82,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let wal_dir = settings.data_dir.join(WAL_DIR);
     let tail = wal::newest_segment(&wal_dir)
         .with_context(|| format!("cannot read write-ahead log directory {}", wal_dir.display()))?;
+    let metrics = Metrics::new();
     let wal = Wal::open(
         &wal_dir,
         tail,
         WalOptions {
             fsync: settings.wal.fsync,
             segment_bytes: settings.wal.segment_bytes,
+            fsync_duration: Some(metrics.wal_fsync_duration.clone()),
         },
     )
     .with_context(|| format!("cannot open write-ahead log in {}", wal_dir.display()))?;
 
-    let metrics = Metrics::new();
     // From Kubernetes, analyzers arrive through the watch once it runs.
     let configured: &[crate::config::AnalyzerConfig] = match settings.source {
         Source::Config => &settings.analyzers,

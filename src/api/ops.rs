@@ -21,6 +21,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         metrics.queue_depth.with_label_values(&[stage]).set(depth as i64);
     }
     metrics.in_flight.set(pipeline.in_flight as i64);
+    let wal_bytes = dispatcher.wal_bytes();
+    metrics
+        .wal_bytes
+        .set(i64::try_from(wal_bytes).unwrap_or(i64::MAX));
     if let Some(kube) = &state.kube {
         metrics
             .kubernetes_connected

@@ -371,10 +371,12 @@ pub struct Wal {
 }
 
 /// Settings of the writer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WalOptions {
     pub fsync: FsyncMode,
     pub segment_bytes: u64,
+    /// Observes how long each fdatasync takes, when set.
+    pub fsync_duration: Option<prometheus::Histogram>,
 }
 
 impl Wal {
@@ -521,7 +523,17 @@ impl Writer {
         }
         let rest = self.take_pending();
         self.write_group(rest, Vec::new());
-        let _ = self.segment.file.sync_data();
+        let _ = self.sync();
+    }
+
+    /// fdatasync of the current segment, timed when a histogram is set.
+    fn sync(&self) -> io::Result<()> {
+        let started = Instant::now();
+        let result = self.segment.file.sync_data();
+        if let Some(histogram) = &self.options.fsync_duration {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+        result
     }
 
     /// How long to wait for work before an interval fsync is due.
@@ -537,7 +549,7 @@ impl Writer {
     fn sync_if_due(&mut self) {
         if let FsyncMode::Interval(every) = self.options.fsync {
             if self.unsynced && self.last_sync.elapsed() >= every {
-                if let Err(e) = self.segment.file.sync_data() {
+                if let Err(e) = self.sync() {
                     tracing::error!(error = %e, "write-ahead log fsync failed");
                 }
                 self.unsynced = false;
@@ -606,7 +618,7 @@ impl Writer {
             .file
             .write_all(bytes)
             .and_then(|()| match self.options.fsync {
-                FsyncMode::Always => self.segment.file.sync_data(),
+                FsyncMode::Always => self.sync(),
                 FsyncMode::Interval(_) | FsyncMode::Never => Ok(()),
             });
         match written {
@@ -629,7 +641,7 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> io::Result<u64> {
-        self.segment.file.sync_data()?;
+        self.sync()?;
         let next = Segment::create(&self.dir, self.segment.number + 1)?;
         self.segment = next;
         self.unsynced = false;
@@ -660,7 +672,33 @@ mod tests {
         WalOptions {
             fsync,
             segment_bytes: 1 << 20,
+            fsync_duration: None,
         }
+    }
+
+    #[tokio::test]
+    async fn each_fsync_is_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        let histogram =
+            prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("fsync_seconds", "t")).unwrap();
+        let wal = Wal::open(
+            dir.path(),
+            0,
+            WalOptions {
+                fsync_duration: Some(histogram.clone()),
+                ..options(FsyncMode::Always)
+            },
+        )
+        .unwrap();
+        for seq in 1..=2 {
+            wal.append_durable(&[Record::Accept {
+                seq,
+                packet: Arc::new(packet("a")),
+            }])
+            .await
+            .unwrap();
+        }
+        assert!(histogram.get_sample_count() >= 2);
     }
 
     #[test]
