@@ -414,8 +414,8 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
-            max_in_flight: 50_000,
-            max_in_flight_bytes: 64 * 1024 * 1024,
+            max_in_flight: 20_000,
+            max_in_flight_bytes: 32 * 1024 * 1024,
             analyzer_concurrency: 256,
         }
     }

@@ -581,7 +581,7 @@ async fn metrics_healthz_and_readyz_answer() {
         "logs_distributor_in_flight_packets 0",
         "logs_distributor_packets_delivered_total{analyzer=\"analyzer-a1\"}",
         "logs_distributor_analyzer_weight{analyzer=\"analyzer-a4\"} 10",
-        "logs_distributor_queue_capacity 50000",
+        "logs_distributor_queue_capacity 20000",
     ] {
         assert!(
             metrics.text.contains(line),
