@@ -105,6 +105,9 @@ pub struct Dispatcher {
     /// alone while it rotates the log and snapshots the registry, so a
     /// snapshot never holds a packet whose admission may still fail.
     admission: tokio::sync::RwLock<()>,
+    /// The last write-ahead log failure, until an append succeeds again.
+    storage_error: Mutex<Option<String>>,
+    storage_failing: AtomicBool,
     /// Every admitted packet not yet finished, with its retry count: what a
     /// checkpoint saves. Touched once per admit, retry and finish.
     registry: Mutex<HashMap<u64, InFlight>>,
@@ -143,6 +146,8 @@ impl Dispatcher {
                 }),
                 wal,
                 admission: tokio::sync::RwLock::new(()),
+                storage_error: Mutex::new(None),
+                storage_failing: AtomicBool::new(false),
                 registry: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
                 in_flight_bytes: AtomicUsize::new(0),
@@ -206,7 +211,16 @@ impl Dispatcher {
             }
             self.in_flight.fetch_sub(count, Ordering::AcqRel);
             self.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            *self.storage_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            self.storage_failing.store(true, Ordering::Release);
             return Err(AdmitError::StorageUnavailable(e.to_string()));
+        }
+        if self.storage_failing.swap(false, Ordering::AcqRel) {
+            self.storage_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            tracing::info!("write-ahead log writes work again");
         }
         self.metrics.packets_received.inc_by(count as u64);
         self.metrics.messages_received.inc_by(messages as u64);
@@ -550,6 +564,17 @@ impl Dispatcher {
                 self.rotation_changed();
             }
         }
+    }
+
+    /// The last write-ahead log failure, while appends keep failing.
+    pub fn storage_error(&self) -> Option<String> {
+        if !self.storage_failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.storage_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Refuses new packets from now on (503 to clients).

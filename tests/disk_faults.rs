@@ -16,7 +16,7 @@
 
 mod faults;
 
-use faults::{body, get, post, read_records, tail, Analyzer, Distributor};
+use faults::{body, client, get, post, read_records, tail, Analyzer, Distributor};
 use reqwest::StatusCode;
 use std::collections::HashSet;
 use std::io::Write;
@@ -216,6 +216,15 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
         .metric("logs_distributor_packets_rejected_total{reason=\"storage_unavailable\"}")
         .await;
     assert_eq!(rejected, refused.len() as f64, "rejected packets counted");
+    let ready = get(&client(), &distributor.url("/readyz"))
+        .await
+        .expect("GET /readyz");
+    let storage = ready.json["storage"].as_str().unwrap_or_default();
+    assert!(
+        storage.starts_with("unavailable"),
+        "/readyz reports the failing disk: {}",
+        ready.text
+    );
 
     // Room again: taken again at once, without a restart.
     std::fs::remove_file(tmpfs.path.join("filler")).expect("delete the filler");
@@ -242,6 +251,10 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
         );
     };
     check("after the disk had room again");
+    let ready = get(&client(), &distributor.url("/readyz"))
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.json["storage"], "ok", "{}", ready.text);
 
     // A crash and a replay of the log bring none of the refused packets back.
     distributor.kill9();

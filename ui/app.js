@@ -511,9 +511,12 @@
     } else if (!ready.accepting) {
       status = 'not-ready';
       text = 'storage: not accepting packets';
+    } else if (ready.storage && ready.storage !== 'ok') {
+      status = 'not-ready';
+      text = 'storage: unavailable (disk full or I/O error)';
     }
     pill.dataset.status = status;
-    pill.title = `/readyz: ${ready.status} (recovered: ${ready.recovered}, accepting: ${ready.accepting})`;
+    pill.title = `/readyz: ${ready.status} (recovered: ${ready.recovered}, accepting: ${ready.accepting}, storage: ${ready.storage || 'ok'})`;
     setText(pill.querySelector('.pill-text'), text);
   }
 

@@ -56,10 +56,17 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .as_ref()
         .is_none_or(|k| k.synced.load(Ordering::Acquire));
     let ok = recovered && accepting && synced;
+    // A failing disk is reported, not a reason to stop probing ready: the
+    // replica recovers by itself when space returns.
+    let storage = match state.dispatcher.storage_error() {
+        Some(error) => format!("unavailable: {error}"),
+        None => "ok".into(),
+    };
     let mut body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "recovered": recovered,
         "accepting": accepting,
+        "storage": storage,
     });
     if let Some(kube) = &state.kube {
         body["kubernetes"] = json!({
