@@ -403,6 +403,13 @@ impl Dispatcher {
             let Ok(slot) = analyzer.slots.clone().acquire_owned().await else {
                 break;
             };
+            // It may have left the rotation while the batch waited for a slot.
+            if !analyzer.in_rotation() {
+                for job in batch {
+                    self.route(job);
+                }
+                continue;
+            }
             let dispatcher = self.clone();
             let analyzer = analyzer.clone();
             tokio::spawn(async move {

@@ -51,7 +51,10 @@ impl Watch {
     pub async fn run(self: Arc<Self>, api: Api<AnalyzerResource>) {
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
         let mut listing: Option<Vec<AnalyzerResource>> = None;
-        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        // The server ends each watch after WATCH_TIMEOUT, so a silent API
+        // server is noticed by the client's read timeout (see `k8s::start`).
+        let config = watcher::Config::default().timeout(super::WATCH_TIMEOUT_SECONDS);
+        let stream = watcher::watcher(api, config).default_backoff();
         futures_util::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
@@ -115,9 +118,14 @@ impl Watch {
             .is_some_and(|b| b.transport == transport_part(&config));
         match self.dispatcher.fleet().get(&id).filter(|_| same_transport) {
             Some(analyzer) => {
+                // Status writes and label edits come back as events too: only
+                // a real change restarts the rotation's cycle.
+                let reweighted = analyzer.weight() != weight;
                 analyzer.set_weight(weight);
-                analyzer.health.set_mode(mode);
-                self.dispatcher.rotation_changed();
+                let remoded = analyzer.health.set_mode(mode);
+                if reweighted || remoded {
+                    self.dispatcher.rotation_changed();
+                }
             }
             None => match Analyzer::from_config(&config, &self.settings, self.dispatcher.metrics()) {
                 Ok((analyzer, lane)) => {

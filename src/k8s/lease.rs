@@ -31,7 +31,10 @@ impl Election {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let leading = match self.try_lead().await {
+            // A round that cannot finish within a third of the Lease must
+            // not leave us claiming it: another replica may take it meanwhile.
+            let round = tokio::time::timeout(self.duration / 3, self.try_lead()).await;
+            let leading = match round.unwrap_or(Ok(false)) {
                 Ok(leading) => leading,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach the leader Lease");

@@ -24,6 +24,11 @@ use tokio::task::JoinHandle;
 pub const LEASE_NAME: &str = "logs-distributor-leader";
 /// The controller name on Events.
 pub const CONTROLLER_NAME: &str = "logs-distributor";
+/// A watch the API server ends after this long (then it is renewed).
+pub const WATCH_TIMEOUT_SECONDS: u32 = 4;
+/// Longest wait for any byte from the API server: past it, the watch and
+/// the Lease treat the server as gone.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// What the Kubernetes side knows, for `/readyz`, metrics and the writer.
 #[derive(Default)]
@@ -73,9 +78,12 @@ pub async fn start(
     state: Arc<KubeState>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let config: &KubernetesConfig = &settings.kubernetes;
-    let client = Client::try_default()
+    let mut kube_config = kube::Config::infer()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Kubernetes (kubeconfig or in-cluster): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot find Kubernetes credentials (kubeconfig or in-cluster): {e}"))?;
+    kube_config.read_timeout = Some(READ_TIMEOUT);
+    let client = Client::try_from(kube_config)
+        .map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client: {e}"))?;
     let home = config
         .namespace
         .clone()

@@ -1,0 +1,540 @@
+//! Helpers for the tests against a real kube-apiserver (`tests/kubernetes.rs`):
+//! the control plane of `scripts/envtest.sh` (shared, or private to one
+//! test), kubectl, one namespace per test, Analyzer manifests and the
+//! distributor binary started with `--source kubernetes`.
+//!
+//! kubectl runs on the blocking pool with a deadline, so a hung API server
+//! fails a test instead of hanging it.
+#![allow(dead_code)]
+
+use crate::common::{Api, Process};
+use serde_json::{json, Value};
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The most one kubectl invocation may take.
+pub const KUBECTL_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The Lease the replicas compete for (`src/k8s/mod.rs`).
+pub const LEASE: &str = "logs-distributor-leader";
+
+/// A distributor configuration with short timings for tests; `extra` is
+/// appended (more top-level sections).
+pub fn distributor_yaml(extra: &str) -> String {
+    format!(
+        "kubernetes: {{lease_duration: 3s, status_interval: 1s}}\n\
+         retry: {{base_delay: 20ms}}\n\
+         checkpoint: {{interval: 1h}}\n\
+         shutdown: {{drain_timeout: 200ms}}\n\
+         health: {{interval: 100ms}}\n\
+         {extra}"
+    )
+}
+
+// ---------------------------------------------------------------- processes
+
+/// What a finished command said.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// Fails the test unless the command succeeded; answers stdout.
+    pub fn ok(&self, what: &str) -> &str {
+        assert!(
+            self.success,
+            "{what} failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+}
+
+/// Runs `command` to completion with `stdin`, killing it after `deadline`.
+fn run(mut command: Command, stdin: Option<&str>, deadline: Duration) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+    let description = format!("{command:?}");
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {description}: {e}"));
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{description} still running after {deadline:?}; stderr: {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    Output {
+        success: status.success(),
+        stdout: read(&out_path),
+        stderr: read(&err_path),
+    }
+}
+
+/// Polls `probe` every `every` until it answers `Ok`; fails the test with
+/// the last `Err` once `timeout` has passed. (For probes that run kubectl:
+/// `common::eventually` polls every 10 ms.)
+pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
+            }
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the control plane
+
+/// A running kube-apiserver + etcd of `scripts/envtest.sh`, with the
+/// Analyzer CRD established.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    /// The run directory (pids, logs, certificates).
+    pub run_dir: PathBuf,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/envtest.sh")
+}
+
+fn crd_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/analyzer.yaml")
+}
+
+/// `scripts/envtest.sh ARG`, with the run directory `run_dir` when given.
+fn envtest(arg: &str, run_dir: Option<&Path>) -> Output {
+    let mut command = Command::new("bash");
+    command.arg(script()).arg(arg);
+    command.env_remove("LD_ENVTEST_DIR");
+    if let Some(dir) = run_dir {
+        command.env("LD_ENVTEST_DIR", dir);
+    }
+    // A cold cache builds the binaries first: that can take long.
+    run(command, None, Duration::from_secs(1800))
+}
+
+/// The value of `export NAME=VALUE` in the output of `envtest.sh env`.
+fn exported(env: &str, name: &str) -> PathBuf {
+    let prefix = format!("export {name}=");
+    let value = env
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("`envtest.sh env` does not export {name}:\n{env}"));
+    let value = value.trim();
+    let value = value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or(value);
+    PathBuf::from(value.replace("\\ ", " "))
+}
+
+impl Cluster {
+    /// Starts (or finds) the control plane with run directory `run_dir`
+    /// (the script's default when `None`) and establishes the CRD.
+    fn up(run_dir: Option<&Path>) -> Cluster {
+        envtest("up", run_dir).ok("scripts/envtest.sh up");
+        let env = envtest("env", run_dir);
+        let env = env.ok("scripts/envtest.sh env");
+        let kubeconfig = exported(env, "KUBECONFIG");
+        let cluster = Cluster {
+            run_dir: kubeconfig
+                .parent()
+                .expect("kubeconfig in the run dir")
+                .to_path_buf(),
+            kubectl: exported(env, "LD_KUBECTL"),
+            kubeconfig,
+        };
+        let crd = crd_file();
+        cluster
+            .kubectl_blocking(&["apply", "-f", crd.to_str().expect("UTF-8 path")], None)
+            .ok("kubectl apply -f crds/analyzer.yaml");
+        cluster
+            .kubectl_blocking(
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=30s",
+                    "crd/analyzers.logs-distributor.dev",
+                ],
+                None,
+            )
+            .ok("waiting for the Analyzer CRD to be established");
+        cluster
+    }
+
+    /// The control plane every test of the binary shares (started once).
+    pub fn shared() -> Cluster {
+        static SHARED: OnceLock<Cluster> = OnceLock::new();
+        SHARED.get_or_init(|| Cluster::up(None)).clone()
+    }
+
+    /// `kubectl ARGS` against this control plane, on the calling thread.
+    pub fn kubectl_blocking(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new(&self.kubectl);
+        command
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--request-timeout=15s")
+            .args(args);
+        run(command, stdin, KUBECTL_DEADLINE)
+    }
+
+    /// `kubectl ARGS` on the blocking pool.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let cluster = self.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let stdin = stdin.map(str::to_string);
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cluster.kubectl_blocking(&args, stdin.as_deref())
+        })
+        .await
+        .expect("kubectl task")
+    }
+
+    /// The pid of the kube-apiserver process.
+    pub fn apiserver_pid(&self) -> u32 {
+        let path = self.run_dir.join("kube-apiserver.pid");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+}
+
+/// A control plane of its own for one test (for a test that stops the API
+/// server without disturbing anyone else); taken down when dropped.
+pub struct PrivateCluster {
+    pub cluster: Cluster,
+    dir: PathBuf,
+}
+
+impl PrivateCluster {
+    pub async fn up(name: &str) -> PrivateCluster {
+        let dir = std::env::temp_dir().join(format!("ld-envtest-{name}-{}", std::process::id()));
+        let for_task = dir.clone();
+        let cluster = tokio::task::spawn_blocking(move || Cluster::up(Some(&for_task)))
+            .await
+            .expect("envtest up task");
+        PrivateCluster { cluster, dir }
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let out = envtest("down", Some(&self.dir));
+        if !out.success {
+            eprintln!("envtest down {} failed: {}", self.dir.display(), out.stderr);
+        }
+        // The script's lock file, next to the run directory.
+        let mut lock = self.dir.clone().into_os_string();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
+    }
+}
+
+// ---------------------------------------------------------------- namespaces
+
+/// A namespace of one test: created empty, emptied and deleted when
+/// dropped (best effort). envtest runs no namespace controller, so the
+/// namespace is finalized by hand once its contents are gone.
+pub struct Namespace {
+    pub cluster: Cluster,
+    pub name: String,
+}
+
+impl Namespace {
+    pub async fn create(cluster: &Cluster, prefix: &str) -> Namespace {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("ld-{prefix}-{}", &suffix[..8]);
+        cluster
+            .kubectl(&["create", "namespace", &name], None)
+            .await
+            .ok("kubectl create namespace");
+        Namespace {
+            cluster: cluster.clone(),
+            name,
+        }
+    }
+
+    /// `kubectl -n NS ARGS`.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        self.cluster.kubectl(&all, stdin).await
+    }
+
+    /// `kubectl apply -f -` of one manifest (JSON); answers the output.
+    pub async fn apply(&self, manifest: &Value) -> Output {
+        self.kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()))
+            .await
+    }
+
+    /// Applies `manifest` and fails the test if the API server refuses it.
+    pub async fn apply_ok(&self, manifest: &Value) {
+        self.apply(manifest).await.ok("kubectl apply");
+    }
+
+    /// `kubectl patch az NAME --type merge -p PATCH`.
+    pub async fn patch_analyzer(&self, name: &str, patch: &Value) {
+        self.kubectl(
+            &[
+                "patch",
+                "analyzer",
+                name,
+                "--type",
+                "merge",
+                "-p",
+                &patch.to_string(),
+            ],
+            None,
+        )
+        .await
+        .ok("kubectl patch analyzer");
+    }
+
+    /// `kubectl get KIND NAME -o json`, parsed.
+    pub async fn get_json(&self, kind: &str, name: &str) -> Value {
+        let out = self.kubectl(&["get", kind, name, "-o", "json"], None).await;
+        serde_json::from_str(out.ok("kubectl get -o json")).expect("kubectl prints JSON")
+    }
+
+    /// The holder of the leader Lease, if there is a Lease.
+    pub async fn lease_holder(&self) -> Option<String> {
+        let out = self
+            .kubectl(
+                &["get", "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}"],
+                None,
+            )
+            .await;
+        out.success.then(|| out.stdout.trim().to_string())
+    }
+
+    /// Makes `holder` hold the leader Lease for an hour, so that no
+    /// distributor of this namespace leads (writes status or Events).
+    pub async fn hold_lease(&self, holder: &str) {
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        self.apply_ok(&json!({
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": LEASE},
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": 3600,
+                "acquireTime": now,
+                "renewTime": now,
+            }
+        }))
+        .await;
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let k = |args: &[&str], stdin: Option<&str>| self.cluster.kubectl_blocking(args, stdin);
+        let _ = k(
+            &[
+                "delete",
+                "-n",
+                &self.name,
+                "analyzers,leases,events,rolebindings,roles,serviceaccounts",
+                "--all",
+                "--wait=false",
+            ],
+            None,
+        );
+        let _ = k(&["delete", "namespace", &self.name, "--wait=false"], None);
+        let finalized = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": self.name},
+            "spec": {"finalizers": []},
+        });
+        let path = format!("/api/v1/namespaces/{}/finalize", self.name);
+        let _ = k(
+            &["replace", "--raw", &path, "-f", "-"],
+            Some(&finalized.to_string()),
+        );
+    }
+}
+
+// ---------------------------------------------------------------- manifests
+
+/// An Analyzer simulated in the distributor, never failing.
+pub fn simulated(name: &str, weight: i64, processing_ms: u64) -> Value {
+    json!({
+        "apiVersion": "logs-distributor.dev/v1alpha1",
+        "kind": "Analyzer",
+        "metadata": {"name": name},
+        "spec": {
+            "weight": weight,
+            "simulated": {"processingTimeMs": processing_ms, "failureRate": 0, "healthFailureRate": 0},
+        }
+    })
+}
+
+/// The four default analyzers: a/b/c/d weighted 40/30/20/10.
+pub fn four_defaults(processing_ms: u64) -> Vec<Value> {
+    [("a", 40), ("b", 30), ("c", 20), ("d", 10)]
+        .into_iter()
+        .map(|(name, weight)| simulated(name, weight, processing_ms))
+        .collect()
+}
+
+// ---------------------------------------------------------------- the distributor
+
+/// Starts the binary with `--source kubernetes` on `ns` as `identity`,
+/// with [`distributor_yaml`]`(extra)`; files go to `dir`. Waits for
+/// `/readyz` (200 once the first list of Analyzers has been applied).
+pub async fn distributor(cluster: &Cluster, ns: &str, identity: &str, dir: &Path, extra: &str) -> Process {
+    let config = dir.join(format!("config-{identity}.yaml"));
+    std::fs::write(&config, distributor_yaml(extra)).expect("write config");
+    let data = dir.join(format!("data-{identity}"));
+    Process::start_with(dir, |command, port| {
+        command
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .args([
+                "--source",
+                "kubernetes",
+                "--namespace",
+                ns,
+                "--identity",
+                identity,
+            ])
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config")
+            .arg(&config);
+    })
+    .await
+}
+
+/// `/readyz`'s `kubernetes` object.
+pub async fn kube_readiness(api: &Api) -> Value {
+    let reply = api.get("/readyz").await;
+    reply.json["kubernetes"].clone()
+}
+
+/// Waits until `/api/v1/analyzers` satisfies `check` (given the
+/// `analyzers` object by id); answers it.
+pub async fn analyzers_where(
+    api: &Api,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    crate::common::eventually(what, timeout, || async {
+        let reply = api.get("/api/v1/analyzers").await;
+        reply.expect(200);
+        let analyzers = reply.json["analyzers"].clone();
+        if check(&analyzers) {
+            Ok(analyzers)
+        } else {
+            Err(analyzers.to_string())
+        }
+    })
+    .await
+}
+
+/// The weights of `/api/v1/analyzers`, by id.
+pub fn weights(analyzers: &Value) -> Vec<(String, u64)> {
+    analyzers
+        .as_object()
+        .map(|all| {
+            all.iter()
+                .map(|(id, a)| (id.clone(), a["weight"].as_u64().unwrap_or(u64::MAX)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- RBAC
+
+/// A file of the repository, by its path from the root.
+pub fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+impl Namespace {
+    /// `kubectl apply -n NS -f FILE`.
+    pub async fn apply_file(&self, file: &Path) {
+        let file = file.to_str().expect("UTF-8 path");
+        self.kubectl(&["apply", "-f", file], None)
+            .await
+            .ok("kubectl apply -f");
+    }
+
+    /// A kubeconfig in `dir` that authenticates as the ServiceAccount
+    /// `account` of this namespace, with a token from the TokenRequest API
+    /// (served by the API server itself: no controller-manager needed).
+    /// Answers the control plane as seen through it.
+    pub async fn as_service_account(&self, account: &str, dir: &Path) -> Cluster {
+        let token = self
+            .kubectl(&["create", "token", account, "--duration=1h"], None)
+            .await;
+        let token = token.ok("kubectl create token").trim().to_string();
+        let admin = self
+            .cluster
+            .kubectl(&["config", "view", "--raw", "--minify", "-o", "json"], None)
+            .await;
+        let admin: Value = serde_json::from_str(admin.ok("kubectl config view")).expect("JSON");
+        let server = admin["clusters"][0]["cluster"].clone();
+        let config = json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "envtest", "cluster": server}],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [{"name": account, "context": {"cluster": "envtest", "user": account, "namespace": self.name}}],
+            "current-context": account,
+        });
+        let path = dir.join(format!("kubeconfig-{account}"));
+        std::fs::write(&path, config.to_string()).expect("write kubeconfig");
+        Cluster {
+            kubeconfig: path,
+            ..self.cluster.clone()
+        }
+    }
+}
