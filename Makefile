@@ -43,3 +43,11 @@ envtest-up: ## Start a real kube-apiserver + etcd on loopback (builds once into 
 
 envtest-down: ## Stop the envtest control plane and remove its run directory
 	@scripts/envtest.sh down
+
+.PHONY: manifests chart-test
+
+manifests: ## Regenerate manifests/ from the Helm chart (and refresh the chart's copies of crds/ and deploy/ files)
+	@scripts/chart-test.sh generate
+
+chart-test: ## Helm chart + manifests: lint, schema, drift, server-side dry runs, a live 40/30/20/10 split (builds helm once)
+	scripts/chart-test.sh

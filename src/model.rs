@@ -257,8 +257,10 @@ impl Limits {
                 ),
             ));
         }
-        let incoming: IncomingPacket =
-            serde_json::from_str(text).map_err(|e| fail(peek_id(text), describe_serde_error(&e)))?;
+        if !text.starts_with('{') {
+            return Err(fail(None, "a packet must be a JSON object".into()));
+        }
+        let incoming: IncomingPacket = parse(text).map_err(|e| fail(peek_id(text), at(None, e)))?;
         if let Some(id) = &incoming.id {
             self.check_id(id).map_err(|r| fail(Some(id.clone()), r))?;
         }
@@ -310,8 +312,11 @@ impl Limits {
             .iter()
             .enumerate()
             .map(|(i, raw)| {
-                let message: IncomingMessage = serde_json::from_str(raw.get())
-                    .map_err(|e| format!("messages[{i}]: {}", describe_serde_error(&e)))?;
+                if !raw.get().starts_with('{') {
+                    return Err(format!("messages[{i}]: a message must be a JSON object"));
+                }
+                let message: IncomingMessage =
+                    parse(raw.get()).map_err(|e| at(Some(&format!("messages[{i}]")), e))?;
                 self.validate_message(message, now)
                     .map_err(|r| format!("messages[{i}].{r}"))
             })
@@ -319,6 +324,14 @@ impl Limits {
     }
 
     fn validate_message(&self, m: IncomingMessage, now: DateTime<Utc>) -> Result<LogMessage, String> {
+        if let Some(metadata) = &m.metadata {
+            let depth = metadata.values().map(nesting).max().unwrap_or(0) + 1;
+            if depth > MAX_METADATA_DEPTH {
+                return Err(format!(
+                    "metadata: nested {depth} levels deep: at most {MAX_METADATA_DEPTH} are allowed"
+                ));
+            }
+        }
         let level = m.level.parse::<Level>().map_err(|r| format!("level: {r}"))?;
         if m.message.len() > self.max_message_bytes {
             return Err(format!(
@@ -337,6 +350,50 @@ impl Limits {
             timestamp: m.timestamp.unwrap_or(now),
             metadata: m.metadata,
         })
+    }
+}
+
+/// Deepest nesting of `metadata`: stored packets are re-read inside
+/// wrappers (log records, dead-letter entries, checkpoints), which must stay
+/// well under serde_json's recursion limit of 128.
+pub const MAX_METADATA_DEPTH: usize = 32;
+
+/// Levels of arrays and objects in `value` (a scalar is 0).
+fn nesting(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Parses `text`; a failure names the field at fault (`level`, or none
+/// when the object itself is wrong) and the reason.
+fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, (Option<String>, String)> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != "." && !path.is_empty()).then(|| shorten(path));
+        (field, describe_serde_error(e.inner()))
+    })
+}
+
+/// A field path cut to a readable length (deep nesting makes long ones).
+fn shorten(path: String) -> String {
+    const MAX_PATH_CHARS: usize = 80;
+    match path.char_indices().nth(MAX_PATH_CHARS) {
+        Some((cut, _)) => format!("{}...", &path[..cut]),
+        None => path,
+    }
+}
+
+/// `prefix.field: reason`, or `prefix: reason` without a field.
+fn at(prefix: Option<&str>, (field, reason): (Option<String>, String)) -> String {
+    match (prefix, field) {
+        (Some(prefix), Some(field)) => format!("{prefix}.{field}: {reason}"),
+        (Some(prefix), None) => format!("{prefix}: {reason}"),
+        (None, Some(field)) => format!("{field}: {reason}"),
+        (None, None) => reason,
     }
 }
 

@@ -6,7 +6,7 @@ use super::{ApiError, AppState};
 use crate::dispatch::AdmitError;
 use crate::health::HealthMode;
 use axum::body::Bytes;
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -32,9 +32,10 @@ pub struct HealthChanged {
 pub async fn set_health(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HealthChanged>, ApiError> {
     let Path(id) = id?;
+    let body = body?;
     let analyzer = state.dispatcher.fleet().get(&id).ok_or_else(|| {
         ApiError::not_found(format!("no analyzer with id {id:?}; see GET /api/v1/analyzers"))
     })?;
@@ -86,8 +87,9 @@ pub struct ReplayReport {
 
 pub async fn replay(
     State(state): State<AppState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<ReplayReport>), ApiError> {
+    let body = body?;
     let request: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayRequest::default()
     } else {

@@ -4,6 +4,7 @@
 mod admin;
 mod error;
 mod ingest;
+mod openapi;
 mod ops;
 mod query;
 mod ui;
@@ -54,6 +55,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/analyzers/{id}/health", post(admin::set_health))
         .route("/api/v1/dead-letter", get(query::dead_letter))
         .route("/api/v1/dead-letter/replay", post(admin::replay))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::alive))
         .route("/readyz", get(ops::ready))

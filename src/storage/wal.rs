@@ -167,7 +167,7 @@ impl Record {
                 seq: seq(body)?,
                 packet: serde_json::from_slice(&body[9..])
                     .map(Arc::new)
-                    .map_err(|e| DecodeError::Corrupt(format!("accept record holds no packet: {e}")))?,
+                    .map_err(|e| DecodeError::Unreadable(format!("accept record holds no packet: {e}")))?,
             },
             KIND_RETRY => Record::Retry {
                 seq: seq(body)?,
@@ -189,6 +189,9 @@ pub enum DecodeError {
     Truncated,
     /// The record is damaged.
     Corrupt(String),
+    /// The record is whole (its checksum holds) but cannot be read: never
+    /// a torn write, always refused.
+    Unreadable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -276,7 +279,7 @@ pub fn recover(
                     }
                     let reason = match error {
                         DecodeError::Truncated => "the segment ends inside a record".to_string(),
-                        DecodeError::Corrupt(reason) => reason,
+                        DecodeError::Corrupt(reason) | DecodeError::Unreadable(reason) => reason,
                     };
                     if mode == RecoverMode::Strict {
                         return Err(WalError::Corrupt {
@@ -319,6 +322,9 @@ fn apply(state: &mut BTreeMap<u64, LogPacket>, next_seq: &mut u64, record: Recor
 /// ends exactly at it, or only zeros follow (space allocated, never written).
 fn is_torn_tail(bytes: &[u8], offset: usize, error: &DecodeError) -> bool {
     let rest = &bytes[offset..];
+    if matches!(error, DecodeError::Unreadable(_)) {
+        return false;
+    }
     if *error == DecodeError::Truncated || rest.iter().all(|b| *b == 0) {
         return true;
     }

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Property-based test of the HTTP API against its OpenAPI document
+# (docs/openapi.json, served at /api/v1/openapi.json) with schemathesis.
+#
+# Builds the binary, starts it on a free loopback port with a throw-away
+# data directory and four zero-latency simulated analyzers, and lets
+# schemathesis generate requests for every operation of the document, valid
+# and invalid ones, a bounded number per operation (SCHEMATHESIS_EXAMPLES,
+# default 30). Every answer is checked for:
+#   not_a_server_error           no 5xx
+#   status_code_conformance      the status is one the document lists
+#   content_type_conformance     the Content-Type is one the document lists
+#   response_headers_conformance documented required headers (Retry-After, ETag) are there
+#   response_schema_conformance  the body validates against the document's schema
+# Nothing is excluded: /metrics, / and /ui/{file} answer text, which
+# schemathesis checks for status and content type (their schema is a plain
+# string, so there is no structure to check beyond that).
+#
+# schemathesis (pinned below) is installed once, quietly, into a venv under
+# ${LD_CACHE:-~/.cache/logs-distributor}/venv-schemathesis. The run is
+# killed after SCHEMATHESIS_MAX_TIME seconds (default 120; it takes far less). Exits non-zero on
+# any failed check; the server is stopped on the way out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SCHEMATHESIS_VERSION=4.32.5
+CACHE=${LD_CACHE:-$HOME/.cache/logs-distributor}
+VENV=$CACHE/venv-schemathesis
+EXAMPLES=${SCHEMATHESIS_EXAMPLES:-30}
+MAX_TIME=${SCHEMATHESIS_MAX_TIME:-120}
+
+say() { echo "schemathesis: $*"; }
+fail() { echo "schemathesis: $*" >&2; exit 1; }
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ld-schemathesis.XXXXXX")
+SERVER_PID=
+STATUS=1
+
+cleanup() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [ "$STATUS" -ne 0 ] && [ -f "$WORK/distributor.log" ]; then
+        echo "schemathesis: the distributor's log (last lines):" >&2
+        tail -n 20 "$WORK/distributor.log" >&2
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools
+
+command -v python3 >/dev/null || fail "python3 (3.9 or newer) is required"
+if [ "$("$VENV/bin/schemathesis" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+    say "installing schemathesis $SCHEMATHESIS_VERSION into $VENV (once)"
+    mkdir -p "$CACHE"
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || fail "cannot create a venv in $VENV (is python3-venv installed?)"
+    if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION" >"$WORK/pip.log" 2>&1; then
+        tail -n 30 "$WORK/pip.log" >&2
+        fail "pip install schemathesis==$SCHEMATHESIS_VERSION failed"
+    fi
+fi
+
+# ---------------------------------------------------------------- distributor
+
+cargo build --quiet --locked
+BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/logs-distributor
+[ -x "$BINARY" ] || fail "no binary at $BINARY"
+
+# Zero-latency analyzers that never fail, probes that never fail: whatever
+# schemathesis sends, the distributor stays healthy and drains at once.
+cat >"$WORK/config.yaml" <<'YAML'
+analyzers:
+  - {id: analyzer-a1, name: Analyzer A, weight: 40, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+  - {id: analyzer-a2, name: Analyzer B, weight: 30, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+  - {id: analyzer-a3, name: Analyzer C, weight: 20, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+  - {id: analyzer-a4, name: Analyzer D, weight: 10, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+retry: {base_delay: 10ms, max_retries: 1}
+health: {interval: 1h, ejection_threshold: 0}
+checkpoint: {interval: 1h}
+shutdown: {drain_timeout: 1s}
+wal: {fsync: never}
+YAML
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# A port taken between choosing and binding: try another.
+up=0
+for attempt in 1 2 3; do
+    PORT=$(free_port)
+    "$BINARY" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --config "$WORK/config.yaml" \
+        >"$WORK/distributor.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 200); do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            wait "$SERVER_PID" 2>/dev/null || true
+            SERVER_PID=
+            break
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+            up=1
+            break
+        fi
+        sleep 0.1
+    done
+    [ "$up" -eq 1 ] && break
+    [ -n "$SERVER_PID" ] && fail "the distributor did not listen on 127.0.0.1:$PORT within 20 s"
+    say "the distributor could not start on port $PORT (attempt $attempt)"
+done
+[ "$up" -eq 1 ] || fail "the distributor did not start"
+
+# ---------------------------------------------------------------- run
+
+# schemathesis has no serializer for NDJSON: the document gives its body the
+# schema of the JSON array (the packets), and this hook writes each item as
+# one line, so valid and invalid packets reach the NDJSON path too. A value
+# that is not an array (negative tests) goes out as one line.
+cat >"$WORK/ld_schemathesis_hooks.py" <<'PY'
+import json
+
+import schemathesis
+
+
+@schemathesis.serializer("application/x-ndjson")
+def ndjson(ctx, value):
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    items = value if isinstance(value, list) else [value]
+    return "".join(json.dumps(item) + "\n" for item in items).encode("utf-8")
+PY
+
+say "distributor on 127.0.0.1:$PORT; schemathesis $SCHEMATHESIS_VERSION, $EXAMPLES examples per operation"
+set +e
+(
+    cd "$WORK"
+    export PYTHONPATH=$WORK SCHEMATHESIS_HOOKS=ld_schemathesis_hooks
+    timeout --kill-after=10 "$MAX_TIME" "$VENV/bin/schemathesis" run \
+        "http://127.0.0.1:$PORT/api/v1/openapi.json" \
+        --checks "${SCHEMATHESIS_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance}" \
+        --max-examples "$EXAMPLES" \
+        --request-timeout 10 \
+        --seed "${SCHEMATHESIS_SEED:-$RANDOM}" \
+        --generation-database none \
+        --no-color
+)
+STATUS=$?
+set -e
+if [ "$STATUS" -eq 124 ]; then
+    echo "schemathesis: timed out after $MAX_TIME s" >&2
+fi
+kill -0 "$SERVER_PID" 2>/dev/null || { STATUS=1; echo "schemathesis: the distributor died during the run" >&2; }
+exit "$STATUS"
