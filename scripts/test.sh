@@ -11,6 +11,7 @@ trap 'scripts/envtest.sh down >/dev/null 2>&1 || true' EXIT
 cargo test --locked --all-targets
 cargo test --locked --doc
 scripts/prometheus-test.sh
+scripts/dockerfile-lint.sh
 scripts/chart-test.sh
 scripts/schemathesis.sh
 scripts/browser-test.sh
