@@ -175,15 +175,7 @@ impl DeadLetter {
             return Ok(removed);
         }
         let mut inner = self.lock();
-        let mut text = OPEN.to_vec();
-        for (i, entry) in kept.iter().enumerate() {
-            if i > 0 {
-                text.extend_from_slice(b",\n");
-            }
-            text.extend(serde_json::to_vec(entry).map_err(io::Error::other)?);
-        }
-        text.extend_from_slice(if kept.is_empty() { b"]\n" } else { CLOSE });
-        write_atomically(&self.path, &text)?;
+        write_atomically(&self.path, &render(&kept)?)?;
         *inner = index(&self.path)?.ok_or_else(|| io::Error::other("rewritten dead letter is unreadable"))?;
         Ok(removed)
     }
@@ -262,23 +254,26 @@ fn rest_is_blank(reader: &mut impl BufRead) -> io::Result<bool> {
     Ok(rest.iter().all(u8::is_ascii_whitespace))
 }
 
+/// The whole file in our layout, for rewrites.
+fn render(entries: &[DeadLetterEntry]) -> io::Result<Vec<u8>> {
+    let mut text = OPEN.to_vec();
+    for (i, entry) in entries.iter().enumerate() {
+        if i > 0 {
+            text.extend_from_slice(b",\n");
+        }
+        text.extend(serde_json::to_vec(entry).map_err(io::Error::other)?);
+    }
+    text.extend_from_slice(if entries.is_empty() { b"]\n" } else { CLOSE });
+    Ok(text)
+}
+
 /// Rewrites a valid JSON array of entries in another layout into ours; moves
 /// anything unreadable aside.
 fn convert_foreign(path: &Path) -> io::Result<()> {
     let mut text = Vec::new();
     File::open(path)?.read_to_end(&mut text)?;
     match serde_json::from_slice::<Vec<DeadLetterEntry>>(&text) {
-        Ok(entries) => {
-            let mut out = OPEN.to_vec();
-            for (i, entry) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b",\n");
-                }
-                out.extend(serde_json::to_vec(entry).map_err(io::Error::other)?);
-            }
-            out.extend_from_slice(if entries.is_empty() { b"]\n" } else { CLOSE });
-            write_atomically(path, &out)
-        }
+        Ok(entries) => write_atomically(path, &render(&entries)?),
         Err(e) => {
             let aside = path.with_extension(format!("json.corrupt-{}", Utc::now().format("%Y%m%dT%H%M%SZ")));
             tracing::error!(file = %path.display(), moved_to = %aside.display(), error = %e,

@@ -674,6 +674,11 @@ mod tests {
         }
     }
 
+    /// Replays every segment of `dir` from scratch.
+    fn recover_all(dir: &Path, mode: RecoverMode) -> Result<Recovered, WalError> {
+        recover(dir, 0, newest_segment(dir).unwrap(), BTreeMap::new(), 0, mode)
+    }
+
     fn options(fsync: FsyncMode) -> WalOptions {
         WalOptions {
             fsync,
@@ -773,15 +778,7 @@ mod tests {
         .await
         .unwrap();
         drop(wal);
-        let recovered = recover(
-            dir.path(),
-            0,
-            newest_segment(dir.path()).unwrap(),
-            BTreeMap::new(),
-            0,
-            RecoverMode::Strict,
-        )
-        .unwrap();
+        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
         let ids: Vec<_> = recovered
             .in_flight
             .values()
@@ -834,15 +831,7 @@ mod tests {
 
         // Torn tail: the last record half written.
         std::fs::write(&path, &whole[..whole.len() - 10]).unwrap();
-        let recovered = recover(
-            dir.path(),
-            0,
-            newest_segment(dir.path()).unwrap(),
-            BTreeMap::new(),
-            0,
-            RecoverMode::Strict,
-        )
-        .unwrap();
+        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
         assert_eq!(recovered.in_flight.len(), 2);
         assert!(recovered.torn_tail_bytes > 0);
         assert!(
@@ -854,26 +843,10 @@ mod tests {
         let mut damaged = whole.clone();
         damaged[HEADER_BYTES + 3] ^= 0x55;
         std::fs::write(&path, &damaged).unwrap();
-        let err = recover(
-            dir.path(),
-            0,
-            newest_segment(dir.path()).unwrap(),
-            BTreeMap::new(),
-            0,
-            RecoverMode::Strict,
-        )
-        .unwrap_err();
+        let err = recover_all(dir.path(), RecoverMode::Strict).unwrap_err();
         assert!(err.to_string().contains("at byte 0"), "{err}");
         assert!(err.to_string().contains("--wal-recover=skip-corrupt"), "{err}");
-        let skipped = recover(
-            dir.path(),
-            0,
-            newest_segment(dir.path()).unwrap(),
-            BTreeMap::new(),
-            0,
-            RecoverMode::SkipCorrupt,
-        )
-        .unwrap();
+        let skipped = recover_all(dir.path(), RecoverMode::SkipCorrupt).unwrap();
         assert_eq!(skipped.skipped.len(), 1);
     }
 
@@ -897,15 +870,7 @@ mod tests {
             task.await.unwrap().unwrap();
         }
         drop(wal);
-        let recovered = recover(
-            dir.path(),
-            0,
-            newest_segment(dir.path()).unwrap(),
-            BTreeMap::new(),
-            0,
-            RecoverMode::Strict,
-        )
-        .unwrap();
+        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
         assert_eq!(recovered.in_flight.len(), 200);
     }
 }
