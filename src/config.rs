@@ -83,6 +83,96 @@ pub struct ServeArgs {
     /// This replica's name in the leader Lease [default: $POD_NAME or $HOSTNAME]
     #[arg(long, env = "LD_IDENTITY")]
     pub identity: Option<String>,
+    /// File holding the bearer token for ingestion (re-read when it changes); the token itself
+    /// may come from LD_INGEST_TOKEN instead
+    #[arg(long, env = "LD_INGEST_TOKEN_FILE", value_name = "FILE")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// File holding the bearer token for admin operations (re-read when it changes); the token
+    /// itself may come from LD_ADMIN_TOKEN instead
+    #[arg(long, env = "LD_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key); reloaded when it changes
+    #[arg(long, env = "LD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "LD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Bearer tokens. A scope without a token is open; see the README's Security section.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// File with the ingestion token (POST /api/v1/logs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// File with the admin token (health overrides, dead letter); it may ingest too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Reads (stats, metrics, status page, ...) need either token too.
+    pub protect_reads: bool,
+    /// The ingestion token itself (LD_INGEST_TOKEN); never written out.
+    #[serde(skip)]
+    pub ingest_token: Option<String>,
+    /// The admin token itself (LD_ADMIN_TOKEN); never written out.
+    #[serde(skip)]
+    pub admin_token: Option<String>,
+}
+
+impl AuthConfig {
+    pub fn any_token(&self) -> bool {
+        self.ingest_token_file.is_some()
+            || self.admin_token_file.is_some()
+            || self.ingest_token.is_some()
+            || self.admin_token.is_some()
+    }
+}
+
+/// The HTTP server's own timeouts and limits.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// A connection that has not sent a whole request head (or a TLS handshake) by then is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest a request may take, body included; then 408.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections open at once; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// HTTPS from PEM files, reloaded when they change.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// How often the files are checked for a change.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            reload_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Where the analyzers come from.
@@ -202,6 +292,9 @@ pub struct Settings {
     pub wal: WalConfig,
     pub source: Source,
     pub kubernetes: KubernetesConfig,
+    pub auth: AuthConfig,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
 }
 
 /// One analyzer: who it is, its share of traffic, and how it is reached.
@@ -477,6 +570,9 @@ impl Default for Settings {
                 Source::Config
             },
             kubernetes: KubernetesConfig::default(),
+            auth: AuthConfig::default(),
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -520,6 +616,22 @@ impl Settings {
         if let Some(identity) = &args.identity {
             settings.kubernetes.identity = identity.clone();
         }
+        if let Some(file) = &args.ingest_token_file {
+            settings.auth.ingest_token_file = Some(file.clone());
+        }
+        if let Some(file) = &args.admin_token_file {
+            settings.auth.admin_token_file = Some(file.clone());
+        }
+        if let Some(cert) = &args.tls_cert {
+            settings.tls.cert = Some(cert.clone());
+        }
+        if let Some(key) = &args.tls_key {
+            settings.tls.key = Some(key.clone());
+        }
+        // Tokens by value come from the environment only (never argv, never the file).
+        let token = |name: &str| std::env::var(name).ok().filter(|t| !t.trim().is_empty());
+        settings.auth.ingest_token = token("LD_INGEST_TOKEN");
+        settings.auth.admin_token = token("LD_ADMIN_TOKEN");
         settings.check()?;
         Ok(settings)
     }
@@ -651,6 +763,9 @@ impl Settings {
             ("health.timeout", self.health.timeout),
             ("http.timeout", self.http.timeout),
             ("checkpoint.interval", self.checkpoint.interval),
+            ("server.header_read_timeout", self.server.header_read_timeout),
+            ("server.request_timeout", self.server.request_timeout),
+            ("tls.reload_interval", self.tls.reload_interval),
         ] {
             if value.is_zero() {
                 return bad(key.into(), "must be above 0".into());
@@ -678,10 +793,32 @@ impl Settings {
             ("limits.max_packet_bytes", self.limits.max_packet_bytes),
             ("batch.max_packets", self.batch.max_packets),
             ("batch.max_bytes", self.batch.max_bytes),
+            ("server.max_connections", self.server.max_connections),
         ] {
             if value == 0 {
                 return bad(key.into(), "must be at least 1".into());
             }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls".into(), "give both `cert` and `key`, or neither".into());
+        }
+        if self.auth.ingest_token_file.is_some() && self.auth.ingest_token.is_some() {
+            return bad(
+                "auth.ingest_token_file".into(),
+                "give the ingestion token as a file or as LD_INGEST_TOKEN, not both".into(),
+            );
+        }
+        if self.auth.admin_token_file.is_some() && self.auth.admin_token.is_some() {
+            return bad(
+                "auth.admin_token_file".into(),
+                "give the admin token as a file or as LD_ADMIN_TOKEN, not both".into(),
+            );
+        }
+        if self.auth.protect_reads && !self.auth.any_token() {
+            return bad(
+                "auth.protect_reads".into(),
+                "needs an ingestion or admin token to check reads against".into(),
+            );
         }
         Ok(())
     }

@@ -15,6 +15,8 @@
 //! - [`traffic`]: the last minutes of traffic (recent shares, rates).
 //! - [`k8s`]: the `Analyzer` custom resource.
 //! - [`config`]: flags, env vars, the YAML file, defaults.
+//! - [`server`]: the accept loop (timeouts, connection bound, TLS); the
+//!   bearer tokens are [`api::auth`].
 //! - [`service`]: wires it all together, start to orderly shutdown.
 //! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
 //! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod model;
 pub mod retry;
 pub mod routing;
+pub mod server;
 pub mod service;
 pub mod storage;
 pub mod traffic;

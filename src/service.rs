@@ -70,6 +70,9 @@ impl Running {
 
 /// Builds everything and starts serving.
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
+    // Token and certificate files first: a missing one stops the start before anything runs.
+    let auth = Arc::new(api::auth::Auth::from_config(&settings.auth)?);
+    let tls = crate::server::TlsFiles::from_config(&settings.tls)?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
     let dead_letter_path = settings.data_dir.join(DEAD_LETTER_FILE);
@@ -136,16 +139,21 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         ready: ready.clone(),
         traffic: traffic.clone(),
         kube: kube.clone(),
+        auth,
+        request_timeout: settings.server.request_timeout,
     };
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();
     let server = {
         let server_stop = server_stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, api::app(state))
-                .with_graceful_shutdown(server_stop.cancelled_owned())
-                .await
-        })
+        let app = api::app(state);
+        tokio::spawn(crate::server::serve(
+            listener,
+            app,
+            settings.server.clone(),
+            tls.clone(),
+            server_stop,
+        ))
     };
 
     recover(&dispatcher, checkpoint, &wal_dir, tail, &settings).await?;
@@ -166,7 +174,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         None => Vec::new(),
     };
     ready.store(true, Ordering::Release);
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), source = ?settings.source, "logs-distributor ready");
+    tracing::info!(%addr, tls = tls.is_some(), data_dir = %settings.data_dir.display(), source = ?settings.source, "logs-distributor ready");
 
     let ramp_step = (settings.health.slow_start / 20).max(SLOW_START_STEP_MIN);
     let mut background = vec![

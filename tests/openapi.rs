@@ -848,3 +848,52 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     assert!(missed.is_empty(), "not exercised: {missed:?}");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_answers_of_the_token_checks_match_the_document() {
+    let doc = document();
+    let secrets = tempfile::tempdir().unwrap();
+    let (ingest, admin) = (secrets.path().join("ingest"), secrets.path().join("admin"));
+    std::fs::write(&ingest, "in").unwrap();
+    std::fs::write(&admin, "ad").unwrap();
+    let auth = format!(
+        "{{ingest_token_file: {:?}, admin_token_file: {:?}}}",
+        ingest.display().to_string(),
+        admin.display().to_string()
+    );
+    let server = Server::start(&Config::four(0).section("auth", &auth)).await;
+    let operations = [
+        ("post", "/api/v1/logs", "/api/v1/logs", Some(packets("t", 1))),
+        (
+            "post",
+            "/api/v1/analyzers/{id}/health",
+            "/api/v1/analyzers/analyzer-a1/health",
+            Some(json!({"mode": "auto"})),
+        ),
+        ("get", "/api/v1/dead-letter", "/api/v1/dead-letter", None),
+        (
+            "post",
+            "/api/v1/dead-letter/replay",
+            "/api/v1/dead-letter/replay",
+            Some(json!({})),
+        ),
+    ];
+    for (method, template, path, body) in operations {
+        for (token, status) in [(None, 401), (Some("wrong"), 403)] {
+            let mut request = match method {
+                "get" => server.http.get(server.url(path)),
+                _ => server.http.post(server.url(path)),
+            };
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let reply = server.send(request).await;
+            reply.expect(status);
+            conform(&doc, method, template, &reply);
+        }
+    }
+    server.shutdown().await;
+}

@@ -2,6 +2,7 @@
 //! handlers grouped by job (ingest, query, admin, ops).
 
 mod admin;
+pub mod auth;
 mod error;
 mod ingest;
 mod openapi;
@@ -17,6 +18,7 @@ use crate::model::Limits;
 use crate::traffic::Traffic;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +36,10 @@ pub struct AppState {
     pub traffic: Arc<Traffic>,
     /// The Kubernetes side, when analyzers come from Analyzer resources.
     pub kube: Option<Arc<KubeState>>,
+    /// Bearer tokens ([`auth`]).
+    pub auth: Arc<auth::Auth>,
+    /// Longest a request may take, body included (`server.request_timeout`).
+    pub request_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -64,7 +70,40 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            within_request_timeout,
+        ))
         .with_state(state)
+}
+
+/// Answers 408 when a request (reading its body included) outlasts
+/// `server.request_timeout`.
+async fn within_request_timeout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request took longer than server.request_timeout ({})",
+                    humantime::format_duration(state.request_timeout)
+                ),
+            )
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

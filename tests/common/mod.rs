@@ -84,6 +84,8 @@ pub struct Config {
     pub queue: Option<String>,
     pub limits: Option<String>,
     pub http: Option<String>,
+    /// Further top-level sections, as `name: yaml` lines (auth, server, tls...).
+    pub extra: Vec<String>,
 }
 
 impl Config {
@@ -97,6 +99,7 @@ impl Config {
             queue: None,
             limits: None,
             http: None,
+            extra: Vec::new(),
         }
     }
 
@@ -146,6 +149,12 @@ impl Config {
         self
     }
 
+    /// Any other top-level section: `section("auth", "{protect_reads: true}")`.
+    pub fn section(mut self, name: &str, yaml: &str) -> Self {
+        self.extra.push(format!("{name}: {yaml}"));
+        self
+    }
+
     pub fn yaml(&self) -> String {
         let mut text = String::from("analyzers:\n");
         for a in &self.analyzers {
@@ -180,6 +189,10 @@ impl Config {
         }
         if let Some(http) = &self.http {
             text.push_str(&format!("http: {http}\n"));
+        }
+        for line in &self.extra {
+            text.push_str(line);
+            text.push('\n');
         }
         text
     }
@@ -446,7 +459,19 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_logs-distributor");
 
 /// The binary's environment variables, removed from every child so that the
 /// caller's environment cannot change what a test sees.
-pub const ENV_VARS: [&str; 5] = ["LD_LISTEN", "LD_DATA_DIR", "LD_CONFIG", "LD_LOG_FORMAT", "LD_LOG"];
+pub const ENV_VARS: [&str; 11] = [
+    "LD_LISTEN",
+    "LD_DATA_DIR",
+    "LD_CONFIG",
+    "LD_LOG_FORMAT",
+    "LD_LOG",
+    "LD_INGEST_TOKEN",
+    "LD_ADMIN_TOKEN",
+    "LD_INGEST_TOKEN_FILE",
+    "LD_ADMIN_TOKEN_FILE",
+    "LD_TLS_CERT",
+    "LD_TLS_KEY",
+];
 
 /// The binary with a clean environment.
 pub fn command() -> Command {

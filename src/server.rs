@@ -1,0 +1,199 @@
+//! The HTTP server: an accept loop over hyper's HTTP/1 connections, with a
+//! header-read timeout, a bound on connections open at once, optional TLS
+//! (rustls, reloaded when the files change) and graceful shutdown (stop
+//! accepting, let requests in progress finish, close idle connections).
+
+use crate::config::{ServerConfig, TlsConfig};
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::rustls;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Serves `app` on `listener` until `stop` is cancelled; then stops
+/// accepting and waits for the open connections to finish what they are
+/// doing.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    server: ServerConfig,
+    tls: Option<Arc<TlsFiles>>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(server.max_connections));
+    let connections = TaskTracker::new();
+    let reloader = tls.clone().map(|files| tokio::spawn(files.watch(stop.clone())));
+    loop {
+        // A free slot first: past max_connections, new connections wait in
+        // the kernel's backlog until one closes.
+        let slot = tokio::select! {
+            _ = stop.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little, go on.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let stop = stop.clone();
+        let acceptor = tls.as_ref().map(|files| files.acceptor());
+        let header_timeout = server.header_read_timeout;
+        connections.spawn(async move {
+            let _slot = slot;
+            match acceptor {
+                None => serve_connection(stream, app, header_timeout, stop).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header-read timeout.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, app, header_timeout, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+async fn serve_connection<S>(stream: S, app: Router, header_timeout: Duration, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = stop.cancelled() => {
+            // Finish the request in progress (if any), then close.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A certificate and key in PEM files, and the TLS configuration built from
+/// them; [`TlsFiles::watch`] rebuilds it when either file changes, for new
+/// connections (open ones keep theirs).
+pub struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    every: Duration,
+    current: ArcSwap<rustls::ServerConfig>,
+}
+
+impl TlsFiles {
+    /// `None` when TLS is not configured; an error when the files do not make a configuration.
+    pub fn from_config(config: &TlsConfig) -> anyhow::Result<Option<Arc<TlsFiles>>> {
+        let (Some(cert), Some(key)) = (&config.cert, &config.key) else {
+            return Ok(None);
+        };
+        let built = build(cert, key)?;
+        Ok(Some(Arc::new(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            every: config.reload_interval,
+            current: ArcSwap::from_pointee(built),
+        })))
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    }
+
+    /// Checks the files every `reload_interval`; a change that does not
+    /// make a valid configuration (say, a new certificate with the old key,
+    /// mid-rotation) keeps the previous one and is tried again at the next
+    /// change.
+    async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut seen = (stamp_of(&self.cert), stamp_of(&self.key));
+        let mut ticker = tokio::time::interval(self.every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let now = (stamp_of(&self.cert), stamp_of(&self.key));
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match build(&self.cert, &self.key) {
+                Ok(config) => {
+                    self.current.store(Arc::new(config));
+                    tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot reload the TLS certificate; the previous one stays")
+                }
+            }
+        }
+    }
+}
+
+fn stamp_of(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+fn build(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot read the certificate {}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("no certificate in {}", cert.display());
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot read the private key {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .with_context(|| {
+            format!(
+                "{} and {} do not make a TLS identity",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
