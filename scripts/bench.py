@@ -1,41 +1,94 @@
 #!/usr/bin/env python3
-"""make bench: throughput and latency of the distributor on loopback.
+"""make bench: the distributor next to nginx, on loopback.
 
-One run, side by side:
-  - baseline: the same HTTP server and load, on a route that does nothing
-    (the 404 fallback): the cost of HTTP alone on this machine;
-  - the distributor with four zero-latency simulated analyzers (40/30/20/10)
-    with --fsync always, interval:10 and never, at 1 and 100 packets per
-    request, 3 messages of ~200 bytes each.
-For each row: requests/s, packets/s accepted and delivered, messages/s,
-p50/p99 ingest latency, and the distributor's peak RSS.
+One run, side by side, in front of the same FOUR REFERENCE ANALYZER processes
+(`logs-distributor analyzer`, zero latency, real HTTP):
+  - the distributor (release build), analyzers weighted 40/30/20/10, with
+    --fsync always, interval:10 and never;
+  - nginx (Debian's package, installed with apt-get if missing) as a plain
+    reverse proxy: upstream of the same four analyzers weighted 4/3/2/1,
+    keepalive 64, `proxy_next_upstream error timeout`, /api/v1/logs -> /;
+at 1, 10 and 100 packets per request, 3 messages of ~200 bytes each, driven by
+`logs-distributor loadgen` (closed loop, BENCH_CONCURRENCY connections).
+Every row gets a fresh distributor or nginx, so its peak RSS is its own.
+
+Extra rows:
+  - `wrk` against nginx at 1 packet per request, next to loadgen's figure for
+    the same target: is the load generator the bottleneck?
+  - open loop at half the distributor's peak (fsync always): latency there;
+  - overload: 256 connections x 100 packets against one distributor, whose RSS
+    must stay flat (503s, not growth).
 
 Environment: BENCH_DURATION (seconds per row, default 10),
-BENCH_CONCURRENCY (connections, default 64).
+BENCH_CONCURRENCY (connections, default 64), BENCH_BATCH_PACKETS (the
+distributor's batch.max_packets; default: its own default, 1), BENCH_CRITERION=1 to also run
+the criterion micro-benchmarks in quick mode at the end.
 """
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "logs-distributor")
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
+PACKETS_PER_REQUEST = (1, 10, 100)
+FSYNC_MODES = ("always", "interval:10", "never")
+WEIGHTS = (40, 30, 20, 10)
+MESSAGES_PER_PACKET = 3
+MESSAGE_BYTES = 200
+# Packets per delivery to an analyzer; unset: the distributor's default (1).
+BATCH_PACKETS = int(os.environ.get("BENCH_BATCH_PACKETS", "0"))
 
-CONFIG = """
-analyzers:
-  - {id: analyzer-a1, name: Analyzer A, weight: 40, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a2, name: Analyzer B, weight: 30, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a3, name: Analyzer C, weight: 20, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a4, name: Analyzer D, weight: 10, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-checkpoint: {interval: 1h}
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes 2;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    # A 100-packet body is ~80 KB: keep it in memory, not in a temp file.
+    client_max_body_size 16m;
+    client_body_buffer_size 1m;
+    keepalive_requests 1000000;
+    upstream analyzers {{
+{servers}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/v1/logs {{
+            proxy_pass http://analyzers/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout;
+        }}
+    }}
+}}
+"""
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[{body}]==]
 """
 
 
@@ -50,68 +103,69 @@ def get_json(url):
         return json.load(response)
 
 
-def wait_ready(base, process):
+def wait_http(url, process, what, any_status=False):
+    """Waits for a 2xx answer (any answer with any_status)."""
     deadline = time.time() + 30
     while time.time() < deadline:
         if process.poll() is not None:
-            sys.exit(f"bench: the distributor exited with {process.returncode}")
+            sys.exit(f"bench: {what} exited with {process.returncode}")
         try:
-            urllib.request.urlopen(base + "/readyz", timeout=1)
+            urllib.request.urlopen(url, timeout=1)
             return
+        except urllib.error.HTTPError:
+            if any_status:
+                return
+            time.sleep(0.1)
         except OSError:
             time.sleep(0.1)
-    sys.exit("bench: the distributor did not become ready")
+    sys.exit(f"bench: {what} did not come up")
 
 
-def peak_rss_mib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def overload(server, base):
-    """Drives far more than the distributor can deliver (256 connections x
-    100 packets per request) and samples its RSS: it must stay flat (503s,
-    not growth)."""
-    import threading
-    samples = []
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            samples.append(rss_mib(server.pid))
-            time.sleep(0.25)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+def proc_status_mib(pid, field):
     try:
-        report = loadgen(base + "/api/v1/logs", 100, concurrency=256)
-    finally:
-        done.set()
-        sampler.join()
-    wait_drained(base)
-    half = len(samples) // 2
-    return report, samples[0], max(samples[:half] or samples), max(samples[half:] or samples)
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
-def loadgen(target, packets_per_request, concurrency=CONCURRENCY):
+def children(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def progress(text):
+    print(f"bench: {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
+def loadgen(target, packets_per_request, concurrency=CONCURRENCY, rate=None):
+    progress(f"loadgen {target} {packets_per_request} pkts/req" + (f" at {rate:.0f} req/s" if rate else ""))
     command = [
         BINARY, "loadgen", "--target", target, "--concurrency", str(concurrency),
         "--duration", f"{DURATION}s", "--packets-per-request", str(packets_per_request),
-        "--messages-per-packet", "3", "--message-bytes", "200", "--json", "--quiet",
+        "--messages-per-packet", str(MESSAGES_PER_PACKET), "--message-bytes", str(MESSAGE_BYTES),
+        "--json", "--quiet",
     ]
+    if rate is not None:
+        command += ["--rate", f"{rate:.0f}"]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
+
+
+def answered_2xx(report):
+    return sum(n for code, n in report["status_codes"].items() if code.startswith("2"))
 
 
 def delivered(stats):
@@ -128,89 +182,255 @@ def wait_drained(base):
     sys.exit("bench: packets still in flight after 120 s")
 
 
-def start_distributor(work, config, fsync):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    data = os.path.join(work, f"data-{fsync.replace(':', '-')}")
-    log = open(os.path.join(work, f"distributor-{fsync.replace(':', '-')}.log"), "w")
-    server = subprocess.Popen(
-        [BINARY, "--listen", f"127.0.0.1:{port}", "--data-dir", data, "--config", config, "--fsync", fsync],
-        stderr=log,
-    )
-    wait_ready(base, server)
-    return server, base
+class Bench:
+    def __init__(self, work):
+        self.work = work
+        self.processes = []
+        self.analyzers = []
+        self.analyzer_ports = []
+        self.counter = 0
+
+    def spawn(self, command, name):
+        log = open(os.path.join(self.work, f"{name}.log"), "w")
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+        self.processes.append(process)
+        return process
+
+    def stop(self, process):
+        if process.poll() is None and process not in self.analyzers:
+            progress(f"stopping {' '.join(process.args[:2])}")
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process in self.processes:
+            self.processes.remove(process)
+
+    def stop_all(self):
+        for process in list(self.processes):
+            self.stop(process)
+
+    def start_analyzers(self):
+        """Fresh analyzers for every row: they remember every id they saw."""
+        for process in self.analyzers:
+            self.stop(process)
+        self.analyzers = []
+        self.analyzer_ports = []
+        for n in range(len(WEIGHTS)):
+            port = free_port()
+            process = self.spawn([BINARY, "analyzer", "--listen", f"127.0.0.1:{port}",
+                                  "--name", f"analyzer-{n + 1}"], f"analyzer-{n + 1}")
+            wait_http(f"http://127.0.0.1:{port}/health", process, "an analyzer")
+            self.analyzers.append(process)
+            self.analyzer_ports.append(port)
+
+    def start_distributor(self, fsync):
+        self.counter += 1
+        name = f"distributor-{self.counter}-{fsync.replace(':', '-')}"
+        self.start_analyzers()
+        config = os.path.join(self.work, f"distributor-{self.counter}.yaml")
+        with open(config, "w") as f:
+            f.write("analyzers:\n")
+            for n, (port, weight) in enumerate(zip(self.analyzer_ports, WEIGHTS)):
+                f.write(f'  - {{id: analyzer-{n + 1}, name: Analyzer {n + 1}, weight: {weight}, '
+                        f'endpoint: "http://127.0.0.1:{port}/"}}\n')
+            f.write("checkpoint: {interval: 1h}\n")
+            if BATCH_PACKETS:
+                f.write(f"batch: {{max_packets: {BATCH_PACKETS}}}\n")
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        process = self.spawn([BINARY, "--listen", f"127.0.0.1:{port}",
+                              "--data-dir", os.path.join(self.work, f"data-{self.counter}"),
+                              "--config", config, "--fsync", fsync], name)
+        wait_http(base + "/readyz", process, "the distributor")
+        return process, base
+
+    def start_nginx(self):
+        self.counter += 1
+        self.start_analyzers()
+        directory = os.path.join(self.work, f"nginx-{self.counter}")
+        os.makedirs(directory)
+        port = free_port()
+        servers = "\n".join(f"        server 127.0.0.1:{p} weight={w // 10};"
+                            for p, w in zip(self.analyzer_ports, WEIGHTS))
+        conf = os.path.join(directory, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(NGINX_CONF.format(dir=directory, port=port, servers=servers))
+        process = self.spawn([nginx_binary(), "-c", conf, "-p", directory, "-e",
+                              os.path.join(directory, "error.log")], f"nginx-{self.counter}")
+        wait_http(f"http://127.0.0.1:{port}/", process, "nginx", any_status=True)
+        return process, f"http://127.0.0.1:{port}"
 
 
-def stop(server):
-    server.terminate()
-    server.wait(timeout=60)
+def nginx_binary():
+    found = shutil.which("nginx") or (os.path.exists("/usr/sbin/nginx") and "/usr/sbin/nginx")
+    if found:
+        return found
+    print("bench: nginx missing; installing it with apt-get", file=sys.stderr)
+    subprocess.run("apt-get update -qq && (apt-get install -y -qq nginx-light || apt-get install -y -qq nginx)",
+                   shell=True, check=True, stdout=subprocess.DEVNULL)
+    # The package's own service is not wanted: the bench runs its own nginx.
+    subprocess.run(["service", "nginx", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def wrk_binary():
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("bench: wrk missing; installing it with apt-get", file=sys.stderr)
+    subprocess.run("apt-get update -qq && apt-get install -y -qq wrk", shell=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    return shutil.which("wrk")
+
+
+def one_packet_body():
+    words = "request served upstream cache miss latency user session token refreshed queue depth".split()
+    text = ""
+    i = 0
+    while len(text) < MESSAGE_BYTES:
+        text += words[i % len(words)] + " "
+        i += 1
+    text = text[:MESSAGE_BYTES]
+    messages = [{"level": "INFO", "message": text, "source": "wrk", "metadata": {"worker": 0}}
+                for _ in range(MESSAGES_PER_PACKET)]
+    return json.dumps([{"id": "wrk-1", "messages": messages}], separators=(",", ":"))
+
+
+def parse_wrk_ms(text):
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(work, target):
+    progress(f"wrk {target}")
+    script = os.path.join(work, "post.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT.format(body=one_packet_body()))
+    result = subprocess.run([wrk_binary(), "-t", "2", "-c", str(CONCURRENCY), "-d", f"{DURATION}s",
+                             "--latency", "-s", script, target],
+                            capture_output=True, text=True, check=True)
+    out = result.stdout
+    if result.stderr.strip():
+        sys.exit(f"bench: wrk: {result.stderr.strip()}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    percentile = {p: parse_wrk_ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, "p50": percentile.get("50", float("nan")), "p99": percentile.get("99", float("nan")),
+            "non_2xx": int(non_2xx.group(1)) if non_2xx else 0, "errors": errors.group(0) if errors else ""}
+
+
+def overload(bench):
+    server, base = bench.start_distributor("always")
+    samples = []
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(proc_status_mib(server.pid, "VmRSS"))
+            time.sleep(0.25)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        report = loadgen(base + "/api/v1/logs", 100, concurrency=256)
+    finally:
+        done.set()
+        sampler.join()
+    wait_drained(base)
+    bench.stop(server)
+    half = len(samples) // 2
+    return report, samples[0], max(samples[:half] or samples), max(samples[half:] or samples)
 
 
 def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    nginx_binary()
+    wrk_binary()
     work = tempfile.mkdtemp(prefix="ld-bench-")
-    config = os.path.join(work, "bench.yaml")
-    with open(config, "w") as f:
-        f.write(CONFIG)
-    rows = []
-    peak = {}
-    overloaded = None
+    bench = Bench(work)
+    rows = []  # (system, ppr, packets/s, p50, p99, rss MiB, note)
+    peak = {}  # packets/s by (system, ppr)
     try:
-        for fsync in ("always", "interval:10", "never"):
-            server, base = start_distributor(work, config, fsync)
-            try:
-                for packets_per_request in (1, 100):
-                    if fsync == "always":
-                        baseline = loadgen(base + "/bench/null", packets_per_request)
-                        rows.append(("HTTP alone (404 route)", packets_per_request, baseline, None))
-                    baseline = next(r for n, p, r, e in rows if e is None and p == packets_per_request)
-                    before = get_json(base + "/api/v1/stats")
-                    started = time.time()
-                    report = loadgen(base + "/api/v1/logs", packets_per_request)
-                    after = wait_drained(base)
-                    elapsed = time.time() - started
-                    delivered_per_sec = (delivered(after) - delivered(before)) / elapsed
-                    rows.append((f"fsync {fsync}", packets_per_request, report, (delivered_per_sec, baseline)))
-                if fsync == "always":
-                    overloaded = overload(server, base)
-                peak[fsync] = peak_rss_mib(server.pid)
-            finally:
-                stop(server)
+        for ppr in PACKETS_PER_REQUEST:
+            nginx, base = bench.start_nginx()
+            report = loadgen(base + "/api/v1/logs", ppr)
+            workers = children(nginx.pid)
+            rss = sum(proc_status_mib(pid, "VmHWM") for pid in workers)
+            bench.stop(nginx)
+            pps = answered_2xx(report) * ppr / report["duration_secs"]
+            peak[("nginx", ppr)] = pps
+            other = {c: n for c, n in report["status_codes"].items() if not c.startswith("2")}
+            rows.append(("nginx", ppr, pps, report, rss, f"{len(workers)} workers" + (f"; {other}" if other else "")))
+            if ppr == 1:
+                nginx, base = bench.start_nginx()
+                w = wrk(work, base + "/api/v1/logs")
+                bench.stop(nginx)
+                rows.append(("nginx (wrk)", ppr, w["rps"], {"latency_ms": {"p50": w["p50"], "p99": w["p99"]}},
+                             None, f"wrk/loadgen {w['rps'] / pps:.2f}x"
+                             + (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "")
+                             + (f"; {w['errors']}" if w["errors"] else "")))
+            for fsync in FSYNC_MODES:
+                server, base = bench.start_distributor(fsync)
+                before = get_json(base + "/api/v1/stats")
+                started = time.time()
+                report = loadgen(base + "/api/v1/logs", ppr)
+                after = wait_drained(base)
+                out = (delivered(after) - delivered(before)) / (time.time() - started)
+                rss = proc_status_mib(server.pid, "VmHWM")
+                bench.stop(server)
+                name = f"distributor {fsync}"
+                peak[(name, ppr)] = report["packets_per_sec"]
+                other = {c: n for c, n in report["status_codes"].items() if c != "202"}
+                rows.append((name, ppr, report["packets_per_sec"], report, rss,
+                             f"out {out:,.0f}/s" + (f"; {other}" if other else "")))
+            # Latency at half the peak, open loop (fsync always).
+            half = peak[("distributor always", ppr)] / 2 / ppr
+            server, base = bench.start_distributor("always")
+            report = loadgen(base + "/api/v1/logs", ppr, concurrency=max(CONCURRENCY, 256), rate=half)
+            wait_drained(base)
+            rss = proc_status_mib(server.pid, "VmHWM")
+            bench.stop(server)
+            other = {c: n for c, n in report["status_codes"].items() if c != "202"}
+            dropped = report["dropped_by_client"]
+            rows.append(("distributor always @half", ppr, report["packets_per_sec"], report, rss,
+                         f"open loop {half:,.0f} req/s" + (f"; dropped {dropped}" if dropped else "")
+                         + (f"; {other}" if other else "")))
+        overloaded = overload(bench)
     finally:
+        bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nlogs-distributor bench: {os.cpu_count()} cores, {DURATION} s per row, "
-          f"{CONCURRENCY} connections, 3 messages x ~200 B per packet, loopback\n")
-    header = (f"{'row':<24} {'pkts/req':>8} {'req/s':>9} {'pkts/s in':>10} {'pkts/s out':>10} "
-              f"{'msgs/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'vs HTTP':>8}")
+    print(f"\nlogs-distributor bench: {os.cpu_count()} cores, {DURATION} s per row, {CONCURRENCY} connections, "
+          f"{MESSAGES_PER_PACKET} messages x ~{MESSAGE_BYTES} B per packet, loopback, "
+          f"4 reference analyzers over HTTP\n")
+    header = (f"{'row':<26} {'pkts/req':>8} {'pkts/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'peak RSS':>9} {'vs nginx':>8}  notes")
     print(header)
-    print("-" * len(header))
-    for name, ppr, report, extra in sorted(rows, key=lambda r: r[1]):
+    print("-" * (len(header) + 20))
+    for name, ppr, pps, report, rss, note in rows:
         latency = report["latency_ms"]
-        if extra is None:
-            out, ratio, packets_in, messages = "-", "1.00x", "-", "-"
-        else:
-            delivered_per_sec, baseline = extra
-            out = f"{delivered_per_sec:,.0f}"
-            packets_in = f"{report['packets_per_sec']:,.0f}"
-            messages = f"{report['messages_per_sec']:,.0f}"
-            ratio = f"{report['requests_per_sec'] / baseline['requests_per_sec']:.2f}x"
-        print(f"{name:<24} {ppr:>8} {report['requests_per_sec']:>9,.0f} {packets_in:>10} {out:>10} "
-              f"{messages:>10} {latency['p50']:>7.2f} {latency['p99']:>7.2f} {ratio:>8}")
-    print("\npeak RSS: " + ", ".join(f"fsync {mode} {mib:.0f} MiB" for mode, mib in peak.items()))
+        ratio = "-" if name.startswith("nginx") or "@half" in name else f"{pps / peak[('nginx', ppr)]:.2f}x"
+        rss_text = "-" if rss is None else f"{rss:.0f} MiB"
+        print(f"{name:<26} {ppr:>8} {pps:>10,.0f} {latency['p50']:>7.2f} {latency['p99']:>7.2f} "
+              f"{rss_text:>9} {ratio:>8}  {note}")
+    print("\npkts/s: packets accepted per second by the load generator (nginx: packets in 2xx answers;"
+          " wrk row: requests/s of 1 packet). peak RSS: the distributor process (VmHWM); nginx: sum of"
+          " its workers' VmHWM. vs nginx: pkts/s over nginx's at the same packets per request."
+          " \"out\": packets delivered to analyzers per second until the queue drained.")
     report, start, first_half, second_half = overloaded
     codes = report["status_codes"]
     print(f"overload (256 connections x 100 packets, fsync always): {codes.get('202', 0):,} accepted, "
           f"{codes.get('503', 0):,} refused with 503; RSS {start:.0f} MiB at start, "
           f"peak {first_half:.0f} MiB in the first half, {second_half:.0f} MiB in the second half")
-    refused = {}
-    for name, _, report, extra in rows:
-        if extra:
-            for code, n in report["status_codes"].items():
-                if code != "202":
-                    refused[f"{name} {code}"] = refused.get(f"{name} {code}", 0) + n
-    if refused:
-        print(f"non-202 answers: {refused}")
+
+    if os.environ.get("BENCH_CRITERION") == "1":
+        for name in ("routing", "validation"):
+            subprocess.run(["cargo", "bench", "--locked", "--bench", name, "--", "--quick"], cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":
