@@ -29,6 +29,11 @@ fmt: ## Format the code
 lint: ## Format check and clippy with warnings as errors
 	@scripts/lint.sh
 
+.PHONY: fuzz
+
+fuzz: ## Fuzz the ingest parser, the NDJSON splitter and the WAL decoder, 60 s each
+	scripts/fuzz.sh
+
 bench: ## Throughput and latency on loopback (release build); prints a table
 	scripts/bench.py
 

@@ -595,6 +595,19 @@ mod tests {
     }
 
     #[test]
+    fn long_numbers_in_metadata_survive_a_round_trip() {
+        // Found by the ingest fuzzer: without float_roundtrip, 2.4e61 came
+        // back one step off after being written and read again.
+        let p = check(
+            r#"{"messages":[{"level":"info","message":"m","source":"s",
+               "metadata":{"attempt":24000000000000000000000000000000000000000000000000000000000000,"tiny":2.0000000000000002e-19}}]}"#,
+        )
+        .unwrap();
+        let back: LogPacket = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
     fn packets_round_trip_in_the_analyzer_shape() {
         let p = check(GOOD).unwrap();
         let text = serde_json::to_string(&p).unwrap();
