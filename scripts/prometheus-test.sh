@@ -100,6 +100,7 @@ say "prometheus $PROM_VERSION"
 cat >"$WORK/check.py" <<'PY'
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -385,7 +386,13 @@ def check_live(url, exprs_path, at, load_seconds):
 
     # Which alerts are active now: dead letters (analyzer D fails 80% of its
     # deliveries, one retry), nothing else.
-    active = {a["labels"]["alertname"]: a["state"] for a in prom.get("/api/v1/alerts")["alerts"]}
+    # Rules are evaluated every second, but a loaded machine can lag: poll.
+    deadline = time.time() + 20
+    while True:
+        active = {a["labels"]["alertname"]: a["state"] for a in prom.get("/api/v1/alerts")["alerts"]}
+        if "LogsDistributorDeadLetters" in active or time.time() > deadline:
+            break
+        time.sleep(0.5)
     if "LogsDistributorDeadLetters" not in active:
         fail("alerts: LogsDistributorDeadLetters is not active although packets were dead-lettered")
     for name, state in active.items():
