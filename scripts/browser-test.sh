@@ -14,6 +14,7 @@
 # the picture in the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/common.sh
 ROOT=$PWD
 
 BROWSER_DIR=$ROOT/tests/browser
@@ -36,15 +37,7 @@ SERVER_PID=
 STATUS=1
 
 cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_pid "$SERVER_PID"
     if [ "$STATUS" -ne 0 ] && [ -f "$WORK/distributor.log" ]; then
         mkdir -p "$ARTIFACTS"
         cp "$WORK/distributor.log" "$ARTIFACTS/distributor.log"
@@ -56,14 +49,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Runs a command with its output in a log that is shown only if it fails.
-quietly() {
-    local log=$WORK/install.log
-    if ! "$@" >"$log" 2>&1; then
-        tail -n 30 "$log" >&2
-        fail "failed: $*"
-    fi
-}
 
 # ---------------------------------------------------------------- tools
 

@@ -22,6 +22,7 @@
 # any failed check; the server is stopped on the way out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/common.sh
 ROOT=$PWD
 
 SCHEMATHESIS_VERSION=4.32.5
@@ -38,15 +39,7 @@ SERVER_PID=
 STATUS=1
 
 cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    stop_pid "$SERVER_PID"
     if [ "$STATUS" -ne 0 ] && [ -f "$WORK/distributor.log" ]; then
         echo "schemathesis: the distributor's log (last lines):" >&2
         tail -n 20 "$WORK/distributor.log" >&2
