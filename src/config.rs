@@ -238,6 +238,12 @@ pub struct WalConfig {
     /// A segment is closed and a new one started past this size.
     pub segment_bytes: u64,
     pub recover: WalRecover,
+    /// With `fsync: always`, how long a commit waits for more appends to
+    /// share its fdatasync while appends arrive concurrently (never when
+    /// they come one at a time). Fewer fsyncs under load, for this much
+    /// latency at most; 0s: never wait.
+    #[serde(with = "humantime_serde")]
+    pub commit_delay: Duration,
 }
 
 impl Default for WalConfig {
@@ -246,6 +252,7 @@ impl Default for WalConfig {
             fsync: FsyncMode::Always,
             segment_bytes: 64 * 1024 * 1024,
             recover: WalRecover::Strict,
+            commit_delay: Duration::from_millis(1),
         }
     }
 }
@@ -461,7 +468,7 @@ impl Default for HealthConfig {
 pub struct BatchConfig {
     /// Most packets per delivery (1: one packet per request).
     pub max_packets: usize,
-    /// Most bytes per delivery, estimated from the packets' text.
+    /// Most bytes of packet JSON per delivery.
     pub max_bytes: usize,
     /// How long a delivery waits for more packets to fill it (0s: never).
     #[serde(with = "humantime_serde")]
@@ -498,7 +505,7 @@ impl Default for CheckpointConfig {
 pub struct QueueConfig {
     /// Packets accepted and not yet delivered or dead-lettered; past it, 503.
     pub max_in_flight: usize,
-    /// The same, in bytes (estimated from the packets' text); past it, 503.
+    /// The same, in bytes of packet JSON; past it, 503.
     pub max_in_flight_bytes: usize,
     /// Deliveries running at once per analyzer.
     pub analyzer_concurrency: usize,

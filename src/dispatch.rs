@@ -25,11 +25,11 @@
 use crate::config::BatchConfig;
 use crate::fleet::{Analyzer, Fleet, LaneReceiver};
 use crate::metrics::Metrics;
-use crate::model::LogPacket;
+use crate::model::{EncodedPacket, LogPacket};
 use crate::retry::{Backoff, RetryAction, RetryBudget, RetryTimer};
 use crate::storage::checkpoint::SavedPacket;
 use crate::storage::wal::{Record, Wal};
-use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter};
+use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter, Unfinished};
 use chrono::Utc;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -45,7 +45,7 @@ const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct Job {
     pub seq: u64,
-    pub packet: Arc<LogPacket>,
+    pub packet: Arc<EncodedPacket>,
     pub retries: u32,
     /// Whether this attempt holds a place in the retry budget.
     holds_budget: bool,
@@ -53,7 +53,7 @@ pub struct Job {
 
 /// One packet in the registry.
 struct InFlight {
-    packet: Arc<LogPacket>,
+    packet: Arc<EncodedPacket>,
     retries: u32,
     /// Its share of `queue.max_in_flight_bytes`.
     bytes: usize,
@@ -76,7 +76,7 @@ pub struct Pipeline {
     pub capacity: usize,
     pub in_flight: usize,
     pub capacity_bytes: usize,
-    /// Estimated wire bytes of the packets in flight.
+    /// Bytes of JSON of the packets in flight.
     pub in_flight_bytes: usize,
     pub queued: usize,
     pub delivering: usize,
@@ -188,17 +188,22 @@ impl Dispatcher {
             return Err(AdmitError::ShuttingDown);
         }
         let count = packets.len();
-        let sizes: Vec<usize> = packets.iter().map(LogPacket::approx_wire_bytes).collect();
-        let bytes: usize = sizes.iter().sum();
+        let encoded: Vec<(Arc<EncodedPacket>, u32)> = packets
+            .iter()
+            .map(|p| (Arc::new(EncodedPacket::new(p)), p.retry_count))
+            .collect();
+        drop(packets);
+        let bytes: usize = encoded.iter().map(|(p, _)| p.json_bytes()).sum();
         self.reserve(count, bytes)?;
-        let messages: usize = packets.iter().map(|p| p.messages.len()).sum();
+        let messages: usize = encoded.iter().map(|(p, _)| p.message_count()).sum();
         let _admitting = self.admission.read().await;
-        let entered = self.enter(packets.into_iter().zip(sizes).map(|(p, size)| (None, p, size)));
+        let entered = self.enter(encoded.into_iter().map(|(p, retries)| (None, p, retries)));
         let records: Vec<Record> = entered
             .iter()
             .map(|job| Record::Accept {
                 seq: job.seq,
                 packet: job.packet.clone(),
+                retries: job.retries,
             })
             .collect();
         if let Err(e) = self.wal.append_durable(&records).await {
@@ -224,7 +229,7 @@ impl Dispatcher {
         }
         self.metrics.packets_received.inc_by(count as u64);
         self.metrics.messages_received.inc_by(messages as u64);
-        let ids = entered.iter().map(|job| job.packet.id.clone()).collect();
+        let ids = entered.iter().map(|job| job.packet.id().to_string()).collect();
         for job in entered {
             self.route(job);
         }
@@ -260,17 +265,15 @@ impl Dispatcher {
     /// Takes back the packets a restart recovered (checkpoint plus log),
     /// whatever the limits, with their seqs and retry counts; new packets
     /// get seqs from `next_seq` on.
-    pub fn resume(&self, recovered: BTreeMap<u64, LogPacket>, next_seq: u64) {
+    pub fn resume(&self, recovered: BTreeMap<u64, Unfinished>, next_seq: u64) {
         self.next_seq.fetch_max(next_seq, Ordering::AcqRel);
-        let sizes: Vec<usize> = recovered.values().map(LogPacket::approx_wire_bytes).collect();
+        let bytes: usize = recovered.values().map(|u| u.packet.json_bytes()).sum();
         self.in_flight.fetch_add(recovered.len(), Ordering::AcqRel);
-        self.in_flight_bytes
-            .fetch_add(sizes.iter().sum(), Ordering::AcqRel);
+        self.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
         let entered = self.enter(
             recovered
                 .into_iter()
-                .zip(sizes)
-                .map(|((seq, packet), size)| (Some(seq), packet, size)),
+                .map(|(seq, u)| (Some(seq), u.packet, u.retries)),
         );
         for job in entered {
             self.route(job);
@@ -279,19 +282,17 @@ impl Dispatcher {
 
     /// Puts packets in the registry (new seqs where none is given) and
     /// answers their jobs, not yet routed.
-    fn enter(&self, packets: impl Iterator<Item = (Option<u64>, LogPacket, usize)>) -> Vec<Job> {
+    fn enter(&self, packets: impl Iterator<Item = (Option<u64>, Arc<EncodedPacket>, u32)>) -> Vec<Job> {
         let mut registry = self.lock_registry();
         packets
-            .map(|(seq, mut packet, bytes)| {
-                let retries = std::mem::take(&mut packet.retry_count);
+            .map(|(seq, packet, retries)| {
                 let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::Relaxed));
-                let packet = Arc::new(packet);
                 registry.insert(
                     seq,
                     InFlight {
+                        bytes: packet.json_bytes(),
                         packet: packet.clone(),
                         retries,
-                        bytes,
                     },
                 );
                 Job {
@@ -312,7 +313,7 @@ impl Dispatcher {
                 analyzer
                     .metrics
                     .messages_routed
-                    .inc_by(job.packet.messages.len() as u64);
+                    .inc_by(job.packet.message_count() as u64);
                 match analyzer.enqueue(job) {
                     Ok(()) => return,
                     Err(returned) => {
@@ -399,17 +400,18 @@ impl Dispatcher {
                 self.route(first);
                 continue;
             }
-            let batch = self.fill_batch(&analyzer, &mut lane, first).await;
+            // The slot first, the batch second: while every slot is busy the
+            // lane fills up, and the next free slot takes what queued there
+            // in one delivery (batches grow with the backlog, not with time).
             let Ok(slot) = analyzer.slots.clone().acquire_owned().await else {
                 break;
             };
-            // It may have left the rotation while the batch waited for a slot.
+            // It may have left the rotation while the packet waited for a slot.
             if !analyzer.in_rotation() {
-                for job in batch {
-                    self.route(job);
-                }
+                self.route(first);
                 continue;
             }
+            let batch = self.fill_batch(&analyzer, &mut lane, first).await;
             let dispatcher = self.clone();
             let analyzer = analyzer.clone();
             tokio::spawn(async move {
@@ -423,12 +425,17 @@ impl Dispatcher {
     /// to the batch limits, waiting at most `batch.linger` for more.
     async fn fill_batch(&self, analyzer: &Analyzer, lane: &mut LaneReceiver, first: Job) -> Vec<Job> {
         let limits = &self.settings.batch;
-        let mut bytes = first.packet.approx_wire_bytes();
+        let mut bytes = first.packet.json_bytes();
         let mut batch = vec![first];
         if limits.max_packets <= 1 {
             return batch;
         }
         let deadline = tokio::time::Instant::now() + limits.linger;
+        if lane.is_empty() {
+            // Admissions finish in groups (one per log commit): let the rest
+            // of the group route their packets before this batch closes.
+            tokio::task::yield_now().await;
+        }
         while batch.len() < limits.max_packets && bytes < limits.max_bytes {
             let next = match lane.try_recv() {
                 Ok(job) => Some(job),
@@ -446,7 +453,7 @@ impl Dispatcher {
                 self.route(job);
                 continue;
             }
-            bytes += job.packet.approx_wire_bytes();
+            bytes += job.packet.json_bytes();
             batch.push(job);
         }
         batch
@@ -515,13 +522,7 @@ impl Dispatcher {
     async fn bury(&self, dead: Vec<(Job, String)>) {
         let failed: Vec<(LogPacket, String)> = dead
             .iter()
-            .map(|(job, final_error)| {
-                let packet = LogPacket {
-                    retry_count: job.retries,
-                    ..(*job.packet).clone()
-                };
-                (packet, final_error.clone())
-            })
+            .map(|(job, final_error)| (job.packet.decode(job.retries), final_error.clone()))
             .collect();
         loop {
             let file = self.dead_letter.clone();
@@ -650,10 +651,8 @@ impl Dispatcher {
             .iter()
             .map(|(seq, entry)| SavedPacket {
                 seq: *seq,
-                packet: LogPacket {
-                    retry_count: entry.retries,
-                    ..(*entry.packet).clone()
-                },
+                packet: entry.packet.clone(),
+                retries: entry.retries,
             })
             .collect();
         let m = &self.metrics;

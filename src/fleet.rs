@@ -153,10 +153,10 @@ impl Analyzer {
     ) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
         let transport = match (&config.simulated, &config.endpoint) {
             (Some(simulated), _) => Transport::Simulated(Simulated::new(simulated)),
-            (None, Some(endpoint)) => Transport::Http(
+            (None, Some(endpoint)) => Transport::Http(Box::new(
                 Http::new(endpoint, &config.health_path, settings.http.timeout)
                     .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
-            ),
+            )),
             (None, None) => anyhow::bail!(
                 "analyzer {} has neither endpoint nor simulated settings",
                 config.id

@@ -10,6 +10,11 @@ use logs_distributor::service;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+/// mimalloc: per-thread heaps, far fewer lock waits and page faults than
+/// the system allocator on the ingest and delivery hot paths.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::fmt;
+use std::io::Write as _;
 use std::str::FromStr;
 
 /// Severity of a log message: the RFC 5424 severities plus `TRACE`.
@@ -78,25 +79,77 @@ pub struct LogPacket {
     pub retry_count: u32,
 }
 
-impl LogPacket {
-    /// Roughly the packet's size as JSON on the wire, for batch limits:
-    /// the text it carries plus a fixed allowance per field.
-    pub fn approx_wire_bytes(&self) -> usize {
-        const PACKET_OVERHEAD: usize = 64;
-        const MESSAGE_OVERHEAD: usize = 96;
-        const METADATA_ENTRY: usize = 48;
-        self.id.len()
-            + PACKET_OVERHEAD
-            + self
-                .messages
-                .iter()
-                .map(|m| {
-                    m.message.len()
-                        + m.source.len()
-                        + MESSAGE_OVERHEAD
-                        + m.metadata.as_ref().map_or(0, |md| md.len() * METADATA_ENTRY)
-                })
-                .sum::<usize>()
+/// A validated packet, encoded once as JSON when it is accepted: the text
+/// the write-ahead log stores, analyzers receive and checkpoints save. In
+/// flight this is all the distributor keeps of a packet (its id, its
+/// message count and one buffer); the full [`LogPacket`] is decoded again
+/// only on the rare paths (dead letter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPacket {
+    id: String,
+    messages: usize,
+    /// `"id":…,"messages":[…]`: the packet's fields but its retry count,
+    /// which changes in flight and is written after them.
+    fields: Box<[u8]>,
+}
+
+/// Room for `,"retry_count":4294967295` and the braces.
+const RETRY_COUNT_BYTES: usize = 27;
+
+impl EncodedPacket {
+    pub fn new(packet: &LogPacket) -> EncodedPacket {
+        #[derive(Serialize)]
+        struct Fields<'a> {
+            id: &'a str,
+            messages: &'a [LogMessage],
+        }
+        let json = serde_json::to_vec(&Fields {
+            id: &packet.id,
+            messages: &packet.messages,
+        })
+        .expect("a packet always serialises to JSON");
+        EncodedPacket {
+            id: packet.id.clone(),
+            messages: packet.messages.len(),
+            fields: json[1..json.len() - 1].into(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn message_count(&self) -> usize {
+        self.messages
+    }
+
+    /// The most bytes [`EncodedPacket::write_json`] writes: its share of
+    /// batch and memory limits.
+    pub fn json_bytes(&self) -> usize {
+        self.fields.len() + RETRY_COUNT_BYTES
+    }
+
+    /// Appends the packet's fields and `"retry_count"`, without braces, so
+    /// that a caller can add fields of its own.
+    pub fn write_fields(&self, retry_count: u32, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.fields);
+        out.extend_from_slice(b",\"retry_count\":");
+        write!(out, "{retry_count}").expect("writing to a Vec cannot fail");
+    }
+
+    /// Appends the packet as a JSON object, exactly as `LogPacket` with
+    /// that `retry_count` serialises.
+    pub fn write_json(&self, retry_count: u32, out: &mut Vec<u8>) {
+        out.push(b'{');
+        self.write_fields(retry_count, out);
+        out.push(b'}');
+    }
+
+    /// The packet again, with `retry_count`.
+    pub fn decode(&self, retry_count: u32) -> LogPacket {
+        let mut json = Vec::with_capacity(self.json_bytes());
+        self.write_json(retry_count, &mut json);
+        serde_json::from_slice(&json).expect("an encoded packet always decodes")
     }
 }
 
@@ -434,6 +487,39 @@ mod tests {
 
     const GOOD: &str =
         r#"{"messages":[{"level":"ERROR","message":"Database connection failed","source":"api-service"}]}"#;
+
+    #[test]
+    fn an_encoded_packet_writes_what_serde_writes_and_decodes_back() {
+        let packet = check(
+            r#"{"id":"a,\"b\" é","messages":[{"level":"warn","message":"x\ny","source":"s",
+               "metadata":{"n":1.5,"deep":{"list":[1,null,"z"]}}}]}"#,
+        )
+        .unwrap();
+        let encoded = EncodedPacket::new(&packet);
+        assert_eq!(encoded.id(), packet.id);
+        assert_eq!(encoded.message_count(), 1);
+        for retries in [0, 7, u32::MAX] {
+            let mut json = Vec::new();
+            encoded.write_json(retries, &mut json);
+            let expected = serde_json::to_vec(&LogPacket {
+                retry_count: retries,
+                ..packet.clone()
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(json.clone()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+            assert!(json.len() <= encoded.json_bytes());
+            assert_eq!(
+                encoded.decode(retries),
+                LogPacket {
+                    retry_count: retries,
+                    ..packet.clone()
+                }
+            );
+        }
+    }
 
     #[test]
     fn a_minimal_packet_gets_an_id_and_the_receive_time() {

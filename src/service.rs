@@ -18,7 +18,7 @@ use crate::k8s::{self, KubeState};
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, RetryBudget};
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
-use crate::storage::{Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR};
+use crate::storage::{Checkpoint, DeadLetter, Unfinished, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR};
 use crate::traffic::Traffic;
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -92,6 +92,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         WalOptions {
             fsync: settings.wal.fsync,
             segment_bytes: settings.wal.segment_bytes,
+            commit_delay: settings.wal.commit_delay,
             fsync_duration: Some(metrics.wal_fsync_duration.clone()),
         },
     )
@@ -217,7 +218,17 @@ async fn recover(
     let (from, state, next_seq) = match checkpoint {
         Some(saved) => {
             dispatcher.restore_counters(&saved.counters);
-            let state = saved.in_flight.into_iter().map(|p| (p.seq, p.packet)).collect();
+            let state = saved
+                .in_flight
+                .into_iter()
+                .map(|saved| {
+                    let unfinished = Unfinished {
+                        packet: saved.packet,
+                        retries: saved.retries,
+                    };
+                    (saved.seq, unfinished)
+                })
+                .collect();
             (saved.wal_segment, state, saved.next_seq)
         }
         None => (0, BTreeMap::new(), 0),

@@ -19,15 +19,17 @@
 //!   misread.
 
 use super::dead_letter::write_atomically;
-use crate::model::LogPacket;
+use crate::model::{EncodedPacket, LogPacket};
 use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 pub const VERSION: u32 = 1;
 
@@ -45,12 +47,45 @@ pub struct Checkpoint {
     pub in_flight: Vec<SavedPacket>,
 }
 
-/// An in-flight packet and its place in the write-ahead log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An in-flight packet and its place in the write-ahead log, saved as
+/// `{"seq":n,"id":…,"messages":[…],"retry_count":r}`: the packet's own
+/// encoded text, not encoded again.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SavedPacket {
     pub seq: u64,
-    #[serde(flatten)]
-    pub packet: LogPacket,
+    pub packet: Arc<EncodedPacket>,
+    pub retries: u32,
+}
+
+impl Serialize for SavedPacket {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut json = Vec::with_capacity(self.packet.json_bytes() + 32);
+        write!(json, "{{\"seq\":{},", self.seq).map_err(S::Error::custom)?;
+        self.packet.write_fields(self.retries, &mut json);
+        json.push(b'}');
+        let text = String::from_utf8(json).map_err(S::Error::custom)?;
+        RawValue::from_string(text)
+            .map_err(S::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SavedPacket {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Saved {
+            seq: u64,
+            #[serde(flatten)]
+            packet: LogPacket,
+        }
+        let saved = Saved::deserialize(deserializer)?;
+        Ok(SavedPacket {
+            seq: saved.seq,
+            retries: saved.packet.retry_count,
+            packet: Arc::new(EncodedPacket::new(&saved.packet)),
+        })
+    }
 }
 
 /// Lifetime counters, carried across restarts.
@@ -159,7 +194,8 @@ mod tests {
             counters,
             in_flight: vec![SavedPacket {
                 seq: 7,
-                packet: LogPacket {
+                retries: 2,
+                packet: Arc::new(EncodedPacket::new(&LogPacket {
                     id: "p1".into(),
                     messages: vec![LogMessage {
                         level: Level::Info,
@@ -169,7 +205,7 @@ mod tests {
                         metadata: None,
                     }],
                     retry_count: 2,
-                },
+                })),
             }],
         }
     }

@@ -28,7 +28,8 @@
 //!   before any of them is acknowledged. A failed write is cut back off the
 //!   segment, so a disk that fills up leaves no half record behind.
 
-use crate::model::LogPacket;
+use super::Unfinished;
+use crate::model::{EncodedPacket, LogPacket};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -107,9 +108,19 @@ pub enum RecoverMode {
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    Accept { seq: u64, packet: Arc<LogPacket> },
-    Retry { seq: u64, retries: u32 },
-    End { seq: u64 },
+    /// A packet taken in, with the retries it had already spent.
+    Accept {
+        seq: u64,
+        packet: Arc<EncodedPacket>,
+        retries: u32,
+    },
+    Retry {
+        seq: u64,
+        retries: u32,
+    },
+    End {
+        seq: u64,
+    },
 }
 
 impl Record {
@@ -118,10 +129,10 @@ impl Record {
         let start = out.len();
         out.extend_from_slice(&[0; HEADER_BYTES]);
         match self {
-            Record::Accept { seq, packet } => {
+            Record::Accept { seq, packet, retries } => {
                 out.push(KIND_ACCEPT);
                 out.extend_from_slice(&seq.to_le_bytes());
-                serde_json::to_writer(&mut *out, packet).expect("a packet always serialises to JSON");
+                packet.write_json(*retries, out);
             }
             Record::Retry { seq, retries } => {
                 out.push(KIND_RETRY);
@@ -163,12 +174,15 @@ impl Record {
                 .ok_or_else(|| DecodeError::Corrupt("record too short for its kind".into()))
         };
         let record = match body[0] {
-            KIND_ACCEPT => Record::Accept {
-                seq: seq(body)?,
-                packet: serde_json::from_slice(&body[9..])
-                    .map(Arc::new)
-                    .map_err(|e| DecodeError::Unreadable(format!("accept record holds no packet: {e}")))?,
-            },
+            KIND_ACCEPT => {
+                let packet: LogPacket = serde_json::from_slice(&body[9..])
+                    .map_err(|e| DecodeError::Unreadable(format!("accept record holds no packet: {e}")))?;
+                Record::Accept {
+                    seq: seq(body)?,
+                    packet: Arc::new(EncodedPacket::new(&packet)),
+                    retries: packet.retry_count,
+                }
+            }
             KIND_RETRY => Record::Retry {
                 seq: seq(body)?,
                 retries: body
@@ -215,7 +229,7 @@ pub enum WalError {
 #[derive(Debug, Default)]
 pub struct Recovered {
     /// Packets without an End record, by seq, with their retry counts.
-    pub in_flight: BTreeMap<u64, LogPacket>,
+    pub in_flight: BTreeMap<u64, Unfinished>,
     /// The seq after the largest one seen.
     pub next_seq: u64,
     pub records: u64,
@@ -238,7 +252,7 @@ pub fn recover(
     dir: &Path,
     from: u64,
     tail: u64,
-    mut state: BTreeMap<u64, LogPacket>,
+    mut state: BTreeMap<u64, Unfinished>,
     mut next_seq: u64,
     mode: RecoverMode,
 ) -> Result<Recovered, WalError> {
@@ -300,15 +314,15 @@ pub fn recover(
     Ok(report)
 }
 
-fn apply(state: &mut BTreeMap<u64, LogPacket>, next_seq: &mut u64, record: Record) {
+fn apply(state: &mut BTreeMap<u64, Unfinished>, next_seq: &mut u64, record: Record) {
     match record {
-        Record::Accept { seq, packet } => {
+        Record::Accept { seq, packet, retries } => {
             *next_seq = (*next_seq).max(seq + 1);
-            state.insert(seq, Arc::unwrap_or_clone(packet));
+            state.insert(seq, Unfinished { packet, retries });
         }
         Record::Retry { seq, retries } => {
-            if let Some(packet) = state.get_mut(&seq) {
-                packet.retry_count = retries;
+            if let Some(unfinished) = state.get_mut(&seq) {
+                unfinished.retries = retries;
             }
         }
         Record::End { seq } => {
@@ -381,6 +395,9 @@ pub struct Wal {
 pub struct WalOptions {
     pub fsync: FsyncMode,
     pub segment_bytes: u64,
+    /// With [`FsyncMode::Always`], how long a commit waits for more
+    /// appends while they arrive concurrently.
+    pub commit_delay: Duration,
     /// Observes how long each fdatasync takes, when set.
     pub fsync_duration: Option<prometheus::Histogram>,
 }
@@ -399,6 +416,7 @@ impl Wal {
             options,
             unsynced: false,
             last_sync: Instant::now(),
+            concurrent: false,
         };
         std::thread::Builder::new()
             .name("wal-writer".into())
@@ -504,6 +522,8 @@ struct Writer {
     options: WalOptions,
     unsynced: bool,
     last_sync: Instant,
+    /// Whether the last group held more than one durable append.
+    concurrent: bool,
 }
 
 impl Writer {
@@ -525,6 +545,21 @@ impl Writer {
             };
             let mut group = vec![first];
             group.extend(incoming.try_iter());
+            let appends = group
+                .iter()
+                .filter(|c| matches!(c, Command::Append { .. }))
+                .count();
+            if self.concurrent
+                && self.options.fsync == FsyncMode::Always
+                && !self.options.commit_delay.is_zero()
+            {
+                // Appends arrive concurrently: one sleep lets more of them
+                // share the fdatasync (PostgreSQL's commit_delay, with its
+                // commit_siblings in `concurrent`).
+                std::thread::sleep(self.options.commit_delay);
+                group.extend(incoming.try_iter());
+            }
+            self.concurrent = appends > 1;
             self.commit(group);
         }
         let rest = self.take_pending();
@@ -660,8 +695,8 @@ mod tests {
     use super::*;
     use crate::model::{Level, LogMessage};
 
-    fn packet(id: &str) -> LogPacket {
-        LogPacket {
+    fn packet(id: &str) -> Arc<EncodedPacket> {
+        Arc::new(EncodedPacket::new(&LogPacket {
             id: id.into(),
             messages: vec![LogMessage {
                 level: Level::Info,
@@ -671,7 +706,7 @@ mod tests {
                 metadata: None,
             }],
             retry_count: 0,
-        }
+        }))
     }
 
     /// Replays every segment of `dir` from scratch.
@@ -683,6 +718,7 @@ mod tests {
         WalOptions {
             fsync,
             segment_bytes: 1 << 20,
+            commit_delay: Duration::ZERO,
             fsync_duration: None,
         }
     }
@@ -704,7 +740,8 @@ mod tests {
         for seq in 1..=2 {
             wal.append_durable(&[Record::Accept {
                 seq,
-                packet: Arc::new(packet("a")),
+                packet: packet("a"),
+                retries: 0,
             }])
             .await
             .unwrap();
@@ -717,7 +754,8 @@ mod tests {
         let records = [
             Record::Accept {
                 seq: 7,
-                packet: Arc::new(packet("a")),
+                packet: packet("a"),
+                retries: 0,
             },
             Record::Retry { seq: 7, retries: 2 },
             Record::End { seq: 7 },
@@ -761,11 +799,13 @@ mod tests {
         wal.append_durable(&[
             Record::Accept {
                 seq: 1,
-                packet: Arc::new(packet("a")),
+                packet: packet("a"),
+                retries: 0,
             },
             Record::Accept {
                 seq: 2,
-                packet: Arc::new(packet("b")),
+                packet: packet("b"),
+                retries: 0,
             },
         ])
         .await
@@ -773,7 +813,8 @@ mod tests {
         wal.append(&[Record::Retry { seq: 2, retries: 2 }, Record::End { seq: 1 }]);
         wal.append_durable(&[Record::Accept {
             seq: 3,
-            packet: Arc::new(packet("c")),
+            packet: packet("c"),
+            retries: 0,
         }])
         .await
         .unwrap();
@@ -782,7 +823,7 @@ mod tests {
         let ids: Vec<_> = recovered
             .in_flight
             .values()
-            .map(|p| (p.id.as_str(), p.retry_count))
+            .map(|p| (p.packet.id(), p.retries))
             .collect();
         assert_eq!(ids, [("b", 2), ("c", 0)]);
         assert_eq!(recovered.next_seq, 4);
@@ -795,7 +836,8 @@ mod tests {
         let wal = Wal::open(dir.path(), 0, options(FsyncMode::Never)).unwrap();
         wal.append_durable(&[Record::Accept {
             seq: 1,
-            packet: Arc::new(packet("a")),
+            packet: packet("a"),
+            retries: 0,
         }])
         .await
         .unwrap();
@@ -803,7 +845,8 @@ mod tests {
         assert_eq!(next, 2);
         wal.append_durable(&[Record::Accept {
             seq: 2,
-            packet: Arc::new(packet("b")),
+            packet: packet("b"),
+            retries: 0,
         }])
         .await
         .unwrap();
@@ -820,7 +863,8 @@ mod tests {
         for seq in 1..=3 {
             wal.append_durable(&[Record::Accept {
                 seq,
-                packet: Arc::new(packet("p")),
+                packet: packet("p"),
+                retries: 0,
             }])
             .await
             .unwrap();
@@ -860,7 +904,8 @@ mod tests {
                 tokio::spawn(async move {
                     wal.append_durable(&[Record::Accept {
                         seq,
-                        packet: Arc::new(packet("x")),
+                        packet: packet("x"),
+                        retries: 0,
                     }])
                     .await
                 })

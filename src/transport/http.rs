@@ -15,31 +15,32 @@
 
 use super::DeliveryFailure;
 use crate::dispatch::Job;
-use crate::model::LogMessage;
-use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{StatusCode, Url};
-use serde::Serialize;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
+use url::Url;
 
 /// The header that carries the packet ids of a delivery.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 /// How much of an analyzer's refusal is kept as `final_error`.
 const ANSWER_EXCERPT_BYTES: usize = 1024;
+/// How long an unused pooled connection is kept open.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug)]
 pub struct Http {
-    client: reqwest::Client,
+    client: Client<HttpConnector, Full<Bytes>>,
     endpoint: Url,
-    health_url: Url,
+    /// `endpoint` and the health URL, parsed once for every request.
+    endpoint_uri: Uri,
+    health_uri: Uri,
     timeout: Duration,
-}
-
-/// A packet as analyzers receive it.
-#[derive(Serialize)]
-struct WirePacket<'a> {
-    id: &'a str,
-    messages: &'a [LogMessage],
-    retry_count: u32,
 }
 
 impl Http {
@@ -52,16 +53,23 @@ impl Http {
         let health_url = endpoint
             .join(health_path)
             .map_err(|e| format!("health path {health_path:?} does not resolve against {endpoint}: {e}"))?;
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
+        let as_uri = |url: &Url| {
+            url.as_str()
+                .parse::<Uri>()
+                .map_err(|e| format!("{url} is not a usable URL: {e}"))
+        };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
         Ok(Http {
             client,
+            endpoint_uri: as_uri(&endpoint)?,
+            health_uri: as_uri(&health_url)?,
             endpoint,
-            health_url,
             timeout,
         })
     }
@@ -71,70 +79,100 @@ impl Http {
     }
 
     pub async fn deliver(&self, batch: &[Job]) -> Result<(), DeliveryFailure> {
-        let packets: Vec<WirePacket<'_>> = batch
-            .iter()
-            .map(|job| WirePacket {
-                id: &job.packet.id,
-                messages: &job.packet.messages,
-                retry_count: job.retries,
-            })
-            .collect();
-        let body = serde_json::to_vec(&packets)
-            .map_err(|e| DeliveryFailure::permanent(format!("cannot encode packets: {e}")))?;
-        let ids: Vec<String> = batch.iter().map(|job| percent_encode(&job.packet.id)).collect();
-        let mut request = self
-            .client
-            .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .timeout(self.timeout)
-            .body(body);
+        let mut request = Request::post(self.endpoint_uri.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(Full::new(Bytes::from(encode_body(batch))))
+            .map_err(|e| DeliveryFailure::permanent(format!("cannot build the request: {e}")))?;
+        let ids: Vec<String> = batch.iter().map(|job| percent_encode(job.packet.id())).collect();
         if let Ok(value) = HeaderValue::from_str(&ids.join(",")) {
-            request = request.header(IDEMPOTENCY_HEADER, value);
+            request.headers_mut().insert(IDEMPOTENCY_HEADER, value);
         }
-        let response = request.send().await.map_err(|e| self.transport_failure(&e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let excerpt = answer_excerpt(response).await;
-        let message = format!("analyzer answered HTTP {}: {excerpt}", status.as_u16());
-        let mut failure = if is_retryable(status) {
-            DeliveryFailure::retryable(message)
-        } else {
-            DeliveryFailure::permanent(message)
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
+            let status = response.status();
+            if status.is_success() {
+                // Read to the end, so that the connection goes back to the pool.
+                response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("reading the answer failed: {e}"))?;
+                return Ok::<_, String>(None);
+            }
+            Ok(Some(refusal(response).await))
         };
-        failure.retry_after = retry_after;
-        Err(failure)
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => Err(DeliveryFailure::retryable(self.no_answer())),
+            Ok(Err(message)) => Err(DeliveryFailure::retryable(message)),
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(failure))) => Err(failure),
+        }
     }
 
     pub async fn probe(&self) -> Result<(), String> {
-        let response = self
-            .client
-            .get(self.health_url.clone())
-            .timeout(self.timeout)
-            .send()
+        let request = Request::get(self.health_uri.clone())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("cannot build the probe: {e}"))?;
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
+            let status = response.status();
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer failed: {e}"))?;
+            Ok::<_, String>(status)
+        };
+        let status = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|e| describe(&e, self.timeout))?;
-        if response.status().is_success() {
+            .map_err(|_| self.no_answer())??;
+        if status.is_success() {
             Ok(())
         } else {
-            Err(format!(
-                "{} answered HTTP {}",
-                self.health_url,
-                response.status().as_u16()
-            ))
+            Err(format!("{} answered HTTP {}", self.health_uri, status.as_u16()))
         }
     }
 
-    fn transport_failure(&self, e: &reqwest::Error) -> DeliveryFailure {
-        DeliveryFailure::retryable(describe(e, self.timeout))
+    fn no_answer(&self) -> String {
+        format!("no answer within {}", humantime::format_duration(self.timeout))
     }
+}
+
+/// What a non-2xx answer means: retryable or not, the analyzer's
+/// `Retry-After`, and the start of its answer.
+async fn refusal(response: Response<Incoming>) -> DeliveryFailure {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let excerpt = answer_excerpt(response.into_body()).await;
+    let message = format!("analyzer answered HTTP {}: {excerpt}", status.as_u16());
+    let mut failure = if is_retryable(status) {
+        DeliveryFailure::retryable(message)
+    } else {
+        DeliveryFailure::permanent(message)
+    };
+    failure.retry_after = retry_after;
+    failure
+}
+
+/// The delivery's body: a JSON array of the packets, each with its retry
+/// count, from the text they were encoded to when accepted.
+fn encode_body(batch: &[Job]) -> Vec<u8> {
+    let size: usize = batch.iter().map(|job| job.packet.json_bytes() + 1).sum();
+    let mut body = Vec::with_capacity(size + 2);
+    body.push(b'[');
+    for (n, job) in batch.iter().enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        job.packet.write_json(job.retries, &mut body);
+    }
+    body.push(b']');
+    body
 }
 
 /// Percent-encodes every byte but RFC 3986's unreserved ones, so that an
@@ -157,10 +195,8 @@ fn is_retryable(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        format!("no answer within {}", humantime::format_duration(timeout))
-    } else if e.is_connect() {
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    if e.is_connect() {
         format!("cannot connect: {}", root_cause(e))
     } else {
         format!("request failed: {}", root_cause(e))
@@ -175,10 +211,21 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-async fn answer_excerpt(response: reqwest::Response) -> String {
-    let bytes = response.bytes().await.unwrap_or_default();
-    let cut = &bytes[..bytes.len().min(ANSWER_EXCERPT_BYTES)];
-    String::from_utf8_lossy(cut).trim().to_string()
+/// The first [`ANSWER_EXCERPT_BYTES`] of an answer, as text; reading stops there.
+async fn answer_excerpt(mut body: Incoming) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < ANSWER_EXCERPT_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            _ => break,
+        }
+    }
+    bytes.truncate(ANSWER_EXCERPT_BYTES);
+    String::from_utf8_lossy(&bytes).trim().to_string()
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ impl DeliveryFailure {
 #[derive(Debug)]
 pub enum Transport {
     Simulated(Simulated),
-    Http(Http),
+    Http(Box<Http>),
 }
 
 impl Transport {
