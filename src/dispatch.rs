@@ -236,6 +236,23 @@ impl Dispatcher {
         Ok(ids)
     }
 
+    /// Whether anything can be admitted now: `Full` when either limit is
+    /// already reached (a cheap check before a request is validated).
+    pub fn check_room(&self) -> Result<(), AdmitError> {
+        let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
+        if self.in_flight.load(Ordering::Acquire) >= max_packets {
+            return Err(AdmitError::Full {
+                capacity: format!("{max_packets} packets in flight"),
+            });
+        }
+        if self.in_flight_bytes.load(Ordering::Acquire) >= max_bytes {
+            return Err(AdmitError::Full {
+                capacity: format!("{max_bytes} bytes in flight"),
+            });
+        }
+        Ok(())
+    }
+
     /// Counts `count` packets of `bytes` in, if both limits allow.
     fn reserve(&self, count: usize, bytes: usize) -> Result<(), AdmitError> {
         let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);

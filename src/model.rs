@@ -33,6 +33,23 @@ pub enum Level {
     Trace,
 }
 
+impl Level {
+    /// The canonical name: what analyzers receive.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Emergency => "EMERGENCY",
+            Level::Alert => "ALERT",
+            Level::Critical => "CRITICAL",
+            Level::Error => "ERROR",
+            Level::Warning => "WARNING",
+            Level::Notice => "NOTICE",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        }
+    }
+}
+
 impl FromStr for Level {
     type Err = String;
 
@@ -65,9 +82,124 @@ pub struct LogMessage {
     pub level: Level,
     pub message: String,
     pub source: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub timestamp: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl LogMessage {
+    /// Appends the message as JSON, byte for byte what serde_json writes.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"level\":\"");
+        out.extend_from_slice(self.level.name().as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        write_str(&self.message, out);
+        out.extend_from_slice(b",\"source\":");
+        write_str(&self.source, out);
+        out.extend_from_slice(b",\"timestamp\":");
+        let mut text = [0u8; 30];
+        match rfc3339::write(&self.timestamp, &mut text) {
+            Some(len) => {
+                out.push(b'"');
+                out.extend_from_slice(&text[..len]);
+                out.push(b'"');
+            }
+            None => serde_json::to_writer(&mut *out, &self.timestamp).expect("a timestamp always serialises"),
+        }
+        if let Some(metadata) = &self.metadata {
+            out.extend_from_slice(b",\"metadata\":");
+            serde_json::to_writer(&mut *out, metadata).expect("metadata always serialises");
+        }
+        out.push(b'}');
+    }
+}
+
+/// Appends `text` as a JSON string: copied when nothing in it needs
+/// escaping (the usual case), otherwise escaped by serde_json.
+fn write_str(text: &str, out: &mut Vec<u8>) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, text).expect("a string always serialises");
+    }
+}
+
+/// Timestamps written exactly as chrono's serde writes them (RFC 3339,
+/// 0, 3, 6 or 9 fraction digits, `Z`), without going through `core::fmt`:
+/// they were the costliest part of encoding a packet.
+mod rfc3339 {
+    use chrono::{DateTime, Datelike, Timelike, Utc};
+    use serde::{Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0u8; 30];
+        match write(time, &mut text) {
+            Some(len) => {
+                serializer.serialize_str(std::str::from_utf8(&text[..len]).expect("digits and ASCII"))
+            }
+            // Years past 9999 or before 0, and leap seconds: chrono's way.
+            None => time.serialize(serializer),
+        }
+    }
+
+    /// Writes `time` into `out`, answering the length; `None` for what
+    /// only chrono writes.
+    pub(super) fn write(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
+        let year = time.year();
+        let nano = time.nanosecond();
+        if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
+            return None;
+        }
+        let mut text = Text { out, len: 0 };
+        text.digits(year as u32, 4);
+        text.byte(b'-');
+        text.digits(time.month(), 2);
+        text.byte(b'-');
+        text.digits(time.day(), 2);
+        text.byte(b'T');
+        text.digits(time.hour(), 2);
+        text.byte(b':');
+        text.digits(time.minute(), 2);
+        text.byte(b':');
+        text.digits(time.second(), 2);
+        if nano != 0 {
+            text.byte(b'.');
+            if nano % 1_000_000 == 0 {
+                text.digits(nano / 1_000_000, 3);
+            } else if nano % 1_000 == 0 {
+                text.digits(nano / 1_000, 6);
+            } else {
+                text.digits(nano, 9);
+            }
+        }
+        text.byte(b'Z');
+        Some(text.len)
+    }
+
+    struct Text<'a> {
+        out: &'a mut [u8; 30],
+        len: usize,
+    }
+
+    impl Text<'_> {
+        fn byte(&mut self, byte: u8) {
+            self.out[self.len] = byte;
+            self.len += 1;
+        }
+
+        /// `value` in exactly `width` decimal digits, zero-padded.
+        fn digits(&mut self, value: u32, width: usize) {
+            let mut rest = value;
+            for at in (self.len..self.len + width).rev() {
+                self.out[at] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            self.len += width;
+        }
+    }
 }
 
 /// A batch of log lines handed to exactly one analyzer.
@@ -97,21 +229,29 @@ pub struct EncodedPacket {
 const RETRY_COUNT_BYTES: usize = 27;
 
 impl EncodedPacket {
+    /// Encodes the packet's fields exactly as serde_json writes them, by
+    /// hand: plain strings are copied rather than escaped byte by byte.
     pub fn new(packet: &LogPacket) -> EncodedPacket {
-        #[derive(Serialize)]
-        struct Fields<'a> {
-            id: &'a str,
-            messages: &'a [LogMessage],
+        let text: usize = packet
+            .messages
+            .iter()
+            .map(|m| m.message.len() + m.source.len() + 96)
+            .sum();
+        let mut out = Vec::with_capacity(packet.id.len() + text + 32);
+        out.extend_from_slice(b"\"id\":");
+        write_str(&packet.id, &mut out);
+        out.extend_from_slice(b",\"messages\":[");
+        for (n, message) in packet.messages.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            message.write_json(&mut out);
         }
-        let json = serde_json::to_vec(&Fields {
-            id: &packet.id,
-            messages: &packet.messages,
-        })
-        .expect("a packet always serialises to JSON");
+        out.push(b']');
         EncodedPacket {
             id: packet.id.clone(),
             messages: packet.messages.len(),
-            fields: json[1..json.len() - 1].into(),
+            fields: out.into_boxed_slice(),
         }
     }
 
@@ -181,6 +321,17 @@ struct IncomingPacket<'a> {
     _retry_count: Option<u32>,
 }
 
+/// A well-formed packet, parsed in one pass (see [`Limits::validate`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WholePacket {
+    #[serde(default)]
+    id: Option<String>,
+    messages: Vec<IncomingMessage>,
+    #[serde(default, rename = "retry_count")]
+    _retry_count: Option<u32>,
+}
+
 /// Why one packet of a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PacketError {
@@ -243,6 +394,10 @@ pub enum BodyError {
 
 /// Splits a JSON array body into its raw packets without parsing them.
 pub fn split_json_array(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        // The common case in one pass.
+        return serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()));
+    }
     let value: &RawValue = serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
     let text = value.get();
     match text.as_bytes().first() {
@@ -313,6 +468,32 @@ impl Limits {
         if !text.starts_with('{') {
             return Err(fail(None, "a packet must be a JSON object".into()));
         }
+        if let Ok(whole) = serde_json::from_str::<WholePacket>(text) {
+            // Well-formed (the usual case): parsed in one pass.
+            if let Some(id) = &whole.id {
+                self.check_id(id).map_err(|r| fail(Some(id.clone()), r))?;
+            }
+            let messages = self
+                .check_message_count(whole.messages.len())
+                .and_then(|()| {
+                    whole
+                        .messages
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, message)| {
+                            self.validate_message(message, now)
+                                .map_err(|r| format!("messages[{i}].{r}"))
+                        })
+                        .collect()
+                })
+                .map_err(|r| fail(whole.id.clone(), r))?;
+            return Ok(LogPacket {
+                id: whole.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                messages,
+                retry_count: 0,
+            });
+        }
+        // Malformed somewhere: message by message, to name the field at fault.
         let incoming: IncomingPacket = parse(text).map_err(|e| fail(peek_id(text), at(None, e)))?;
         if let Some(id) = &incoming.id {
             self.check_id(id).map_err(|r| fail(Some(id.clone()), r))?;
@@ -346,21 +527,25 @@ impl Limits {
         Ok(())
     }
 
+    fn check_message_count(&self, count: usize) -> Result<(), String> {
+        if count == 0 {
+            return Err("messages: must hold at least 1 message".into());
+        }
+        if count > self.max_messages_per_packet {
+            return Err(format!(
+                "messages: holds {count} messages: at most {} are allowed per packet",
+                self.max_messages_per_packet
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_messages(
         &self,
         incoming: &[&RawValue],
         now: DateTime<Utc>,
     ) -> Result<Vec<LogMessage>, String> {
-        if incoming.is_empty() {
-            return Err("messages: must hold at least 1 message".into());
-        }
-        if incoming.len() > self.max_messages_per_packet {
-            return Err(format!(
-                "messages: holds {} messages: at most {} are allowed per packet",
-                incoming.len(),
-                self.max_messages_per_packet
-            ));
-        }
+        self.check_message_count(incoming.len())?;
         incoming
             .iter()
             .enumerate()
@@ -423,6 +608,11 @@ fn nesting(value: &serde_json::Value) -> usize {
 /// Parses `text`; a failure names the field at fault (`level`, or none
 /// when the object itself is wrong) and the reason.
 fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, (Option<String>, String)> {
+    // The fast path for good input; only a failure pays for tracking the
+    // path again, to name the field at fault.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -488,16 +678,78 @@ mod tests {
     const GOOD: &str =
         r#"{"messages":[{"level":"ERROR","message":"Database connection failed","source":"api-service"}]}"#;
 
+    mod timestamps {
+        use super::super::rfc3339;
+        use chrono::{DateTime, SecondsFormat, Utc};
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn are_written_as_chrono_writes_them(
+                seconds in -62_135_596_800i64..253_402_300_799i64,
+                nanos in prop_oneof![
+                    Just(0u32),
+                    (0u32..1000).prop_map(|ms| ms * 1_000_000),
+                    (0u32..1_000_000).prop_map(|us| us * 1_000),
+                    0u32..1_000_000_000,
+                ],
+            ) {
+                let time = DateTime::<Utc>::from_timestamp(seconds, nanos).unwrap();
+                let mut text = [0u8; 30];
+                let len = rfc3339::write(&time, &mut text).expect("years 0 to 9999 are written");
+                let chrono = time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+                prop_assert_eq!(std::str::from_utf8(&text[..len]).unwrap(), chrono.as_str());
+            }
+        }
+    }
+
     #[test]
-    fn an_encoded_packet_writes_what_serde_writes_and_decodes_back() {
-        let packet = check(
-            r#"{"id":"a,\"b\" é","messages":[{"level":"warn","message":"x\ny","source":"s",
-               "metadata":{"n":1.5,"deep":{"list":[1,null,"z"]}}}]}"#,
-        )
-        .unwrap();
+    fn timestamps_only_chrono_can_write_fall_back_to_it() {
+        let far = DateTime::<Utc>::from_timestamp(300_000_000_000, 0).unwrap();
+        assert_eq!(rfc3339::write(&far, &mut [0; 30]), None);
+        let message = LogMessage {
+            level: Level::Info,
+            message: "m".into(),
+            source: "s".into(),
+            timestamp: far,
+            metadata: None,
+        };
+        let json = serde_json::to_value(&message).unwrap();
+        assert_eq!(json["timestamp"], serde_json::to_value(far).unwrap());
+    }
+
+    #[test]
+    fn level_names_are_their_serde_names() {
+        for level in [
+            Level::Emergency,
+            Level::Alert,
+            Level::Critical,
+            Level::Error,
+            Level::Warning,
+            Level::Notice,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ] {
+            assert_eq!(serde_json::to_value(level).unwrap(), level.name());
+        }
+    }
+
+    #[test]
+    fn encoded_packets_write_what_serde_writes_and_decode_back() {
+        let plain = r#"{"id":"p-1","messages":[{"level":"INFO","message":"plain text","source":"api",
+            "timestamp":"2024-01-01T10:00:15.250Z"},{"level":"debug","message":"two","source":"b"}]}"#;
+        let escaped = r#"{"id":"a,\"b\" é","messages":[{"level":"warn","message":"x\ny \\ \"q\"","source":"s\t",
+               "metadata":{"n":1.5,"deep":{"list":[1,null,"z"]}}}]}"#;
+        for text in [plain, escaped] {
+            encoded_packet_matches_serde(check(text).unwrap());
+        }
+    }
+
+    fn encoded_packet_matches_serde(packet: LogPacket) {
         let encoded = EncodedPacket::new(&packet);
         assert_eq!(encoded.id(), packet.id);
-        assert_eq!(encoded.message_count(), 1);
+        assert_eq!(encoded.message_count(), packet.messages.len());
         for retries in [0, 7, u32::MAX] {
             let mut json = Vec::new();
             encoded.write_json(retries, &mut json);

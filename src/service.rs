@@ -133,7 +133,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let ready = Arc::new(AtomicBool::new(false));
     let traffic = Traffic::new();
     let kube = (settings.source == Source::Kubernetes).then(|| Arc::new(KubeState::default()));
-    let state = AppState {
+    let state = AppState::new(api::Shared {
         dispatcher: dispatcher.clone(),
         limits: settings.limits.clone(),
         started: Instant::now(),
@@ -142,7 +142,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         kube: kube.clone(),
         auth,
         request_timeout: settings.server.request_timeout,
-    };
+    });
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();
     let server = {

@@ -100,6 +100,12 @@ async fn accept(
         .limits
         .check_count(raw.len())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Already full: refuse before validating, so that overload does not
+    // burn the time the deliveries need on packets that cannot be kept.
+    state
+        .dispatcher
+        .check_room()
+        .map_err(|e| refused(state, e, raw.len()))?;
 
     let now = Utc::now();
     let mut packets = Vec::with_capacity(raw.len());
@@ -133,22 +139,11 @@ async fn accept(
         return Ok((StatusCode::BAD_REQUEST, Json(report)).into_response());
     }
     let count = packets.len();
-    let ids = state.dispatcher.admit(packets).await.map_err(|e| {
-        let reason = match e {
-            AdmitError::Full { .. } => "overloaded",
-            AdmitError::ShuttingDown => "shutting_down",
-            AdmitError::StorageUnavailable(_) => "storage_unavailable",
-        };
-        metrics
-            .packets_rejected
-            .with_label_values(&[reason])
-            .inc_by(count as u64);
-        let wait = match e {
-            AdmitError::Full { .. } => RETRY_AFTER_FULL,
-            AdmitError::ShuttingDown | AdmitError::StorageUnavailable(_) => RETRY_AFTER_SHUTDOWN,
-        };
-        ApiError::unavailable(format!("{e}; nothing from this request was kept"), wait)
-    })?;
+    let ids = state
+        .dispatcher
+        .admit(packets)
+        .await
+        .map_err(|e| refused(state, e, count))?;
     let status = if errors.is_empty() {
         StatusCode::ACCEPTED
     } else {
@@ -163,6 +158,26 @@ async fn accept(
         errors,
     };
     Ok((status, Json(report)).into_response())
+}
+
+/// The 503 for packets the dispatcher did not take, counted by reason.
+fn refused(state: &AppState, e: AdmitError, count: usize) -> ApiError {
+    let reason = match e {
+        AdmitError::Full { .. } => "overloaded",
+        AdmitError::ShuttingDown => "shutting_down",
+        AdmitError::StorageUnavailable(_) => "storage_unavailable",
+    };
+    state
+        .dispatcher
+        .metrics()
+        .packets_rejected
+        .with_label_values(&[reason])
+        .inc_by(count as u64);
+    let wait = match e {
+        AdmitError::Full { .. } => RETRY_AFTER_FULL,
+        AdmitError::ShuttingDown | AdmitError::StorageUnavailable(_) => RETRY_AFTER_SHUTDOWN,
+    };
+    ApiError::unavailable(format!("{e}; nothing from this request was kept"), wait)
 }
 
 fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {

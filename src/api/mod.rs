@@ -25,9 +25,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What every handler shares.
+/// What every handler shares; a clone (one per request and layer) is one
+/// reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     pub limits: Limits,
     pub started: Instant,
@@ -42,7 +60,7 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
 }
 
-impl AppState {
+impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
