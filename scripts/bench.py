@@ -15,13 +15,14 @@ Every row gets a fresh distributor or nginx, so its peak RSS is its own.
 Extra rows:
   - `wrk` against nginx at 1 packet per request, next to loadgen's figure for
     the same target: is the load generator the bottleneck?
-  - open loop at half the distributor's peak (fsync always): latency there;
+  - the distributor with `batch.max_packets: 256` (fsync always): packets
+    bound for one analyzer leave in one request when they queue up;
+  - open loop at half the batched distributor's peak: latency there;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
     must stay flat (503s, not growth).
 
 Environment: BENCH_DURATION (seconds per row, default 10),
-BENCH_CONCURRENCY (connections, default 64), BENCH_BATCH_PACKETS (the
-distributor's batch.max_packets; default: its own default, 1), BENCH_CRITERION=1 to also run
+BENCH_CONCURRENCY (connections, default 64), BENCH_CRITERION=1 to also run
 the criterion micro-benchmarks in quick mode at the end.
 """
 
@@ -48,8 +49,8 @@ FSYNC_MODES = ("always", "interval:10", "never")
 WEIGHTS = (40, 30, 20, 10)
 MESSAGES_PER_PACKET = 3
 MESSAGE_BYTES = 200
-# Packets per delivery to an analyzer; unset: the distributor's default (1).
-BATCH_PACKETS = int(os.environ.get("BENCH_BATCH_PACKETS", "0"))
+# batch.max_packets of the batched rows (the default is 1: one packet per request).
+BATCH_PACKETS = 256
 
 NGINX_CONF = """
 daemon off;
@@ -227,7 +228,7 @@ class Bench:
             self.analyzers.append(process)
             self.analyzer_ports.append(port)
 
-    def start_distributor(self, fsync):
+    def start_distributor(self, fsync, batch=None):
         self.counter += 1
         name = f"distributor-{self.counter}-{fsync.replace(':', '-')}"
         self.start_analyzers()
@@ -238,8 +239,8 @@ class Bench:
                 f.write(f'  - {{id: analyzer-{n + 1}, name: Analyzer {n + 1}, weight: {weight}, '
                         f'endpoint: "http://127.0.0.1:{port}/"}}\n')
             f.write("checkpoint: {interval: 1h}\n")
-            if BATCH_PACKETS:
-                f.write(f"batch: {{max_packets: {BATCH_PACKETS}}}\n")
+            if batch:
+                f.write(f"batch: {{max_packets: {batch}}}\n")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         process = self.spawn([BINARY, "--listen", f"127.0.0.1:{port}",
@@ -374,8 +375,8 @@ def main():
                              None, f"wrk/loadgen {w['rps'] / pps:.2f}x"
                              + (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "")
                              + (f"; {w['errors']}" if w["errors"] else "")))
-            for fsync in FSYNC_MODES:
-                server, base = bench.start_distributor(fsync)
+            for fsync, batch in [(mode, None) for mode in FSYNC_MODES] + [("always", BATCH_PACKETS)]:
+                server, base = bench.start_distributor(fsync, batch)
                 before = get_json(base + "/api/v1/stats")
                 started = time.time()
                 report = loadgen(base + "/api/v1/logs", ppr)
@@ -383,21 +384,21 @@ def main():
                 out = (delivered(after) - delivered(before)) / (time.time() - started)
                 rss = proc_status_mib(server.pid, "VmHWM")
                 bench.stop(server)
-                name = f"distributor {fsync}"
+                name = f"distributor {fsync}" + (f", batch {batch}" if batch else "")
                 peak[(name, ppr)] = report["packets_per_sec"]
                 other = {c: n for c, n in report["status_codes"].items() if c != "202"}
                 rows.append((name, ppr, report["packets_per_sec"], report, rss,
                              f"out {out:,.0f}/s" + (f"; {other}" if other else "")))
-            # Latency at half the peak, open loop (fsync always).
-            half = peak[("distributor always", ppr)] / 2 / ppr
-            server, base = bench.start_distributor("always")
+            # Latency at half the peak, open loop (fsync always, batched).
+            half = peak[(f"distributor always, batch {BATCH_PACKETS}", ppr)] / 2 / ppr
+            server, base = bench.start_distributor("always", BATCH_PACKETS)
             report = loadgen(base + "/api/v1/logs", ppr, concurrency=max(CONCURRENCY, 256), rate=half)
             wait_drained(base)
             rss = proc_status_mib(server.pid, "VmHWM")
             bench.stop(server)
             other = {c: n for c, n in report["status_codes"].items() if c != "202"}
             dropped = report["dropped_by_client"]
-            rows.append(("distributor always @half", ppr, report["packets_per_sec"], report, rss,
+            rows.append((f"batch {BATCH_PACKETS} @half", ppr, report["packets_per_sec"], report, rss,
                          f"open loop {half:,.0f} req/s" + (f"; dropped {dropped}" if dropped else "")
                          + (f"; {other}" if other else "")))
         overloaded = overload(bench)
@@ -408,7 +409,7 @@ def main():
     print(f"\nlogs-distributor bench: {os.cpu_count()} cores, {DURATION} s per row, {CONCURRENCY} connections, "
           f"{MESSAGES_PER_PACKET} messages x ~{MESSAGE_BYTES} B per packet, loopback, "
           f"4 reference analyzers over HTTP\n")
-    header = (f"{'row':<26} {'pkts/req':>8} {'pkts/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+    header = (f"{'row':<32} {'pkts/req':>8} {'pkts/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'peak RSS':>9} {'vs nginx':>8}  notes")
     print(header)
     print("-" * (len(header) + 20))
@@ -416,7 +417,7 @@ def main():
         latency = report["latency_ms"]
         ratio = "-" if name.startswith("nginx") or "@half" in name else f"{pps / peak[('nginx', ppr)]:.2f}x"
         rss_text = "-" if rss is None else f"{rss:.0f} MiB"
-        print(f"{name:<26} {ppr:>8} {pps:>10,.0f} {latency['p50']:>7.2f} {latency['p99']:>7.2f} "
+        print(f"{name:<32} {ppr:>8} {pps:>10,.0f} {latency['p50']:>7.2f} {latency['p99']:>7.2f} "
               f"{rss_text:>9} {ratio:>8}  {note}")
     print("\npkts/s: packets accepted per second by the load generator (nginx: packets in 2xx answers;"
           " wrk row: requests/s of 1 packet). peak RSS: the distributor process (VmHWM); nginx: sum of"
