@@ -1,6 +1,10 @@
 # Build: a release binary with the locked dependency set.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# make: jemalloc (the allocator) is built from source.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY ui ./ui
