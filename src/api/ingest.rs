@@ -124,6 +124,10 @@ async fn accept(
             .inc_by(errors.len() as u64);
     }
     let total = raw.len();
+    // The body is not needed past validation: not kept while the packets
+    // wait for the log (it is most of a request's memory under overload).
+    drop(raw);
+    drop(body);
     if packets.is_empty() {
         let report = SubmitReport {
             error: Some(format!(
