@@ -252,7 +252,7 @@ impl Default for WalConfig {
             fsync: FsyncMode::Always,
             segment_bytes: 64 * 1024 * 1024,
             recover: WalRecover::Strict,
-            commit_delay: Duration::from_millis(1),
+            commit_delay: Duration::ZERO,
         }
     }
 }
