@@ -94,34 +94,7 @@ checkpoint: {interval: 1h}
 shutdown: {drain_timeout: 1s}
 YAML
 
-free_port() {
-    node -e "const s = require('net').createServer(); s.listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); });"
-}
-
-# A port taken between choosing and binding: try another.
-for attempt in 1 2 3; do
-    PORT=$(free_port)
-    "$BINARY" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --config "$WORK/config.yaml" \
-        >"$WORK/distributor.log" 2>&1 &
-    SERVER_PID=$!
-    up=0
-    for _ in $(seq 200); do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            wait "$SERVER_PID" 2>/dev/null || true
-            SERVER_PID=
-            break
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-            up=1
-            break
-        fi
-        sleep 0.1
-    done
-    [ "$up" -eq 1 ] && break
-    [ -n "$SERVER_PID" ] && fail "the distributor did not listen on 127.0.0.1:$PORT within 20 s"
-    say "the distributor could not start on port $PORT (attempt $attempt)"
-done
-[ "$up" -eq 1 ] || fail "the distributor did not start"
+start_distributor
 
 # ---------------------------------------------------------------- test
 

@@ -1,5 +1,6 @@
 # Shell helpers shared by the test scripts (sourced, not run). The caller
-# defines `fail` and `WORK` before using them.
+# defines `fail`, `say` and `WORK` (and `BINARY` for start_distributor)
+# before using them.
 
 # Stops a process we started: TERM, up to 5 s to exit, then KILL.
 stop_pid() {
@@ -21,4 +22,32 @@ quietly() {
         tail -n 30 "$log" >&2
         fail "failed: $*"
     fi
+}
+
+# Starts $BINARY with $WORK/config.yaml and its data in $WORK/data on a free
+# loopback port, logging to $WORK/distributor.log; sets PORT and SERVER_PID
+# once it listens. A port taken between choosing and binding: another one,
+# up to three times.
+start_distributor() {
+    local attempt
+    for attempt in 1 2 3; do
+        PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+        "$BINARY" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --config "$WORK/config.yaml" \
+            >"$WORK/distributor.log" 2>&1 &
+        SERVER_PID=$!
+        for _ in $(seq 200); do
+            if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+                wait "$SERVER_PID" 2>/dev/null || true
+                SERVER_PID=
+                break
+            fi
+            if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+                return 0
+            fi
+            sleep 0.1
+        done
+        [ -n "$SERVER_PID" ] && fail "the distributor did not listen on 127.0.0.1:$PORT within 20 s"
+        say "the distributor could not start on port $PORT (attempt $attempt)"
+    done
+    fail "the distributor did not start"
 }

@@ -70,6 +70,15 @@ pub enum AdmitError {
     StorageUnavailable(String),
 }
 
+impl AdmitError {
+    /// The limit of `max` packets or bytes in flight is reached.
+    fn full(max: usize, unit: &str) -> AdmitError {
+        AdmitError::Full {
+            capacity: format!("{max} {unit} in flight"),
+        }
+    }
+}
+
 /// Where the in-flight packets are, for stats and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pipeline {
@@ -241,14 +250,10 @@ impl Dispatcher {
     pub fn check_room(&self) -> Result<(), AdmitError> {
         let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
         if self.in_flight.load(Ordering::Acquire) >= max_packets {
-            return Err(AdmitError::Full {
-                capacity: format!("{max_packets} packets in flight"),
-            });
+            return Err(AdmitError::full(max_packets, "packets"));
         }
         if self.in_flight_bytes.load(Ordering::Acquire) >= max_bytes {
-            return Err(AdmitError::Full {
-                capacity: format!("{max_bytes} bytes in flight"),
-            });
+            return Err(AdmitError::full(max_bytes, "bytes"));
         }
         Ok(())
     }
@@ -260,9 +265,7 @@ impl Dispatcher {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
                 (now + count <= max_packets).then_some(now + count)
             })
-            .map_err(|_| AdmitError::Full {
-                capacity: format!("{max_packets} packets in flight"),
-            })?;
+            .map_err(|_| AdmitError::full(max_packets, "packets"))?;
         let room = self
             .in_flight_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
@@ -272,9 +275,7 @@ impl Dispatcher {
             });
         if room.is_err() {
             self.in_flight.fetch_sub(count, Ordering::AcqRel);
-            return Err(AdmitError::Full {
-                capacity: format!("{max_bytes} bytes in flight"),
-            });
+            return Err(AdmitError::full(max_bytes, "bytes"));
         }
         Ok(())
     }

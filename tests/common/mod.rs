@@ -627,28 +627,50 @@ impl Drop for Process {
 /// Runs the binary with `args` to completion (at most `DEADLINE`): exit
 /// status, stdout, stderr.
 pub fn run_to_end(command: &mut Command) -> (ExitStatus, String, String) {
+    run_bounded(command, None, DEADLINE)
+}
+
+/// Runs `command` to completion with `stdin`, killing it (and failing the
+/// test) after `deadline`: exit status, stdout, stderr.
+pub fn run_bounded(
+    command: &mut Command,
+    stdin: Option<&str>,
+    deadline: Duration,
+) -> (ExitStatus, String, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
-    let mut child = command
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+    let description = format!("{command:?}");
+    let mut child = command
         .spawn()
-        .expect("spawn the binary");
-    let deadline = Instant::now() + DEADLINE;
+        .unwrap_or_else(|e| panic!("cannot run {description}: {e}"));
+    if let Some(text) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let until = Instant::now() + deadline;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             break status;
         }
-        if Instant::now() >= deadline {
+        if Instant::now() >= until {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "the binary was still running after {DEADLINE:?}; stderr:\n{}",
+                "{description} still running after {deadline:?}; stderr:\n{}",
                 std::fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     };
     let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
     (status, read(&out_path), read(&err_path))

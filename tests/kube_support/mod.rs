@@ -7,12 +7,11 @@
 //! fails a test instead of hanging it.
 #![allow(dead_code)]
 
-use crate::common::{Api, Process};
+use crate::common::{run_bounded, Api, Process};
 use serde_json::{json, Value};
 use std::future::Future;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -59,45 +58,11 @@ impl Output {
 
 /// Runs `command` to completion with `stdin`, killing it after `deadline`.
 fn run(mut command: Command, stdin: Option<&str>, deadline: Duration) -> Output {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let out_path = dir.path().join("stdout");
-    let err_path = dir.path().join("stderr");
-    command
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
-        .stderr(std::fs::File::create(&err_path).expect("stderr file"));
-    let description = format!("{command:?}");
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {description}: {e}"));
-    if let Some(text) = stdin {
-        let mut pipe = child.stdin.take().expect("stdin pipe");
-        pipe.write_all(text.as_bytes()).expect("write stdin");
-    }
-    let until = Instant::now() + deadline;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{description} still running after {deadline:?}; stderr: {}",
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+    let (status, stdout, stderr) = run_bounded(&mut command, stdin, deadline);
     Output {
         success: status.success(),
-        stdout: read(&out_path),
-        stderr: read(&err_path),
+        stdout,
+        stderr,
     }
 }
 
