@@ -80,6 +80,12 @@ pub async fn serve(
     Ok(())
 }
 
+/// The most a connection's read buffer grows to (hyper's default is about
+/// 400 KiB). Bodies are copied out chunk by chunk, so a larger buffer saves
+/// few reads and, with hundreds of connections sending large bodies, costs
+/// tens of MiB.
+const READ_BUFFER_MAX: usize = 64 * 1024;
+
 async fn serve_connection<S>(stream: S, app: Router, header_timeout: Duration, stop: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -87,7 +93,8 @@ where
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(header_timeout)
+        .max_buf_size(READ_BUFFER_MAX);
     let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     tokio::pin!(connection);
     let result = tokio::select! {
