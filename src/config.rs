@@ -140,6 +140,11 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Connections open at once; past it, new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Threads that serve requests and run deliveries; unset: one per CPU
+    /// the process may use. Fewer can be faster where the distributor
+    /// shares its CPUs with other busy processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +153,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            worker_threads: None,
         }
     }
 }
@@ -801,6 +807,7 @@ impl Settings {
             ("batch.max_packets", self.batch.max_packets),
             ("batch.max_bytes", self.batch.max_bytes),
             ("server.max_connections", self.server.max_connections),
+            ("server.worker_threads", self.server.worker_threads.unwrap_or(1)),
         ] {
             if value == 0 {
                 return bad(key.into(), "must be at least 1".into());

@@ -57,7 +57,11 @@ fn print_config(args: &ServeArgs) -> anyhow::Result<()> {
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::load(args)?;
     init_logging(settings.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.server.worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async {
         let running = service::start(settings).await?;
         let stop = running.stop_token();

@@ -458,6 +458,12 @@ async fn bad_security_settings_are_refused_at_start() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("server.max_connections"), "{err}");
+    let err = Settings::from_yaml("server: {worker_threads: 0}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.worker_threads"), "{err}");
+    let threads = Settings::from_yaml("server: {worker_threads: 3}\n").unwrap();
+    assert_eq!(threads.server.worker_threads, Some(3));
     // A token file that is not there stops the start.
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings::from_yaml(&format!(
