@@ -53,6 +53,7 @@ use std::fmt;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +61,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use futures_util::FutureExt;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -259,45 +261,116 @@ fn show_progress(args: &LoadgenArgs) -> bool {
     !args.quiet && std::io::stderr().is_terminal()
 }
 
+/// What one worker starts with: its socket (or why it has none), its body
+/// writer and its share of the id recording.
+struct Seat {
+    socket: anyhow::Result<std::net::TcpStream>,
+    body: BodyWriter,
+    recorder: Option<RecordBuffer>,
+}
+
+/// Runs the workers on one thread per core, each thread with its own
+/// single-threaded runtime and its share of the connections (wrk's design):
+/// a request's wake-ups stay on its thread. On one shared multi-threaded
+/// runtime they crossed threads, and the load generator's rate varied by a
+/// third from run to run against the same server.
 async fn run_workers(
     args: &LoadgenArgs,
     shared: &Arc<Shared>,
-    connections: Vec<anyhow::Result<Connection>>,
+    sockets: Vec<anyhow::Result<std::net::TcpStream>>,
     record_sink: Option<mpsc::Sender<Vec<u8>>>,
 ) -> anyhow::Result<WorkerStats> {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let id_prefix = format!("lg-{}-", &run_id[..8]);
     let format = BodyFormat::from_args(args);
-    let mut workers = JoinSet::new();
-    for (worker_id, connection) in connections.into_iter().enumerate() {
-        let body = BodyWriter::new(&id_prefix, worker_id, args, format);
-        let recorder = record_sink.clone().map(RecordBuffer::new);
-        let worker = Worker::new(Arc::clone(shared), body, connection, recorder);
-        workers.spawn(worker.run());
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, sockets.len().max(1));
+    let mut seats: Vec<Vec<Seat>> = (0..threads).map(|_| Vec::new()).collect();
+    for (worker_id, socket) in sockets.into_iter().enumerate() {
+        seats[worker_id % threads].push(Seat {
+            socket,
+            body: BodyWriter::new(&id_prefix, worker_id, args, format),
+            recorder: record_sink.clone().map(RecordBuffer::new),
+        });
     }
     drop(record_sink);
-    let mut totals = WorkerStats::new();
-    while let Some(stats) = workers.join_next().await {
-        totals.merge(stats.context("a load worker panicked")?)?;
+    let mut running = Vec::new();
+    for (n, seats) in seats.into_iter().enumerate() {
+        let shared = Arc::clone(shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("loadgen-{n}"))
+            .spawn(move || run_thread(shared, seats))
+            .context("cannot start a load thread")?;
+        running.push(thread);
     }
-    Ok(totals)
+    tokio::task::spawn_blocking(move || {
+        let mut totals = WorkerStats::new();
+        for thread in running {
+            let stats = thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+            totals.merge(stats)?;
+        }
+        Ok(totals)
+    })
+    .await?
 }
 
-/// Opens the workers' connections up front, so connecting is not timed as latency.
+/// One load thread: its workers until the run is over, then their totals.
+fn run_thread(shared: Arc<Shared>, seats: Vec<Seat>) -> anyhow::Result<WorkerStats> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let mut workers = JoinSet::new();
+        for seat in seats {
+            // Registered with this thread's runtime, which drives it from now on.
+            let connection = match seat.socket.and_then(|socket| Ok(TcpStream::from_std(socket)?)) {
+                Ok(stream) => Connection::over(stream).await,
+                Err(error) => Err(error),
+            };
+            let worker = Worker::new(Arc::clone(&shared), seat.body, connection, seat.recorder);
+            workers.spawn(worker.run());
+        }
+        let mut totals = WorkerStats::new();
+        while let Some(stats) = workers.join_next().await {
+            totals.merge(stats.context("a load worker panicked")?)?;
+        }
+        Ok(totals)
+    })
+}
+
+/// Opens the workers' connections up front, so connecting is not timed as
+/// latency. They are handed over as plain sockets: each is registered with
+/// the runtime of the thread that drives it.
 async fn open_connections(
     addr: SocketAddr,
     count: u32,
     timeout: Duration,
-) -> Vec<anyhow::Result<Connection>> {
+) -> Vec<anyhow::Result<std::net::TcpStream>> {
     let mut opening = JoinSet::new();
     for _ in 0..count {
-        opening.spawn(Connection::open_within(addr, timeout));
+        opening.spawn(async move {
+            let stream = tokio::time::timeout(timeout, connect(addr))
+                .await
+                .with_context(|| format!("connecting to {addr} took longer than --timeout"))??;
+            Ok(stream.into_std()?)
+        });
     }
     let mut connections = Vec::new();
     while let Some(opened) = opening.join_next().await {
         connections.push(opened.unwrap_or_else(|panic| Err(anyhow::anyhow!(panic))));
     }
     connections
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 fn print_report(report: &Report, as_json: bool) -> anyhow::Result<()> {
@@ -342,36 +415,68 @@ impl Target {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection; its driver task ends when it is dropped.
+/// One keep-alive HTTP/1.1 connection. Its driver (the future that does the
+/// socket I/O) is polled by the worker's own task while a request is out,
+/// not spawned: a request then costs no wake-ups across tasks and threads,
+/// which was most of the load generator's CPU.
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
-    driver: JoinHandle<()>,
+    driver: Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
 }
 
 impl Connection {
-    async fn open_within(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Self> {
-        tokio::time::timeout(timeout, Self::open(addr))
-            .await
-            .with_context(|| format!("connecting to {addr} took longer than --timeout"))?
-    }
-
     async fn open(addr: SocketAddr) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        let driver = tokio::spawn(async move {
-            // A broken connection also fails the request in flight, which is counted there.
-            let _ = connection.await;
-        });
-        Ok(Self { sender, driver })
+        Self::over(connect(addr).await?).await
     }
-}
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.driver.abort();
+    async fn over(stream: TcpStream) -> anyhow::Result<Self> {
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        Ok(Self {
+            sender,
+            driver: Box::pin(driver),
+        })
+    }
+
+    /// Whether the server closed the connection while it was idle (an idle
+    /// timeout): it is driven only during exchanges, so it looks now.
+    fn has_ended(&mut self) -> bool {
+        self.driver.as_mut().now_or_never().is_some()
+    }
+
+    /// Sends `request` and reads the whole answer, driving the connection
+    /// meanwhile; `true` with it when the connection ended (the server
+    /// closed it, or it broke) and cannot be used again.
+    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> (Result<Answer, Failure>, bool) {
+        let Connection { sender, driver } = self;
+        let talk = async {
+            sender.ready().await.map_err(Failure::Http)?;
+            let response = sender.send_request(request).await.map_err(Failure::Http)?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(Failure::Http)?
+                .to_bytes();
+            Ok(Answer { status, body })
+        };
+        tokio::pin!(talk);
+        tokio::select! {
+            biased;
+            answer = &mut talk => {
+                // A server that closes after answering: the driver ends now.
+                let ended = driver.as_mut().now_or_never().is_some();
+                (answer, ended)
+            }
+            // The connection is gone: what the exchange got before is all it gets.
+            ended = driver.as_mut() => {
+                let failure = match ended {
+                    Err(error) => Failure::Http(error),
+                    Ok(()) => Failure::Closed,
+                };
+                ((&mut talk).now_or_never().unwrap_or(Err(failure)), true)
+            }
+        }
     }
 }
 
@@ -577,6 +682,8 @@ struct Answer {
 enum Failure {
     Connect(anyhow::Error),
     Http(hyper::Error),
+    /// The server closed the connection before answering.
+    Closed,
 }
 
 impl fmt::Display for Failure {
@@ -584,6 +691,7 @@ impl fmt::Display for Failure {
         match self {
             Self::Connect(error) => write!(f, "{error:#}"),
             Self::Http(error) => write!(f, "{error}"),
+            Self::Closed => write!(f, "the server closed the connection before answering"),
         }
     }
 }
@@ -659,30 +767,21 @@ impl Worker {
     }
 
     async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<Answer, Failure> {
-        if self
-            .connection
-            .as_ref()
-            .is_none_or(|connection| connection.sender.is_closed())
-        {
+        if self.connection.as_mut().is_some_and(Connection::has_ended) {
             self.connection = None;
-            let opened = Connection::open(self.shared.target.addr).await;
-            self.connection = Some(opened.map_err(Failure::Connect)?);
         }
-        let sender = &mut self
-            .connection
-            .as_mut()
-            .expect("a connection was just ensured")
-            .sender;
-        sender.ready().await.map_err(Failure::Http)?;
-        let response = sender.send_request(request).await.map_err(Failure::Http)?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(Failure::Http)?
-            .to_bytes();
-        Ok(Answer { status, body })
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => {
+                let opened = Connection::open(self.shared.target.addr).await;
+                self.connection.insert(opened.map_err(Failure::Connect)?)
+            }
+        };
+        let (answer, ended) = connection.exchange(request).await;
+        if ended {
+            self.connection = None;
+        }
+        answer
     }
 
     async fn account(&mut self, answer: Answer, packets: u64) {

@@ -183,3 +183,61 @@ async fn unreachable_target_counts_errors_and_stops() {
     assert!(report.connection_errors >= 6, "{report:?}");
     assert!(report.first_error.is_some());
 }
+
+/// A server that answers one request per connection and then closes it,
+/// without saying so in the answer (as an idle timeout does to a keep-alive
+/// connection between requests).
+async fn start_one_request_per_connection_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let complete = |request: &[u8]| {
+                    let text = String::from_utf8_lossy(request);
+                    let (head, body) = text.split_once("\r\n\r\n")?;
+                    let length: usize = head
+                        .lines()
+                        .find_map(|line| {
+                            line.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(str::to_owned)
+                        })?
+                        .trim()
+                        .parse()
+                        .ok()?;
+                    (body.len() >= length).then_some(())
+                };
+                while complete(&request).is_none() {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body =
+                    r#"{"total_packets":1,"successful":1,"failed":0,"processed_packets":["x"],"errors":[]}"#;
+                let answer = format!(
+                    "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_closed_while_idle_is_replaced_before_the_next_request() {
+    let addr = start_one_request_per_connection_server().await;
+    let flags = ["--rate", "10", "--duration", "1s", "--concurrency", "1"];
+    let report = load(addr, &flags).await;
+    assert_eq!(report.requests + report.dropped_by_client, 10, "{report:?}");
+    assert!(report.requests >= 9, "{report:?}");
+    assert_eq!(status_count(&report, "202"), report.requests, "{report:?}");
+    assert_eq!(report.connection_errors, 0, "{report:?}");
+}
