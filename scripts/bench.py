@@ -16,10 +16,7 @@ Extra rows:
   - `wrk` against nginx at 1 packet per request, next to loadgen's figure for
     the same target: is the load generator the bottleneck?
   - the distributor with `batch.max_packets: 256` (fsync always): packets
-    bound for one analyzer leave in one request when they queue up; once with
-    a thread per core, once with `server.worker_threads: 1` (on a small box
-    that it shares with the load generator and the analyzers, one thread
-    wastes less on wake-ups across threads);
+    bound for one analyzer leave in one request when they queue up;
   - open loop at half the batched distributor's peak: latency there;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
     must stay flat (503s, not growth).
@@ -231,7 +228,7 @@ class Bench:
             self.analyzers.append(process)
             self.analyzer_ports.append(port)
 
-    def start_distributor(self, fsync, batch=None, threads=None):
+    def start_distributor(self, fsync, batch=None):
         self.counter += 1
         name = f"distributor-{self.counter}-{fsync.replace(':', '-')}"
         self.start_analyzers()
@@ -244,8 +241,6 @@ class Bench:
             f.write("checkpoint: {interval: 1h}\n")
             if batch:
                 f.write(f"batch: {{max_packets: {batch}}}\n")
-            if threads:
-                f.write(f"server: {{worker_threads: {threads}}}\n")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         process = self.spawn([BINARY, "--listen", f"127.0.0.1:{port}",
@@ -380,10 +375,8 @@ def main():
                              None, f"wrk/loadgen {w['rps'] / pps:.2f}x"
                              + (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "")
                              + (f"; {w['errors']}" if w["errors"] else "")))
-            variants = [(mode, None, None) for mode in FSYNC_MODES]
-            variants += [("always", BATCH_PACKETS, None), ("always", BATCH_PACKETS, 1)]
-            for fsync, batch, threads in variants:
-                server, base = bench.start_distributor(fsync, batch, threads)
+            for fsync, batch in [(mode, None) for mode in FSYNC_MODES] + [("always", BATCH_PACKETS)]:
+                server, base = bench.start_distributor(fsync, batch)
                 before = get_json(base + "/api/v1/stats")
                 started = time.time()
                 report = loadgen(base + "/api/v1/logs", ppr)
@@ -392,7 +385,6 @@ def main():
                 rss = proc_status_mib(server.pid, "VmHWM")
                 bench.stop(server)
                 name = f"distributor {fsync}" + (f", batch {batch}" if batch else "")
-                name += f", {threads} thread" if threads else ""
                 peak[(name, ppr)] = report["packets_per_sec"]
                 other = {c: n for c, n in report["status_codes"].items() if c != "202"}
                 rows.append((name, ppr, report["packets_per_sec"], report, rss,
