@@ -417,8 +417,7 @@ impl Target {
 
 /// One keep-alive HTTP/1.1 connection. Its driver (the future that does the
 /// socket I/O) is polled by the worker's own task while a request is out,
-/// not spawned: a request then costs no wake-ups across tasks and threads,
-/// which was most of the load generator's CPU.
+/// not spawned: a request then wakes no other task.
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
     driver: Pin<Box<hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
