@@ -593,66 +593,27 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     check("post", logs, server.post_logs(&partly).await.expect(207));
     let none = json!([{"messages": []}, {"id": "x", "messages": [{"level": "INFO", "message": "m", "source": " "}]}]);
     check("post", logs, server.post_logs(&none).await.expect(400));
-    let json_type = [("content-type", "application/json")];
-    check(
-        "post",
-        logs,
-        server
-            .post_raw(logs, &json_type, b"[{".to_vec())
-            .await
-            .expect(400),
-    );
-    check(
-        "post",
-        logs,
-        server
-            .post_raw(logs, &json_type, b"{}".to_vec())
-            .await
-            .expect(400),
-    );
+    // Raw bodies: malformed, NDJSON, wrong type, too large (also once inflated).
+    let json_type: &[(&str, &str)] = &[("content-type", "application/json")];
+    let ndjson_type: &[(&str, &str)] = &[("content-type", "application/x-ndjson")];
+    let zipped: &[(&str, &str)] = &[("content-type", "application/json"), ("content-encoding", "gzip")];
     let ndjson = format!("{}\n\n{}\n", packet(Some("nd-1"), 1), packet(None, 2));
-    let ndjson_type = [("content-type", "application/x-ndjson")];
-    check(
-        "post",
-        logs,
-        server
-            .post_raw(logs, &ndjson_type, ndjson.into_bytes())
-            .await
-            .expect(202),
-    );
-    check(
-        "post",
-        logs,
-        server
-            .post_raw(logs, &ndjson_type, b"{}\n{bad\n".to_vec())
-            .await
-            .expect(400),
-    );
-    check(
-        "post",
-        logs,
-        server
-            .post_raw(logs, &[("content-type", "text/plain")], b"[]".to_vec())
-            .await
-            .expect(415),
-    );
-    let zipped = [("content-type", "application/json"), ("content-encoding", "gzip")];
-    check(
-        "post",
-        logs,
-        server
-            .post_raw(logs, &zipped, gzip(&[b' '; 70_000]))
-            .await
-            .expect(413),
-    );
-    check(
-        "post",
-        logs,
-        server
-            .post_raw(logs, &json_type, vec![b' '; 66_000])
-            .await
-            .expect(413),
-    );
+    let raw_posts = [
+        (json_type, b"[{".to_vec(), 400),
+        (json_type, b"{}".to_vec(), 400),
+        (ndjson_type, ndjson.into_bytes(), 202),
+        (ndjson_type, b"{}\n{bad\n".to_vec(), 400),
+        (&[("content-type", "text/plain")][..], b"[]".to_vec(), 415),
+        (zipped, gzip(&[b' '; 70_000]), 413),
+        (json_type, vec![b' '; 66_000], 413),
+    ];
+    for (headers, body, status) in raw_posts {
+        check(
+            "post",
+            logs,
+            server.post_raw(logs, headers, body).await.expect(status),
+        );
+    }
 
     // Queries, with dead letters in the file.
     eventually("dead letters and nothing in flight", DEADLINE, || async {
@@ -663,26 +624,14 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
         }
     })
     .await;
-    check(
-        "get",
+    for path in [
         "/api/v1/health",
-        server.get("/api/v1/health").await.expect(200),
-    );
-    check(
-        "get",
         "/api/v1/stats",
-        server.get("/api/v1/stats").await.expect(200),
-    );
-    check(
-        "get",
         "/api/v1/analyzers",
-        server.get("/api/v1/analyzers").await.expect(200),
-    );
-    check(
-        "get",
         "/api/v1/traffic",
-        server.get("/api/v1/traffic").await.expect(200),
-    );
+    ] {
+        check("get", path, server.get(path).await.expect(200));
+    }
     let page = server.get("/api/v1/dead-letter").await;
     check("get", "/api/v1/dead-letter", page.expect(200));
     assert!(page.json["count"].as_u64() > Some(0), "{}", page.text);
@@ -690,28 +639,17 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
         .as_str()
         .unwrap()
         .to_string();
-    check(
-        "get",
-        "/api/v1/dead-letter",
-        server
-            .get("/api/v1/dead-letter?limit=1&offset=0")
-            .await
-            .expect(200),
-    );
-    check(
-        "get",
-        "/api/v1/dead-letter",
-        server.get("/api/v1/dead-letter?offset=999999").await.expect(200),
-    );
-    for bad in ["limit=x", "limit=10001", "offset=-1", "page=2"] {
-        check(
-            "get",
-            "/api/v1/dead-letter",
-            server
-                .get(&format!("/api/v1/dead-letter?{bad}"))
-                .await
-                .expect(400),
-        );
+    let queries = [
+        ("limit=1&offset=0", 200),
+        ("offset=999999", 200),
+        ("limit=x", 400),
+        ("limit=10001", 400),
+        ("offset=-1", 400),
+        ("page=2", 400),
+    ];
+    for (query, status) in queries {
+        let reply = server.get(&format!("/api/v1/dead-letter?{query}")).await;
+        check("get", "/api/v1/dead-letter", reply.expect(status));
     }
 
     // Admin: health overrides.
