@@ -443,8 +443,9 @@ impl Connection {
     }
 
     /// Sends `request` and reads the whole answer, driving the connection
-    /// meanwhile; `true` with it when the connection ended (the server
-    /// closed it, or it broke) and cannot be used again.
+    /// meanwhile; `true` with it when the connection broke or was closed
+    /// before the answer, and cannot be used again. (One closed after the
+    /// answer is found by [`Connection::has_ended`] before the next request.)
     async fn exchange(&mut self, request: Request<Full<Bytes>>) -> (Result<Answer, Failure>, bool) {
         let Connection { sender, driver } = self;
         let talk = async {
@@ -462,11 +463,7 @@ impl Connection {
         tokio::pin!(talk);
         tokio::select! {
             biased;
-            answer = &mut talk => {
-                // A server that closes after answering: the driver ends now.
-                let ended = driver.as_mut().now_or_never().is_some();
-                (answer, ended)
-            }
+            answer = &mut talk => (answer, false),
             // The connection is gone: what the exchange got before is all it gets.
             ended = driver.as_mut() => {
                 let failure = match ended {

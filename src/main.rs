@@ -45,7 +45,11 @@ fn run_analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
 }
 
 fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The load runs on threads of its own (one per core); this runtime only
+    // connects, shows progress and writes the recorded ids.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(loadgen::run(args)).map(|_report| ())
 }
 
