@@ -245,14 +245,17 @@ impl Dispatcher {
         Ok(ids)
     }
 
-    /// Whether anything can be admitted now: `Full` when either limit is
-    /// already reached (a cheap check before a request is validated).
-    pub fn check_room(&self) -> Result<(), AdmitError> {
+    /// Whether `packets` packets of about `bytes` bytes would fit now: a
+    /// cheap check before a request is validated, so that a request that
+    /// cannot fit is refused before its packets are parsed. (`admit` makes
+    /// the exact reservation; this one only looks.)
+    pub fn check_room(&self, packets: usize, bytes: usize) -> Result<(), AdmitError> {
         let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
-        if self.in_flight.load(Ordering::Acquire) >= max_packets {
+        if self.in_flight.load(Ordering::Acquire) + packets > max_packets {
             return Err(AdmitError::full(max_packets, "packets"));
         }
-        if self.in_flight_bytes.load(Ordering::Acquire) >= max_bytes {
+        let bytes_now = self.in_flight_bytes.load(Ordering::Acquire);
+        if bytes_now != 0 && bytes_now + bytes > max_bytes {
             return Err(AdmitError::full(max_bytes, "bytes"));
         }
         Ok(())

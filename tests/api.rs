@@ -368,6 +368,36 @@ async fn a_full_distributor_answers_503_with_retry_after_and_keeps_nothing_of_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_cannot_fit_is_refused_before_its_packets_are_validated() {
+    let config = Config::four(1500).queue("{max_in_flight: 5}");
+    let server = Server::start(&config).await;
+    server.post_logs(&packets("kept", 3)).await.expect(202);
+
+    // Three packets, one of them bad, with room for two: refused whole as
+    // overload, and the bad one is never looked at (overload spends no
+    // time validating what it cannot keep).
+    let body = json!([
+        packet(Some("fits-0"), 1),
+        packet(Some("fits-1"), 1),
+        {"id": "bad", "messages": [{"level": "LOUD", "message": "m", "source": "s"}]},
+    ]);
+    server.post_logs(&body).await.expect(503);
+    let metrics = server.get("/metrics").await;
+    let rejected = |reason: &str| format!("logs_distributor_packets_rejected_total{{reason=\"{reason}\"}}");
+    assert!(
+        metrics.text.contains(&format!("{} 3", rejected("overloaded"))),
+        "{}",
+        metrics.text
+    );
+    assert!(!metrics.text.contains(&rejected("invalid")), "{}", metrics.text);
+
+    // Two fit.
+    server.post_logs(&packets("two", 2)).await.expect(202);
+    assert_eq!(server.stats().await["in_flight"], 5);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutting_down_answers_503_with_retry_after() {
     let config = Config::four(1000).shutdown("{drain_timeout: 5s}");
     let server = Server::start(&config).await;

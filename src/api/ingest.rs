@@ -100,11 +100,12 @@ async fn accept(
         .limits
         .check_count(raw.len())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    // Already full: refuse before validating, so that overload does not
-    // burn the time the deliveries need on packets that cannot be kept.
+    // No room for this request: refuse before validating, so that overload
+    // does not burn the time the deliveries need on packets that cannot be
+    // kept. (The body's length stands in for the packets' encoded size.)
     state
         .dispatcher
-        .check_room()
+        .check_room(raw.len(), body.len())
         .map_err(|e| refused(state, e, raw.len()))?;
 
     let now = Utc::now();
