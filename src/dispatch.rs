@@ -190,23 +190,19 @@ impl Dispatcher {
         &self.dead_letter
     }
 
-    /// Takes packets in, all or none, durably: when this answers their ids
-    /// (in order), every packet is in the write-ahead log.
-    pub async fn admit(&self, packets: Vec<LogPacket>) -> Result<Vec<String>, AdmitError> {
+    /// Takes packets in (with retry count 0), all or none, durably: when
+    /// this answers their ids (in order), every packet is in the
+    /// write-ahead log.
+    pub async fn admit(&self, packets: Vec<EncodedPacket>) -> Result<Vec<String>, AdmitError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(AdmitError::ShuttingDown);
         }
         let count = packets.len();
-        let encoded: Vec<(Arc<EncodedPacket>, u32)> = packets
-            .iter()
-            .map(|p| (Arc::new(EncodedPacket::new(p)), p.retry_count))
-            .collect();
-        drop(packets);
-        let bytes: usize = encoded.iter().map(|(p, _)| p.json_bytes()).sum();
+        let bytes: usize = packets.iter().map(EncodedPacket::json_bytes).sum();
         self.reserve(count, bytes)?;
-        let messages: usize = encoded.iter().map(|(p, _)| p.message_count()).sum();
+        let messages: usize = packets.iter().map(EncodedPacket::message_count).sum();
         let _admitting = self.admission.read().await;
-        let entered = self.enter(encoded.into_iter().map(|(p, retries)| (None, p, retries)));
+        let entered = self.enter(packets.into_iter().map(|p| (None, Arc::new(p), 0)));
         let records: Vec<Record> = entered
             .iter()
             .map(|job| Record::Accept {

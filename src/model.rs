@@ -4,12 +4,14 @@
 //! A request body is parsed in two steps so that one bad packet does not
 //! spoil its neighbours: the body is split into raw packets
 //! ([`split_json_array`], [`split_ndjson`]), then each raw packet is parsed
-//! and validated on its own ([`Limits::validate`]), giving either a
-//! [`LogPacket`] or a [`PacketError`] naming the field at fault.
+//! and validated on its own ([`Limits::validate`]), giving either an
+//! [`EncodedPacket`] (written straight from the request's text) or a
+//! [`PacketError`] naming the field at fault.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Write as _;
 use std::str::FromStr;
@@ -89,14 +91,37 @@ pub struct LogMessage {
 }
 
 impl LogMessage {
-    /// Appends the message as JSON, byte for byte what serde_json writes.
+    fn fields(&self) -> MessageFields<'_> {
+        MessageFields {
+            level: self.level,
+            message: &self.message,
+            source: &self.source,
+            timestamp: self.timestamp,
+            metadata: self.metadata.as_ref(),
+        }
+    }
+}
+
+/// A valid message's fields, wherever their text lives (a [`LogMessage`],
+/// or the request body itself while it is validated).
+struct MessageFields<'a> {
+    level: Level,
+    message: &'a str,
+    source: &'a str,
+    timestamp: DateTime<Utc>,
+    metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl MessageFields<'_> {
+    /// Appends the message as JSON, byte for byte what serde_json writes
+    /// for the same [`LogMessage`].
     fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"level\":\"");
         out.extend_from_slice(self.level.name().as_bytes());
         out.extend_from_slice(b"\",\"message\":");
-        write_str(&self.message, out);
+        write_str(self.message, out);
         out.extend_from_slice(b",\"source\":");
-        write_str(&self.source, out);
+        write_str(self.source, out);
         out.extend_from_slice(b",\"timestamp\":");
         let mut text = [0u8; 30];
         match rfc3339::write(&self.timestamp, &mut text) {
@@ -107,7 +132,7 @@ impl LogMessage {
             }
             None => serde_json::to_writer(&mut *out, &self.timestamp).expect("a timestamp always serialises"),
         }
-        if let Some(metadata) = &self.metadata {
+        if let Some(metadata) = self.metadata {
             out.extend_from_slice(b",\"metadata\":");
             serde_json::to_writer(&mut *out, metadata).expect("metadata always serialises");
         }
@@ -237,22 +262,11 @@ impl EncodedPacket {
             .iter()
             .map(|m| m.message.len() + m.source.len() + 96)
             .sum();
-        let mut out = Vec::with_capacity(packet.id.len() + text + 32);
-        out.extend_from_slice(b"\"id\":");
-        write_str(&packet.id, &mut out);
-        out.extend_from_slice(b",\"messages\":[");
-        for (n, message) in packet.messages.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            message.write_json(&mut out);
+        let mut encoder = PacketEncoder::new(packet.id.clone(), text);
+        for message in &packet.messages {
+            encoder.push(&message.fields());
         }
-        out.push(b']');
-        EncodedPacket {
-            id: packet.id.clone(),
-            messages: packet.messages.len(),
-            fields: out.into_boxed_slice(),
-        }
+        encoder.finish()
     }
 
     pub fn id(&self) -> &str {
@@ -293,14 +307,53 @@ impl EncodedPacket {
     }
 }
 
+/// Writes an [`EncodedPacket`] message by message.
+struct PacketEncoder {
+    id: String,
+    messages: usize,
+    out: Vec<u8>,
+}
+
+impl PacketEncoder {
+    /// `text_bytes`: about how long the messages will be, to size the buffer.
+    fn new(id: String, text_bytes: usize) -> PacketEncoder {
+        let mut out = Vec::with_capacity(id.len() + text_bytes + 32);
+        out.extend_from_slice(b"\"id\":");
+        write_str(&id, &mut out);
+        out.extend_from_slice(b",\"messages\":[");
+        PacketEncoder { id, messages: 0, out }
+    }
+
+    fn push(&mut self, message: &MessageFields<'_>) {
+        if self.messages > 0 {
+            self.out.push(b',');
+        }
+        message.write_json(&mut self.out);
+        self.messages += 1;
+    }
+
+    fn finish(mut self) -> EncodedPacket {
+        self.out.push(b']');
+        EncodedPacket {
+            id: self.id,
+            messages: self.messages,
+            fields: self.out.into_boxed_slice(),
+        }
+    }
+}
+
 /// A message exactly as a client may send it: level is free text until
-/// validated, timestamp optional.
+/// validated, timestamp optional. Strings without escapes are borrowed
+/// from the request, not copied.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct IncomingMessage {
-    level: String,
-    message: String,
-    source: String,
+struct IncomingMessage<'a> {
+    #[serde(borrow)]
+    level: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
     #[serde(default)]
     timestamp: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -312,8 +365,8 @@ struct IncomingMessage {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IncomingPacket<'a> {
-    #[serde(default)]
-    id: Option<String>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
     /// Parsed one by one, so that an error names the message.
     #[serde(borrow)]
     messages: Vec<&'a RawValue>,
@@ -324,10 +377,11 @@ struct IncomingPacket<'a> {
 /// A well-formed packet, parsed in one pass (see [`Limits::validate`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WholePacket {
-    #[serde(default)]
-    id: Option<String>,
-    messages: Vec<IncomingMessage>,
+struct WholePacket<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    messages: Vec<IncomingMessage<'a>>,
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
 }
@@ -445,14 +499,14 @@ impl Limits {
         Ok(())
     }
 
-    /// Parses and validates one raw packet; `now` fills missing timestamps
-    /// and a fresh UUIDv4 fills a missing id.
+    /// Parses and validates one raw packet and encodes it (retry count 0);
+    /// `now` fills missing timestamps and a fresh UUIDv4 fills a missing id.
     pub fn validate(
         &self,
         index: usize,
         raw: &RawValue,
         now: DateTime<Utc>,
-    ) -> Result<LogPacket, PacketError> {
+    ) -> Result<EncodedPacket, PacketError> {
         let fail = |id: Option<String>, reason: String| PacketError { index, id, reason };
         let text = raw.get();
         if text.len() > self.max_packet_bytes {
@@ -469,45 +523,47 @@ impl Limits {
             return Err(fail(None, "a packet must be a JSON object".into()));
         }
         if let Ok(whole) = serde_json::from_str::<WholePacket>(text) {
-            // Well-formed (the usual case): parsed in one pass.
-            if let Some(id) = &whole.id {
-                self.check_id(id).map_err(|r| fail(Some(id.clone()), r))?;
+            // Well-formed (the usual case): parsed in one pass, and encoded
+            // straight from the request's text.
+            let id = whole.id.as_deref();
+            let refuse = |reason: String| fail(id.map(str::to_owned), reason);
+            self.check_head(id, whole.messages.len()).map_err(refuse)?;
+            let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
+            for (i, message) in whole.messages.iter().enumerate() {
+                let fields = self
+                    .validate_message(message, now)
+                    .map_err(|r| refuse(format!("messages[{i}].{r}")))?;
+                encoder.push(&fields);
             }
-            let messages = self
-                .check_message_count(whole.messages.len())
-                .and_then(|()| {
-                    whole
-                        .messages
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, message)| {
-                            self.validate_message(message, now)
-                                .map_err(|r| format!("messages[{i}].{r}"))
-                        })
-                        .collect()
-                })
-                .map_err(|r| fail(whole.id.clone(), r))?;
-            return Ok(LogPacket {
-                id: whole.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                messages,
-                retry_count: 0,
-            });
+            return Ok(encoder.finish());
         }
         // Malformed somewhere: message by message, to name the field at fault.
         let incoming: IncomingPacket = parse(text).map_err(|e| fail(peek_id(text), at(None, e)))?;
-        if let Some(id) = &incoming.id {
-            self.check_id(id).map_err(|r| fail(Some(id.clone()), r))?;
+        let id = incoming.id.as_deref();
+        let refuse = |reason: String| fail(id.map(str::to_owned), reason);
+        self.check_head(id, incoming.messages.len()).map_err(refuse)?;
+        let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
+        for (i, raw) in incoming.messages.iter().enumerate() {
+            if !raw.get().starts_with('{') {
+                return Err(refuse(format!("messages[{i}]: a message must be a JSON object")));
+            }
+            let message: IncomingMessage =
+                parse(raw.get()).map_err(|e| refuse(at(Some(&format!("messages[{i}]")), e)))?;
+            let fields = self
+                .validate_message(&message, now)
+                .map_err(|r| refuse(format!("messages[{i}].{r}")))?;
+            encoder.push(&fields);
         }
-        let messages = self
-            .validate_messages(&incoming.messages, now)
-            .map_err(|r| fail(incoming.id.clone(), r))?;
-        Ok(LogPacket {
-            // Generated only for a packet that passed: a refused packet is
-            // reported with the client's id or none.
-            id: incoming.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-            messages,
-            retry_count: 0,
-        })
+        Ok(encoder.finish())
+    }
+
+    /// The checks before the messages: the id, when given, and how many
+    /// messages there are.
+    fn check_head(&self, id: Option<&str>, messages: usize) -> Result<(), String> {
+        if let Some(id) = id {
+            self.check_id(id)?;
+        }
+        self.check_message_count(messages)
     }
 
     fn check_id(&self, id: &str) -> Result<(), String> {
@@ -540,28 +596,11 @@ impl Limits {
         Ok(())
     }
 
-    fn validate_messages(
+    fn validate_message<'m>(
         &self,
-        incoming: &[&RawValue],
+        m: &'m IncomingMessage<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<LogMessage>, String> {
-        self.check_message_count(incoming.len())?;
-        incoming
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| {
-                if !raw.get().starts_with('{') {
-                    return Err(format!("messages[{i}]: a message must be a JSON object"));
-                }
-                let message: IncomingMessage =
-                    parse(raw.get()).map_err(|e| at(Some(&format!("messages[{i}]")), e))?;
-                self.validate_message(message, now)
-                    .map_err(|r| format!("messages[{i}].{r}"))
-            })
-            .collect()
-    }
-
-    fn validate_message(&self, m: IncomingMessage, now: DateTime<Utc>) -> Result<LogMessage, String> {
+    ) -> Result<MessageFields<'m>, String> {
         if let Some(metadata) = &m.metadata {
             let depth = metadata.values().map(nesting).max().unwrap_or(0) + 1;
             if depth > MAX_METADATA_DEPTH {
@@ -581,14 +620,19 @@ impl Limits {
         if m.source.trim().is_empty() {
             return Err("source: must not be empty".into());
         }
-        Ok(LogMessage {
+        Ok(MessageFields {
             level,
-            message: m.message,
-            source: m.source,
+            message: &m.message,
+            source: &m.source,
             timestamp: m.timestamp.unwrap_or(now),
-            metadata: m.metadata,
+            metadata: m.metadata.as_ref(),
         })
     }
+}
+
+/// The client's id, or a fresh UUIDv4 when it gave none.
+fn id_or_new(id: Option<&str>) -> String {
+    id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
 
 /// Deepest nesting of `metadata`: stored packets are re-read inside
@@ -672,7 +716,9 @@ mod tests {
     }
 
     fn check(text: &str) -> Result<LogPacket, PacketError> {
-        Limits::default().validate(0, &raw(text), now())
+        Limits::default()
+            .validate(0, &raw(text), now())
+            .map(|p| p.decode(0))
     }
 
     const GOOD: &str =
@@ -739,15 +785,22 @@ mod tests {
     fn encoded_packets_write_what_serde_writes_and_decode_back() {
         let plain = r#"{"id":"p-1","messages":[{"level":"INFO","message":"plain text","source":"api",
             "timestamp":"2024-01-01T10:00:15.250Z"},{"level":"debug","message":"two","source":"b"}]}"#;
-        let escaped = r#"{"id":"a,\"b\" é","messages":[{"level":"warn","message":"x\ny \\ \"q\"","source":"s\t",
+        let escaped = r#"{"id":"a,\"b\" é","messages":[{"level":"warn","message":"x\ny \\ \"q\" \u0041\/","source":"s\t",
                "metadata":{"n":1.5,"deep":{"list":[1,null,"z"]}}}]}"#;
         for text in [plain, escaped] {
-            encoded_packet_matches_serde(check(text).unwrap());
+            // Encoded as it is validated, from the request's own text.
+            let validated = Limits::default().validate(0, &raw(text), now()).unwrap();
+            let packet = validated.decode(0);
+            assert_eq!(
+                EncodedPacket::new(&packet),
+                validated,
+                "both ways of encoding agree"
+            );
+            encoded_packet_matches_serde(&validated, &packet);
         }
     }
 
-    fn encoded_packet_matches_serde(packet: LogPacket) {
-        let encoded = EncodedPacket::new(&packet);
+    fn encoded_packet_matches_serde(encoded: &EncodedPacket, packet: &LogPacket) {
         assert_eq!(encoded.id(), packet.id);
         assert_eq!(encoded.message_count(), packet.messages.len());
         for retries in [0, 7, u32::MAX] {

@@ -3,7 +3,7 @@
 //! `cargo run --example gen_corpus`.
 
 use chrono::{TimeZone, Utc};
-use logs_distributor::model::{split_json_array, EncodedPacket, Limits};
+use logs_distributor::model::{split_json_array, Limits};
 use logs_distributor::storage::wal::Record;
 use std::sync::Arc;
 
@@ -14,10 +14,11 @@ fn main() -> std::io::Result<()> {
         "source": "auth-service", "timestamp": "2025-01-25T20:30:00Z", "metadata": {"user_id": "user_12345", "n": 1.5, "tags": ["a", {"b": null}]}}]}]"#;
     let now = Utc.timestamp_opt(1_750_000_000, 0).unwrap();
     let raw = split_json_array(body).expect("seed body is an array");
-    let packet = Limits::default()
-        .validate(0, raw[0], now)
-        .expect("seed packet is valid");
-    let packet = Arc::new(EncodedPacket::new(&packet));
+    let packet = Arc::new(
+        Limits::default()
+            .validate(0, raw[0], now)
+            .expect("seed packet is valid"),
+    );
     let records = [
         (
             "accept",

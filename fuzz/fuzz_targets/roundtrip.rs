@@ -1,34 +1,42 @@
 //! The round-trip check shared by the `ingest` and `ndjson` targets (each
 //! pulls it in with `mod roundtrip;`; it is not a fuzz target of its own).
 //!
-//! A packet the validator accepts is encoded the way the service's hot path
-//! encodes it, with the hand-written [`EncodedPacket`] rather than serde,
-//! and must come back unchanged. For its own retry count and for the widest
-//! one (`u32::MAX`):
+//! The validator encodes an accepted packet by hand, straight from the
+//! request's text, as the service's hot path does. The encoding must be
+//! what serde writes for the packet it stands for, so that the
+//! hand-written encoder cannot drift from serde unnoticed. With `packet`
+//! what the encoding decodes to:
 //!
-//! - `decode(retries)` gives the accepted packet with that retry count;
-//! - the JSON `write_json(retries)` writes fits in `json_bytes()` and is
-//!   byte for byte what serde writes for that packet, so the hand-written
-//!   encoder cannot drift from serde unnoticed.
+//! - `EncodedPacket::new(&packet)` (the other way in, from a `LogPacket`)
+//!   gives the same encoding;
+//! - for retry count 0 and for the widest one (`u32::MAX`), the JSON
+//!   `write_json(retries)` writes fits in `json_bytes()`, is byte for byte
+//!   what serde writes for `packet` with that retry count, and decodes
+//!   back to it.
 
 use logs_distributor::model::{EncodedPacket, LogPacket};
 
-/// Panics unless `packet` survives an [`EncodedPacket`] round trip.
-pub fn check(packet: &LogPacket) {
-    let encoded = EncodedPacket::new(packet);
+/// Panics unless the validator's encoding survives a round trip.
+pub fn check(encoded: &EncodedPacket) {
+    let packet = encoded.decode(0);
     assert_eq!(encoded.id(), packet.id, "EncodedPacket::id");
     assert_eq!(
         encoded.message_count(),
         packet.messages.len(),
         "EncodedPacket::message_count"
     );
-    check_retries(&encoded, packet);
-    if packet.retry_count != u32::MAX {
-        let retried = LogPacket {
-            retry_count: u32::MAX,
-            ..packet.clone()
-        };
-        check_retries(&encoded, &retried);
+    assert!(
+        EncodedPacket::new(&packet) == *encoded,
+        "encoding the decoded packet again gives other bytes: {packet:?}"
+    );
+    for retry_count in [0, u32::MAX] {
+        check_retries(
+            encoded,
+            &LogPacket {
+                retry_count,
+                ..packet.clone()
+            },
+        );
     }
 }
 

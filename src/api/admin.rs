@@ -5,6 +5,7 @@ use super::query::AnalyzerInfo;
 use super::{ApiError, AppState};
 use crate::dispatch::AdmitError;
 use crate::health::HealthMode;
+use crate::model::EncodedPacket;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -120,10 +121,7 @@ pub async fn replay(
         .collect();
     let packets = chosen
         .into_iter()
-        .map(|mut e| {
-            e.packet.retry_count = 0;
-            e.packet
-        })
+        .map(|e| EncodedPacket::new(&e.packet))
         .collect::<Vec<_>>();
     let count = packets.len();
     let ids = if packets.is_empty() {
