@@ -24,9 +24,11 @@
 //!
 //! Run with `cargo test --test crash -- --nocapture` to see the report.
 
+mod common;
 mod faults;
 
-use faults::{body, dead_letter_ids, post, read_dead_letter_file, tail, Analyzer, Distributor};
+use common::{free_port, AnalyzerProcess as Analyzer};
+use faults::{body, dead_letter_ids, post, read_dead_letter_file, tail, Distributor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
@@ -310,7 +312,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         })
         .collect();
 
-    let mut distributor = Distributor::new(faults::free_port(), &data_dir, &dir.path().join("logs"));
+    let mut distributor = Distributor::new(free_port(), &data_dir, &dir.path().join("logs"));
     distributor.start(&configs[&plan[0].phase], &fsync).await;
 
     let ledger = Arc::new(Ledger::default());
@@ -556,7 +558,7 @@ async fn a_torn_tail_survives_a_second_kill_during_start_up() {
     )
     .expect("write config");
     let fsync = ["--fsync", "always"];
-    let mut distributor = Distributor::new(faults::free_port(), &data_dir, &dir.path().join("logs"));
+    let mut distributor = Distributor::new(free_port(), &data_dir, &dir.path().join("logs"));
     distributor.start(&config, &fsync).await;
 
     // The analyzer is down: the packets stay in flight, in the log only.

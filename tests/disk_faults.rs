@@ -14,9 +14,11 @@
 //!   checkpoint taken while a refused request waits for its failing append
 //!   must not bring those packets back after a crash.
 
+mod common;
 mod faults;
 
-use faults::{body, client, get, post, read_records, tail, Analyzer, Distributor};
+use common::{free_port, read_records, AnalyzerProcess as Analyzer};
+use faults::{body, client, get, post, tail, Distributor};
 use reqwest::StatusCode;
 use std::collections::HashSet;
 use std::io::Write;
@@ -163,7 +165,7 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "1h");
     let fsync = ["--fsync", "always"];
-    let mut distributor = Distributor::new(faults::free_port(), &tmpfs.path, &dir.path().join("logs"));
+    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
     distributor.start(&config, &fsync).await;
 
     // Room on the disk: taken and delivered.
@@ -272,7 +274,7 @@ async fn checkpoints_on_a_full_disk_fail_are_counted_and_resume() {
     let tmpfs = Tmpfs::mount(&dir.path().join("data"));
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "100ms");
-    let mut distributor = Distributor::new(faults::free_port(), &tmpfs.path, &dir.path().join("logs"));
+    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
     distributor.start(&config, &["--fsync", "always"]).await;
     let failures = "logs_distributor_checkpoint_failures_total";
     assert_eq!(distributor.metric(failures).await, 0.0);
@@ -368,7 +370,7 @@ async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "10ms");
     let fsync = ["--fsync", "always"];
-    let mut distributor = Distributor::new(faults::free_port(), &tmpfs.path, &dir.path().join("logs"));
+    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
     distributor.start(&config, &fsync).await;
 
     // Full but for 16 KiB: a checkpoint (well under a page of gzip) fits, a

@@ -221,6 +221,15 @@ fn help_lists_every_flag_and_environment_variable() {
     ] {
         assert!(stdout.contains(text), "--help lacks {text}:\n{stdout}");
     }
+    // The tests clear every variable the binary reads from the processes they
+    // start (common::ENV_VARS); one missing there would leak in from the caller.
+    for named in stdout.split("[env: ").skip(1) {
+        let variable = named.split(['=', ']']).next().unwrap_or_default();
+        assert!(
+            common::ENV_VARS.contains(&variable),
+            "{variable} (in --help) is not in tests/common ENV_VARS"
+        );
+    }
     let (status, stdout, _) = run_to_end(command().arg("--version"));
     assert!(status.success());
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");

@@ -457,14 +457,21 @@ impl std::ops::Deref for Server {
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_logs-distributor");
 
-/// The binary's environment variables, removed from every child so that the
-/// caller's environment cannot change what a test sees.
-pub const ENV_VARS: [&str; 11] = [
+/// Every environment variable the binary reads, removed from every child so
+/// that the caller's environment cannot change what a test sees
+/// (`tests/lifecycle.rs` checks the list against `--help`).
+pub const ENV_VARS: [&str; 17] = [
     "LD_LISTEN",
     "LD_DATA_DIR",
     "LD_CONFIG",
     "LD_LOG_FORMAT",
     "LD_LOG",
+    "LD_FSYNC",
+    "LD_WAL_RECOVER",
+    "LD_SOURCE",
+    "LD_NAMESPACE",
+    "LD_ALL_NAMESPACES",
+    "LD_IDENTITY",
     "LD_INGEST_TOKEN",
     "LD_ADMIN_TOKEN",
     "LD_INGEST_TOKEN_FILE",

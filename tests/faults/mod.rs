@@ -1,12 +1,15 @@
 //! Helpers shared by the fault tests (`tests/crash.rs`, `tests/disk_faults.rs`):
-//! the distributor binary and reference analyzers as real processes that are
-//! SIGKILLed when dropped (also when a test panics), a plain HTTP client,
-//! and readers for the analyzers' record files and the dead letter.
+//! the distributor binary as a real process, started and SIGKILLed as often
+//! as a test likes (and when dropped, also when a test panics), a plain
+//! HTTP client, and readers for the dead letter. Reference analyzers, the
+//! clean command line and record files come from `tests/common`, which
+//! each of those test binaries declares next to this module.
 //!
 //! Each test binary compiles this module on its own and uses only part of
 //! it, hence the `dead_code` allowance (scoped to this module).
 #![allow(dead_code)]
 
+use crate::common::command;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -14,40 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_logs-distributor");
-
-/// The binary's environment variables, removed from every child so that the
-/// caller's environment cannot change what a test sees.
-const ENV_VARS: [&str; 7] = [
-    "LD_LISTEN",
-    "LD_DATA_DIR",
-    "LD_CONFIG",
-    "LD_LOG_FORMAT",
-    "LD_LOG",
-    "LD_FSYNC",
-    "LD_WAL_RECOVER",
-];
-
 /// How long a process may take to start.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
-
-/// The binary with a clean environment.
-pub fn command() -> Command {
-    let mut command = Command::new(BINARY);
-    for var in ENV_VARS {
-        command.env_remove(var);
-    }
-    command.stdin(Stdio::null()).stdout(Stdio::null());
-    command
-}
-
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// An HTTP client for tests: short timeouts, no connection reuse surprises.
 pub fn client() -> reqwest::Client {
@@ -145,26 +116,6 @@ pub fn body(ids: &[String], bytes: usize) -> Value {
 
 // ---------------------------------------------------------------- records
 
-/// The ids of an analyzer's record file, one JSON line `{"id": ...}` each;
-/// no file is no ids. A line that is not such an object fails the test.
-pub fn read_records(path: &Path) -> Vec<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => panic!("cannot read {}: {e}", path.display()),
-    };
-    text.lines()
-        .map(|line| {
-            let value: Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{}: {line:?} is not JSON: {e}", path.display()));
-            value["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{}: {line:?} has no string id", path.display()))
-                .to_string()
-        })
-        .collect()
-}
-
 /// The entries of `failed_packets.json`, which must parse as a JSON array
 /// whenever it exists; no file is no entries.
 pub fn read_dead_letter_file(path: &Path) -> Result<Vec<Value>, String> {
@@ -194,130 +145,6 @@ pub fn dead_letter_ids(entries: &[Value]) -> Vec<String> {
                 .to_string()
         })
         .collect()
-}
-
-// ---------------------------------------------------------------- analyzers
-
-/// A reference analyzer (`logs-distributor analyzer`) on 127.0.0.1, recording
-/// every packet it takes in `record`; SIGKILLed when dropped.
-pub struct Analyzer {
-    child: Option<Child>,
-    pub name: String,
-    pub port: u16,
-    pub record: PathBuf,
-    extra: Vec<String>,
-    log: PathBuf,
-    launches: u32,
-}
-
-impl Analyzer {
-    /// Starts `analyzer --listen 127.0.0.1:PORT --name NAME --record
-    /// DIR/NAME.jsonl EXTRA...` on a free port and waits for `/health`.
-    pub async fn start(dir: &Path, name: &str, extra: &[&str]) -> Analyzer {
-        let mut analyzer = Analyzer {
-            child: None,
-            name: name.into(),
-            port: 0,
-            record: dir.join(format!("{name}.jsonl")),
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-            log: PathBuf::new(),
-            launches: 0,
-        };
-        let mut last = String::new();
-        for _ in 0..3 {
-            analyzer.port = free_port();
-            match analyzer.launch().await {
-                Ok(()) => return analyzer,
-                Err(e) => last = e,
-            }
-        }
-        panic!("analyzer {name} did not start: {last}");
-    }
-
-    async fn launch(&mut self) -> Result<(), String> {
-        let dir = self.record.parent().expect("record dir").to_path_buf();
-        self.log = dir.join(format!("{}-{}.log", self.name, self.launches));
-        self.launches += 1;
-        let stderr = std::fs::File::create(&self.log).expect("analyzer log file");
-        let child = command()
-            .arg("analyzer")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--name")
-            .arg(&self.name)
-            .arg("--record")
-            .arg(&self.record)
-            .args(&self.extra)
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn the analyzer");
-        self.child = Some(child);
-        let http = client();
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("try_wait")) {
-                self.child = None;
-                return Err(format!("exited with {status} at start-up:\n{}", self.stderr()));
-            }
-            if let Ok(reply) = get(&http, &self.url("/health")).await {
-                if reply.status == StatusCode::OK {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                self.kill();
-                return Err(format!("/health not 200 after {START_DEADLINE:?}"));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Kills it at once (SIGKILL).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_child(&mut child);
-        }
-    }
-
-    /// Starts it again on the same port with the same record file.
-    pub async fn restart(&mut self) {
-        self.kill();
-        let mut last = String::new();
-        for _ in 0..5 {
-            match self.launch().await {
-                Ok(()) => return,
-                Err(e) => last = e,
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "analyzer {} did not restart on port {}: {last}",
-            self.name, self.port
-        );
-    }
-
-    /// The URL the distributor delivers to.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    pub fn records(&self) -> Vec<String> {
-        read_records(&self.record)
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Analyzer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 // ---------------------------------------------------------------- distributor
@@ -367,6 +194,7 @@ impl Distributor {
         let stderr = std::fs::File::create(&self.log).expect("distributor log file");
         self.spawned_at = std::time::SystemTime::now();
         let child = command()
+            .stdout(Stdio::null())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--data-dir")
