@@ -1,5 +1,7 @@
-//! The round-trip check shared by the `ingest` and `ndjson` targets (each
-//! pulls it in with `mod roundtrip;`; it is not a fuzz target of its own).
+//! The checks shared by the `ingest` and `ndjson` targets (each pulls them
+//! in with `mod roundtrip;`; this is not a fuzz target of its own): every
+//! packet of a split body is validated ([`validate_all`]), and each one
+//! that validates must survive a round trip ([`check`]).
 //!
 //! The validator encodes an accepted packet by hand, straight from the
 //! request's text, as the service's hot path does. The encoding must be
@@ -14,7 +16,24 @@
 //!   what serde writes for `packet` with that retry count, and decodes
 //!   back to it.
 
-use logs_distributor::model::{EncodedPacket, LogPacket};
+use chrono::{TimeZone, Utc};
+use logs_distributor::model::{EncodedPacket, Limits, LogPacket};
+use serde_json::value::RawValue;
+
+/// Validates every packet of a split body as the ingest handler does: must
+/// never panic; a refusal names the packet's own index; what validates
+/// goes through [`check`].
+pub fn validate_all(packets: &[&RawValue]) {
+    let limits = Limits::default();
+    let _ = limits.check_count(packets.len());
+    let now = Utc.timestamp_opt(1_750_000_000, 0).unwrap();
+    for (index, raw) in packets.iter().enumerate() {
+        match limits.validate(index, raw, now) {
+            Ok(packet) => check(&packet),
+            Err(error) => assert_eq!(error.index, index),
+        }
+    }
+}
 
 /// Panics unless the validator's encoding survives a round trip.
 pub fn check(encoded: &EncodedPacket) {
