@@ -6,11 +6,10 @@
 //! accepted id and every refused packet with its reason: 202 when all were
 //! accepted, 207 when some, 400 when none.
 
-use super::{ApiError, AppState};
+use super::{body, ApiError, AppState};
 use crate::dispatch::AdmitError;
 use crate::model::{split_json_array, split_ndjson, PacketError};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,11 +57,7 @@ enum BodyFormat {
     Ndjson,
 }
 
-pub async fn submit(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let timer = state.dispatcher.metrics().ingest_duration.start_timer();
     let response = match accept(&state, &headers, body).await {
         Ok(response) => response,
@@ -72,11 +67,7 @@ pub async fn submit(
     response
 }
 
-async fn accept(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::unavailable(
             "the distributor is recovering its write-ahead log; retry shortly",
@@ -90,7 +81,8 @@ async fn accept(
         ));
     }
     let format = body_format(headers)?;
-    let body = decode(headers, body?, state.limits.max_body_bytes)?;
+    let body = body::read_whole(headers, body, state.limits.max_body_bytes).await?;
+    let body = decode(headers, body, state.limits.max_body_bytes)?;
     let raw = match format {
         BodyFormat::JsonArray => split_json_array(&body),
         BodyFormat::Ndjson => split_ndjson(&body),

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod auth;
+mod body;
 mod error;
 mod ingest;
 mod openapi;
