@@ -51,6 +51,10 @@ pub struct Job {
     holds_budget: bool,
 }
 
+/// Every packet in flight by seq. Seqs are the distributor's own, not a
+/// client's, so a fast hash (no DoS-resistant SipHash) is safe here.
+type Registry = HashMap<u64, InFlight, foldhash::fast::RandomState>;
+
 /// One packet in the registry.
 struct InFlight {
     packet: Arc<EncodedPacket>,
@@ -119,7 +123,7 @@ pub struct Dispatcher {
     storage_failing: AtomicBool,
     /// Every admitted packet not yet finished, with its retry count: what a
     /// checkpoint saves. Touched once per admit, retry and finish.
-    registry: Mutex<HashMap<u64, InFlight>>,
+    registry: Mutex<Registry>,
     in_flight: AtomicUsize,
     in_flight_bytes: AtomicUsize,
     next_seq: AtomicU64,
@@ -157,7 +161,7 @@ impl Dispatcher {
                 admission: tokio::sync::RwLock::new(()),
                 storage_error: Mutex::new(None),
                 storage_failing: AtomicBool::new(false),
-                registry: Mutex::new(HashMap::new()),
+                registry: Mutex::new(Registry::default()),
                 in_flight: AtomicUsize::new(0),
                 in_flight_bytes: AtomicUsize::new(0),
                 next_seq: AtomicU64::new(0),
@@ -720,7 +724,7 @@ impl Dispatcher {
         }
     }
 
-    fn lock_registry(&self) -> std::sync::MutexGuard<'_, HashMap<u64, InFlight>> {
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
