@@ -104,6 +104,19 @@ def get_json(url):
         return json.load(response)
 
 
+def server_p99_ms(base):
+    """The upper bound of the ingest-duration bucket that holds the 99th
+    percentile, from the distributor's own histogram: its answer time without
+    the load generator's or the kernel's queueing on the client side."""
+    with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    buckets = [(float(le), float(n)) for le, n in
+               re.findall(r'^logs_distributor_ingest_duration_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)]
+    total = dict(buckets).get(float("inf"), 0)
+    bound = next((le for le, n in sorted(buckets) if total and n >= 0.99 * total), None)
+    return None if bound is None else bound * 1000
+
+
 def wait_http(url, process, what, any_status=False):
     """Waits for a 2xx answer (any answer with any_status)."""
     deadline = time.time() + 30
@@ -394,12 +407,15 @@ def main():
             server, base = bench.start_distributor("always", BATCH_PACKETS)
             report = loadgen(base + "/api/v1/logs", ppr, concurrency=max(CONCURRENCY, 256), rate=half)
             wait_drained(base)
+            server_p99 = server_p99_ms(base)
             rss = proc_status_mib(server.pid, "VmHWM")
             bench.stop(server)
             other = {c: n for c, n in report["status_codes"].items() if c != "202"}
             dropped = report["dropped_by_client"]
             rows.append((f"batch {BATCH_PACKETS} @half", ppr, report["packets_per_sec"], report, rss,
-                         f"open loop {half:,.0f} req/s" + (f"; dropped {dropped}" if dropped else "")
+                         f"open loop {half:,.0f} req/s; server p99 "
+                         + ("n/a" if server_p99 is None else f"<= {server_p99:g} ms")
+                         + (f"; dropped {dropped}" if dropped else "")
                          + (f"; {other}" if other else "")))
         overloaded = overload(bench)
     finally:
@@ -422,7 +438,8 @@ def main():
     print("\npkts/s: packets accepted per second by the load generator (nginx: packets in 2xx answers;"
           " wrk row: requests/s of 1 packet). peak RSS: the distributor process (VmHWM); nginx: sum of"
           " its workers' VmHWM. vs nginx: pkts/s over nginx's at the same packets per request."
-          " \"out\": packets delivered to analyzers per second until the queue drained.")
+          " \"out\": packets delivered to analyzers per second until the queue drained. server p99: the"
+          " upper bound of the distributor's ingest_duration_seconds bucket holding its 99th percentile.")
     report, start, first_half, second_half = overloaded
     codes = report["status_codes"]
     print(f"overload (256 connections x 100 packets, fsync always): {codes.get('202', 0):,} accepted, "
