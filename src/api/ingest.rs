@@ -68,6 +68,10 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bod
 }
 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    // Read whole before any answer: one given while the client is still
+    // sending could be lost to the connection's reset. (Its own error, such
+    // as 413, comes after the checks below, as it did.)
+    let body = body::read_whole(headers, body, state.limits.max_body_bytes).await;
     if !state.is_ready() {
         return Err(ApiError::unavailable(
             "the distributor is recovering its write-ahead log; retry shortly",
@@ -81,8 +85,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         ));
     }
     let format = body_format(headers)?;
-    let body = body::read_whole(headers, body, state.limits.max_body_bytes).await?;
-    let body = decode(headers, body, state.limits.max_body_bytes)?;
+    let body = decode(headers, body?, state.limits.max_body_bytes)?;
     let raw = match format {
         BodyFormat::JsonArray => split_json_array(&body),
         BodyFormat::Ndjson => split_ndjson(&body),
