@@ -209,7 +209,10 @@ impl Connection {
                 while !self.read_line().await?.is_empty() {}
                 return Ok(body.freeze());
             }
-            let chunk = self.read_exactly(size + 2).await?;
+            let with_crlf = size
+                .checked_add(2)
+                .ok_or_else(|| Error::Protocol(format!("chunk of {size} bytes")))?;
+            let chunk = self.read_exactly(with_crlf).await?;
             if !chunk.ends_with(b"\r\n") {
                 return Err(Error::Protocol("a chunk does not end with CRLF".into()));
             }
@@ -413,6 +416,13 @@ mod tests {
         .await;
         let (answer, _) = connection.exchange(HEAD, b"x").await;
         assert!(matches!(answer, Err(Error::Truncated)), "{answer:?}");
+
+        let (mut connection, _server) = connect_to(vec![vec![
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\n",
+        ]])
+        .await;
+        let (answer, _) = connection.exchange(HEAD, b"x").await;
+        assert!(matches!(answer, Err(Error::Protocol(_))), "{answer:?}");
 
         let (mut connection, _server) = connect_to(vec![vec!["SMTP ready\r\n\r\n"]]).await;
         let (answer, _) = connection.exchange(HEAD, b"x").await;
