@@ -52,11 +52,13 @@
 mod http1;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +76,7 @@ use tokio::fs::File;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::{JoinHandle, JoinSet, LocalSet};
 use tokio::time::{sleep, sleep_until, Instant};
 
 const DEFAULT_TARGET: &str = "http://127.0.0.1:8080/api/v1/logs";
@@ -278,7 +280,7 @@ async fn run_workers(
     shared: &Arc<Shared>,
     sockets: Vec<anyhow::Result<std::net::TcpStream>>,
     record_sink: Option<mpsc::Sender<Vec<u8>>>,
-) -> anyhow::Result<WorkerStats> {
+) -> anyhow::Result<LoadStats> {
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let id_prefix = format!("lg-{}-", &run_id[..8]);
     let format = BodyFormat::from_args(args);
@@ -304,7 +306,7 @@ async fn run_workers(
         running.push(thread);
     }
     tokio::task::spawn_blocking(move || {
-        let mut totals = WorkerStats::new();
+        let mut totals = LoadStats::new();
         for thread in running {
             let stats = thread
                 .join()
@@ -317,26 +319,33 @@ async fn run_workers(
 }
 
 /// One load thread: its workers until the run is over, then their totals.
-fn run_thread(shared: Arc<Shared>, seats: Vec<Seat>) -> anyhow::Result<WorkerStats> {
+fn run_thread(shared: Arc<Shared>, seats: Vec<Seat>) -> anyhow::Result<LoadStats> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let stats = Rc::new(RefCell::new(LoadStats::new()));
+    LocalSet::new().block_on(&runtime, async {
         let mut workers = JoinSet::new();
         for seat in seats {
             // Registered with this thread's runtime, which drives it from now on.
             let connection = seat
                 .socket
                 .and_then(|socket| Ok(Connection::new(TcpStream::from_std(socket)?)));
-            let worker = Worker::new(Arc::clone(&shared), seat.body, connection, seat.recorder);
-            workers.spawn(worker.run());
+            let worker = Worker::new(
+                Arc::clone(&shared),
+                seat.body,
+                connection,
+                seat.recorder,
+                Rc::clone(&stats),
+            );
+            workers.spawn_local(worker.run());
         }
-        let mut totals = WorkerStats::new();
-        while let Some(stats) = workers.join_next().await {
-            totals.merge(stats.context("a load worker panicked")?)?;
+        while let Some(done) = workers.join_next().await {
+            done.context("a load worker panicked")?;
         }
-        Ok(totals)
-    })
+        anyhow::Ok(())
+    })?;
+    Ok(stats.replace(LoadStats::new()))
 }
 
 /// Opens the workers' connections up front, so connecting is not timed as
@@ -450,7 +459,7 @@ impl Shared {
     }
 
     /// Waits until the next request should go out, or returns `None` when the run is over.
-    async fn next_job(&self, stats: &mut WorkerStats) -> Option<Job> {
+    async fn next_job(&self, stats: &RefCell<LoadStats>) -> Option<Job> {
         match &self.schedule {
             None => self.next_closed_loop_job(),
             Some(schedule) => self.next_open_loop_job(schedule, stats).await,
@@ -469,9 +478,9 @@ impl Shared {
         })
     }
 
-    async fn next_open_loop_job(&self, schedule: &Schedule, stats: &mut WorkerStats) -> Option<Job> {
+    async fn next_open_loop_job(&self, schedule: &Schedule, stats: &RefCell<LoadStats>) -> Option<Job> {
         let claimed_at = Instant::now();
-        let slot = schedule.claim(claimed_at, &mut stats.dropped_by_client)?;
+        let slot = schedule.claim(claimed_at, &mut stats.borrow_mut().dropped_by_client)?;
         let (first_packet, packets) = self.claim_request()?;
         let due = schedule.due(slot);
         if due > claimed_at + TIMER_RESOLUTION {
@@ -630,7 +639,9 @@ struct Worker {
     body: BodyWriter,
     connection: Option<Connection>,
     recorder: Option<RecordBuffer>,
-    stats: WorkerStats,
+    /// Its thread's figures, shared by the thread's workers: one latency
+    /// histogram per thread stays in cache where one per worker did not.
+    stats: Rc<RefCell<LoadStats>>,
 }
 
 impl Worker {
@@ -639,12 +650,12 @@ impl Worker {
         body: BodyWriter,
         connection: anyhow::Result<Connection>,
         recorder: Option<RecordBuffer>,
+        stats: Rc<RefCell<LoadStats>>,
     ) -> Self {
-        let mut stats = WorkerStats::new();
         let connection = match connection {
             Ok(connection) => Some(connection),
             Err(error) => {
-                stats.count_connection_error(|| format!("{error:#}"));
+                stats.borrow_mut().count_connection_error(|| format!("{error:#}"));
                 None
             }
         };
@@ -657,14 +668,13 @@ impl Worker {
         }
     }
 
-    async fn run(mut self) -> WorkerStats {
-        while let Some(job) = self.shared.next_job(&mut self.stats).await {
+    async fn run(mut self) {
+        while let Some(job) = self.shared.next_job(&self.stats).await {
             self.execute(job).await;
         }
         if let Some(recorder) = &mut self.recorder {
             recorder.flush().await;
         }
-        self.stats
     }
 
     async fn execute(&mut self, job: Job) {
@@ -672,11 +682,14 @@ impl Worker {
         let sent_at = Instant::now();
         let outcome = tokio::time::timeout(self.shared.timeout, self.exchange(&body)).await;
         let latency = job.overdue_since.unwrap_or(sent_at).elapsed();
-        self.stats.requests += 1;
-        self.stats.packets_sent += job.packets;
+        {
+            let mut stats = self.stats.borrow_mut();
+            stats.requests += 1;
+            stats.packets_sent += job.packets;
+        }
         match outcome {
             Ok(Ok(answer)) => {
-                self.stats.record_latency(latency);
+                self.stats.borrow_mut().record_latency(latency);
                 self.account(answer, job.packets).await;
             }
             Ok(Err(failure)) => self.fail(failure).await,
@@ -703,10 +716,10 @@ impl Worker {
     }
 
     async fn account(&mut self, answer: Answer, packets: u64) {
-        self.stats.count_status(answer.status);
+        self.stats.borrow_mut().count_status(answer.status);
         match answer.status {
             // 202 means every packet was accepted: read the body only to record ids.
-            202 if self.recorder.is_none() => self.stats.packets_accepted += packets,
+            202 if self.recorder.is_none() => self.stats.borrow_mut().packets_accepted += packets,
             202 | 207 | 400 => self.account_summary(&answer, packets).await,
             _ => {}
         }
@@ -715,15 +728,15 @@ impl Worker {
     async fn account_summary(&mut self, answer: &Answer, packets: u64) {
         match serde_json::from_slice::<BatchSummary>(&answer.body) {
             Ok(summary) => {
-                self.stats.packets_accepted += summary.successful;
+                self.stats.borrow_mut().packets_accepted += summary.successful;
                 if let Some(recorder) = &mut self.recorder {
                     recorder.record(&summary.processed_packets, answer.status).await;
                 }
             }
             Err(_) => {
-                self.stats.invalid_response_bodies += 1;
+                self.stats.borrow_mut().invalid_response_bodies += 1;
                 if answer.status == 202 {
-                    self.stats.packets_accepted += packets;
+                    self.stats.borrow_mut().packets_accepted += packets;
                 }
             }
         }
@@ -731,8 +744,10 @@ impl Worker {
 
     async fn fail(&mut self, failure: Failure) {
         self.connection = None;
-        self.stats.count_unanswered();
-        self.stats.count_connection_error(|| failure.to_string());
+        self.stats.borrow_mut().count_unanswered();
+        self.stats
+            .borrow_mut()
+            .count_connection_error(|| failure.to_string());
         if matches!(failure, Failure::Connect(_)) {
             sleep(CONNECT_RETRY_DELAY).await;
         }
@@ -741,14 +756,14 @@ impl Worker {
     fn time_out(&mut self) {
         // The answer may still arrive on this connection, so it cannot be reused.
         self.connection = None;
-        self.stats.count_unanswered();
-        self.stats.timeouts += 1;
+        self.stats.borrow_mut().count_unanswered();
+        self.stats.borrow_mut().timeouts += 1;
     }
 }
 
-/// Counters and latencies of one worker, merged into the totals at the end.
+/// Counters and latencies of one load thread's workers, merged into the totals at the end.
 #[derive(Debug)]
-struct WorkerStats {
+struct LoadStats {
     latency_micros: Histogram<u64>,
     status_counts: BTreeMap<u16, u64>,
     unanswered: u64,
@@ -762,7 +777,7 @@ struct WorkerStats {
     first_error: Option<String>,
 }
 
-impl WorkerStats {
+impl LoadStats {
     fn new() -> Self {
         Self {
             latency_micros: Histogram::new(3).expect("3 significant digits is a valid precision"),
@@ -803,7 +818,7 @@ impl WorkerStats {
         }
     }
 
-    fn merge(&mut self, other: WorkerStats) -> anyhow::Result<()> {
+    fn merge(&mut self, other: LoadStats) -> anyhow::Result<()> {
         self.latency_micros.add(&other.latency_micros)?;
         for (status, count) in other.status_counts {
             *self.status_counts.entry(status).or_insert(0) += count;
@@ -856,7 +871,7 @@ fn per_second(count: u64, seconds: f64) -> f64 {
 }
 
 impl Report {
-    fn new(args: &LoadgenArgs, totals: &WorkerStats, elapsed: Duration) -> Self {
+    fn new(args: &LoadgenArgs, totals: &LoadStats, elapsed: Duration) -> Self {
         let seconds = elapsed.as_secs_f64();
         let messages_accepted = totals.packets_accepted * u64::from(args.messages_per_packet);
         Self {
@@ -1453,7 +1468,7 @@ mod tests {
     #[test]
     fn report_derives_rates_and_percentiles() {
         let args = parse(&["--rate", "100", "--messages-per-packet", "2"]);
-        let mut totals = WorkerStats::new();
+        let mut totals = LoadStats::new();
         totals.requests = 40;
         totals.packets_sent = 400;
         totals.packets_accepted = 300;
@@ -1485,11 +1500,11 @@ mod tests {
 
     #[test]
     fn merging_adds_counts_and_latencies() {
-        let mut first = WorkerStats::new();
+        let mut first = LoadStats::new();
         first.requests = 3;
         first.count_status(202);
         first.record_latency(Duration::from_millis(1));
-        let mut second = WorkerStats::new();
+        let mut second = LoadStats::new();
         second.requests = 4;
         second.count_status(202);
         second.record_latency(Duration::from_millis(9));
@@ -1503,14 +1518,14 @@ mod tests {
 
     #[test]
     fn zero_elapsed_time_gives_zero_rates() {
-        let report = Report::new(&parse(&[]), &WorkerStats::new(), Duration::ZERO);
+        let report = Report::new(&parse(&[]), &LoadStats::new(), Duration::ZERO);
         assert_eq!(report.requests_per_sec, 0.0);
         assert_eq!(report.latency_ms.max, 0.0);
     }
 
     #[test]
     fn table_lists_every_figure() {
-        let report = Report::new(&parse(&[]), &WorkerStats::new(), Duration::from_secs(1));
+        let report = Report::new(&parse(&[]), &LoadStats::new(), Duration::from_secs(1));
         let table = report.to_string();
         for label in [
             "duration",
