@@ -10,7 +10,7 @@
 
 use super::ApiError;
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use http_body_util::BodyExt;
 
 /// Room reserved for a body, at most this many times what has arrived.
@@ -32,7 +32,7 @@ pub async fn read_whole(headers: &HeaderMap, body: Body, limit: usize) -> Result
         };
         let received = first.as_ref().map_or(0, Bytes::len) + joined.len() + chunk.len();
         if received > limit {
-            return Err(too_large());
+            return Err(ApiError::body_too_large());
         }
         if first.is_none() && joined.is_empty() {
             first = Some(chunk);
@@ -55,17 +55,10 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
     Some(usize::try_from(length).unwrap_or(usize::MAX))
 }
 
-fn too_large() -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "request body is larger than limits.max_body_bytes",
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{HeaderValue, StatusCode};
 
     fn chunked(chunks: &[&'static [u8]]) -> Body {
         let frames: Vec<_> = chunks

@@ -35,6 +35,14 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
+    /// 413, the one answer to a body over `limits.max_body_bytes`.
+    pub fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body is larger than limits.max_body_bytes",
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>, retry_after: u32) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +80,7 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            return Self::new(status, "request body is larger than limits.max_body_bytes");
+            return Self::body_too_large();
         }
         Self::new(status, rejection.body_text())
     }
