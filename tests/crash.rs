@@ -15,8 +15,11 @@
 //! `failed_packets.json` grows: its write is done, its fsync and the
 //! packet's End record in the log are still to come). Two more kills land during start-up, a
 //! few milliseconds after the process is spawned. After every kill,
-//! `failed_packets.json` must parse as a JSON array and `state.json.gz`
-//! as whole gzip JSON.
+//! `state.json.gz` must be whole gzip JSON and `failed_packets.json` must
+//! parse as a JSON array, or be one whose last line a kill cut mid-write
+//! (SIGKILL can stop a write between two pages, as power loss can): then
+//! the lines before it, closed again, must parse, which is what the next
+//! start does.
 //!
 //! The random delays come from a seed printed at the start; set
 //! `CRASH_SEED` to replay a run's schedule, and `CRASH_ROUNDS=N` to go
@@ -107,8 +110,10 @@ struct Evidence {
     kills_inside_checkpoint_write: u32,
     /// Aimed kills whose moment came (the file appeared or grew), by aim.
     aimed: HashMap<String, (u32, u32)>,
-    /// Dead-letter entries on disk at each kill.
+    /// Whole dead-letter entries on disk at each kill.
     dead_letter_at_kill: Vec<usize>,
+    /// Kills that cut a dead-letter append mid-write.
+    dead_letter_torn_at_kill: u32,
     /// Log segments on disk at each kill, and the largest seen (past
     /// `segment_bytes`: rotated by size, not only by checkpoints).
     segments_at_kill: Vec<usize>,
@@ -153,6 +158,16 @@ fn config(phase: Phase, analyzers: &[Analyzer], rejecting: &Analyzer) -> String 
     text
 }
 
+/// The dead letter's entries but its last line, which a kill cut: the
+/// lines before it must be whole entries, and closed again, an array.
+fn without_torn_last_line(path: &Path) -> Result<Vec<Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let before_last_line = text.rfind('\n').map_or("", |end| &text[..end]);
+    let closed = format!("{}\n]", before_last_line.trim_end_matches(','));
+    serde_json::from_str::<Vec<Value>>(&closed)
+        .map_err(|e| format!("and it is not an array torn only in its last line either: {e}"))
+}
+
 /// One client: posts batches of fresh ids until told to stop, and writes
 /// down what each answer said.
 async fn client(worker: usize, url: String, ledger: Arc<Ledger>, run: Arc<AtomicU32>, stop: Arc<AtomicBool>) {
@@ -193,13 +208,19 @@ async fn client(worker: usize, url: String, ledger: Arc<Ledger>, run: Arc<Atomic
     }
 }
 
-/// Checks what a kill left: the dead letter parses as a JSON array, the
-/// checkpoint (if any) is whole gzip JSON; notes a checkpoint temp file
-/// written by the run spawned at `spawned_at`.
+/// Checks what a kill left: the dead letter is a JSON array, torn at most
+/// in its last line; the checkpoint (if any) is whole gzip JSON. Notes a
+/// checkpoint temp file written by the run spawned at `spawned_at`.
 fn inspect_after_kill(data_dir: &Path, spawned_at: std::time::SystemTime, evidence: &mut Evidence) {
     let kill = evidence.kills + evidence.startup_kills;
-    let entries = read_dead_letter_file(&data_dir.join("failed_packets.json"))
-        .unwrap_or_else(|e| panic!("after kill #{kill}: {e}"));
+    let path = data_dir.join("failed_packets.json");
+    let entries = match read_dead_letter_file(&path) {
+        Ok(entries) => entries,
+        Err(strict) => {
+            evidence.dead_letter_torn_at_kill += 1;
+            without_torn_last_line(&path).unwrap_or_else(|e| panic!("after kill #{kill}: {strict}; {e}"))
+        }
+    };
     evidence.dead_letter_at_kill.push(entries.len());
     let checkpoint = data_dir.join("state.json.gz");
     if checkpoint.exists() {
@@ -481,8 +502,8 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         evidence.kills_inside_checkpoint_write
     );
     eprintln!(
-        "dead-letter entries on disk at each kill: {:?}",
-        evidence.dead_letter_at_kill
+        "dead-letter entries on disk at each kill: {:?}; kills that cut an append mid-write: {}",
+        evidence.dead_letter_at_kill, evidence.dead_letter_torn_at_kill
     );
     eprintln!(
         "log segments on disk at each kill: {:?}; largest seen: {} bytes",

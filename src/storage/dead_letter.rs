@@ -15,10 +15,14 @@
 //!   strings, so an entry never spans lines); entries are oldest first.
 //! - The file ends with `\n]\n`. An append is one positioned write that
 //!   replaces that tail with `,\n<entry>\n]\n` (or `<entry>\n]\n` when empty)
-//!   followed by an fsync, so a process killed at any moment leaves either
-//!   the old array or the new one.
-//! - On open, a torn tail (power loss mid-write) is cut back to the last
-//!   whole entry and the array closed again; a file that is not in this
+//!   followed by an fsync. A write that stays within one page is whole or
+//!   absent whatever stops the process; a longer one can be cut between
+//!   two pages by SIGKILL (Linux stops a write between pages for a fatal
+//!   signal) or by power loss, leaving a torn last line. Its packets are
+//!   still in the write-ahead log (their End records follow the append),
+//!   so the next start dead-letters them again.
+//! - On open, a torn tail is cut back to the last whole entry and the
+//!   array closed again; a file that is not in this
 //!   layout but is a valid array (written by hand, or by the original) is
 //!   rewritten into it; anything else is moved aside, never deleted.
 //! - Removing entries (replay) rewrites the file: temp file, fsync, rename.
@@ -126,8 +130,8 @@ impl DeadLetter {
         }
         let new_end = position;
         chunk.extend_from_slice(CLOSE);
-        // One positioned write over the old "]" tail: the file holds the old
-        // array or the new one, never a mix.
+        // One positioned write over the old "]" tail (see the module doc for
+        // what a kill in the middle of it leaves).
         inner.file.write_all_at(&chunk, inner.end)?;
         inner.file.sync_data()?;
         inner.end = new_end;
