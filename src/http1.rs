@@ -1,15 +1,19 @@
-//! The load generator's side of an HTTP/1.1 keep-alive connection: one
-//! request at a time, written with one `write` (head and body together),
+//! The client's side of an HTTP/1.1 keep-alive connection, for the load
+//! generator and for delivery to analyzers: one request at a time, written
+//! with one vectored `write` (head and body together, the body not copied),
 //! the answer's head parsed by `httparse` and its body framed by
 //! `Content-Length`, chunked encoding, or the connection's end.
 //!
-//! It is the least a client can do per request, so that the generator
-//! costs the machine it shares with the server little more than wrk does:
-//! hyper's client spent about 4x wrk's user time per request here.
+//! It is the least a client can do per request. The load generator costs
+//! the machine it shares with the server little more than wrk does (hyper's
+//! client spent about 4x wrk's user time per request here), and an idle
+//! delivery connection holds a socket and a small read buffer, where hyper's
+//! pooled client also kept a task and a request channel per connection.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
-use std::io::Write as _;
+use std::io::{IoSlice, Write as _};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -17,13 +21,18 @@ use tokio::net::TcpStream;
 const MAX_HEADERS: usize = 64;
 /// The most an answer's head may take.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Room made for each read from the socket.
-const READ_CHUNK: usize = 16 * 1024;
+/// The longest answer body read; a longer one is a protocol error.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Room made for each read from the socket: answers here are short, and a
+/// long body gets room for all of it at once.
+const READ_CHUNK: usize = 4 * 1024;
 
 /// What the server answered.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    /// The answer's `Retry-After`, when it gives one in seconds.
+    pub retry_after: Option<Duration>,
     pub body: Bytes,
 }
 
@@ -62,15 +71,15 @@ struct Head {
     status: u16,
     framing: Framing,
     keep_alive: bool,
+    retry_after: Option<Duration>,
 }
 
-/// One keep-alive connection to the target.
+/// One keep-alive connection to a server.
+#[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
     /// What has been read and not yet used.
     received: BytesMut,
-    /// The request being written, reused.
-    outgoing: Vec<u8>,
 }
 
 impl Connection {
@@ -78,7 +87,6 @@ impl Connection {
         Connection {
             stream,
             received: BytesMut::with_capacity(READ_CHUNK),
-            outgoing: Vec::new(),
         }
     }
 
@@ -96,20 +104,30 @@ impl Connection {
     /// CRLF) with `body`, and reads the whole answer. `true` with it when
     /// the connection cannot carry another request.
     pub async fn exchange(&mut self, head: &[u8], body: &[u8]) -> (Result<Answer, Error>, bool) {
-        match self.send_and_receive(head, body).await {
+        if let Err(error) = self.send(head, body).await {
+            return (Err(error), true);
+        }
+        self.receive().await
+    }
+
+    /// The first half of [`Connection::exchange`]: sends the request, so
+    /// that the caller can let its body go before the answer comes. After
+    /// an error the connection cannot be used.
+    pub async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), Error> {
+        self.received.clear();
+        self.write_request(head, body).await.map_err(Error::Io)
+    }
+
+    /// The second half of [`Connection::exchange`]: reads the whole answer
+    /// to the request sent.
+    pub async fn receive(&mut self) -> (Result<Answer, Error>, bool) {
+        match self.read_answer().await {
             Ok((answer, keep_alive)) => (Ok(answer), !keep_alive),
             Err(error) => (Err(error), true),
         }
     }
 
-    async fn send_and_receive(&mut self, head: &[u8], body: &[u8]) -> Result<(Answer, bool), Error> {
-        self.outgoing.clear();
-        self.outgoing.extend_from_slice(head);
-        write!(self.outgoing, "Content-Length: {}\r\n\r\n", body.len())
-            .expect("writing to a Vec cannot fail");
-        self.outgoing.extend_from_slice(body);
-        self.received.clear();
-        self.stream.write_all(&self.outgoing).await.map_err(Error::Io)?;
+    async fn read_answer(&mut self) -> Result<(Answer, bool), Error> {
         let head = loop {
             let head = self.read_head().await?;
             // 1xx answers (100 Continue, 103 Early Hints) precede the real one.
@@ -127,10 +145,33 @@ impl Connection {
         Ok((
             Answer {
                 status: head.status,
+                retry_after: head.retry_after,
                 body,
             },
             keep_alive,
         ))
+    }
+
+    /// Writes `head`, the `Content-Length` line and `body`, in as few
+    /// vectored writes as the socket takes, copying none of them.
+    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+        let mut length_line = std::io::Cursor::new([0u8; 48]);
+        write!(length_line, "Content-Length: {}\r\n\r\n", body.len())?;
+        let length_line_end = length_line.position() as usize;
+        let mut buffers = [
+            IoSlice::new(head),
+            IoSlice::new(&length_line.get_ref()[..length_line_end]),
+            IoSlice::new(body),
+        ];
+        let mut remaining = &mut buffers[..];
+        while !remaining.is_empty() {
+            let written = self.stream.write_vectored(remaining).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut remaining, written);
+        }
+        Ok(())
     }
 
     async fn read_head(&mut self) -> Result<Head, Error> {
@@ -176,6 +217,9 @@ impl Connection {
     }
 
     async fn read_exactly(&mut self, length: usize) -> Result<Bytes, Error> {
+        if length > MAX_BODY_BYTES {
+            return Err(too_long());
+        }
         while self.received.len() < length {
             self.received.reserve((length - self.received.len()).min(1 << 20));
             if !self.fill().await? {
@@ -186,7 +230,11 @@ impl Connection {
     }
 
     async fn read_to_end(&mut self) -> Result<Bytes, Error> {
-        while self.fill().await? {}
+        while self.fill().await? {
+            if self.received.len() > MAX_BODY_BYTES {
+                return Err(too_long());
+            }
+        }
         Ok(self.received.split().freeze())
     }
 
@@ -216,6 +264,9 @@ impl Connection {
             if !chunk.ends_with(b"\r\n") {
                 return Err(Error::Protocol("a chunk does not end with CRLF".into()));
             }
+            if body.len() + size > MAX_BODY_BYTES {
+                return Err(too_long());
+            }
             body.extend_from_slice(&chunk[..size]);
         }
     }
@@ -237,11 +288,16 @@ impl Connection {
     }
 }
 
-/// The status, framing and keep-alive of a parsed head.
+fn too_long() -> Error {
+    Error::Protocol(format!("body longer than {MAX_BODY_BYTES} bytes"))
+}
+
+/// The status, framing, keep-alive and `Retry-After` of a parsed head.
 fn describe(answer: &httparse::Response<'_, '_>) -> Result<Head, Error> {
     let status = answer.code.ok_or_else(|| Error::Protocol("no status".into()))?;
     let mut length = None;
     let mut chunked = false;
+    let mut retry_after = None;
     // HTTP/1.1 keeps the connection unless told to close; 1.0 the reverse.
     let mut keep_alive = answer.version == Some(1);
     for header in answer.headers.iter() {
@@ -259,6 +315,8 @@ fn describe(answer: &httparse::Response<'_, '_>) -> Result<Head, Error> {
                 .rsplit(',')
                 .next()
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if header.name.eq_ignore_ascii_case("retry-after") {
+            retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
         } else if header.name.eq_ignore_ascii_case("connection") {
             for option in value.split(',').map(str::trim) {
                 if option.eq_ignore_ascii_case("close") {
@@ -278,13 +336,13 @@ fn describe(answer: &httparse::Response<'_, '_>) -> Result<Head, Error> {
         status,
         framing,
         keep_alive,
+        retry_after,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use tokio::net::TcpListener;
     use tokio::task::JoinHandle;
 
@@ -390,11 +448,15 @@ mod tests {
     #[tokio::test]
     async fn close_and_http_1_0_end_the_connection_after_the_answer() {
         let (mut connection, _server) = connect_to(vec![vec![
-            "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n",
         ]])
         .await;
         let (answer, ended) = connection.exchange(HEAD, b"x").await;
-        assert_eq!((answer.unwrap().status, ended), (503, true));
+        let answer = answer.unwrap();
+        assert_eq!(
+            (answer.status, answer.retry_after, ended),
+            (503, Some(Duration::from_secs(3)), true)
+        );
 
         let (mut connection, _server) =
             connect_to(vec![vec!["HTTP/1.0 200 OK\r\n\r\nuntil ", "the end"]]).await;

@@ -18,6 +18,8 @@
 //! - [`server`]: the accept loop (timeouts, connection bound, TLS); the
 //!   bearer tokens are [`api::auth`].
 //! - [`service`]: wires it all together, start to orderly shutdown.
+//! - [`http1`]: the HTTP/1.1 client connection that delivery and the load
+//!   generator share.
 //! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
 //! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
 
@@ -27,6 +29,7 @@ pub mod config;
 pub mod dispatch;
 pub mod fleet;
 pub mod health;
+pub mod http1;
 pub mod k8s;
 pub mod loadgen;
 pub mod metrics;

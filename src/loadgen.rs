@@ -3,8 +3,9 @@
 //! It POSTs batches of synthetic log packets to `--target` over plain HTTP/1.1
 //! keep-alive connections (one connection per worker, `TCP_NODELAY`, reopened
 //! after any error) and reports throughput and latency. Its HTTP client is
-//! its own `http1` module: one write per request and a parsed answer head, so that it
-//! takes little of the CPU it shares with the server under test.
+//! the crate's own [`crate::http1`]: one write per request and a parsed
+//! answer head, so that it takes little of the CPU it shares with the server
+//! under test.
 //!
 //! # Closed loop and open loop
 //!
@@ -49,8 +50,6 @@
 //! `processed_packets` is written to FILE as one JSON line,
 //! `{"id":"lg-…","status":202}`, for end-to-end delivery checks.
 
-mod http1;
-
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -63,11 +62,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http1::{self, Answer, Connection};
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use hdrhistogram::Histogram;
-use http1::{Answer, Connection};
 use hyper::Uri;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::IndexedRandom;

@@ -11,20 +11,16 @@
 //!   dead letter's `final_error`.
 //! - Health: `GET <health_url>`, healthy on 2xx.
 //!
-//! Connections are pooled and kept alive by one client per analyzer.
+//! Each analyzer keeps its own pool of kept-alive connections ([`crate::http1`]),
+//! the most recently used taken first, closed after 90 s unused.
 
 use super::DeliveryFailure;
 use crate::dispatch::Job;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::time::Duration;
-use url::Url;
+use crate::http1::{Answer, Connection};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use url::{Host, Position, Url};
 
 /// The header that carries the packet ids of a delivery.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
@@ -35,12 +31,23 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug)]
 pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
     endpoint: Url,
-    /// `endpoint` and the health URL, parsed once for every request.
-    endpoint_uri: Uri,
-    health_uri: Uri,
+    health_url: Url,
+    host: Host<String>,
+    port: u16,
+    /// The heads of a delivery and of a probe, up to the headers each
+    /// request adds itself.
+    delivery_head: Vec<u8>,
+    probe_head: Vec<u8>,
     timeout: Duration,
+    /// Kept-alive connections not in use, the most recently used last.
+    idle: Mutex<Vec<IdleConnection>>,
+}
+
+#[derive(Debug)]
+struct IdleConnection {
+    connection: Connection,
+    since: Instant,
 }
 
 impl Http {
@@ -53,24 +60,30 @@ impl Http {
         let health_url = endpoint
             .join(health_path)
             .map_err(|e| format!("health path {health_path:?} does not resolve against {endpoint}: {e}"))?;
-        let as_uri = |url: &Url| {
-            url.as_str()
-                .parse::<Uri>()
-                .map_err(|e| format!("{url} is not a usable URL: {e}"))
+        let host = endpoint
+            .host()
+            .ok_or_else(|| format!("{endpoint} names no host"))?
+            .to_owned();
+        let port = endpoint.port_or_known_default().unwrap_or(80);
+        let head = |method: &str, url: &Url| {
+            format!(
+                "{method} {} HTTP/1.1\r\nHost: {}\r\n",
+                &url[Position::BeforePath..Position::AfterQuery],
+                &url[Position::BeforeHost..Position::AfterPort],
+            )
+            .into_bytes()
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let mut delivery_head = head("POST", &endpoint);
+        delivery_head.extend_from_slice(b"Content-Type: application/json\r\n");
         Ok(Http {
-            client,
-            endpoint_uri: as_uri(&endpoint)?,
-            health_uri: as_uri(&health_url)?,
+            probe_head: head("GET", &health_url),
+            delivery_head,
             endpoint,
+            health_url,
+            host,
+            port,
             timeout,
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -79,57 +92,104 @@ impl Http {
     }
 
     pub async fn deliver(&self, batch: &[Job]) -> Result<(), DeliveryFailure> {
-        let mut request = Request::post(self.endpoint_uri.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(Bytes::from(encode_body(batch))))
-            .map_err(|e| DeliveryFailure::permanent(format!("cannot build the request: {e}")))?;
-        let ids: Vec<String> = batch.iter().map(|job| percent_encode(job.packet.id())).collect();
-        if let Ok(value) = HeaderValue::from_str(&ids.join(",")) {
-            request.headers_mut().insert(IDEMPOTENCY_HEADER, value);
-        }
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
-            let status = response.status();
-            if status.is_success() {
-                // Read to the end, so that the connection goes back to the pool.
-                response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| format!("reading the answer failed: {e}"))?;
-                return Ok::<_, String>(None);
+        let body = encode_body(batch);
+        let mut head = self.delivery_head.clone();
+        head.extend_from_slice(IDEMPOTENCY_HEADER.as_bytes());
+        head.extend_from_slice(b": ");
+        for (n, job) in batch.iter().enumerate() {
+            if n > 0 {
+                head.push(b',');
             }
-            Ok(Some(refusal(response).await))
-        };
-        match tokio::time::timeout(self.timeout, exchange).await {
+            percent_encode_into(job.packet.id(), &mut head);
+        }
+        head.extend_from_slice(b"\r\n");
+        match tokio::time::timeout(self.timeout, self.exchange(&head, body)).await {
             Err(_) => Err(DeliveryFailure::retryable(self.no_answer())),
             Ok(Err(message)) => Err(DeliveryFailure::retryable(message)),
-            Ok(Ok(None)) => Ok(()),
-            Ok(Ok(Some(failure))) => Err(failure),
+            Ok(Ok(answer)) if is_success(answer.status) => Ok(()),
+            Ok(Ok(answer)) => Err(refusal(answer)),
         }
     }
 
     pub async fn probe(&self) -> Result<(), String> {
-        let request = Request::get(self.health_uri.clone())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| format!("cannot build the probe: {e}"))?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| describe(&e))?;
-            let status = response.status();
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("reading the answer failed: {e}"))?;
-            Ok::<_, String>(status)
-        };
-        let status = tokio::time::timeout(self.timeout, exchange)
+        let answer = tokio::time::timeout(self.timeout, self.exchange(&self.probe_head, Vec::new()))
             .await
             .map_err(|_| self.no_answer())??;
-        if status.is_success() {
+        if is_success(answer.status) {
             Ok(())
         } else {
-            Err(format!("{} answered HTTP {}", self.health_uri, status.as_u16()))
+            Err(format!("{} answered HTTP {}", self.health_url, answer.status))
+        }
+    }
+
+    /// One request and its whole answer. The body is let go once it is
+    /// written, not held while the analyzer works on it.
+    async fn exchange(&self, head: &[u8], body: Vec<u8>) -> Result<Answer, String> {
+        let mut connection = self.send(head, &body).await?;
+        drop(body);
+        let (answer, ended) = connection.receive().await;
+        let answer = answer.map_err(|e| format!("request failed: {e}"))?;
+        self.keep_unless(ended, connection);
+        Ok(answer)
+    }
+
+    /// Sends a request on a kept-alive connection when there is one that
+    /// takes it, otherwise on a new one.
+    async fn send(&self, head: &[u8], body: &[u8]) -> Result<Connection, String> {
+        if let Some(mut connection) = self.take_idle() {
+            if connection.send(head, body).await.is_ok() {
+                return Ok(connection);
+            }
+        }
+        let mut connection = self.connect().await?;
+        connection
+            .send(head, body)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        Ok(connection)
+    }
+
+    async fn connect(&self) -> Result<Connection, String> {
+        let stream = match &self.host {
+            Host::Domain(name) => TcpStream::connect((name.as_str(), self.port)).await,
+            Host::Ipv4(ip) => TcpStream::connect((*ip, self.port)).await,
+            Host::Ipv6(ip) => TcpStream::connect((*ip, self.port)).await,
+        }
+        .map_err(|e| format!("cannot connect: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        Ok(Connection::new(stream))
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn take_idle(&self) -> Option<Connection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(IdleConnection {
+            mut connection,
+            since,
+        }) = idle.pop()
+        {
+            if since.elapsed() < POOL_IDLE_TIMEOUT && !connection.has_ended() {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    /// Puts `connection` back for the next request unless it has `ended`;
+    /// closes those idle for longer than [`POOL_IDLE_TIMEOUT`].
+    fn keep_unless(&self, ended: bool, connection: Connection) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Oldest first: those put back longest ago.
+        let expired = idle.partition_point(|entry| now.duration_since(entry.since) >= POOL_IDLE_TIMEOUT);
+        idle.drain(..expired);
+        if !ended {
+            idle.push(IdleConnection {
+                connection,
+                since: now,
+            });
         }
     }
 
@@ -138,24 +198,25 @@ impl Http {
     }
 }
 
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
 /// What a non-2xx answer means: retryable or not, the analyzer's
 /// `Retry-After`, and the start of its answer.
-async fn refusal(response: Response<Incoming>) -> DeliveryFailure {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let excerpt = answer_excerpt(response.into_body()).await;
-    let message = format!("analyzer answered HTTP {}: {excerpt}", status.as_u16());
-    let mut failure = if is_retryable(status) {
+fn refusal(answer: Answer) -> DeliveryFailure {
+    let excerpt = &answer.body[..answer.body.len().min(ANSWER_EXCERPT_BYTES)];
+    let message = format!(
+        "analyzer answered HTTP {}: {}",
+        answer.status,
+        String::from_utf8_lossy(excerpt).trim()
+    );
+    let mut failure = if is_retryable(answer.status) {
         DeliveryFailure::retryable(message)
     } else {
         DeliveryFailure::permanent(message)
     };
-    failure.retry_after = retry_after;
+    failure.retry_after = answer.retry_after;
     failure
 }
 
@@ -177,66 +238,180 @@ fn encode_body(batch: &[Job]) -> Vec<u8> {
 
 /// Percent-encodes every byte but RFC 3986's unreserved ones, so that an
 /// id with a comma, spaces or non-ASCII survives a header intact.
-pub fn percent_encode(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
+fn percent_encode_into(id: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for byte in id.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
+            out.push(byte);
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xF)]]);
         }
     }
-    out
 }
 
-fn is_retryable(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-}
-
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
-    if e.is_connect() {
-        format!("cannot connect: {}", root_cause(e))
-    } else {
-        format!("request failed: {}", root_cause(e))
-    }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-/// The first [`ANSWER_EXCERPT_BYTES`] of an answer, as text; reading stops there.
-async fn answer_excerpt(mut body: Incoming) -> String {
-    let mut bytes = Vec::new();
-    while bytes.len() < ANSWER_EXCERPT_BYTES {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    bytes.extend_from_slice(&data);
-                }
-            }
-            _ => break,
-        }
-    }
-    bytes.truncate(ANSWER_EXCERPT_BYTES);
-    String::from_utf8_lossy(&bytes).trim().to_string()
+fn is_retryable(status: u16) -> bool {
+    status == 408 || status == 429 || (500..600).contains(&status)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::percent_encode;
+    use super::{percent_encode_into, Http};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    /// What the scripted analyzer does with a request.
+    enum Then {
+        Answer(&'static str),
+        AnswerAndClose(&'static str),
+        Close,
+    }
+
+    /// A real analyzer on loopback that does `plan(c, r)` with the `r`th
+    /// request on its `c`th connection. It answers the number of requests
+    /// it has read on each connection.
+    async fn scripted(plan: fn(usize, usize) -> Then) -> (SocketAddr, Arc<Mutex<Vec<usize>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            for c in 0.. {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                seen.lock().unwrap().push(0);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    // Probes carry no body: each head ends with an empty line.
+                    while let Ok(n @ 1..) = socket.read(&mut buffer).await {
+                        assert!(buffer[..n].ends_with(b"\r\n\r\n"));
+                        let r = {
+                            let mut seen = seen.lock().unwrap();
+                            seen[c] += 1;
+                            seen[c] - 1
+                        };
+                        match plan(c, r) {
+                            Then::Answer(answer) => socket.write_all(answer.as_bytes()).await.unwrap(),
+                            Then::AnswerAndClose(answer) => {
+                                socket.write_all(answer.as_bytes()).await.unwrap();
+                                return;
+                            }
+                            Then::Close => return,
+                        }
+                    }
+                });
+            }
+        });
+        (addr, requests)
+    }
+
+    fn client(addr: SocketAddr) -> Http {
+        Http::new(
+            &format!("http://{addr}/ingest"),
+            "/health",
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_share_one_kept_connection() {
+        let (addr, requests) = scripted(|_, _| Then::Answer(OK)).await;
+        let http = client(addr);
+        for _ in 0..3 {
+            http.probe().await.unwrap();
+        }
+        assert_eq!(*requests.lock().unwrap(), [3]);
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_analyzer_closed_while_idle_is_not_used() {
+        let (addr, requests) = scripted(|_, _| Then::AnswerAndClose(OK)).await;
+        let http = client(addr);
+        for _ in 0..3 {
+            http.probe().await.unwrap();
+            // Time for the analyzer's close to arrive.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(*requests.lock().unwrap(), [1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_after_the_request_went_out_fails_that_request_only() {
+        let (addr, requests) = scripted(|c, r| {
+            if (c, r) == (0, 1) {
+                Then::Close
+            } else {
+                Then::Answer(OK)
+            }
+        })
+        .await;
+        let http = client(addr);
+        http.probe().await.unwrap();
+        let error = http.probe().await.unwrap_err();
+        assert_eq!(
+            error,
+            "request failed: the server closed the connection before answering"
+        );
+        http.probe().await.unwrap();
+        assert_eq!(*requests.lock().unwrap(), [2, 1]);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_says_close_is_not_kept() {
+        let (addr, requests) = scripted(|_, _| {
+            Then::Answer("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        })
+        .await;
+        let http = client(addr);
+        http.probe().await.unwrap();
+        http.probe().await.unwrap();
+        assert_eq!(http.idle.lock().unwrap().len(), 0);
+        assert_eq!(*requests.lock().unwrap(), [1, 1]);
+    }
+
+    #[tokio::test]
+    async fn a_bad_answer_is_an_error() {
+        let (addr, requests) =
+            scripted(|_, r| Then::Answer(if r == 0 { OK } else { "SMTP ready\r\n\r\n" })).await;
+        let http = client(addr);
+        http.probe().await.unwrap();
+        let error = http.probe().await.unwrap_err();
+        assert!(
+            error.starts_with("request failed: invalid HTTP answer"),
+            "{error}"
+        );
+        assert_eq!(*requests.lock().unwrap(), [2]);
+    }
+
+    #[tokio::test]
+    async fn no_listener_cannot_be_connected_to_and_a_silent_one_gives_no_answer() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let error = client(addr).probe().await.unwrap_err();
+        assert!(error.starts_with("cannot connect: "), "{error}");
+
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}/", silent.local_addr().unwrap());
+        let http = Http::new(&endpoint, "/health", Duration::from_millis(200)).unwrap();
+        assert_eq!(http.probe().await.unwrap_err(), "no answer within 200ms");
+    }
 
     #[test]
     fn ids_are_percent_encoded_for_the_header() {
-        assert_eq!(percent_encode("abc-123_x.y~z"), "abc-123_x.y~z");
-        assert_eq!(percent_encode("a,b"), "a%2Cb");
-        assert_eq!(percent_encode(" lead"), "%20lead");
-        assert_eq!(percent_encode("é"), "%C3%A9");
+        let encode = |id: &str| {
+            let mut out = Vec::new();
+            percent_encode_into(id, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(encode("abc-123_x.y~z"), "abc-123_x.y~z");
+        assert_eq!(encode("a,b"), "a%2Cb");
+        assert_eq!(encode(" lead"), "%20lead");
+        assert_eq!(encode("é"), "%C3%A9");
     }
 }
