@@ -1,14 +1,17 @@
 //! The HTTP server: an accept loop over hyper's HTTP/1 connections, with a
-//! header-read timeout, a bound on connections open at once, optional TLS
+//! header-read timeout, a request timeout (408), a bound on connections open at once, optional TLS
 //! (rustls, reloaded when the files change) and graceful shutdown (stop
 //! accepting, let requests in progress finish, close idle connections).
 
+use crate::api;
 use crate::config::{ServerConfig, TlsConfig};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -18,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_service::Service;
 
 /// Serves `app` on `listener` until `stop` is cancelled; then stops
 /// accepting and waits for the open connections to finish what they are
@@ -55,15 +59,18 @@ pub async fn serve(
         let app = app.clone();
         let stop = stop.clone();
         let acceptor = tls.as_ref().map(|files| files.acceptor());
-        let header_timeout = server.header_read_timeout;
+        let timeouts = Timeouts {
+            header_read: server.header_read_timeout,
+            request: server.request_timeout,
+        };
         connections.spawn(async move {
             let _slot = slot;
             match acceptor {
-                None => serve_connection(stream, app, header_timeout, stop).await,
+                None => serve_connection(stream, app, timeouts, stop).await,
                 Some(acceptor) => {
                     // The handshake counts against the header-read timeout.
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, app, header_timeout, stop).await,
+                    match tokio::time::timeout(timeouts.header_read, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, app, timeouts, stop).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -87,16 +94,35 @@ pub async fn serve(
 /// but would refuse heads that common proxies pass (Envoy takes 60 KiB).
 const READ_BUFFER_MAX: usize = 64 * 1024;
 
-async fn serve_connection<S>(stream: S, app: Router, header_timeout: Duration, stop: CancellationToken)
+/// How long a connection may take to send a request's head, and a request
+/// to be answered (its body read included).
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    request: Duration,
+}
+
+async fn serve_connection<S>(stream: S, app: Router, timeouts: Timeouts, stop: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(timeouts.header_read)
         .max_buf_size(READ_BUFFER_MAX);
-    let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    // The request timeout wraps the router's future here rather than as a
+    // router layer, which would box every request's call once more.
+    let service = service_fn(move |request: Request<Incoming>| {
+        let answer = app.clone().call(request);
+        async move {
+            match tokio::time::timeout(timeouts.request, answer).await {
+                Ok(answered) => answered,
+                Err(_) => Ok(api::request_timed_out(timeouts.request)),
+            }
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

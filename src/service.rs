@@ -141,7 +141,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         traffic: traffic.clone(),
         kube: kube.clone(),
         auth,
-        request_timeout: settings.server.request_timeout,
     });
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();

@@ -95,6 +95,11 @@ impl Auth {
         }
     }
 
+    /// Whether every request passes: no token is set and reads are open.
+    pub fn is_open(&self) -> bool {
+        self.ingest.is_none() && self.admin.is_none() && !self.protect_reads
+    }
+
     /// `Ok` when the presented token (if any) may use `scope`.
     pub fn check(&self, scope: Scope, presented: Option<&[u8]>) -> Result<(), Denied> {
         let accepted: &[&Option<Token>] = match scope {
