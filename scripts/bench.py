@@ -16,7 +16,9 @@ Extra rows:
   - `wrk` against nginx at 1 packet per request, next to loadgen's figure for
     the same target: is the load generator the bottleneck?
   - the distributor with `batch.max_packets: 256` (fsync always): packets
-    bound for one analyzer leave in one request when they queue up;
+    bound for one analyzer leave in one request when they queue up; and
+    the same with `batch.linger: 2ms` (a delivery waits up to 2 ms for more
+    packets; the 202 does not wait for it);
   - open loop at half the batched distributor's peak: latency there;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
     must stay flat (503s, not growth).
@@ -51,6 +53,8 @@ MESSAGES_PER_PACKET = 3
 MESSAGE_BYTES = 200
 # batch.max_packets of the batched rows (the default is 1: one packet per request).
 BATCH_PACKETS = 256
+# batch.linger of the last batched row (the default is 0: no wait).
+BATCH_LINGER = "2ms"
 
 NGINX_CONF = """
 daemon off;
@@ -241,7 +245,7 @@ class Bench:
             self.analyzers.append(process)
             self.analyzer_ports.append(port)
 
-    def start_distributor(self, fsync, batch=None):
+    def start_distributor(self, fsync, batch=None, linger=None):
         self.counter += 1
         name = f"distributor-{self.counter}-{fsync.replace(':', '-')}"
         self.start_analyzers()
@@ -253,7 +257,7 @@ class Bench:
                         f'endpoint: "http://127.0.0.1:{port}/"}}\n')
             f.write("checkpoint: {interval: 1h}\n")
             if batch:
-                f.write(f"batch: {{max_packets: {batch}}}\n")
+                f.write(f"batch: {{max_packets: {batch}" + (f", linger: {linger}" if linger else "") + "}\n")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         process = self.spawn([BINARY, "--listen", f"127.0.0.1:{port}",
@@ -388,8 +392,10 @@ def main():
                              None, f"wrk/loadgen {w['rps'] / pps:.2f}x"
                              + (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "")
                              + (f"; {w['errors']}" if w["errors"] else "")))
-            for fsync, batch in [(mode, None) for mode in FSYNC_MODES] + [("always", BATCH_PACKETS)]:
-                server, base = bench.start_distributor(fsync, batch)
+            setups = [(mode, None, None) for mode in FSYNC_MODES]
+            setups += [("always", BATCH_PACKETS, None), ("always", BATCH_PACKETS, BATCH_LINGER)]
+            for fsync, batch, linger in setups:
+                server, base = bench.start_distributor(fsync, batch, linger)
                 before = get_json(base + "/api/v1/stats")
                 started = time.time()
                 report = loadgen(base + "/api/v1/logs", ppr)
@@ -397,7 +403,8 @@ def main():
                 out = (delivered(after) - delivered(before)) / (time.time() - started)
                 rss = proc_status_mib(server.pid, "VmHWM")
                 bench.stop(server)
-                name = f"distributor {fsync}" + (f", batch {batch}" if batch else "")
+                name = (f"distributor {fsync}" + (f", batch {batch}" if batch else "")
+                        + (f", linger {linger}" if linger else ""))
                 peak[(name, ppr)] = report["packets_per_sec"]
                 other = {c: n for c, n in report["status_codes"].items() if c != "202"}
                 rows.append((name, ppr, report["packets_per_sec"], report, rss,
@@ -425,7 +432,7 @@ def main():
     print(f"\nlogs-distributor bench: {os.cpu_count()} cores, {DURATION} s per row, {CONCURRENCY} connections, "
           f"{MESSAGES_PER_PACKET} messages x ~{MESSAGE_BYTES} B per packet, loopback, "
           f"4 reference analyzers over HTTP\n")
-    header = (f"{'row':<40} {'pkts/req':>8} {'pkts/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
+    header = (f"{'row':<44} {'pkts/req':>8} {'pkts/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'peak RSS':>9} {'vs nginx':>8}  notes")
     print(header)
     print("-" * (len(header) + 20))
@@ -433,7 +440,7 @@ def main():
         latency = report["latency_ms"]
         ratio = "-" if name.startswith("nginx") or "@half" in name else f"{pps / peak[('nginx', ppr)]:.2f}x"
         rss_text = "-" if rss is None else f"{rss:.0f} MiB"
-        print(f"{name:<40} {ppr:>8} {pps:>10,.0f} {latency['p50']:>7.2f} {latency['p99']:>7.2f} "
+        print(f"{name:<44} {ppr:>8} {pps:>10,.0f} {latency['p50']:>7.2f} {latency['p99']:>7.2f} "
               f"{rss_text:>9} {ratio:>8}  {note}")
     print("\npkts/s: packets accepted per second by the load generator (nginx: packets in 2xx answers;"
           " wrk row: requests/s of 1 packet). peak RSS: the distributor process (VmHWM); nginx: sum of"
