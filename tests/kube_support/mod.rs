@@ -106,11 +106,12 @@ fn crd_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/analyzer.yaml")
 }
 
-/// `scripts/envtest.sh ARG`, with the run directory `run_dir` when given.
+/// `scripts/envtest.sh ARG`, with the run directory `run_dir` when given;
+/// otherwise the shared one: `LD_ENVTEST_DIR` when set (the one
+/// `scripts/test.sh` started and stops), or the script's default.
 fn envtest(arg: &str, run_dir: Option<&Path>) -> Output {
     let mut command = Command::new("bash");
     command.arg(script()).arg(arg);
-    command.env_remove("LD_ENVTEST_DIR");
     if let Some(dir) = run_dir {
         command.env("LD_ENVTEST_DIR", dir);
     }
