@@ -1,7 +1,8 @@
 //! The HTTP server: an accept loop over hyper's HTTP/1 connections, with a
-//! header-read timeout, a request timeout (408), a bound on connections open at once, optional TLS
-//! (rustls, reloaded when the files change) and graceful shutdown (stop
-//! accepting, let requests in progress finish, close idle connections).
+//! header-read timeout, a request timeout (408), a bound on connections
+//! open at once, optional TLS (rustls, reloaded when the files change) and
+//! graceful shutdown (stop accepting, let requests in progress finish,
+//! close idle connections).
 
 use crate::api;
 use crate::config::{ServerConfig, TlsConfig};
