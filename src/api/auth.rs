@@ -280,6 +280,24 @@ mod tests {
     }
 
     #[test]
+    fn open_means_every_scope_passes_without_a_token() {
+        // `app` leaves the layer out when `is_open`: that must be exactly
+        // when the layer would let every request through.
+        for ingest in [None, Some("i")] {
+            for admin in [None, Some("a")] {
+                for protect_reads in [false, true] {
+                    let auth = auth(ingest, admin, protect_reads);
+                    let all_pass = [Scope::Open, Scope::Read, Scope::Ingest, Scope::Admin]
+                        .into_iter()
+                        .all(|scope| auth.check(scope, None).is_ok());
+                    assert_eq!(auth.is_open(), all_pass, "{ingest:?} {admin:?} {protect_reads}");
+                }
+            }
+        }
+        assert!(Auth::open().is_open());
+    }
+
+    #[test]
     fn scopes_follow_the_routes() {
         assert_eq!(scope_of(&Method::POST, Some("/api/v1/logs")), Scope::Ingest);
         assert_eq!(scope_of(&Method::GET, Some("/api/v1/dead-letter")), Scope::Admin);
