@@ -163,10 +163,15 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
     let messages: usize = packets.iter().map(|p| p.messages.len()).sum();
     let count = packets.len();
     // Recording fsyncs: off the async workers, so /health stays quick.
-    let recorder = me.clone();
-    let remembered = tokio::task::spawn_blocking(move || recorder.remember(&packets))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    // Without a record it is a few set inserts, not worth a thread hop.
+    let remembered = if me.args.record.is_some() {
+        let recorder = me.clone();
+        tokio::task::spawn_blocking(move || recorder.remember(&packets))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    } else {
+        me.remember(&packets)
+    };
     if let Err(e) = remembered {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
