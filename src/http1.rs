@@ -74,6 +74,12 @@ struct Head {
     retry_after: Option<Duration>,
 }
 
+/// The request line and `Host` header of a request, for
+/// [`Connection::exchange`]'s `head`; the caller adds its own headers.
+pub fn request_head(method: &str, target: &str, host: &str) -> String {
+    format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\n")
+}
+
 /// One keep-alive connection to a server.
 #[derive(Debug)]
 pub struct Connection {

@@ -511,10 +511,8 @@ impl Shared {
 /// `POST <path> HTTP/1.1` and the headers every request carries.
 fn request_head(target: &Target, args: &LoadgenArgs) -> Vec<u8> {
     let content_type = BodyFormat::from_args(args).content_type();
-    let mut head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\n",
-        target.path, target.host
-    );
+    let mut head = http1::request_head("POST", &target.path.to_string(), &target.host);
+    head.push_str(&format!("Content-Type: {content_type}\r\n"));
     if args.gzip {
         head.push_str("Content-Encoding: gzip\r\n");
     }
@@ -743,10 +741,11 @@ impl Worker {
 
     async fn fail(&mut self, failure: Failure) {
         self.connection = None;
-        self.stats.borrow_mut().count_unanswered();
-        self.stats
-            .borrow_mut()
-            .count_connection_error(|| failure.to_string());
+        {
+            let mut stats = self.stats.borrow_mut();
+            stats.count_unanswered();
+            stats.count_connection_error(|| failure.to_string());
+        }
         if matches!(failure, Failure::Connect(_)) {
             sleep(CONNECT_RETRY_DELAY).await;
         }
@@ -755,8 +754,9 @@ impl Worker {
     fn time_out(&mut self) {
         // The answer may still arrive on this connection, so it cannot be reused.
         self.connection = None;
-        self.stats.borrow_mut().count_unanswered();
-        self.stats.borrow_mut().timeouts += 1;
+        let mut stats = self.stats.borrow_mut();
+        stats.count_unanswered();
+        stats.timeouts += 1;
     }
 }
 

@@ -16,7 +16,7 @@
 
 use super::DeliveryFailure;
 use crate::dispatch::Job;
-use crate::http1::{Answer, Connection};
+use crate::http1::{self, Answer, Connection};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -66,8 +66,8 @@ impl Http {
             .to_owned();
         let port = endpoint.port_or_known_default().unwrap_or(80);
         let head = |method: &str, url: &Url| {
-            format!(
-                "{method} {} HTTP/1.1\r\nHost: {}\r\n",
+            http1::request_head(
+                method,
                 &url[Position::BeforePath..Position::AfterQuery],
                 &url[Position::BeforeHost..Position::AfterPort],
             )
