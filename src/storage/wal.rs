@@ -624,7 +624,7 @@ impl Writer {
                 Command::Rotate { done } => {
                     chunks.push(self.take_pending());
                     self.write_group(std::mem::take(&mut chunks), std::mem::take(&mut waiting));
-                    let _ = done.send(self.rotate());
+                    let _ = done.send(self.rotate_if_written());
                 }
             }
         }
@@ -687,6 +687,16 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// Starts the next segment unless nothing was written to this one (a
+    /// checkpoint while idle): everything appended is in older segments
+    /// either way. Answers the current segment's number.
+    fn rotate_if_written(&mut self) -> io::Result<u64> {
+        if self.segment.len == 0 {
+            return Ok(self.segment.number);
+        }
+        self.rotate()
     }
 
     fn rotate(&mut self) -> io::Result<u64> {
@@ -945,6 +955,17 @@ mod tests {
         drop(wal);
         let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
         assert_eq!(recovered.in_flight.len(), 200);
+    }
+
+    #[tokio::test]
+    async fn a_rotation_with_nothing_written_keeps_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), 4, options(FsyncMode::Always)).unwrap();
+        assert_eq!(wal.rotate().await.unwrap(), 5);
+        wal.append(&[Record::End { seq: 1 }]);
+        assert_eq!(wal.rotate().await.unwrap(), 6);
+        assert_eq!(wal.rotate().await.unwrap(), 6);
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 2);
     }
 
     #[test]
