@@ -28,14 +28,14 @@ use crate::metrics::Metrics;
 use crate::model::{EncodedPacket, LogPacket};
 use crate::retry::{Backoff, RetryAction, RetryBudget, RetryTimer};
 use crate::storage::checkpoint::SavedPacket;
-use crate::storage::wal::{Record, Wal};
+use crate::storage::wal::{DurableAppend, Record, Wal, WalError};
 use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter, Unfinished};
 use chrono::Utc;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, OwnedRwLockReadGuard};
 
 /// How long a failed dead-letter write waits before it is tried again.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
@@ -106,6 +106,58 @@ pub struct Settings {
     pub slow_start: Duration,
 }
 
+/// What an admission takes in: packets, their JSON bytes, their messages.
+#[derive(Debug, Clone, Copy)]
+struct AdmittedSizes {
+    packets: usize,
+    bytes: usize,
+    messages: usize,
+}
+
+/// An admission whose Accept records are on their way to the log. If it
+/// is dropped before they are durable, a task sees it through.
+struct Admission {
+    dispatcher: Arc<Dispatcher>,
+    entered: Vec<Job>,
+    sizes: AdmittedSizes,
+    append: Option<DurableAppend>,
+    /// Held until the admission is concluded (see `Dispatcher::admission`).
+    admitting: Option<OwnedRwLockReadGuard<()>>,
+}
+
+impl Admission {
+    async fn wait(mut self) -> Result<Vec<String>, AdmitError> {
+        let written = match self.append.as_mut() {
+            Some(append) => append.await,
+            None => Err(WalError::Stopped),
+        };
+        self.append = None;
+        let entered = std::mem::take(&mut self.entered);
+        self.dispatcher.conclude_admission(entered, self.sizes, written)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let Some(append) = self.append.take() else {
+            return;
+        };
+        // Without a runtime the process is stopping: the log replays
+        // these packets at the next start.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let rest = Admission {
+            dispatcher: Arc::clone(&self.dispatcher),
+            entered: std::mem::take(&mut self.entered),
+            sizes: self.sizes,
+            append: Some(append),
+            admitting: self.admitting.take(),
+        };
+        runtime.spawn(rest.wait());
+    }
+}
+
 pub struct Dispatcher {
     fleet: Fleet,
     settings: Settings,
@@ -117,7 +169,7 @@ pub struct Dispatcher {
     /// Accept records are durable (or have failed); a checkpoint holds it
     /// alone while it rotates the log and snapshots the registry, so a
     /// snapshot never holds a packet whose admission may still fail.
-    admission: tokio::sync::RwLock<()>,
+    admission: Arc<tokio::sync::RwLock<()>>,
     /// The last write-ahead log failure, until an append succeeds again.
     storage_error: Mutex<Option<String>>,
     storage_failing: AtomicBool,
@@ -158,7 +210,7 @@ impl Dispatcher {
                     }
                 }),
                 wal,
-                admission: tokio::sync::RwLock::new(()),
+                admission: Arc::new(tokio::sync::RwLock::new(())),
                 storage_error: Mutex::new(None),
                 storage_failing: AtomicBool::new(false),
                 registry: Mutex::new(Registry::default()),
@@ -197,15 +249,22 @@ impl Dispatcher {
     /// Takes packets in (with retry count 0), all or none, durably: when
     /// this answers their ids (in order), every packet is in the
     /// write-ahead log.
-    pub async fn admit(&self, packets: Vec<EncodedPacket>) -> Result<Vec<String>, AdmitError> {
+    ///
+    /// Dropping the future (the client went away) once the records are
+    /// handed to the log does not stop the admission: they may reach the
+    /// disk, so a task waits for them and routes the packets (or takes them
+    /// back out if the write failed), as if the answer had been awaited.
+    pub async fn admit(self: &Arc<Self>, packets: Vec<EncodedPacket>) -> Result<Vec<String>, AdmitError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(AdmitError::ShuttingDown);
         }
-        let count = packets.len();
-        let bytes: usize = packets.iter().map(EncodedPacket::json_bytes).sum();
-        self.reserve(count, bytes)?;
-        let messages: usize = packets.iter().map(EncodedPacket::message_count).sum();
-        let _admitting = self.admission.read().await;
+        let sizes = AdmittedSizes {
+            packets: packets.len(),
+            bytes: packets.iter().map(EncodedPacket::json_bytes).sum(),
+            messages: packets.iter().map(EncodedPacket::message_count).sum(),
+        };
+        let admitting = Arc::clone(&self.admission).read_owned().await;
+        self.reserve(sizes.packets, sizes.bytes)?;
         let entered = self.enter(packets.into_iter().map(|p| (None, Arc::new(p), 0)));
         let records: Vec<Record> = entered
             .iter()
@@ -215,7 +274,30 @@ impl Dispatcher {
                 retries: job.retries,
             })
             .collect();
-        if let Err(e) = self.wal.append_durable(&records).await {
+        let append = match self.wal.send_durable(&records) {
+            Ok(append) => append,
+            Err(e) => return self.conclude_admission(entered, sizes, Err(e)),
+        };
+        Admission {
+            dispatcher: Arc::clone(self),
+            entered,
+            sizes,
+            append: Some(append),
+            admitting: Some(admitting),
+        }
+        .wait()
+        .await
+    }
+
+    /// Routes an admission's packets once their Accept records are durable,
+    /// or takes them back out when the write failed; answers their ids.
+    fn conclude_admission(
+        &self,
+        entered: Vec<Job>,
+        sizes: AdmittedSizes,
+        written: Result<(), WalError>,
+    ) -> Result<Vec<String>, AdmitError> {
+        if let Err(e) = written {
             // Nothing half-accepted: out of the registry, the room given back.
             {
                 let mut registry = self.lock_registry();
@@ -223,8 +305,8 @@ impl Dispatcher {
                     registry.remove(&job.seq);
                 }
             }
-            self.in_flight.fetch_sub(count, Ordering::AcqRel);
-            self.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            self.in_flight.fetch_sub(sizes.packets, Ordering::AcqRel);
+            self.in_flight_bytes.fetch_sub(sizes.bytes, Ordering::AcqRel);
             *self.storage_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             self.storage_failing.store(true, Ordering::Release);
             return Err(AdmitError::StorageUnavailable(e.to_string()));
@@ -236,8 +318,8 @@ impl Dispatcher {
                 .take();
             tracing::info!("write-ahead log writes work again");
         }
-        self.metrics.packets_received.inc_by(count as u64);
-        self.metrics.messages_received.inc_by(messages as u64);
+        self.metrics.packets_received.inc_by(sizes.packets as u64);
+        self.metrics.messages_received.inc_by(sizes.messages as u64);
         let ids = entered.iter().map(|job| job.packet.id().to_string()).collect();
         for job in entered {
             self.route(job);

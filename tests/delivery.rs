@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use common::{eventually, packets, Api, DEADLINE};
+use common::{eventually, packets, processed, Api, DEADLINE};
 use logs_distributor::analyzer::{self, AnalyzerArgs};
 use logs_distributor::config::Settings;
 use logs_distributor::service::{self, Running};
@@ -16,6 +16,7 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 /// Serves `app` on 127.0.0.1:0; answers its address.
 async fn host(app: Router) -> SocketAddr {
@@ -238,6 +239,38 @@ async fn the_retry_budget_holds_retries_back_but_loses_nothing() {
     assert!(
         deferred > 0.0,
         "20 retries at once against a budget of 1 must wait"
+    );
+    running.shutdown().await.unwrap();
+}
+
+/// A client that goes away while its packets are being written to the log
+/// (as wrk does with the requests it has open at the end of a run) does not
+/// leave them stuck in flight until a restart: once in the log, they are
+/// delivered like every other packet.
+#[tokio::test]
+async fn packets_of_a_client_gone_mid_request_are_delivered_not_left_in_flight() {
+    let analyzer = reference_analyzer("only").await;
+    let (running, api, _dir) = distributor(analyzer, "").await;
+    for n in 0..40 {
+        let body = serde_json::to_vec(&packets(&format!("gone-{n}-"), 2)).unwrap();
+        let head = format!(
+            "POST /api/v1/logs HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(running.addr()).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        // Closed without waiting for the answer.
+        drop(stream);
+    }
+    let stats = api.drained().await;
+    let received = stats["total_packets_received"].as_u64().unwrap();
+    assert!(received > 0, "no request was taken in at all");
+    assert_eq!(processed(&stats)["only"], received);
+    assert_eq!(
+        analyzer_stats(analyzer).await["packets_received"].as_u64(),
+        Some(received)
     );
     running.shutdown().await.unwrap();
 }

@@ -33,11 +33,14 @@ use crate::model::{EncodedPacket, LogPacket};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -441,6 +444,12 @@ impl Wal {
     /// Appends records and waits until they are as durable as the fsync
     /// mode promises.
     pub async fn append_durable(&self, records: &[Record]) -> Result<(), WalError> {
+        self.send_durable(records)?.await
+    }
+
+    /// Hands records to the writer: they are written whether or not the
+    /// answer is awaited.
+    pub fn send_durable(&self, records: &[Record]) -> Result<DurableAppend, WalError> {
         let mut bytes = Vec::with_capacity(records.iter().map(Record::max_encoded_bytes).sum());
         for record in records {
             record.encode(&mut bytes);
@@ -452,7 +461,7 @@ impl Wal {
                 done: Some(done),
             })
             .map_err(|_| WalError::Stopped)?;
-        answer.await.map_err(|_| WalError::Stopped)?.map_err(WalError::Io)
+        Ok(DurableAppend(answer))
     }
 
     /// Appends records without waiting (Retry and End: losing one costs a
@@ -504,6 +513,20 @@ impl Wal {
                     .sum()
             })
             .unwrap_or(0)
+    }
+}
+
+/// Records on their way to the disk: resolves once they are as durable as
+/// the fsync mode promises, or the write failed.
+pub struct DurableAppend(oneshot::Receiver<io::Result<()>>);
+
+impl Future for DurableAppend {
+    type Output = Result<(), WalError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|answer| answer.map_err(|_| WalError::Stopped)?.map_err(WalError::Io))
     }
 }
 
