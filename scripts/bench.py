@@ -14,12 +14,15 @@ Every row gets a fresh distributor or nginx, so its peak RSS is its own.
 
 Extra rows:
   - `wrk` against nginx at 1 packet per request, next to loadgen's figure for
-    the same target: is the load generator the bottleneck?
+    the same target: is the load generator the bottleneck? And `wrk` against
+    the distributor (batch and linger as below), whose ratio is taken against
+    nginx driven by wrk: the same client on both sides;
   - the distributor with `batch.max_packets: 256` (fsync always): packets
     bound for one analyzer leave in one request when they queue up; and
     the same with `batch.linger: 2ms` (a delivery waits up to 2 ms for more
     packets; the 202 does not wait for it);
-  - open loop at half the batched distributor's peak: latency there;
+  - open loop at half the peak of each batched row (with and without
+    linger): latency there;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
     must stay flat (503s, not growth).
 
@@ -342,6 +345,20 @@ def wrk(work, target):
             "non_2xx": int(non_2xx.group(1)) if non_2xx else 0, "errors": errors.group(0) if errors else ""}
 
 
+def distributor_by_wrk(bench, work, batch, linger):
+    """The distributor driven by wrk, as nginx is in the "nginx (wrk)" row:
+    the same client on both sides of the ratio."""
+    server, base = bench.start_distributor("always", batch, linger)
+    w = wrk(work, base + "/api/v1/logs")
+    wait_drained(base)
+    rss = proc_status_mib(server.pid, "VmHWM")
+    bench.stop(server)
+    return (f"distributor (wrk), batch {batch}, linger {linger}", 1, w["rps"],
+            {"latency_ms": {"p50": w["p50"], "p99": w["p99"]}}, rss,
+            "vs nginx (wrk)" + (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "")
+            + (f"; {w['errors']}" if w["errors"] else ""))
+
+
 def overload(bench):
     server, base = bench.start_distributor("always")
     samples = []
@@ -388,6 +405,7 @@ def main():
                 nginx, base = bench.start_nginx()
                 w = wrk(work, base + "/api/v1/logs")
                 bench.stop(nginx)
+                peak[("nginx (wrk)", ppr)] = w["rps"]
                 rows.append(("nginx (wrk)", ppr, w["rps"], {"latency_ms": {"p50": w["p50"], "p99": w["p99"]}},
                              None, f"wrk/loadgen {w['rps'] / pps:.2f}x"
                              + (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "")
@@ -409,21 +427,26 @@ def main():
                 other = {c: n for c, n in report["status_codes"].items() if c != "202"}
                 rows.append((name, ppr, report["packets_per_sec"], report, rss,
                              f"out {out:,.0f}/s" + (f"; {other}" if other else "")))
+                if ppr == 1 and linger:
+                    rows.append(distributor_by_wrk(bench, work, batch, linger))
             # Latency at half the peak, open loop (fsync always, batched).
-            half = peak[(f"distributor always, batch {BATCH_PACKETS}", ppr)] / 2 / ppr
-            server, base = bench.start_distributor("always", BATCH_PACKETS)
-            report = loadgen(base + "/api/v1/logs", ppr, concurrency=max(CONCURRENCY, 256), rate=half)
-            wait_drained(base)
-            server_p99 = server_p99_ms(base)
-            rss = proc_status_mib(server.pid, "VmHWM")
-            bench.stop(server)
-            other = {c: n for c, n in report["status_codes"].items() if c != "202"}
-            dropped = report["dropped_by_client"]
-            rows.append((f"batch {BATCH_PACKETS} @half", ppr, report["packets_per_sec"], report, rss,
-                         f"open loop {half:,.0f} req/s; server p99 "
-                         + ("n/a" if server_p99 is None else f"<= {server_p99:g} ms")
-                         + (f"; dropped {dropped}" if dropped else "")
-                         + (f"; {other}" if other else "")))
+            for linger in (None, BATCH_LINGER):
+                name = f"distributor always, batch {BATCH_PACKETS}" + (f", linger {linger}" if linger else "")
+                half = peak[(name, ppr)] / 2 / ppr
+                server, base = bench.start_distributor("always", BATCH_PACKETS, linger)
+                report = loadgen(base + "/api/v1/logs", ppr, concurrency=max(CONCURRENCY, 256), rate=half)
+                wait_drained(base)
+                server_p99 = server_p99_ms(base)
+                rss = proc_status_mib(server.pid, "VmHWM")
+                bench.stop(server)
+                other = {c: n for c, n in report["status_codes"].items() if c != "202"}
+                dropped = report["dropped_by_client"]
+                rows.append((f"batch {BATCH_PACKETS}" + (f", linger {linger}" if linger else "") + " @half",
+                             ppr, report["packets_per_sec"], report, rss,
+                             f"open loop {half:,.0f} req/s; server p99 "
+                             + ("n/a" if server_p99 is None else f"<= {server_p99:g} ms")
+                             + (f"; dropped {dropped}" if dropped else "")
+                             + (f"; {other}" if other else "")))
         overloaded = overload(bench)
     finally:
         bench.stop_all()
@@ -438,13 +461,15 @@ def main():
     print("-" * (len(header) + 20))
     for name, ppr, pps, report, rss, note in rows:
         latency = report["latency_ms"]
-        ratio = "-" if name.startswith("nginx") or "@half" in name else f"{pps / peak[('nginx', ppr)]:.2f}x"
+        baseline = peak[("nginx (wrk)" if "(wrk)" in name else "nginx", ppr)]
+        ratio = "-" if name.startswith("nginx") or "@half" in name else f"{pps / baseline:.2f}x"
         rss_text = "-" if rss is None else f"{rss:.0f} MiB"
         print(f"{name:<44} {ppr:>8} {pps:>10,.0f} {latency['p50']:>7.2f} {latency['p99']:>7.2f} "
               f"{rss_text:>9} {ratio:>8}  {note}")
     print("\npkts/s: packets accepted per second by the load generator (nginx: packets in 2xx answers;"
-          " wrk row: requests/s of 1 packet). peak RSS: the distributor process (VmHWM); nginx: sum of"
-          " its workers' VmHWM. vs nginx: pkts/s over nginx's at the same packets per request."
+          " wrk rows: requests/s of 1 packet). peak RSS: the distributor process (VmHWM); nginx: sum of"
+          " its workers' VmHWM. vs nginx: pkts/s over nginx's at the same packets per request"
+          " (a wrk row: over nginx's driven by wrk)."
           " \"out\": packets delivered to analyzers per second until the queue drained. server p99: the"
           " upper bound of the distributor's ingest_duration_seconds bucket holding its 99th percentile.")
     report, start, first_half, second_half = overloaded
