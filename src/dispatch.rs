@@ -127,10 +127,7 @@ struct Admission {
 
 impl Admission {
     async fn wait(mut self) -> Result<Vec<String>, AdmitError> {
-        let written = match self.append.as_mut() {
-            Some(append) => append.await,
-            None => Err(WalError::Stopped),
-        };
+        let written = self.append.as_mut().expect("an admission is awaited once").await;
         self.append = None;
         let entered = std::mem::take(&mut self.entered);
         self.dispatcher.conclude_admission(entered, self.sizes, written)
