@@ -7,7 +7,8 @@ One run, side by side, in front of the same FOUR REFERENCE ANALYZER processes
     --fsync always, interval:10 and never;
   - nginx (Debian's package, installed with apt-get if missing) as a plain
     reverse proxy: upstream of the same four analyzers weighted 4/3/2/1,
-    keepalive 64, `proxy_next_upstream error timeout`, /api/v1/logs -> /;
+    keepalive 64, `proxy_next_upstream error timeout`, `listen ... reuseport`
+    (each worker its own listening socket), /api/v1/logs -> /;
 at 1, 10 and 100 packets per request, 3 messages of ~200 bytes each, driven by
 `logs-distributor loadgen` (closed loop, BENCH_CONCURRENCY connections).
 Every row gets a fresh distributor or nginx, so its peak RSS is its own.
@@ -82,7 +83,10 @@ http {{
         keepalive 64;
     }}
     server {{
-        listen 127.0.0.1:{port};
+        # One listening socket per worker: without it, the burst of
+        # connections a load generator opens at start can all land on one
+        # worker (loadgen's 64 did, wrk's split about evenly), halving nginx.
+        listen 127.0.0.1:{port} reuseport;
         location /api/v1/logs {{
             proxy_pass http://analyzers/;
             proxy_http_version 1.1;
