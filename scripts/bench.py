@@ -330,6 +330,16 @@ def parse_wrk_ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def batch_suffix(batch, linger):
+    """How a row names its batch settings: ", batch 256, linger 2ms"."""
+    return (f", batch {batch}" if batch else "") + (f", linger {linger}" if linger else "")
+
+
+def wrk_trouble(w):
+    """Non-2xx answers and socket errors of a wrk run, for a row's notes."""
+    return (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "") + (f"; {w['errors']}" if w["errors"] else "")
+
+
 def wrk(work, target):
     progress(f"wrk {target}")
     script = os.path.join(work, "post.lua")
@@ -345,7 +355,8 @@ def wrk(work, target):
     percentile = {p: parse_wrk_ms(v) for p, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, "p50": percentile.get("50", float("nan")), "p99": percentile.get("99", float("nan")),
+    return {"rps": rps,
+            "latency_ms": {"p50": percentile.get("50", float("nan")), "p99": percentile.get("99", float("nan"))},
             "non_2xx": int(non_2xx.group(1)) if non_2xx else 0, "errors": errors.group(0) if errors else ""}
 
 
@@ -357,10 +368,7 @@ def distributor_by_wrk(bench, work, batch, linger):
     wait_drained(base)
     rss = proc_status_mib(server.pid, "VmHWM")
     bench.stop(server)
-    return (f"distributor (wrk), batch {batch}, linger {linger}", 1, w["rps"],
-            {"latency_ms": {"p50": w["p50"], "p99": w["p99"]}}, rss,
-            "vs nginx (wrk)" + (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "")
-            + (f"; {w['errors']}" if w["errors"] else ""))
+    return (f"distributor (wrk){batch_suffix(batch, linger)}", 1, w["rps"], w, rss, "vs nginx (wrk)" + wrk_trouble(w))
 
 
 def overload(bench):
@@ -410,10 +418,7 @@ def main():
                 w = wrk(work, base + "/api/v1/logs")
                 bench.stop(nginx)
                 peak[("nginx (wrk)", ppr)] = w["rps"]
-                rows.append(("nginx (wrk)", ppr, w["rps"], {"latency_ms": {"p50": w["p50"], "p99": w["p99"]}},
-                             None, f"wrk/loadgen {w['rps'] / pps:.2f}x"
-                             + (f"; non-2xx {w['non_2xx']}" if w["non_2xx"] else "")
-                             + (f"; {w['errors']}" if w["errors"] else "")))
+                rows.append(("nginx (wrk)", ppr, w["rps"], w, None, f"wrk/loadgen {w['rps'] / pps:.2f}x" + wrk_trouble(w)))
             setups = [(mode, None, None) for mode in FSYNC_MODES]
             setups += [("always", BATCH_PACKETS, None), ("always", BATCH_PACKETS, BATCH_LINGER)]
             for fsync, batch, linger in setups:
@@ -425,8 +430,7 @@ def main():
                 out = (delivered(after) - delivered(before)) / (time.time() - started)
                 rss = proc_status_mib(server.pid, "VmHWM")
                 bench.stop(server)
-                name = (f"distributor {fsync}" + (f", batch {batch}" if batch else "")
-                        + (f", linger {linger}" if linger else ""))
+                name = f"distributor {fsync}{batch_suffix(batch, linger)}"
                 peak[(name, ppr)] = report["packets_per_sec"]
                 other = {c: n for c, n in report["status_codes"].items() if c != "202"}
                 rows.append((name, ppr, report["packets_per_sec"], report, rss,
@@ -435,8 +439,7 @@ def main():
                     rows.append(distributor_by_wrk(bench, work, batch, linger))
             # Latency at half the peak, open loop (fsync always, batched).
             for linger in (None, BATCH_LINGER):
-                name = f"distributor always, batch {BATCH_PACKETS}" + (f", linger {linger}" if linger else "")
-                half = peak[(name, ppr)] / 2 / ppr
+                half = peak[(f"distributor always{batch_suffix(BATCH_PACKETS, linger)}", ppr)] / 2 / ppr
                 server, base = bench.start_distributor("always", BATCH_PACKETS, linger)
                 report = loadgen(base + "/api/v1/logs", ppr, concurrency=max(CONCURRENCY, 256), rate=half)
                 wait_drained(base)
@@ -445,7 +448,7 @@ def main():
                 bench.stop(server)
                 other = {c: n for c, n in report["status_codes"].items() if c != "202"}
                 dropped = report["dropped_by_client"]
-                rows.append((f"batch {BATCH_PACKETS}" + (f", linger {linger}" if linger else "") + " @half",
+                rows.append((f"{batch_suffix(BATCH_PACKETS, linger).removeprefix(', ')} @half",
                              ppr, report["packets_per_sec"], report, rss,
                              f"open loop {half:,.0f} req/s; server p99 "
                              + ("n/a" if server_p99 is None else f"<= {server_p99:g} ms")
