@@ -6,7 +6,7 @@
 //! file stops the process with one line naming the key at fault.
 
 use crate::model::Limits;
-use crate::storage::wal::FsyncMode;
+use crate::storage::wal::{FsyncMode, MAX_PACKET_JSON_BYTES};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -15,6 +15,16 @@ use std::time::Duration;
 
 /// Largest weight an analyzer may have.
 pub const MAX_WEIGHT: i64 = 1000;
+
+/// Longest any duration setting may be: far past any useful interval,
+/// timeout or wait, and within what the timers can hold (a retry waits in
+/// a `DelayQueue`, which takes at most about two years; a deadline is an
+/// `Instant` plus the duration, which overflows long before `u64` seconds).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Most permits a `tokio::sync::Semaphore` takes: the bound of every
+/// setting that sizes one (connections, deliveries at once).
+const MAX_SLOTS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -688,8 +698,20 @@ impl Settings {
                     format!("{:?} must be 1 to 253 characters without '/'", a.id),
                 );
             }
-            if a.concurrency == Some(0) {
-                return bad(key("concurrency"), "must be at least 1".into());
+            if let Some(concurrency) = a.concurrency {
+                if !(1..=MAX_SLOTS).contains(&concurrency) {
+                    return bad(
+                        key("concurrency"),
+                        format!("{concurrency} is out of range 1..={MAX_SLOTS}"),
+                    );
+                }
+            }
+            if let Some(own) = &a.health_check {
+                for (field, value) in [("interval", own.interval), ("timeout", own.timeout)] {
+                    if let Some(value) = value {
+                        check_duration(&key(&format!("health_check.{field}")), value, Bound::AboveZero)?;
+                    }
+                }
             }
             if !ids.insert(a.id.as_str()) {
                 return bad(key("id"), format!("duplicate id {:?}", a.id));
@@ -771,18 +793,54 @@ impl Settings {
         if self.retry.base_delay.is_zero() && self.retry.max_retries > 0 {
             return bad("retry.base_delay".into(), "must be above 0".into());
         }
-        for (key, value) in [
-            ("health.interval", self.health.interval),
-            ("health.timeout", self.health.timeout),
-            ("http.timeout", self.http.timeout),
-            ("checkpoint.interval", self.checkpoint.interval),
-            ("server.header_read_timeout", self.server.header_read_timeout),
-            ("server.request_timeout", self.server.request_timeout),
-            ("tls.reload_interval", self.tls.reload_interval),
+        for (key, value, bound) in [
+            ("health.interval", self.health.interval, Bound::AboveZero),
+            ("health.timeout", self.health.timeout, Bound::AboveZero),
+            ("http.timeout", self.http.timeout, Bound::AboveZero),
+            ("checkpoint.interval", self.checkpoint.interval, Bound::AboveZero),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+                Bound::AboveZero,
+            ),
+            (
+                "server.request_timeout",
+                self.server.request_timeout,
+                Bound::AboveZero,
+            ),
+            ("tls.reload_interval", self.tls.reload_interval, Bound::AboveZero),
+            (
+                "kubernetes.status_interval",
+                self.kubernetes.status_interval,
+                Bound::AboveZero,
+            ),
+            (
+                "kubernetes.lease_duration",
+                self.kubernetes.lease_duration,
+                Bound::AboveZero,
+            ),
+            ("retry.base_delay", self.retry.base_delay, Bound::ZeroAllowed),
+            ("retry.max_delay", self.retry.max_delay, Bound::ZeroAllowed),
+            ("health.slow_start", self.health.slow_start, Bound::ZeroAllowed),
+            ("batch.linger", self.batch.linger, Bound::ZeroAllowed),
+            ("wal.commit_delay", self.wal.commit_delay, Bound::ZeroAllowed),
+            (
+                "shutdown.drain_timeout",
+                self.shutdown.drain_timeout,
+                Bound::ZeroAllowed,
+            ),
         ] {
-            if value.is_zero() {
-                return bad(key.into(), "must be above 0".into());
-            }
+            check_duration(key, value, bound)?;
+        }
+        if self.retry.max_delay < self.retry.base_delay {
+            return bad(
+                "retry.max_delay".into(),
+                format!(
+                    "{} is below retry.base_delay ({})",
+                    humantime::format_duration(self.retry.max_delay),
+                    humantime::format_duration(self.retry.base_delay)
+                ),
+            );
         }
         for (key, value) in [
             (
@@ -813,6 +871,26 @@ impl Settings {
                 return bad(key.into(), "must be at least 1".into());
             }
         }
+        for (key, value) in [
+            ("queue.analyzer_concurrency", self.queue.analyzer_concurrency),
+            ("server.max_connections", self.server.max_connections),
+        ] {
+            if value > MAX_SLOTS {
+                return bad(
+                    key.into(),
+                    format!("{value} is above the most there can be, {MAX_SLOTS}"),
+                );
+            }
+        }
+        if self.limits.max_packet_bytes > MAX_PACKET_JSON_BYTES {
+            return bad(
+                "limits.max_packet_bytes".into(),
+                format!(
+                    "{} is above {MAX_PACKET_JSON_BYTES}, the largest packet a write-ahead log record holds",
+                    self.limits.max_packet_bytes
+                ),
+            );
+        }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls".into(), "give both `cert` and `key`, or neither".into());
         }
@@ -836,6 +914,29 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// What a duration setting may be besides at most [`MAX_DURATION`].
+#[derive(Clone, Copy)]
+enum Bound {
+    /// 0 means "off" or "at once".
+    ZeroAllowed,
+    /// An interval or timeout: 0 would spin or fail at once.
+    AboveZero,
+}
+
+fn check_duration(key: &str, value: Duration, bound: Bound) -> Result<(), ConfigError> {
+    if matches!(bound, Bound::AboveZero) && value.is_zero() {
+        return Err(ConfigError(format!("{key}: must be above 0")));
+    }
+    if value > MAX_DURATION {
+        return Err(ConfigError(format!(
+            "{key}: {} is longer than the longest allowed, {}",
+            humantime::format_duration(value),
+            humantime::format_duration(MAX_DURATION)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -933,6 +1034,85 @@ mod tests {
             error_of("analyzers:\n  - {id: a, weight: 1, endpoint: 'http://x:1/', simulated: {}}\n")
                 .contains("not both")
         );
+    }
+
+    /// Values the types accept but the running service cannot use: each is
+    /// refused at start-up, in one line naming its key.
+    #[test]
+    fn settings_that_would_break_the_running_service_name_the_key() {
+        let one = |rest: &str| format!("analyzers:\n  - {{id: a, weight: 1, simulated: {{}}}}\n{rest}");
+        let cases = [
+            (
+                "kubernetes: {status_interval: 0s}\n",
+                "kubernetes.status_interval",
+            ),
+            ("retry: {max_delay: 3years}\n", "retry.max_delay"),
+            (
+                "retry: {base_delay: 800days, max_delay: 900days}\n",
+                "retry.base_delay",
+            ),
+            (
+                "limits: {max_packet_bytes: 68157440}\n",
+                "limits.max_packet_bytes",
+            ),
+            (
+                "shutdown: {drain_timeout: 400000000000years}\n",
+                "shutdown.drain_timeout",
+            ),
+            ("batch: {linger: 400000000000years}\n", "batch.linger"),
+            ("health: {interval: 400000000000years}\n", "health.interval"),
+            (
+                "checkpoint: {interval: 400000000000years}\n",
+                "checkpoint.interval",
+            ),
+            (
+                "tls: {reload_interval: 400000000000years}\n",
+                "tls.reload_interval",
+            ),
+            ("wal: {commit_delay: 400000000000years}\n", "wal.commit_delay"),
+            (
+                "queue: {analyzer_concurrency: 4611686018427387904}\n",
+                "queue.analyzer_concurrency",
+            ),
+            (
+                "server: {max_connections: 4611686018427387904}\n",
+                "server.max_connections",
+            ),
+        ];
+        for (rest, key) in cases {
+            let error = error_of(&one(rest));
+            assert!(
+                error.starts_with(&format!("configuration: {key}: ")),
+                "{rest:?}: {error:?} does not name {key}"
+            );
+            assert_eq!(error.lines().count(), 1, "{error:?}");
+        }
+        let per_analyzer = [
+            (
+                "health_check: {interval: 0s}",
+                "analyzers[0].health_check.interval",
+            ),
+            ("health_check: {timeout: 0s}", "analyzers[0].health_check.timeout"),
+            (
+                "health_check: {interval: 400000000000years}",
+                "analyzers[0].health_check.interval",
+            ),
+            ("concurrency: 4611686018427387904", "analyzers[0].concurrency"),
+        ];
+        for (field, key) in per_analyzer {
+            let error = error_of(&format!(
+                "analyzers:\n  - {{id: a, weight: 1, simulated: {{}}, {field}}}\n"
+            ));
+            assert!(
+                error.starts_with(&format!("configuration: {key}: ")),
+                "{field:?}: {error:?} does not name {key}"
+            );
+        }
+        // The largest accepted values still work.
+        Settings::from_yaml(&one(
+            "retry: {max_delay: 365days}\nlimits: {max_packet_bytes: 16777216}\nkubernetes: {status_interval: 1s}\n",
+        ))
+        .unwrap();
     }
 
     #[test]

@@ -320,4 +320,18 @@ mod tests {
         assert_eq!((second, (at - start).as_secs()), ("late", 8));
         assert_eq!(timer.waiting(), 0);
     }
+
+    /// `retry.max_delay` is at most `config::MAX_DURATION`: a wait that
+    /// long must not stop the timer that every other retry goes through.
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_configurable_wait_leaves_the_timer_working() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let timer = RetryTimer::spawn(move |job: &'static str| {
+            let _ = tx.send(job);
+        });
+        timer.schedule("longest", crate::config::MAX_DURATION);
+        timer.schedule("next", Duration::from_secs(2));
+        assert_eq!(rx.recv().await, Some("next"));
+        assert_eq!(timer.waiting(), 1);
+    }
 }

@@ -204,6 +204,57 @@ fn bad_configurations_stop_the_binary_with_one_line_naming_the_key() {
     );
 }
 
+/// Values that parse, but that the running service could not use (a zero
+/// interval for a timer, a wait past what the timers hold, a packet larger
+/// than a log record): the binary refuses them at start-up, in one line
+/// naming the key, instead of starting and breaking later.
+#[test]
+fn settings_that_would_break_later_stop_the_binary_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = "analyzers:\n  - {id: a, weight: 10, simulated: {processing_time_ms: 0}}\n";
+    let cases = [
+        (
+            "kubernetes: {status_interval: 0s}\n",
+            "kubernetes.status_interval",
+        ),
+        ("retry: {max_delay: 3years}\n", "retry.max_delay"),
+        (
+            "limits: {max_packet_bytes: 68157440}\n",
+            "limits.max_packet_bytes",
+        ),
+        (
+            "shutdown: {drain_timeout: 400000000000years}\n",
+            "shutdown.drain_timeout",
+        ),
+    ];
+    for (i, (rest, key)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("late-{i}.yaml"));
+        std::fs::write(&path, format!("{one}{rest}")).unwrap();
+        let (status, _, stderr) = run_to_end(
+            command()
+                .args(["--listen", "127.0.0.1:0", "--config"])
+                .arg(&path)
+                .arg("--data-dir")
+                .arg(dir.path().join("data")),
+        );
+        assert!(!status.success(), "{rest:?} was accepted");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{rest:?}: stderr is not one line:\n{stderr}"
+        );
+        let expected = format!("configuration: {}: {key}: ", path.display());
+        assert!(
+            stderr.contains(&expected),
+            "{rest:?}: {stderr:?} does not name {key:?}"
+        );
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "a refused configuration touched the data dir"
+    );
+}
+
 #[test]
 fn help_lists_every_flag_and_environment_variable() {
     let (status, stdout, _) = run_to_end(command().arg("--help"));

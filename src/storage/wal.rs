@@ -50,6 +50,8 @@ const KIND_RETRY: u8 = 2;
 const KIND_END: u8 = 3;
 /// No single record is larger: a packet is at most a few MiB of JSON.
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+/// The largest packet (its JSON, `retry_count` included) an Accept record holds.
+pub const MAX_PACKET_JSON_BYTES: usize = MAX_RECORD_BYTES - 9;
 const SEGMENT_SUFFIX: &str = ".wal";
 
 /// When appends reach the disk.
