@@ -167,6 +167,9 @@ pub struct Dispatcher {
     /// alone while it rotates the log and snapshots the registry, so a
     /// snapshot never holds a packet whose admission may still fail.
     admission: Arc<tokio::sync::RwLock<()>>,
+    /// Held by one checkpoint at a time, from its snapshot to the deletion
+    /// of the segments it covers.
+    checkpoint_turn: Arc<tokio::sync::Mutex<()>>,
     /// The last write-ahead log failure, until an append succeeds again.
     storage_error: Mutex<Option<String>>,
     storage_failing: AtomicBool,
@@ -208,6 +211,7 @@ impl Dispatcher {
                 }),
                 wal,
                 admission: Arc::new(tokio::sync::RwLock::new(())),
+                checkpoint_turn: Arc::new(tokio::sync::Mutex::new(())),
                 storage_error: Mutex::new(None),
                 storage_failing: AtomicBool::new(false),
                 registry: Mutex::new(Registry::default()),
@@ -727,7 +731,14 @@ impl Dispatcher {
 
     /// Writes a checkpoint to `path` and deletes the log segments it
     /// covers; answers how many packets were in flight.
+    ///
+    /// Checkpoints happen one at a time, each from its snapshot to its
+    /// deletions: one taken later can neither be overwritten by an older
+    /// one nor lose the segments the older one still needs. The turn is
+    /// held by the blocking save itself, so a caller that stops waiting
+    /// (its task aborted) does not let the next checkpoint start early.
     pub async fn checkpoint_to(&self, path: &std::path::Path) -> anyhow::Result<usize> {
+        let turn = self.checkpoint_turn.clone().lock_owned().await;
         // Rotate first: every record in the older segments is then already
         // reflected in the registry snapshot taken below.
         let (segment, checkpoint) = {
@@ -737,9 +748,13 @@ impl Dispatcher {
         };
         let packets = checkpoint.in_flight.len();
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || checkpoint.save(&path)).await??;
         let wal = self.wal.clone();
-        tokio::task::spawn_blocking(move || wal.delete_before(segment)).await??;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            checkpoint.save(&path)?;
+            wal.delete_before(segment)
+        })
+        .await??;
         Ok(packets)
     }
 

@@ -18,7 +18,9 @@ use crate::k8s::{self, KubeState};
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, RetryBudget};
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
-use crate::storage::{Checkpoint, DeadLetter, Unfinished, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR};
+use crate::storage::{
+    temp_file, Checkpoint, DeadLetter, Unfinished, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR,
+};
 use crate::traffic::Traffic;
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -75,6 +77,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let tls = crate::server::TlsFiles::from_config(&settings.tls)?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    let wal_dir = settings.data_dir.join(WAL_DIR);
+    for dir in [&settings.data_dir, &wal_dir] {
+        if dir.is_dir() {
+            temp_file::remove_leftovers(dir)
+                .with_context(|| format!("cannot remove leftover temp files in {}", dir.display()))?;
+        }
+    }
     let dead_letter_path = settings.data_dir.join(DEAD_LETTER_FILE);
     let dead_letter = Arc::new(
         DeadLetter::open(&dead_letter_path)
@@ -82,7 +91,6 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     );
     let checkpoint_path = settings.data_dir.join(CHECKPOINT_FILE);
     let checkpoint = Checkpoint::load(&checkpoint_path)?;
-    let wal_dir = settings.data_dir.join(WAL_DIR);
     let tail = wal::newest_segment(&wal_dir)
         .with_context(|| format!("cannot read write-ahead log directory {}", wal_dir.display()))?;
     let metrics = Metrics::new();
@@ -181,18 +189,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         tokio::spawn(dispatcher.clone().ramp_slow_starters(ramp_step)),
         tokio::spawn(traffic.run_sampler(dispatcher.clone())),
         tokio::spawn(health::run_prober(dispatcher.clone())),
-        tokio::spawn(run_checkpointer(
-            dispatcher.clone(),
-            checkpoint_path.clone(),
-            settings.checkpoint.interval,
-        )),
     ];
     background.append(&mut kube_tasks);
+    let checkpointer_stop = CancellationToken::new();
+    let checkpointer = tokio::spawn(run_checkpointer(
+        dispatcher.clone(),
+        checkpoint_path.clone(),
+        settings.checkpoint.interval,
+        checkpointer_stop.clone(),
+    ));
     let finished = tokio::spawn(shut_down_when_told(
         stop.clone(),
         dispatcher.clone(),
         settings.shutdown.drain_timeout,
-        checkpoint_path,
+        Checkpointer {
+            path: checkpoint_path,
+            stop: checkpointer_stop,
+            task: checkpointer,
+        },
         background,
         server_stop,
         server,
@@ -254,28 +268,42 @@ async fn recover(
     Ok(())
 }
 
-async fn run_checkpointer(dispatcher: Arc<Dispatcher>, path: PathBuf, every: std::time::Duration) {
+/// Writes a checkpoint every `every` until `stop` is cancelled. A
+/// checkpoint already begun is finished, never cut off: the task ends
+/// between two of them.
+async fn run_checkpointer(
+    dispatcher: Arc<Dispatcher>,
+    path: PathBuf,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        ticker.tick().await;
-        if let Err(e) = save_checkpoint(&dispatcher, &path).await {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = dispatcher.checkpoint_to(&path).await {
             dispatcher.metrics().checkpoint_failures.inc();
             tracing::error!(error = %e, "cannot write checkpoint; will try again");
         }
     }
 }
 
-async fn save_checkpoint(dispatcher: &Dispatcher, path: &std::path::Path) -> anyhow::Result<usize> {
-    dispatcher.checkpoint_to(path).await
+/// The periodic checkpoint task, and what the final checkpoint needs.
+struct Checkpointer {
+    path: PathBuf,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
 }
 
 async fn shut_down_when_told(
     stop: CancellationToken,
     dispatcher: Arc<Dispatcher>,
     drain_timeout: std::time::Duration,
-    checkpoint_path: PathBuf,
+    checkpointer: Checkpointer,
     background: Vec<JoinHandle<()>>,
     server_stop: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
@@ -288,7 +316,13 @@ async fn shut_down_when_told(
     for task in &background {
         task.abort();
     }
-    let saved = save_checkpoint(&dispatcher, &checkpoint_path).await;
+    // A periodic checkpoint being written finishes first: the final one is
+    // then the last written.
+    checkpointer.stop.cancel();
+    if let Err(e) = checkpointer.task.await {
+        tracing::error!(error = %e, "the checkpoint task failed");
+    }
+    let saved = dispatcher.checkpoint_to(&checkpointer.path).await;
     server_stop.cancel();
     let served = server.await;
     match &saved {

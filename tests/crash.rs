@@ -10,7 +10,7 @@
 //! (every 50 ms), and runs with a fifth analyzer answering 400 (its packets
 //! go straight to the dead letter). Each run is killed after a random delay
 //! of 200 to 1500 ms; in the storm runs two kills are then aimed at the next
-//! checkpoint write (the moment `state.json.tmp` appears), and in the
+//! checkpoint write (the moment a `state.json.gz.tmp-*` file appears), and in the
 //! dead-letter runs two at the next dead-letter append (the moment
 //! `failed_packets.json` grows: its write is done, its fsync and the
 //! packet's End record in the log are still to come). Two more kills land during start-up, a
@@ -72,7 +72,7 @@ enum Phase {
 enum Kill {
     /// At once.
     Now,
-    /// As soon as a checkpoint write has begun (`state.json.tmp` exists).
+    /// As soon as a checkpoint write has begun (a `state.json.gz.tmp-*` file exists).
     InCheckpointWrite,
     /// As soon as a dead-letter append has written (`failed_packets.json`
     /// grew), while its fsync and the packet's End record are still to come.
@@ -106,7 +106,7 @@ struct Ledger {
 struct Evidence {
     kills: u32,
     startup_kills: u32,
-    /// Kills that left `state.json.tmp` behind: they landed inside a checkpoint write.
+    /// Kills that left a `state.json.gz.tmp-*` file behind: they landed inside a checkpoint write.
     kills_inside_checkpoint_write: u32,
     /// Aimed kills whose moment came (the file appeared or grew), by aim.
     aimed: HashMap<String, (u32, u32)>,
@@ -241,10 +241,25 @@ fn inspect_after_kill(data_dir: &Path, spawned_at: std::time::SystemTime, eviden
     evidence.segments_at_kill.push(segments.len());
     evidence.largest_segment = segments.into_iter().fold(evidence.largest_segment, u64::max);
     // A temp file written by the run just killed (not one left by an earlier kill).
-    let temp = std::fs::metadata(data_dir.join("state.json.tmp")).and_then(|m| m.modified());
-    if temp.is_ok_and(|written| written >= spawned_at) {
+    let temp =
+        checkpoint_temp(data_dir).and_then(|temp| std::fs::metadata(temp).and_then(|m| m.modified()).ok());
+    if temp.is_some_and(|written| written >= spawned_at) {
         evidence.kills_inside_checkpoint_write += 1;
     }
+}
+
+/// A checkpoint temp file in `data_dir` (`state.json.gz.tmp-<pid>-<n>`), if any.
+fn checkpoint_temp(data_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(data_dir)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .find(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("state.json.gz.tmp-")
+        })
+        .map(|entry| entry.path())
 }
 
 /// Polls `condition` as fast as it can, for at most `within`; answers
@@ -357,10 +372,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         );
         let came = match step.kill {
             Kill::Now => None,
-            Kill::InCheckpointWrite => {
-                let temp = data_dir.join("state.json.tmp");
-                Some(wait_for(AIM_WITHIN, || temp.exists()))
-            }
+            Kill::InCheckpointWrite => Some(wait_for(AIM_WITHIN, || checkpoint_temp(&data_dir).is_some())),
             Kill::InDeadLetterAppend => {
                 let file = data_dir.join("failed_packets.json");
                 let size = || std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
@@ -498,7 +510,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         ledger.failed_requests.load(Ordering::Relaxed)
     );
     eprintln!(
-        "kills inside a checkpoint write (state.json.tmp left): {}",
+        "kills inside a checkpoint write (a state.json.gz.tmp-* file left): {}",
         evidence.kills_inside_checkpoint_write
     );
     eprintln!(

@@ -291,7 +291,7 @@ fn convert_foreign(path: &Path) -> io::Result<()> {
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new
 /// one: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = path.with_extension("tmp");
+    let temp = super::temp_file::unique_path(path);
     {
         let mut file = File::create(&temp)?;
         file.write_all(bytes)?;

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod dead_letter;
+pub mod temp_file;
 pub mod wal;
 
 pub use checkpoint::{AnalyzerCounters, Checkpoint, CheckpointError, Counters};
