@@ -255,13 +255,11 @@ async fn recover(
         tokio::task::spawn_blocking(move || wal::recover(&dir, from, tail, state, next_seq, mode))
             .await
             .context("write-ahead log recovery panicked")??;
-    for (segment, offset, reason) in &recovered.skipped {
-        tracing::error!(%segment, offset, %reason, "skipped a corrupt part of the write-ahead log: packets recorded after it in that segment are lost");
-    }
     tracing::info!(
         records = recovered.records,
         in_flight = recovered.in_flight.len(),
         torn_tail_bytes = recovered.torn_tail_bytes,
+        corrupt_parts_skipped = recovered.skipped.len(),
         "recovered; resuming in-flight packets"
     );
     dispatcher.resume(recovered.in_flight, recovered.next_seq);

@@ -233,7 +233,9 @@ fn inspect_after_kill(data_dir: &Path, spawned_at: std::time::SystemTime, eviden
     }
     let segments: Vec<u64> = std::fs::read_dir(data_dir.join("wal"))
         .map(|dir| {
-            dir.filter_map(|e| e.ok()?.metadata().ok())
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                .filter_map(|e| e.metadata().ok())
                 .map(|m| m.len())
                 .collect()
         })
@@ -558,15 +560,15 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
     assert!(accepted_dead > 0, "the dead-letter runs dead-lettered nothing");
 }
 
-/// A kill in the middle of a large write leaves half a record at the end of
-/// the newest log segment. Start-up opens the log (creating the next, empty
+/// A kill in the middle of a large write leaves part of a commit group at
+/// the end of the newest log segment. Start-up opens the log (creating the next, empty
 /// segment) *before* recovery cuts that torn tail; a second kill in between
-/// leaves the torn record in a segment that is no longer the newest. The
+/// leaves the torn group in a segment that is no longer the newest. The
 /// next start must still treat it as the torn tail it is (nothing after it
 /// was ever written) and recover every acknowledged packet, not refuse to
 /// start as if the log were corrupt.
 ///
-/// The on-disk state of both kills is built directly (half a record
+/// The on-disk state of both kills is built directly (part of a group
 /// appended, the empty next segment created), since the second window is
 /// too narrow to hit on purpose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,7 +609,7 @@ async fn a_torn_tail_survives_a_second_kill_during_start_up() {
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     distributor.kill9();
 
-    // Kill one: half a record at the end of the newest segment.
+    // Kill one: part of a commit group at the end of the newest segment.
     let wal_dir = data_dir.join("wal");
     let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(&wal_dir)
         .expect("wal dir")
@@ -629,7 +631,7 @@ async fn a_torn_tail_survives_a_second_kill_during_start_up() {
         .append(true)
         .open(&newest_path)
         .expect("open the newest segment");
-    std::io::Write::write_all(&mut file, &torn).expect("append half a record");
+    std::io::Write::write_all(&mut file, &torn).expect("append part of a group");
     drop(file);
     // Kill two, during the next start-up: the log was opened (the next
     // segment created, empty) but recovery had not cut the tail yet.

@@ -1,5 +1,6 @@
 //! Writes the seed corpus of the `wal_decode` target: a few encoded records
-//! (one of each kind, and a segment holding several). Run from `fuzz/`:
+//! (one of each kind, and `segment.bin`: a commit group's body holding all
+//! three). Run from `fuzz/`:
 //! `cargo run --example gen_corpus`.
 
 use chrono::{TimeZone, Utc};

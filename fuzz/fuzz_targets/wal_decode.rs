@@ -1,6 +1,6 @@
-//! Write-ahead-log segments: decode records one after another until the
-//! first error. Must never panic; a record that decodes must encode to bytes
-//! that decode to the same record.
+//! The records of a write-ahead-log commit group's body: decode them one
+//! after another until the first error. Must never panic; a record that
+//! decodes must encode to bytes that decode to the same record.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

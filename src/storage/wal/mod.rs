@@ -1,15 +1,14 @@
 //! The write-ahead log: every accepted packet is on disk before its 202.
 //!
 //! ```text
-//! <data-dir>/wal/00000000000000000007.wal      segments, numbered, oldest first
-//!
-//! segment = record*
-//! record  = len:u32 LE | crc32c:u32 LE | kind:u8 | body          (len = 1 + body length)
-//!   kind 1 Accept  body = seq:u64 LE | packet as JSON (with retry_count)
-//!   kind 2 Retry   body = seq:u64 LE | retries:u32 LE
-//!   kind 3 End     body = seq:u64 LE             (delivered or dead-lettered)
-//! crc32c covers kind and body.
+//! <data-dir>/wal/00000000000000000007.wal              segments, numbered, oldest first
+//! <data-dir>/wal/00000000000000000007.wal.torn-at-N    bytes recovery cut off a torn tail
+//! <data-dir>/wal/00000000000000000007.wal.skipped-at-N bytes skip-corrupt recovery skipped
 //! ```
+//!
+//! The bytes of a segment (commit groups of records, each group with
+//! checksums over every length it holds) are in [`format`]; what start-up
+//! does with them is in [`recovery`].
 //!
 //! Invariants:
 //! - A packet is put in the in-flight registry *before* its Accept is
@@ -20,21 +19,28 @@
 //! - Replay = checkpoint, then every segment from the checkpoint's
 //!   `wal_segment` on, applying Accept (insert), Retry (update) and End
 //!   (remove) by `seq`. A packet without an End is re-queued.
-//! - Only the tail of the newest segment can be torn (a crash mid-write): it
-//!   is cut off. A bad record anywhere else is corruption: recovery refuses
-//!   to start unless told to skip it ([`RecoverMode::SkipCorrupt`]).
 //! - Group commit: one writer thread takes every append waiting, writes
-//!   them in one `writev`, then (with [`FsyncMode::Always`]) one `fdatasync`
-//!   before any of them is acknowledged. A failed write is cut back off the
-//!   segment, so a disk that fills up leaves no half record behind.
+//!   them as one commit group in one `writev`, then (with
+//!   [`FsyncMode::Always`]) one `fdatasync` before any of them is
+//!   acknowledged. A failed write is cut back off the segment, so a disk
+//!   that fills up leaves no half group behind.
+//! - Each group records how much of its segment was durable when it was
+//!   written, so only groups written after the last completed fdatasync
+//!   can be torn, and recovery can tell them from damage to durable ones.
+//!   A segment's magic is fdatasynced when the segment is created, and a
+//!   segment is fdatasynced whole before the next one is created.
 
-use super::Unfinished;
-use crate::model::{EncodedPacket, LogPacket};
-use std::collections::BTreeMap;
+pub mod format;
+pub mod recovery;
+
+pub use format::{DecodeError, Record, MAX_PACKET_JSON_BYTES};
+pub use recovery::{newest_segment, recover, Recovered, Skipped};
+
+use format::{GroupHeader, SEGMENT_MAGIC};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::str::FromStr;
@@ -44,14 +50,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-const HEADER_BYTES: usize = 8;
-const KIND_ACCEPT: u8 = 1;
-const KIND_RETRY: u8 = 2;
-const KIND_END: u8 = 3;
-/// No single record is larger: a packet is at most a few MiB of JSON.
-const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
-/// The largest packet (its JSON, `retry_count` included) an Accept record holds.
-pub const MAX_PACKET_JSON_BYTES: usize = MAX_RECORD_BYTES - 9;
 const SEGMENT_SUFFIX: &str = ".wal";
 
 /// When appends reach the disk.
@@ -100,127 +98,15 @@ impl fmt::Display for FsyncMode {
     }
 }
 
-/// What recovery does with a bad record that is not a torn tail.
+/// What recovery does with damage that is not a torn tail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RecoverMode {
     /// Refuse to start, naming the segment and offset.
     #[default]
     Strict,
-    /// Skip the rest of the damaged segment, report it, go on.
+    /// Skip the damaged part (a copy of it kept next to the segment),
+    /// report it, go on with the next whole commit group.
     SkipCorrupt,
-}
-
-/// One entry of the log.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Record {
-    /// A packet taken in, with the retries it had already spent.
-    Accept {
-        seq: u64,
-        packet: Arc<EncodedPacket>,
-        retries: u32,
-    },
-    Retry {
-        seq: u64,
-        retries: u32,
-    },
-    End {
-        seq: u64,
-    },
-}
-
-impl Record {
-    /// The most bytes [`Record::encode`] appends.
-    pub fn max_encoded_bytes(&self) -> usize {
-        let body = match self {
-            Record::Accept { packet, .. } => 9 + packet.json_bytes(),
-            Record::Retry { .. } => 13,
-            Record::End { .. } => 9,
-        };
-        HEADER_BYTES + body
-    }
-
-    /// Appends the record's bytes to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; HEADER_BYTES]);
-        match self {
-            Record::Accept { seq, packet, retries } => {
-                out.push(KIND_ACCEPT);
-                out.extend_from_slice(&seq.to_le_bytes());
-                packet.write_json(*retries, out);
-            }
-            Record::Retry { seq, retries } => {
-                out.push(KIND_RETRY);
-                out.extend_from_slice(&seq.to_le_bytes());
-                out.extend_from_slice(&retries.to_le_bytes());
-            }
-            Record::End { seq } => {
-                out.push(KIND_END);
-                out.extend_from_slice(&seq.to_le_bytes());
-            }
-        }
-        let body = &out[start + HEADER_BYTES..];
-        let len = u32::try_from(body.len()).expect("records are far below 4 GiB");
-        let crc = crc32c::crc32c(body);
-        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    }
-
-    /// Decodes one record from the front of `bytes`: the record and its
-    /// length, or why it cannot be read.
-    pub fn decode(bytes: &[u8]) -> Result<(Record, usize), DecodeError> {
-        if bytes.len() < HEADER_BYTES {
-            return Err(DecodeError::Truncated);
-        }
-        let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
-        if len == 0 || len > MAX_RECORD_BYTES {
-            return Err(DecodeError::Corrupt(format!("impossible record length {len}")));
-        }
-        let Some(body) = bytes.get(HEADER_BYTES..HEADER_BYTES + len) else {
-            return Err(DecodeError::Truncated);
-        };
-        if crc32c::crc32c(body) != crc {
-            return Err(DecodeError::Corrupt("checksum mismatch".into()));
-        }
-        let seq = |b: &[u8]| -> Result<u64, DecodeError> {
-            b.get(1..9)
-                .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
-                .ok_or_else(|| DecodeError::Corrupt("record too short for its kind".into()))
-        };
-        let record = match body[0] {
-            KIND_ACCEPT => {
-                let packet: LogPacket = serde_json::from_slice(&body[9..])
-                    .map_err(|e| DecodeError::Unreadable(format!("accept record holds no packet: {e}")))?;
-                Record::Accept {
-                    seq: seq(body)?,
-                    packet: Arc::new(EncodedPacket::new(&packet)),
-                    retries: packet.retry_count,
-                }
-            }
-            KIND_RETRY => Record::Retry {
-                seq: seq(body)?,
-                retries: body
-                    .get(9..13)
-                    .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
-                    .ok_or_else(|| DecodeError::Corrupt("retry record too short".into()))?,
-            },
-            KIND_END => Record::End { seq: seq(body)? },
-            kind => return Err(DecodeError::Corrupt(format!("unknown record kind {kind}"))),
-        };
-        Ok((record, HEADER_BYTES + len))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DecodeError {
-    /// The bytes end inside the record.
-    Truncated,
-    /// The record is damaged.
-    Corrupt(String),
-    /// The record is whole (its checksum holds) but cannot be read: never
-    /// a torn write, always refused.
-    Unreadable(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,127 +124,6 @@ pub enum WalError {
     },
     #[error("write-ahead log writer has stopped")]
     Stopped,
-}
-
-/// What recovery found.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    /// Packets without an End record, by seq, with their retry counts.
-    pub in_flight: BTreeMap<u64, Unfinished>,
-    /// The seq after the largest one seen.
-    pub next_seq: u64,
-    pub records: u64,
-    pub torn_tail_bytes: u64,
-    /// Damaged parts skipped under `SkipCorrupt`: segment, offset, reason.
-    pub skipped: Vec<(String, u64, String)>,
-}
-
-/// The newest segment's number (0 when there is none): the one being
-/// written when the process stopped, the only one whose tail may be torn.
-pub fn newest_segment(dir: &Path) -> io::Result<u64> {
-    std::fs::create_dir_all(dir)?;
-    Ok(list_segments(dir)?.last().map_or(0, |(n, _)| *n))
-}
-
-/// Replays every segment numbered `from` to `tail` on top of `state`;
-/// `tail` is the segment whose end may be torn ([`newest_segment`] before
-/// the log was reopened).
-pub fn recover(
-    dir: &Path,
-    from: u64,
-    tail: u64,
-    mut state: BTreeMap<u64, Unfinished>,
-    mut next_seq: u64,
-    mode: RecoverMode,
-) -> Result<Recovered, WalError> {
-    std::fs::create_dir_all(dir)?;
-    let segments = list_segments(dir)?;
-    // A crash during start-up can leave an empty newer segment behind the
-    // torn one: the tail is the newest segment that holds anything.
-    let tail = segments
-        .iter()
-        .filter(|(n, _)| *n <= tail)
-        .rev()
-        .find(|(_, path)| std::fs::metadata(path).map(|m| m.len() > 0).unwrap_or(false))
-        .map_or(tail, |(n, _)| *n);
-    let mut report = Recovered::default();
-    for (number, path) in segments.iter().filter(|(n, _)| (from..=tail).contains(n)) {
-        let mut bytes = Vec::new();
-        File::open(path)?.read_to_end(&mut bytes)?;
-        let mut offset = 0usize;
-        while offset < bytes.len() {
-            match Record::decode(&bytes[offset..]) {
-                Ok((record, used)) => {
-                    report.records += 1;
-                    apply(&mut state, &mut next_seq, record);
-                    offset += used;
-                }
-                Err(error) => {
-                    let is_tail = *number == tail && is_torn_tail(&bytes, offset, &error);
-                    let name = path.display().to_string();
-                    if is_tail {
-                        report.torn_tail_bytes = (bytes.len() - offset) as u64;
-                        OpenOptions::new()
-                            .write(true)
-                            .open(path)?
-                            .set_len(offset as u64)?;
-                        tracing::warn!(segment = %name, offset, bytes = report.torn_tail_bytes,
-                            "write-ahead log had a torn tail (a crash mid-write); cut it off");
-                        break;
-                    }
-                    let reason = match error {
-                        DecodeError::Truncated => "the segment ends inside a record".to_string(),
-                        DecodeError::Corrupt(reason) | DecodeError::Unreadable(reason) => reason,
-                    };
-                    if mode == RecoverMode::Strict {
-                        return Err(WalError::Corrupt {
-                            segment: name,
-                            offset: offset as u64,
-                            reason,
-                        });
-                    }
-                    tracing::error!(segment = %name, offset, %reason, "skipping a corrupt part of the write-ahead log");
-                    report.skipped.push((name, offset as u64, reason));
-                    break;
-                }
-            }
-        }
-    }
-    report.in_flight = state;
-    report.next_seq = next_seq;
-    Ok(report)
-}
-
-fn apply(state: &mut BTreeMap<u64, Unfinished>, next_seq: &mut u64, record: Record) {
-    match record {
-        Record::Accept { seq, packet, retries } => {
-            *next_seq = (*next_seq).max(seq + 1);
-            state.insert(seq, Unfinished { packet, retries });
-        }
-        Record::Retry { seq, retries } => {
-            if let Some(unfinished) = state.get_mut(&seq) {
-                unfinished.retries = retries;
-            }
-        }
-        Record::End { seq } => {
-            state.remove(&seq);
-        }
-    }
-}
-
-/// Whether the bad record at `offset` is a torn tail (a crash mid-write)
-/// rather than damage in the middle: it runs past the end of the file,
-/// ends exactly at it, or only zeros follow (space allocated, never written).
-fn is_torn_tail(bytes: &[u8], offset: usize, error: &DecodeError) -> bool {
-    let rest = &bytes[offset..];
-    if matches!(error, DecodeError::Unreadable(_)) {
-        return false;
-    }
-    if *error == DecodeError::Truncated || rest.iter().all(|b| *b == 0) {
-        return true;
-    }
-    let declared = u32::from_le_bytes(rest[0..4].try_into().expect("a header was read")) as usize;
-    HEADER_BYTES + declared == rest.len()
 }
 
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
@@ -536,17 +301,37 @@ struct Segment {
     number: u64,
     file: File,
     len: u64,
+    /// Bytes made durable by the last completed fdatasync.
+    synced: u64,
 }
 
 impl Segment {
+    /// Creates the segment with its magic, durable (file and directory)
+    /// before anything is written to it. A creation that fails (a full
+    /// disk) leaves no file behind, so it can be tried again.
     fn create(dir: &Path, number: u64) -> io::Result<Segment> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(dir, number))?;
-        let len = file.metadata()?.len();
-        File::open(dir)?.sync_all()?;
-        Ok(Segment { number, file, len })
+        let path = segment_path(dir, number);
+        let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let durable = file
+            .write_all(&SEGMENT_MAGIC)
+            .and_then(|()| file.sync_data())
+            .and_then(|()| File::open(dir)?.sync_all());
+        if let Err(e) = durable {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        let len = SEGMENT_MAGIC.len() as u64;
+        Ok(Segment {
+            number,
+            file,
+            len,
+            synced: len,
+        })
+    }
+
+    /// Whether any commit group was written to it.
+    fn has_groups(&self) -> bool {
+        self.len > SEGMENT_MAGIC.len() as u64
     }
 }
 
@@ -603,11 +388,14 @@ impl Writer {
     }
 
     /// fdatasync of the current segment, timed when a histogram is set.
-    fn sync(&self) -> io::Result<()> {
+    fn sync(&mut self) -> io::Result<()> {
         let started = Instant::now();
         let result = self.segment.file.sync_data();
         if let Some(histogram) = &self.options.fsync_duration {
             histogram.observe(started.elapsed().as_secs_f64());
+        }
+        if result.is_ok() {
+            self.segment.synced = self.segment.len;
         }
         result
     }
@@ -670,7 +458,7 @@ impl Writer {
             }
             return;
         }
-        let result = self.write_durably(&chunks);
+        let result = self.write_durably(chunks);
         for done in waiting {
             let _ = done.send(
                 result
@@ -689,15 +477,20 @@ impl Writer {
         }
     }
 
-    fn write_durably(&mut self, chunks: &[Vec<u8>]) -> io::Result<()> {
+    /// Writes `body` as one commit group, behind its header.
+    fn write_durably(&mut self, mut body: Vec<Vec<u8>>) -> io::Result<()> {
         let before = self.segment.len;
-        let written = write_chunks(&mut self.segment.file, chunks).and_then(|()| match self.options.fsync {
-            FsyncMode::Always => self.sync(),
-            FsyncMode::Interval(_) | FsyncMode::Never => Ok(()),
-        });
+        let header = GroupHeader::for_body(&body, self.segment.synced);
+        body.insert(0, header.encode().to_vec());
+        let mut written = write_chunks(&mut self.segment.file, &body);
+        if written.is_ok() {
+            self.segment.len += body.iter().map(|c| c.len() as u64).sum::<u64>();
+            if self.options.fsync == FsyncMode::Always {
+                written = self.sync();
+            }
+        }
         match written {
             Ok(()) => {
-                self.segment.len += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
                 if matches!(self.options.fsync, FsyncMode::Interval(_)) {
                     self.unsynced = true;
                     self.sync_if_due();
@@ -705,7 +498,8 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                // Leave no half record behind: cut the segment back.
+                // Leave no half group behind: cut the segment back.
+                self.segment.len = before;
                 if let Err(cut) = self.segment.file.set_len(before) {
                     tracing::error!(error = %cut, "cannot cut a failed write off the write-ahead log");
                 }
@@ -718,7 +512,7 @@ impl Writer {
     /// checkpoint while idle): everything appended is in older segments
     /// either way. Answers the current segment's number.
     fn rotate_if_written(&mut self) -> io::Result<u64> {
-        if self.segment.len == 0 {
+        if !self.segment.has_groups() {
             return Ok(self.segment.number);
         }
         self.rotate()
@@ -753,30 +547,18 @@ fn write_chunks(file: &mut File, chunks: &[Vec<u8>]) -> io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::model::{Level, LogMessage};
-
-    fn packet(id: &str) -> Arc<EncodedPacket> {
-        Arc::new(EncodedPacket::new(&LogPacket {
-            id: id.into(),
-            messages: vec![LogMessage {
-                level: Level::Info,
-                message: "m".into(),
-                source: "s".into(),
-                timestamp: chrono::Utc::now(),
-                metadata: None,
-            }],
-            retry_count: 0,
-        }))
-    }
+    use format::tests::packet;
+    use format::GROUP_HEADER_BYTES;
+    use std::collections::BTreeMap;
 
     /// Replays every segment of `dir` from scratch.
-    fn recover_all(dir: &Path, mode: RecoverMode) -> Result<Recovered, WalError> {
+    pub fn recover_all(dir: &Path, mode: RecoverMode) -> Result<Recovered, WalError> {
         recover(dir, 0, newest_segment(dir).unwrap(), BTreeMap::new(), 0, mode)
     }
 
-    fn options(fsync: FsyncMode) -> WalOptions {
+    pub fn options(fsync: FsyncMode) -> WalOptions {
         WalOptions {
             fsync,
             segment_bytes: 1 << 20,
@@ -809,34 +591,6 @@ mod tests {
             .unwrap();
         }
         assert!(histogram.get_sample_count() >= 2);
-    }
-
-    #[test]
-    fn records_round_trip_and_damage_is_caught() {
-        let records = [
-            Record::Accept {
-                seq: 7,
-                packet: packet("a"),
-                retries: u32::MAX,
-            },
-            Record::Retry { seq: 7, retries: 2 },
-            Record::End { seq: 7 },
-        ];
-        let mut bytes = Vec::new();
-        for r in &records {
-            r.encode(&mut bytes);
-        }
-        let mut offset = 0;
-        for expected in &records {
-            let (record, used) = Record::decode(&bytes[offset..]).unwrap();
-            assert_eq!(&record, expected);
-            assert!(used <= expected.max_encoded_bytes(), "{expected:?}: {used} bytes");
-            offset += used;
-        }
-        assert_eq!(Record::decode(&bytes[..5]), Err(DecodeError::Truncated));
-        let mut flipped = bytes.clone();
-        flipped[12] ^= 0xff;
-        assert!(matches!(Record::decode(&flipped), Err(DecodeError::Corrupt(_))));
     }
 
     #[test]
@@ -920,44 +674,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_torn_tail_is_cut_and_damage_in_the_middle_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), 0, options(FsyncMode::Always)).unwrap();
-        for seq in 1..=3 {
-            wal.append_durable(&[Record::Accept {
-                seq,
-                packet: packet("p"),
-                retries: 0,
-            }])
-            .await
-            .unwrap();
-        }
-        drop(wal);
-        let path = segment_path(dir.path(), 1);
-        let whole = std::fs::read(&path).unwrap();
-
-        // Torn tail: the last record half written.
-        std::fs::write(&path, &whole[..whole.len() - 10]).unwrap();
-        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
-        assert_eq!(recovered.in_flight.len(), 2);
-        assert!(recovered.torn_tail_bytes > 0);
-        assert!(
-            std::fs::read(&path).unwrap().len() < whole.len() - 10,
-            "the tail is cut off the file"
-        );
-
-        // Damage in the middle: a flipped byte in the first record.
-        let mut damaged = whole.clone();
-        damaged[HEADER_BYTES + 3] ^= 0x55;
-        std::fs::write(&path, &damaged).unwrap();
-        let err = recover_all(dir.path(), RecoverMode::Strict).unwrap_err();
-        assert!(err.to_string().contains("at byte 0"), "{err}");
-        assert!(err.to_string().contains("--wal-recover=skip-corrupt"), "{err}");
-        let skipped = recover_all(dir.path(), RecoverMode::SkipCorrupt).unwrap();
-        assert_eq!(skipped.skipped.len(), 1);
-    }
-
-    #[tokio::test]
     async fn concurrent_appends_share_fsyncs_and_all_land() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), 0, options(FsyncMode::Always)).unwrap();
@@ -1005,5 +721,46 @@ mod tests {
             .collect();
         write_chunks(&mut file, &chunks).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), chunks.concat());
+    }
+
+    /// The `synced` of each commit group in a segment, in order.
+    fn synced_of_groups(segment: &[u8]) -> Vec<u64> {
+        let mut at = SEGMENT_MAGIC.len();
+        let mut synced = Vec::new();
+        while at < segment.len() {
+            let (header, body) = format::decode_group(&segment[at..]).unwrap();
+            synced.push(header.synced);
+            at += GROUP_HEADER_BYTES + body.len();
+        }
+        synced
+    }
+
+    #[tokio::test]
+    async fn each_group_says_how_much_of_the_segment_was_synced_before_it() {
+        for fsync in [FsyncMode::Always, FsyncMode::Never] {
+            let dir = tempfile::tempdir().unwrap();
+            let wal = Wal::open(dir.path(), 0, options(fsync)).unwrap();
+            for seq in 1..=3 {
+                wal.append_durable(&[Record::Accept {
+                    seq,
+                    packet: packet("p"),
+                    retries: 0,
+                }])
+                .await
+                .unwrap();
+            }
+            drop(wal);
+            let segment = std::fs::read(segment_path(dir.path(), 1)).unwrap();
+            assert!(segment.starts_with(&SEGMENT_MAGIC));
+            let magic = SEGMENT_MAGIC.len() as u64;
+            let group = (segment.len() as u64 - magic) / 3;
+            let expected = match fsync {
+                // Each group written after the one before it was synced.
+                FsyncMode::Always => vec![magic, magic + group, magic + 2 * group],
+                // Only the magic ever was.
+                _ => vec![magic; 3],
+            };
+            assert_eq!(synced_of_groups(&segment), expected, "{fsync}");
+        }
     }
 }
