@@ -1,12 +1,14 @@
 //! Wiring: builds the distributor from [`Settings`], serves the API and runs
 //! the background tasks, and shuts it all down in order.
 //!
-//! Start-up: data directory → dead letter → checkpoint → write-ahead log
-//! → analyzers and dispatcher → listen (not ready: 503) → replay the log on
-//! top of the checkpoint and resume what was in flight → compact (a fresh
-//! checkpoint, old segments deleted) → ready. Shutdown (SIGTERM, or [`Running::shutdown`]): refuse new packets
-//! with 503 → wait up to `shutdown.drain_timeout` for in-flight packets →
-//! write a final checkpoint of what is left → stop the server.
+//! Start-up: data directory (leftover temp files removed) → dead letter →
+//! checkpoint → write-ahead log → analyzers and dispatcher → listen (not
+//! ready: 503) → replay the log on top of the checkpoint and resume what was
+//! in flight → compact (a fresh checkpoint, old segments deleted) → ready.
+//! Shutdown (SIGTERM, or [`Running::shutdown`]): refuse new packets with
+//! 503 → wait up to `shutdown.drain_timeout` for in-flight packets → stop
+//! the periodic checkpoints (one being written finishes) → write a final
+//! checkpoint of what is left → stop the server.
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
