@@ -141,6 +141,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         traffic: traffic.clone(),
         kube: kube.clone(),
         auth,
+        body_budget: api::BodyBudget::new(settings.max_body_memory()),
     });
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();
