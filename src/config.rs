@@ -145,11 +145,20 @@ pub struct ServerConfig {
     /// A connection that has not sent a whole request head (or a TLS handshake) by then is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Longest a request may take, body included; then 408.
+    /// Longest a request may take, body included; then 408. Also the
+    /// longest its answer may wait for the client to read it; then the
+    /// connection is closed.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// Connections open at once; past it, new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Bytes request bodies may hold in memory at once, all connections
+    /// together, compressed and inflated; past it a body waits briefly,
+    /// then 503. Unset: 4 x `limits.max_body_bytes`; at least 3 x (the
+    /// most one request holds: a gzip body, what it inflates to, and a
+    /// buffer growing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_memory: Option<usize>,
     /// Threads that serve requests and run deliveries; unset: one per CPU
     /// the process may use. Fewer can be faster where the distributor
     /// shares its CPUs with other busy processes.
@@ -163,6 +172,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            max_body_memory: None,
             worker_threads: None,
         }
     }
@@ -672,6 +682,13 @@ impl Settings {
         Ok(settings)
     }
 
+    /// `server.max_body_memory`, or its default: 4 x `limits.max_body_bytes`.
+    pub fn max_body_memory(&self) -> usize {
+        self.server
+            .max_body_memory
+            .unwrap_or_else(|| self.limits.max_body_bytes.saturating_mul(4))
+    }
+
     pub fn to_yaml(&self) -> String {
         serde_saphyr::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -890,6 +907,17 @@ impl Settings {
                     self.limits.max_packet_bytes
                 ),
             );
+        }
+        if let Some(memory) = self.server.max_body_memory {
+            if memory / 3 < self.limits.max_body_bytes {
+                return bad(
+                    "server.max_body_memory".into(),
+                    format!(
+                        "{memory} must be at least 3 x limits.max_body_bytes ({}): a gzip body, what it inflates to, and a buffer growing",
+                        self.limits.max_body_bytes
+                    ),
+                );
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls".into(), "give both `cert` and `key`, or neither".into());
@@ -1113,6 +1141,21 @@ mod tests {
             "retry: {max_delay: 365days}\nlimits: {max_packet_bytes: 16777216}\nkubernetes: {status_interval: 1s}\n",
         ))
         .unwrap();
+    }
+
+    #[test]
+    fn the_body_memory_holds_the_largest_request() {
+        let defaults = Settings::default();
+        assert_eq!(defaults.max_body_memory(), 4 * defaults.limits.max_body_bytes);
+        let derived = Settings::from_yaml("limits: {max_body_bytes: 1000}\n").unwrap();
+        assert_eq!(derived.max_body_memory(), 4000);
+        let set =
+            Settings::from_yaml("limits: {max_body_bytes: 1000}\nserver: {max_body_memory: 3000}\n").unwrap();
+        assert_eq!(set.max_body_memory(), 3000);
+        assert_eq!(
+            error_of("limits: {max_body_bytes: 1000}\nserver: {max_body_memory: 2999}\n"),
+            "configuration: server.max_body_memory: 2999 must be at least 3 x limits.max_body_bytes (1000): a gzip body, what it inflates to, and a buffer growing"
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - [`k8s`]: the `Analyzer` custom resource.
 //! - [`config`]: flags, env vars, the YAML file, defaults.
 //! - [`server`]: the accept loop (timeouts, connection bound, TLS); the
-//!   bearer tokens are [`api::auth`].
+//!   bearer tokens are [`api::auth`]; [`write_deadline`] cuts off clients
+//!   that do not read their answers.
 //! - [`service`]: wires it all together, start to orderly shutdown.
 //! - [`http1`]: the HTTP/1.1 client connection that delivery and the load
 //!   generator share.
@@ -41,3 +42,4 @@ pub mod service;
 pub mod storage;
 pub mod traffic;
 pub mod transport;
+pub mod write_deadline;

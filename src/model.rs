@@ -442,38 +442,84 @@ pub enum BodyError {
     InvalidNdjsonLine { line: usize, reason: String },
     #[error("request holds no packet: send at least 1")]
     Empty,
-    #[error("request holds {count} packets: at most {max} are allowed per request")]
-    TooManyPackets { count: usize, max: usize },
+    #[error("request holds more than {max} packets: at most {max} are allowed per request")]
+    TooManyPackets { max: usize },
 }
 
-/// Splits a JSON array body into its raw packets without parsing them.
-pub fn split_json_array(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        // The common case in one pass.
-        return serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()));
+/// Splits a JSON array body into its raw packets without parsing them: at
+/// least one, at most `max_packets`. Counting stops at the first packet
+/// past `max_packets`, so a body of millions of tiny packets costs no more
+/// than one of `max_packets`.
+pub fn split_json_array(body: &[u8], max_packets: usize) -> Result<Vec<&RawValue>, BodyError> {
+    let invalid = |e: serde_json::Error| BodyError::InvalidJson(e.to_string());
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+        let value: &RawValue = serde_json::from_slice(body).map_err(invalid)?;
+        return Err(BodyError::NotAnArray(match value.get().as_bytes().first() {
+            Some(b'{') => "an object",
+            Some(b'"') => "a string",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            _ => "a number",
+        }));
     }
-    let value: &RawValue = serde_json::from_slice(body).map_err(|e| BodyError::InvalidJson(e.to_string()))?;
-    let text = value.get();
-    match text.as_bytes().first() {
-        Some(b'[') => {
-            serde_json::from_str::<Vec<&RawValue>>(text).map_err(|e| BodyError::InvalidJson(e.to_string()))
+    let overflowed = std::cell::Cell::new(false);
+    let mut parser = serde_json::Deserializer::from_slice(body);
+    let split = serde::Deserializer::deserialize_seq(
+        &mut parser,
+        BoundedPackets {
+            max: max_packets,
+            overflowed: &overflowed,
+        },
+    )
+    .and_then(|packets| parser.end().map(|()| packets));
+    match split {
+        _ if overflowed.get() => Err(BodyError::TooManyPackets { max: max_packets }),
+        Err(e) => Err(invalid(e)),
+        Ok(packets) if packets.is_empty() => Err(BodyError::Empty),
+        Ok(packets) => Ok(packets),
+    }
+}
+
+/// The elements of a JSON array as raw values, refusing (and saying so in
+/// `overflowed`) the first one past `max`.
+struct BoundedPackets<'a> {
+    max: usize,
+    overflowed: &'a std::cell::Cell<bool>,
+}
+
+impl<'de> serde::de::Visitor<'de> for BoundedPackets<'_> {
+    type Value = Vec<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an array of at most {} packets", self.max)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut packets = Vec::new();
+        while let Some(packet) = seq.next_element::<&'de RawValue>()? {
+            if packets.len() == self.max {
+                self.overflowed.set(true);
+                return Err(serde::de::Error::custom("too many packets"));
+            }
+            packets.push(packet);
         }
-        Some(b'{') => Err(BodyError::NotAnArray("an object")),
-        Some(b'"') => Err(BodyError::NotAnArray("a string")),
-        Some(b't' | b'f') => Err(BodyError::NotAnArray("a boolean")),
-        Some(b'n') => Err(BodyError::NotAnArray("null")),
-        _ => Err(BodyError::NotAnArray("a number")),
+        Ok(packets)
     }
 }
 
 /// Splits an NDJSON body (one packet per line, blank lines ignored) into raw
-/// packets. A line that is not JSON at all fails the whole body, naming it.
-pub fn split_ndjson(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
+/// packets: at least one, at most `max_packets` (counting stops at the
+/// first line past them). A line that is not JSON at all fails the whole
+/// body, naming it.
+pub fn split_ndjson(body: &[u8], max_packets: usize) -> Result<Vec<&RawValue>, BodyError> {
     let mut packets = Vec::new();
     for (number, line) in body.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
+        }
+        if packets.len() == max_packets {
+            return Err(BodyError::TooManyPackets { max: max_packets });
         }
         let raw: &RawValue = serde_json::from_slice(line).map_err(|e| BodyError::InvalidNdjsonLine {
             line: number + 1,
@@ -481,24 +527,13 @@ pub fn split_ndjson(body: &[u8]) -> Result<Vec<&RawValue>, BodyError> {
         })?;
         packets.push(raw);
     }
+    if packets.is_empty() {
+        return Err(BodyError::Empty);
+    }
     Ok(packets)
 }
 
 impl Limits {
-    /// Checks the packet count of a request.
-    pub fn check_count(&self, count: usize) -> Result<(), BodyError> {
-        if count == 0 {
-            return Err(BodyError::Empty);
-        }
-        if count > self.max_packets_per_request {
-            return Err(BodyError::TooManyPackets {
-                count,
-                max: self.max_packets_per_request,
-            });
-        }
-        Ok(())
-    }
-
     /// Parses and validates one raw packet and encodes it (retry count 0);
     /// `now` fills missing timestamps and a fresh UUIDv4 fills a missing id.
     pub fn validate(
@@ -957,32 +992,47 @@ mod tests {
     }
 
     #[test]
-    fn request_counts_are_limited() {
-        let limits = Limits::default();
-        assert_eq!(limits.check_count(0), Err(BodyError::Empty));
-        assert!(limits.check_count(1000).is_ok());
+    fn bodies_split_into_raw_packets() {
+        let body = format!("[{GOOD}, 5, {GOOD}]");
+        assert_eq!(split_json_array(body.as_bytes(), 1000).unwrap().len(), 3);
+        assert_eq!(
+            split_json_array(b"{}", 1000).unwrap_err(),
+            BodyError::NotAnArray("an object")
+        );
         assert!(matches!(
-            limits.check_count(1001),
-            Err(BodyError::TooManyPackets { .. })
+            split_json_array(b"[{", 1000),
+            Err(BodyError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            split_json_array(b"[5] x", 1000),
+            Err(BodyError::InvalidJson(_))
+        ));
+        let ndjson = format!("{GOOD}\n\n{GOOD}\r\n");
+        assert_eq!(split_ndjson(ndjson.as_bytes(), 1000).unwrap().len(), 2);
+        let bad = format!("{GOOD}\n{{oops\n");
+        assert!(matches!(
+            split_ndjson(bad.as_bytes(), 1000),
+            Err(BodyError::InvalidNdjsonLine { line: 2, .. })
         ));
     }
 
     #[test]
-    fn bodies_split_into_raw_packets() {
-        let body = format!("[{GOOD}, 5, {GOOD}]");
-        assert_eq!(split_json_array(body.as_bytes()).unwrap().len(), 3);
+    fn request_counts_are_limited_as_the_body_is_split() {
+        assert_eq!(split_json_array(b" [ ] ", 3).unwrap_err(), BodyError::Empty);
+        assert_eq!(split_ndjson(b"\n \r\n", 3).unwrap_err(), BodyError::Empty);
+        assert_eq!(split_json_array(b"[1,2,3]", 3).unwrap().len(), 3);
+        assert_eq!(split_ndjson(b"1\n2\n3\n", 3).unwrap().len(), 3);
+        let too_many = BodyError::TooManyPackets { max: 3 };
+        assert_eq!(split_json_array(b"[1,2,3,4]", 3).unwrap_err(), too_many);
+        assert_eq!(split_ndjson(b"1\n2\n3\n4", 3).unwrap_err(), too_many);
+        // Counting stops at the first packet too many: what follows it is
+        // not read.
+        assert_eq!(split_json_array(b"[1,2,3,4,oops", 3).unwrap_err(), too_many);
+        assert_eq!(split_ndjson(b"1\n2\n3\n4\n{oops", 3).unwrap_err(), too_many);
         assert_eq!(
-            split_json_array(b"{}").unwrap_err(),
-            BodyError::NotAnArray("an object")
+            too_many.to_string(),
+            "request holds more than 3 packets: at most 3 are allowed per request"
         );
-        assert!(matches!(split_json_array(b"[{"), Err(BodyError::InvalidJson(_))));
-        let ndjson = format!("{GOOD}\n\n{GOOD}\r\n");
-        assert_eq!(split_ndjson(ndjson.as_bytes()).unwrap().len(), 2);
-        let bad = format!("{GOOD}\n{{oops\n");
-        assert!(matches!(
-            split_ndjson(bad.as_bytes()),
-            Err(BodyError::InvalidNdjsonLine { line: 2, .. })
-        ));
     }
 
     #[test]

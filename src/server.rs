@@ -1,11 +1,14 @@
 //! The HTTP server: an accept loop over hyper's HTTP/1 connections, with a
-//! header-read timeout, a request timeout (408), a bound on connections
-//! open at once, optional TLS (rustls, reloaded when the files change) and
-//! graceful shutdown (stop accepting, let requests in progress finish,
-//! close idle connections).
+//! header-read timeout, a request timeout (408) that also bounds how long
+//! an answer may wait for its client to read it ([`WriteDeadline`]), a
+//! bound on connections open at once, optional TLS (rustls, reloaded when
+//! the files change) and a shutdown in two steps: stop accepting, let
+//! requests in progress finish and close idle connections; then close
+//! every connection still open.
 
 use crate::api;
 use crate::config::{ServerConfig, TlsConfig};
+use crate::write_deadline::WriteDeadline;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -26,13 +29,15 @@ use tower_service::Service;
 
 /// Serves `app` on `listener` until `stop` is cancelled; then stops
 /// accepting and waits for the open connections to finish what they are
-/// doing.
+/// doing, until `close` is cancelled: then every connection still open is
+/// closed, answered or not.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     server: ServerConfig,
     tls: Option<Arc<TlsFiles>>,
     stop: CancellationToken,
+    close: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(server.max_connections));
     let connections = TaskTracker::new();
@@ -57,15 +62,16 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let stream = WriteDeadline::new(stream, server.request_timeout);
         let app = app.clone();
         let stop = stop.clone();
+        let close = close.clone();
         let acceptor = tls.as_ref().map(|files| files.acceptor());
         let timeouts = Timeouts {
             header_read: server.header_read_timeout,
             request: server.request_timeout,
         };
-        connections.spawn(async move {
-            let _slot = slot;
+        let served = async move {
             match acceptor {
                 None => serve_connection(stream, app, timeouts, stop).await,
                 Some(acceptor) => {
@@ -76,6 +82,13 @@ pub async fn serve(
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
+            }
+        };
+        connections.spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                () = served => {}
+                () = close.cancelled() => tracing::debug!(%peer, "connection closed at the end of the shutdown"),
             }
         });
     }
@@ -96,7 +109,8 @@ pub async fn serve(
 const READ_BUFFER_MAX: usize = 64 * 1024;
 
 /// How long a connection may take to send a request's head, and a request
-/// to be answered (its body read included).
+/// to be answered (its body read included; taking the answer is bounded by
+/// the same time, see [`WriteDeadline`]).
 #[derive(Clone, Copy)]
 struct Timeouts {
     header_read: Duration,

@@ -8,7 +8,9 @@
 //! Shutdown (SIGTERM, or [`Running::shutdown`]): refuse new packets with
 //! 503 → wait up to `shutdown.drain_timeout` for in-flight packets → stop
 //! the periodic checkpoints (one being written finishes) → write a final
-//! checkpoint of what is left → stop the server.
+//! checkpoint of what is left → stop the server: stop accepting, and close
+//! the connections still open once `shutdown.drain_timeout` has passed
+//! since the signal.
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
@@ -151,18 +153,22 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         traffic: traffic.clone(),
         kube: kube.clone(),
         auth,
+        body_budget: api::BodyBudget::new(settings.max_body_memory()),
     });
     let stop = CancellationToken::new();
-    let server_stop = CancellationToken::new();
+    let server_stop = ServerStop {
+        graceful: CancellationToken::new(),
+        close: CancellationToken::new(),
+    };
     let server = {
-        let server_stop = server_stop.clone();
         let app = api::app(state);
         tokio::spawn(crate::server::serve(
             listener,
             app,
             settings.server.clone(),
             tls.clone(),
-            server_stop,
+            server_stop.graceful.clone(),
+            server_stop.close.clone(),
         ))
     };
 
@@ -299,16 +305,25 @@ struct Checkpointer {
     task: JoinHandle<()>,
 }
 
+/// The two steps of the server's shutdown.
+struct ServerStop {
+    /// Stop accepting, close idle connections, let requests in progress finish.
+    graceful: CancellationToken,
+    /// Close every connection still open.
+    close: CancellationToken,
+}
+
 async fn shut_down_when_told(
     stop: CancellationToken,
     dispatcher: Arc<Dispatcher>,
     drain_timeout: std::time::Duration,
     checkpointer: Checkpointer,
     background: Vec<JoinHandle<()>>,
-    server_stop: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
+    server_stop: ServerStop,
+    mut server: JoinHandle<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
     stop.cancelled().await;
+    let drain_end = tokio::time::Instant::now() + drain_timeout;
     dispatcher.stop_accepting();
     let in_flight = dispatcher.pipeline().in_flight;
     tracing::info!(in_flight, timeout = %humantime::format_duration(drain_timeout), "shutting down: draining in-flight packets");
@@ -323,8 +338,17 @@ async fn shut_down_when_told(
         tracing::error!(error = %e, "the checkpoint task failed");
     }
     let saved = dispatcher.checkpoint_to(&checkpointer.path).await;
-    server_stop.cancel();
-    let served = server.await;
+    // Connections get what is left of the drain timeout to finish; then
+    // those still open (a client that does not read its answer, a body
+    // still arriving) are closed.
+    server_stop.graceful.cancel();
+    let served = tokio::select! {
+        served = &mut server => served,
+        () = tokio::time::sleep_until(drain_end) => {
+            server_stop.close.cancel();
+            server.await
+        }
+    };
     match &saved {
         Ok(left) if drained => tracing::info!(left, "drained; checkpoint written"),
         Ok(left) => tracing::warn!(

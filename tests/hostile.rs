@@ -108,6 +108,11 @@ struct RawReply {
 async fn raw(addr: SocketAddr, request: &[u8]) -> RawReply {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let _ = stream.write_all(request).await;
+    reply_on(&mut stream).await
+}
+
+/// Reads an answer off `stream`, as [`raw`] does.
+async fn reply_on(stream: &mut TcpStream) -> RawReply {
     let mut bytes = Vec::new();
     let mut chunk = vec![0; 64 * 1024];
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -569,7 +574,16 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
             .post_raw(logs, &json_type, hundred_thousand.into_bytes())
             .await,
         400,
-        ["request holds 100000 packets: at most 1000 are allowed per request"]
+        ["request holds more than 1000 packets: at most 1000 are allowed per request"]
+    );
+    let hundred_thousand_lines = format!("{minimal}\n").repeat(100_000);
+    case!(
+        "100 000 packets as NDJSON lines",
+        server
+            .post_raw(logs, &ndjson_type, hundred_thousand_lines.into_bytes())
+            .await,
+        400,
+        ["request holds more than 1000 packets: at most 1000 are allowed per request"]
     );
     let padded = serde_json::to_string(&json!({"messages": [message(&"m".repeat(100))]})).unwrap();
     let too_big = format!("[{}]", vec![padded.as_str(); 100_000].join(","));
@@ -605,6 +619,92 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
         "gzip that is not gzip",
         server
             .post_raw(logs, &zipped, b"[{\"messages\":[]}]".to_vec())
+            .await,
+        400,
+        ["body is not valid gzip"]
+    );
+    // -- gzip in several members (RFC 1952 allows any number, as `cat a.gz b.gz` makes)
+    let lines = |from: usize| -> Vec<u8> {
+        (from..from + 3)
+            .map(|i| {
+                format!(
+                    "{{\"id\":\"members-ndjson-{i}\",\"messages\":[{}]}}\n",
+                    message("m")
+                )
+            })
+            .collect::<String>()
+            .into_bytes()
+    };
+    let ndjson_zipped = [
+        ("content-type", "application/x-ndjson"),
+        ("content-encoding", "gzip"),
+    ];
+    let reply = case!(
+        "NDJSON in two gzip members (6 packets, all accepted)",
+        server
+            .post_raw(logs, &ndjson_zipped, [gzip(&lines(0)), gzip(&lines(3))].concat())
+            .await,
+        202,
+        [""]
+    );
+    let want: Vec<String> = (0..6).map(|i| format!("members-ndjson-{i}")).collect();
+    verdicts.check(
+        "NDJSON in two gzip members: every packet",
+        reply.json["processed_packets"] == json!(want),
+        || reply.text.clone(),
+    );
+    let array: Vec<String> = (0..6)
+        .map(|i| format!("{{\"id\":\"members-array-{i}\",\"messages\":[{}]}}", message("m")))
+        .collect();
+    let (head, tail) = (
+        format!("[{},", array[..3].join(",")),
+        format!("{}]", array[3..].join(",")),
+    );
+    let reply = case!(
+        "a JSON array cut across two gzip members (6 packets, all accepted)",
+        server
+            .post_raw(
+                logs,
+                &zipped,
+                [gzip(head.as_bytes()), gzip(tail.as_bytes())].concat()
+            )
+            .await,
+        202,
+        [""]
+    );
+    verdicts.check(
+        "a JSON array cut across two gzip members: every packet",
+        reply.json["processed_packets"].as_array().map(Vec::len) == Some(6),
+        || reply.text.clone(),
+    );
+    case!(
+        "gzip followed by bytes that are not gzip",
+        server
+            .post_raw(
+                logs,
+                &ndjson_zipped,
+                [gzip(&lines(10)), b"trailing".to_vec()].concat()
+            )
+            .await,
+        400,
+        ["8 bytes after the end of the gzip data are not gzip"]
+    );
+    case!(
+        "gzip followed by zeros",
+        server
+            .post_raw(logs, &ndjson_zipped, [gzip(&lines(20)), vec![0; 512]].concat())
+            .await,
+        400,
+        ["512 bytes after the end of the gzip data are not gzip"]
+    );
+    case!(
+        "a second gzip member cut short",
+        server
+            .post_raw(
+                logs,
+                &ndjson_zipped,
+                [gzip(&lines(30)), gzip(&lines(33))[..20].to_vec()].concat()
+            )
             .await,
         400,
         ["body is not valid gzip"]
@@ -910,6 +1010,236 @@ fn content_type(head: &str) -> &str {
             name.eq_ignore_ascii_case("content-type").then(|| value.trim())
         })
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- bodies that inflate to millions of packets
+
+/// The peak resident memory of process `pid` so far (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kib * 1024
+}
+
+/// The most resident memory the binary may reach while it refuses the
+/// bodies below.
+const PEAK_RSS_BOUND: u64 = 100 * 1024 * 1024;
+
+/// A gzip body of about 10 KB that inflates to just under 10 MiB of tiny
+/// packets (5 million of them), within `limits.max_body_bytes`. Every one
+/// is refused; what the refusal may cost is bounded: packets are counted
+/// as the body is split, and the bodies held at once, all connections
+/// together, within `server.max_body_memory`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_inflating_to_millions_of_tiny_packets_are_refused_within_a_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        "config.yaml",
+        &Config::new(vec![common::analyzer("sink", 1)]),
+    );
+    let process = Process::start(&config, &dir.path().join("data"), dir.path()).await;
+    let zeros = {
+        let count = (BODY_LIMIT - 1) / 2; // "[" + "0," x (count - 1) + "0]"
+        let mut text = Vec::with_capacity(BODY_LIMIT);
+        text.push(b'[');
+        text.extend(b"0,".repeat(count - 1));
+        text.extend(b"0]");
+        assert!(text.len() <= BODY_LIMIT);
+        gzip(&text)
+    };
+    let zero_lines = gzip(&b"0\n".repeat(BODY_LIMIT / 2));
+    assert!(zeros.len() < 20_000 && zero_lines.len() < 20_000);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = process.url("/api/v1/logs");
+    let sent = Instant::now();
+    let requests = (0..8).map(|i| {
+        let (content_type, body) = if i % 2 == 0 {
+            ("application/json", zeros.clone())
+        } else {
+            ("application/x-ndjson", zero_lines.clone())
+        };
+        let request = client
+            .post(&url)
+            .header("content-type", content_type)
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send();
+        async move {
+            match request.await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let text = response.text().await.unwrap_or_default();
+                    format!("{status} {text}")
+                }
+                Err(e) => format!("no answer: {e}"),
+            }
+        }
+    });
+    let answers = futures_util::future::join_all(requests).await;
+    let took = sent.elapsed();
+    let peak = peak_rss(process.pid());
+    eprintln!("peak RSS {} MiB, answers in {took:?}: {answers:?}", peak >> 20);
+    for answer in &answers {
+        let (status, text) = answer.split_once(' ').unwrap_or((answer, ""));
+        let error = serde_json::from_str::<Value>(text).unwrap_or(Value::Null)["error"].clone();
+        assert!(
+            ["400", "413", "503"].contains(&status) && error.is_string(),
+            "every request is refused with a JSON error; got {answer:.300}"
+        );
+    }
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "peak RSS {} MiB while refusing 8 bodies of 5 million tiny packets (bound {} MiB; answers in {took:?}): {:?}",
+        peak >> 20,
+        PEAK_RSS_BOUND >> 20,
+        answers
+    );
+    let counted = answers
+        .iter()
+        .filter(|a| a.contains("more than 1000 packets"))
+        .count();
+    assert!(counted > 0, "none refused for its packet count: {answers:?}");
+    process.post_logs(&packets("after-zeros", 10)).await.expect(202);
+    process.drained().await;
+}
+
+/// Twelve clients each send all but the last byte of a 10 MiB body at
+/// once: what the distributor holds for them, all together, stays within
+/// `server.max_body_memory` (30 MiB here, the least it may be with 10 MiB
+/// bodies); a body that finds no room is read to its end and answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bodies_arriving_at_once_on_many_connections_are_held_within_the_body_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config(
+        dir.path(),
+        "config.yaml",
+        &Config::new(vec![common::analyzer("sink", 1)])
+            .section("server", &format!("{{max_body_memory: {}}}", 3 * BODY_LIMIT)),
+    );
+    let process = Process::start(&config, &dir.path().join("data"), dir.path()).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], process.port));
+    // No packet in it: 400 once it is whole.
+    let body = Arc::new(format!("[{}]", " ".repeat(BODY_LIMIT - 2)));
+    let head = Arc::new(format!(
+        "POST /api/v1/logs HTTP/1.1\r\nHost: many\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    ));
+    let senders: Vec<_> = (0..12)
+        .map(|_| {
+            let (head, body) = (head.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                stream.write_all(head.as_bytes()).await.unwrap();
+                stream
+                    .write_all(&body.as_bytes()[..body.len() - 1])
+                    .await
+                    .unwrap();
+                stream
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    for sender in senders {
+        let stream = tokio::time::timeout(Duration::from_secs(30), sender)
+            .await
+            .expect("the distributor reads every body (keeping it or not)")
+            .unwrap();
+        streams.push(stream);
+    }
+    let peak = peak_rss(process.pid());
+    let mut answers = Vec::new();
+    for mut stream in streams {
+        stream.write_all(b"]").await.unwrap();
+        answers.push(reply_on(&mut stream).await);
+    }
+    eprintln!("peak RSS {} MiB", peak >> 20);
+    for answer in &answers {
+        let error = serde_json::from_str::<Value>(&answer.body).unwrap_or(Value::Null)["error"].clone();
+        assert!(
+            [400, 503].contains(&answer.status) && error.is_string(),
+            "every body is refused with a JSON error: {answer:?}"
+        );
+        if answer.status == 503 {
+            assert!(
+                answer.head.to_ascii_lowercase().contains("retry-after: 1"),
+                "{answer:?}"
+            );
+        }
+    }
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "peak RSS {} MiB while 12 bodies of 10 MiB arrived at once (bound {} MiB): {answers:?}",
+        peak >> 20,
+        PEAK_RSS_BOUND >> 20
+    );
+    process.post_logs(&packets("after-many", 10)).await.expect(202);
+    process.drained().await;
+}
+
+/// The body budget is one for all routes that read a body: while three
+/// ingest bodies that have not finished arriving fill it, an admin `POST`
+/// waits for room, then is answered 503; once they are gone, it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_bodies_share_the_body_memory_with_ingest() {
+    let config = Config::new(vec![common::analyzer("sink", 1)])
+        .limits("{max_body_bytes: 1000}")
+        .section("server", "{max_body_memory: 3000}");
+    let server = Server::start(&config).await;
+    let addr = server.running().addr();
+    let mut filling = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let body = format!("[{}]", " ".repeat(998));
+        let head = format!(
+            "POST /api/v1/logs HTTP/1.1\r\nHost: f\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream
+            .write_all(format!("{head}{}", &body[..999]).as_bytes())
+            .await
+            .unwrap();
+        filling.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids = json!({"ids": ["not-there", "x".repeat(200)]});
+    for (path, body) in [
+        ("/api/v1/dead-letter/replay", &ids),
+        (
+            "/api/v1/analyzers/sink/health",
+            &json!({"healthy": true, "pad": "x".repeat(200)}),
+        ),
+    ] {
+        let reply = server.post(path, body).await;
+        assert_eq!(reply.status.as_u16(), 503, "{path}: {}", reply.text);
+        assert!(
+            reply.error().contains("server.max_body_memory (3000 bytes)"),
+            "{}",
+            reply.text
+        );
+        assert_eq!(reply.header("retry-after"), Some("1"));
+    }
+    // A client that goes away gives its body's room back; the two others
+    // then have room to finish (the last byte moves a body into a buffer
+    // of its own: both are held for a moment).
+    drop(filling.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for mut stream in filling {
+        stream.write_all(b"]").await.unwrap();
+        let reply = reply_on(&mut stream).await;
+        assert_eq!(reply.status, 400, "{reply:?}");
+    }
+    let reply = server.post("/api/v1/dead-letter/replay", &ids).await;
+    assert_ne!(reply.status.as_u16(), 503, "{}", reply.text);
+    server.shutdown().await;
 }
 
 // ---------------------------------------------------------------- deep metadata, stored

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{eventually, packets, Config, Reply, Server, DEADLINE};
+use common::{eventually, packets, Config, Process, Reply, Server, DEADLINE};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -293,6 +293,102 @@ async fn past_max_connections_a_new_connection_waits_until_one_closes() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     drop(held);
     server.shutdown().await;
+}
+
+// ---------------------------------------------------------------- clients that never read
+
+/// A client that pipelines requests for a 58 KB document and never reads an
+/// answer, its receive buffer small so that the server's writes stall at
+/// once. The task holds the connection open until it is aborted.
+async fn non_reader(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    tokio::spawn(async move {
+        let requests = b"GET /api/v1/openapi.json HTTP/1.1\r\nHost: non-reader\r\n\r\n".repeat(2000);
+        let _ = stream.write_all(&requests).await;
+        std::future::pending::<()>().await;
+        drop(stream);
+    })
+}
+
+/// The binary with `server` and `shutdown` settings, and its directory.
+/// Its idle keep-alive connections close after `header_read_timeout`
+/// (1 s here), so that the readiness probe's connection has let go of its
+/// slot when this returns.
+async fn binary_with(server: &str, shutdown: &str) -> (Process, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::four(0).section("server", server).shutdown(shutdown);
+    let path = common::write_config(dir.path(), "config.yaml", &config);
+    let process = Process::start(&path, &dir.path().join("data"), dir.path()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (process, dir)
+}
+
+/// A `GET /healthz` on a fresh connection: the answer's first line.
+async fn health_on_a_new_connection(port: u16) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: fourth\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_their_answers_are_closed_and_free_their_connections() {
+    let (process, _dir) = binary_with(
+        "{max_connections: 3, header_read_timeout: 1s, request_timeout: 1s}",
+        "{drain_timeout: 1s}",
+    )
+    .await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], process.port));
+    let mut non_readers = Vec::new();
+    for _ in 0..3 {
+        non_readers.push(non_reader(addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(5), health_on_a_new_connection(process.port))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("three clients that never read their answers (max_connections: 3) still lock a fourth out after 5 s")
+        });
+    assert_eq!(answer, "HTTP/1.1 200 OK");
+    eprintln!("a fourth client served after {:?}", started.elapsed());
+    for task in non_readers {
+        task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_process_within_the_drain_timeout_while_clients_never_read() {
+    let (mut process, _dir) = binary_with(
+        "{max_connections: 3, header_read_timeout: 1s}",
+        "{drain_timeout: 1s}",
+    )
+    .await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], process.port));
+    let mut non_readers = Vec::new();
+    for _ in 0..3 {
+        non_readers.push(non_reader(addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    process.sigterm();
+    // The drain timeout, and a margin for the final checkpoint and exit.
+    let status = process.wait_exit(Duration::from_secs(4)).await;
+    assert!(status.success(), "{status}: {}", process.stderr());
+    eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
+    for task in non_readers {
+        task.abort();
+    }
 }
 
 // ---------------------------------------------------------------- TLS

@@ -14,7 +14,7 @@ fn main() -> std::io::Result<()> {
     let body = br#"[{"id": "seed-1", "messages": [{"level": "INFO", "message": "User login successful",
         "source": "auth-service", "timestamp": "2025-01-25T20:30:00Z", "metadata": {"user_id": "user_12345", "n": 1.5, "tags": ["a", {"b": null}]}}]}]"#;
     let now = Utc.timestamp_opt(1_750_000_000, 0).unwrap();
-    let raw = split_json_array(body).expect("seed body is an array");
+    let raw = split_json_array(body, 1).expect("seed body is an array");
     let packet = Arc::new(
         Limits::default()
             .validate(0, raw[0], now)

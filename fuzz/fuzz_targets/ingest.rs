@@ -6,10 +6,10 @@
 mod roundtrip;
 
 use libfuzzer_sys::fuzz_target;
-use logs_distributor::model::split_json_array;
+use logs_distributor::model::{split_json_array, Limits};
 
 fuzz_target!(|body: &[u8]| {
-    if let Ok(packets) = split_json_array(body) {
+    if let Ok(packets) = split_json_array(body, Limits::default().max_packets_per_request) {
         roundtrip::validate_all(&packets);
     }
 });

@@ -6,10 +6,10 @@
 mod roundtrip;
 
 use libfuzzer_sys::fuzz_target;
-use logs_distributor::model::split_ndjson;
+use logs_distributor::model::{split_ndjson, Limits};
 
 fuzz_target!(|body: &[u8]| {
-    if let Ok(packets) = split_ndjson(body) {
+    if let Ok(packets) = split_ndjson(body, Limits::default().max_packets_per_request) {
         roundtrip::validate_all(&packets);
     }
 });

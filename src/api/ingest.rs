@@ -6,18 +6,18 @@
 //! accepted id and every refused packet with its reason: 202 when all were
 //! accepted, 207 when some, 400 when none.
 
-use super::{body, ApiError, AppState};
+use super::body::{self, HeldBody};
+use super::budget::BodyBudget;
+use super::{gzip, ApiError, AppState};
 use crate::dispatch::AdmitError;
 use crate::model::{split_json_array, split_ndjson, PacketError};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use flate2::read::GzDecoder;
 use serde::Serialize;
-use std::io::Read;
 
 /// Seconds a client is asked to wait when the distributor is full.
 const RETRY_AFTER_FULL: u32 = 1;
@@ -71,7 +71,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     // Read whole before any answer: one given while the client is still
     // sending could be lost to the connection's reset. (Its own error, such
     // as 413, comes after the checks below, as it did.)
-    let body = body::read_whole(headers, body, state.limits.max_body_bytes).await;
+    let body = body::read_whole(headers, body, state.limits.max_body_bytes, &state.body_budget).await;
     if !state.is_ready() {
         return Err(ApiError::unavailable(
             "the distributor is recovering its write-ahead log; retry shortly",
@@ -85,16 +85,13 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         ));
     }
     let format = body_format(headers)?;
-    let body = decode(headers, body?, state.limits.max_body_bytes)?;
+    let body = decode(headers, body?, state.limits.max_body_bytes, &state.body_budget).await?;
+    let max_packets = state.limits.max_packets_per_request;
     let raw = match format {
-        BodyFormat::JsonArray => split_json_array(&body),
-        BodyFormat::Ndjson => split_ndjson(&body),
+        BodyFormat::JsonArray => split_json_array(&body, max_packets),
+        BodyFormat::Ndjson => split_ndjson(&body, max_packets),
     }
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    state
-        .limits
-        .check_count(raw.len())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     // No room for this request: refuse before validating, so that overload
     // does not burn the time the deliveries need on packets that cannot be
     // kept. (The body's length stands in for the packets' encoded size.)
@@ -203,27 +200,20 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     }
 }
 
-/// Undoes `Content-Encoding`, never inflating past `limit` bytes.
-fn decode(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, ApiError> {
+/// Undoes `Content-Encoding`, never inflating past `limit` bytes; the
+/// compressed body is let go once inflated.
+async fn decode(
+    headers: &HeaderMap,
+    body: HeldBody,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<HeldBody, ApiError> {
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or_default().trim().to_ascii_lowercase());
     match encoding.as_deref() {
         None | Some("") | Some("identity") => Ok(body),
-        Some("gzip") | Some("x-gzip") => {
-            let mut inflated = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-            let mut reader = GzDecoder::new(&body[..]).take(limit as u64 + 1);
-            reader
-                .read_to_end(&mut inflated)
-                .map_err(|e| ApiError::bad_request(format!("body is not valid gzip: {e}")))?;
-            if inflated.len() > limit {
-                return Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("decompressed body is larger than limits.max_body_bytes ({limit} bytes)"),
-                ));
-            }
-            Ok(Bytes::from(inflated))
-        }
+        Some("gzip") | Some("x-gzip") => gzip::inflate(&body, limit, budget).await,
         Some(other) => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Encoding {other:?} is not supported: send gzip or no encoding"),

@@ -4,13 +4,16 @@
 mod admin;
 pub mod auth;
 mod body;
+mod budget;
 mod error;
+mod gzip;
 mod ingest;
 mod openapi;
 mod ops;
 mod query;
 mod ui;
 
+pub use budget::BodyBudget;
 pub use error::ApiError;
 
 use crate::dispatch::Dispatcher;
@@ -57,6 +60,8 @@ pub struct Shared {
     pub kube: Option<Arc<KubeState>>,
     /// Bearer tokens ([`auth`]).
     pub auth: Arc<auth::Auth>,
+    /// The memory request bodies may hold at once, all connections together.
+    pub body_budget: BodyBudget,
 }
 
 impl Shared {
@@ -70,15 +75,20 @@ impl Shared {
 pub fn app(state: AppState) -> Router {
     // Compressed bodies are bounded again after decompression (ingest).
     let body_limit = state.limits.max_body_bytes;
+    // Ingest reads its body itself, within the body budget; the admin
+    // POSTs take theirs through extractors, read first by this layer.
+    let admin_posts = Router::new()
+        .route("/api/v1/analyzers/{id}/health", post(admin::set_health))
+        .route("/api/v1/dead-letter/replay", post(admin::replay))
+        .route_layer(middleware::from_fn_with_state(state.clone(), body::within_budget));
     let routes = Router::new()
+        .merge(admin_posts)
         .route("/api/v1/logs", post(ingest::submit))
         .route("/api/v1/health", get(query::health))
         .route("/api/v1/stats", get(query::stats))
         .route("/api/v1/analyzers", get(query::analyzers))
         .route("/api/v1/traffic", get(query::traffic))
-        .route("/api/v1/analyzers/{id}/health", post(admin::set_health))
         .route("/api/v1/dead-letter", get(query::dead_letter))
-        .route("/api/v1/dead-letter/replay", post(admin::replay))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::alive))
