@@ -587,7 +587,7 @@ impl Dispatcher {
             Err(failure) => {
                 analyzer.metrics.errors.inc_by(size as u64);
                 if analyzer.health.record_delivery(false) {
-                    tracing::warn!(analyzer = %analyzer.id, error = %failure.message, "analyzer ejected after consecutive delivery failures");
+                    tracing::warn!(analyzer = %analyzer.id, error = ?failure.message, "analyzer ejected after consecutive delivery failures");
                     self.rotation_changed();
                 }
                 let mut dead = Vec::new();

@@ -615,6 +615,56 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8(out).expect("the ids are UTF-8")
 }
 
+/// An analyzer's error answer is its own text: logged, it must stay inside
+/// the log line that quotes it. This one answers 500 with newlines in its
+/// body; the distributor ejects it at the first failure and logs why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_with_newlines_cannot_forge_log_lines() {
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+
+    let _serial = serial().await;
+    let dir = TempDir::new().unwrap();
+    let app = axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/",
+            post(|| async {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "oops\nFAKE LOG LINE level=ERROR forged\r\nFAKE again",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let distributor = distributor(dir.path(), &config(vec![remote("liar", 1, &endpoint)], 1)).await;
+    wait_all_probed(&distributor, &["liar"]).await;
+
+    let (body, ids) = numbered_packets("t15", 0, 1);
+    post_all(&distributor, &body, &ids).await;
+    let log = eventually("the ejection to be logged", DEADLINE, || async {
+        let log = distributor.stderr();
+        if log.contains("ejected") {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    let forged: Vec<&str> = log.lines().filter(|line| line.starts_with("FAKE")).collect();
+    assert!(forged.is_empty(), "forged log lines {forged:?} in:\n{log}");
+    let quoted = log
+        .lines()
+        .find(|line| line.contains("ejected"))
+        .expect("the ejection line");
+    assert!(
+        quoted.contains("oops") && quoted.contains("FAKE LOG LINE") && quoted.contains("FAKE again"),
+        "the ejection line quotes the whole answer: {quoted}"
+    );
+}
+
 // ---------------------------------------------------------------- 5
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
