@@ -274,3 +274,62 @@ async fn packets_of_a_client_gone_mid_request_are_delivered_not_left_in_flight()
     );
     running.shutdown().await.unwrap();
 }
+
+// ---------------------------------------------------------------- Retry-After as an HTTP-date
+
+/// How long the distributor waited between a 503 with `Retry-After:
+/// retry_after` and the retry, with a backoff of 20 ms and a cap of `max_delay`.
+async fn retry_wait(retry_after: String, max_delay: &str) -> Duration {
+    let (analyzer, addr) = Scripted::start(vec![(
+        StatusCode::SERVICE_UNAVAILABLE,
+        vec![("retry-after", retry_after)],
+        "come back later".into(),
+    )])
+    .await;
+    let (running, api, _dir) = distributor(
+        addr,
+        &format!("retry: {{base_delay: 20ms, max_delay: {max_delay}}}\n"),
+    )
+    .await;
+    api.post_logs(&packets("date", 1)).await.expect(202);
+    let stats = api.drained().await;
+    assert_eq!(stats["total_retries"], 1, "{stats}");
+    let requests = analyzer.requests();
+    assert_eq!(requests.len(), 2);
+    running.shutdown().await.unwrap();
+    requests[1].0 - requests[0].0
+}
+
+/// An HTTP-date `ahead` from now, rounded up to the next whole second.
+fn http_date_in(ahead: Duration) -> String {
+    let at = chrono::Utc::now() + ahead + chrono::TimeDelta::seconds(1);
+    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+#[tokio::test]
+async fn a_retry_after_given_as_an_http_date_is_honoured() {
+    let waited = retry_wait(http_date_in(Duration::from_secs(2)), "1m").await;
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "a date 2-3 s ahead, the backoff 20 ms; retried after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "retried after {waited:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_date_is_capped_by_max_delay() {
+    let waited = retry_wait(http_date_in(Duration::from_secs(3600)), "1s").await;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "a date an hour ahead, capped at 1 s; retried after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_retry_after_leaves_the_backoff_schedule() {
+    let waited = retry_wait("in a little while".into(), "1m").await;
+    assert!(
+        waited < Duration::from_millis(900),
+        "the backoff's 20 ms; retried after {waited:?}"
+    );
+}

@@ -6,7 +6,7 @@
 //!   outside `A-Z a-z 0-9 - . _ ~` as `%XX`) and comma-separated, so that
 //!   the analyzer can drop duplicates: delivery is at-least-once.
 //! - 2xx: every packet delivered. 408, 429, 5xx, timeouts and connection
-//!   errors: retryable, honouring `Retry-After` (seconds). Other statuses:
+//!   errors: retryable, honouring `Retry-After` (seconds or an HTTP-date). Other statuses:
 //!   permanent, with the status and the first 1 KiB of the answer as the
 //!   dead letter's `final_error`.
 //! - Health: `GET <health_url>`, healthy on 2xx.
