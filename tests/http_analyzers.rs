@@ -674,15 +674,20 @@ async fn packets_sent_to_a_hanging_analyzer_time_out_and_are_delivered_by_the_ot
     let steady = AnalyzerProcess::start(dir.path(), "steady", &[]).await;
     let hung = AnalyzerProcess::start(dir.path(), "hung", &["--latency-ms", "60000"]).await;
     // 9:1, steady first: the cycle is S S S S S H S S S S, so 30 packets
-    // send 3 to the hanging one, and the first 5 picks of any fresh cycle
-    // (the 3 retries, whatever ejections and probes rebuild in between) go
-    // to the steady one.
+    // send 3 to the hanging one. Its deliveries time out together; two
+    // failures in a row eject it, and no probe brings it back (they are an
+    // hour apart here), so the retries, which stay with their analyzer only
+    // while it is in rotation, are routed afresh, to the steady one (the
+    // first 5 picks of the cycle rebuilt without the hanging one).
     let specs = vec![
         remote("steady", 9, &steady.endpoint()),
         remote("hung", 1, &hung.endpoint()),
     ];
     // The 500 ms: a delivery to the hanging analyzer fails after it.
-    let distributor = distributor(dir.path(), &config(specs, 2).http("{timeout: 500ms}")).await;
+    let config = config(specs, 2)
+        .http("{timeout: 500ms}")
+        .health("{interval: 1h, timeout: 1s, ejection_threshold: 2}");
+    let distributor = distributor(dir.path(), &config).await;
     wait_all_probed(&distributor, &["steady", "hung"]).await;
 
     let (body, ids) = numbered_packets("t5", 0, 30);
