@@ -550,10 +550,10 @@ async fn deliveries_carry_the_idempotency_key_and_honour_retry_after() {
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
 }
 
-/// The contract: "the packet ids in `Idempotency-Key`, each percent-encoded
-/// and comma-separated, so that the analyzer can drop duplicates". Ingest
-/// accepts ids with commas, spaces and non-ASCII; an analyzer reading the
-/// header the way the contract says must still find the packet's id in it.
+/// The contract: a delivery of one packet (the default) carries the
+/// packet's id in `Idempotency-Key`, percent-encoded. Ingest accepts ids
+/// with commas, spaces and non-ASCII; an analyzer reading the header the way
+/// the contract says must still find exactly the packet's id in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idempotency_key_names_exactly_the_id_of_every_accepted_packet() {
     let _serial = serial().await;
