@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! admit ─► route ─► analyzer lane ─► deliver ─┬─ ok ──────────────► finish
-//!  (limit)   │ SWRR pick                      └─ fail ─► decide ─┬─ retry timer ─► route
+//!  (limit)   │ SWRR pick      ▲               ├─ too large, bad packet: split in halves, deliver each
+//!            │                │               └─ fail ─► decide ─┬─ retry timer ─┐
+//!            │                └── the same batch, while the analyzer is in rotation ┘ (else route)
 //!            └─ nothing in rotation: parked until one is         └─ dead letter ─► finish
 //! ```
 //!
@@ -19,17 +21,27 @@
 //! `concurrency` deliveries at once, each of up to `batch.max_packets`
 //! packets, so a slow analyzer queues its own packets without holding up
 //! the others. A lane whose analyzer leaves the rotation hands what it holds
-//! back to `route`. A retry that is due goes through the retry budget, when
-//! one is set, before it is routed again.
+//! back to `route`.
+//!
+//! A delivery the analyzer refuses as too large (413, 431) or for a bad
+//! packet (400) is split in halves, each delivered on its own, down to
+//! single packets: only the packets refused alone are dead-lettered. The
+//! packets of a failed delivery that are to be retried wait together and
+//! go again together, in the same order, to the same analyzer's lane while
+//! that analyzer is in rotation (a retry is no routing decision: it takes
+//! no turn in the SWRR cycle); only when it has left the rotation, or the
+//! fleet, are they routed afresh. A retry that is due goes through the
+//! retry budget, when one is set, first.
 
 use crate::config::BatchConfig;
 use crate::fleet::{Analyzer, Fleet, LaneReceiver};
 use crate::metrics::Metrics;
 use crate::model::{EncodedPacket, LogPacket};
-use crate::retry::{Backoff, RetryAction, RetryBudget, RetryTimer};
+use crate::retry::{Backoff, Packets, RetryAction, RetryBudget, RetryTimer};
 use crate::storage::checkpoint::SavedPacket;
 use crate::storage::wal::{DurableAppend, Record, Wal, WalError};
 use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter, Unfinished};
+use crate::transport::FailureClass;
 use chrono::Utc;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -49,6 +61,47 @@ pub struct Job {
     pub retries: u32,
     /// Whether this attempt holds a place in the retry budget.
     holds_budget: bool,
+}
+
+/// What an analyzer's lane carries.
+#[derive(Debug)]
+pub enum LaneItem {
+    /// A packet routed to the analyzer: the lane batches it with the
+    /// packets queued behind it.
+    Packet(Job),
+    /// Packets whose delivery to the analyzer failed together, going again
+    /// together: the same packets in the same order (so the same
+    /// `Idempotency-Key`).
+    Retry(Vec<Job>),
+}
+
+impl LaneItem {
+    pub fn packets(&self) -> usize {
+        match self {
+            LaneItem::Packet(_) => 1,
+            LaneItem::Retry(jobs) => jobs.len(),
+        }
+    }
+
+    fn into_jobs(self) -> Vec<Job> {
+        match self {
+            LaneItem::Packet(job) => vec![job],
+            LaneItem::Retry(jobs) => jobs,
+        }
+    }
+}
+
+/// Packets waiting in the retry timer to go again to the analyzer whose
+/// delivery of them failed.
+struct PendingRetry {
+    analyzer: String,
+    jobs: Vec<Job>,
+}
+
+impl Packets for PendingRetry {
+    fn packets(&self) -> usize {
+        self.jobs.len()
+    }
 }
 
 /// Every packet in flight by seq. Seqs are the distributor's own, not a
@@ -160,7 +213,7 @@ pub struct Dispatcher {
     settings: Settings,
     metrics: Metrics,
     dead_letter: Arc<DeadLetter>,
-    retry_timer: RetryTimer<Job>,
+    retry_timer: RetryTimer<PendingRetry>,
     wal: Wal,
     /// Admissions hold it shared from entering the registry until their
     /// Accept records are durable (or have failed); a checkpoint holds it
@@ -204,9 +257,9 @@ impl Dispatcher {
                 settings,
                 metrics,
                 dead_letter,
-                retry_timer: RetryTimer::spawn(move |job| {
+                retry_timer: RetryTimer::spawn(move |retry| {
                     if let Some(dispatcher) = me.upgrade() {
-                        dispatcher.retry_due(job);
+                        dispatcher.retry_due(retry);
                     }
                 }),
                 wal,
@@ -418,10 +471,13 @@ impl Dispatcher {
                     .metrics
                     .messages_routed
                     .inc_by(job.packet.message_count() as u64);
-                match analyzer.enqueue(job) {
+                match analyzer.enqueue(LaneItem::Packet(job)) {
                     Ok(()) => return,
                     Err(returned) => {
-                        job = returned;
+                        job = returned
+                            .into_jobs()
+                            .pop()
+                            .expect("a packet comes back as it went");
                         continue;
                     }
                 }
@@ -481,27 +537,64 @@ impl Dispatcher {
         }
     }
 
-    /// A retry whose wait is over: routed again if the budget allows it,
-    /// otherwise it waits one more backoff step (its retry count unchanged).
-    fn retry_due(&self, mut job: Job) {
+    /// A retry whose wait is over: sent back if the budget allows it,
+    /// otherwise it waits one more backoff step (its retry counts unchanged).
+    fn retry_due(&self, mut retry: PendingRetry) {
         if let Some(budget) = &self.settings.budget {
             let pipeline = self.pipeline();
-            if !budget.try_acquire(pipeline.queued + pipeline.delivering) {
-                self.metrics.retries_deferred.inc();
-                let wait = self.settings.backoff.delay(job.retries.max(1));
-                self.retry_timer.schedule(job, wait);
+            if !budget.try_acquire(retry.jobs.len(), pipeline.queued + pipeline.delivering) {
+                self.metrics.retries_deferred.inc_by(retry.jobs.len() as u64);
+                let most = retry.jobs.iter().map(|job| job.retries).max().unwrap_or(0);
+                let wait = self.settings.backoff.delay(most.max(1));
+                self.retry_timer.schedule(retry, wait);
                 return;
             }
-            job.holds_budget = true;
+            for job in &mut retry.jobs {
+                job.holds_budget = true;
+            }
         }
-        self.route(job);
+        self.send_back(retry);
+    }
+
+    /// Hands a retry to the lane of the analyzer that failed to take its
+    /// packets, while that analyzer is in rotation; otherwise its packets
+    /// are routed afresh.
+    fn send_back(&self, retry: PendingRetry) {
+        let jobs = match self.fleet.get(&retry.analyzer) {
+            Some(analyzer) if analyzer.in_rotation() => match analyzer.enqueue(LaneItem::Retry(retry.jobs)) {
+                Ok(()) => return,
+                Err(returned) => returned.into_jobs(),
+            },
+            _ => retry.jobs,
+        };
+        for job in jobs {
+            self.route(job);
+        }
+    }
+
+    /// Routes what a lane took out for an analyzer no longer in rotation.
+    fn reroute(&self, item: LaneItem) {
+        for job in item.into_jobs() {
+            self.route(job);
+        }
     }
 
     async fn drain_lane(self: Arc<Self>, analyzer: Arc<Analyzer>, mut lane: LaneReceiver) {
-        while let Some(first) = lane.recv().await {
-            analyzer.queued.fetch_sub(1, Ordering::Relaxed);
+        // A retry that ended the previous batch, already taken out of the lane.
+        let mut held: Option<LaneItem> = None;
+        loop {
+            let item = match held.take() {
+                Some(item) => item,
+                None => match lane.recv().await {
+                    Some(item) => {
+                        analyzer.queued.fetch_sub(item.packets(), Ordering::Relaxed);
+                        item
+                    }
+                    None => break,
+                },
+            };
             if !analyzer.in_rotation() {
-                self.route(first);
+                self.reroute(item);
                 continue;
             }
             // The slot first, the batch second: while every slot is busy the
@@ -510,12 +603,19 @@ impl Dispatcher {
             let Ok(slot) = analyzer.slots.clone().acquire_owned().await else {
                 break;
             };
-            // It may have left the rotation while the packet waited for a slot.
+            // It may have left the rotation while the packets waited for a slot.
             if !analyzer.in_rotation() {
-                self.route(first);
+                self.reroute(item);
                 continue;
             }
-            let batch = self.fill_batch(&analyzer, &mut lane, first).await;
+            let batch = match item {
+                LaneItem::Packet(first) => {
+                    let (batch, next) = self.fill_batch(&analyzer, &mut lane, first).await;
+                    held = next;
+                    batch
+                }
+                LaneItem::Retry(jobs) => jobs,
+            };
             let dispatcher = self.clone();
             let analyzer = analyzer.clone();
             tokio::spawn(async move {
@@ -526,13 +626,19 @@ impl Dispatcher {
     }
 
     /// Adds to `first` what else the lane holds for the same analyzer, up
-    /// to the batch limits, waiting at most `batch.linger` for more.
-    async fn fill_batch(&self, analyzer: &Analyzer, lane: &mut LaneReceiver, first: Job) -> Vec<Job> {
+    /// to the batch limits, waiting at most `batch.linger` for more. A retry
+    /// met on the way ends the batch (it goes as it is) and is answered too.
+    async fn fill_batch(
+        &self,
+        analyzer: &Analyzer,
+        lane: &mut LaneReceiver,
+        first: Job,
+    ) -> (Vec<Job>, Option<LaneItem>) {
         let limits = &self.settings.batch;
         let mut bytes = first.packet.json_bytes();
         let mut batch = vec![first];
         if limits.max_packets <= 1 {
-            return batch;
+            return (batch, None);
         }
         let deadline = tokio::time::Instant::now() + limits.linger;
         if lane.is_empty() {
@@ -542,7 +648,7 @@ impl Dispatcher {
         }
         while batch.len() < limits.max_packets && bytes < limits.max_bytes {
             let next = match lane.try_recv() {
-                Ok(job) => Some(job),
+                Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Empty) if !limits.linger.is_zero() => {
                     tokio::time::timeout_at(deadline, lane.recv())
                         .await
@@ -551,8 +657,12 @@ impl Dispatcher {
                 }
                 Err(_) => None,
             };
-            let Some(job) = next else { break };
-            analyzer.queued.fetch_sub(1, Ordering::Relaxed);
+            let Some(item) = next else { break };
+            analyzer.queued.fetch_sub(item.packets(), Ordering::Relaxed);
+            let job = match item {
+                LaneItem::Packet(job) => job,
+                retry @ LaneItem::Retry(_) => return (batch, Some(retry)),
+            };
             if !analyzer.in_rotation() {
                 self.route(job);
                 continue;
@@ -560,65 +670,124 @@ impl Dispatcher {
             bytes += job.packet.json_bytes();
             batch.push(job);
         }
-        batch
+        (batch, None)
     }
 
-    async fn deliver(&self, analyzer: &Analyzer, mut batch: Vec<Job>) {
-        let size = batch.len();
-        analyzer.delivering.fetch_add(size, Ordering::Relaxed);
-        let started = Instant::now();
-        let result = analyzer.transport.deliver(&batch).await;
-        analyzer
-            .metrics
-            .delivery_duration
-            .observe(started.elapsed().as_secs_f64());
-        analyzer.delivering.fetch_sub(size, Ordering::Relaxed);
+    /// Delivers `batch` to `analyzer`. A part refused as too large or for a
+    /// bad packet is split in halves, each delivered in turn, down to single
+    /// packets; what fails in the end is retried or dead-lettered per packet.
+    async fn deliver(&self, analyzer: &Analyzer, batch: Vec<Job>) {
+        analyzer.delivering.fetch_add(batch.len(), Ordering::Relaxed);
+        let mut parts = vec![batch];
+        let mut failed = Vec::new();
+        let mut delivered_any = false;
+        while let Some(mut part) = parts.pop() {
+            let started = Instant::now();
+            let result = analyzer.transport.deliver(&part).await;
+            analyzer
+                .metrics
+                .delivery_duration
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    delivered_any = true;
+                    self.attempt_over(analyzer, &mut part);
+                    analyzer.metrics.delivered.inc_by(part.len() as u64);
+                    let seqs: Vec<u64> = part.iter().map(|job| job.seq).collect();
+                    self.finish(&seqs);
+                }
+                Err(failure) if failure.class.splits_a_batch() && part.len() > 1 => {
+                    let second = part.split_off(part.len() / 2);
+                    parts.push(second);
+                    parts.push(part);
+                }
+                Err(failure) => failed.push((part, failure)),
+            }
+        }
+        // A refused packet says nothing about the analyzer's health; a
+        // delivery that took nothing, or that met a retryable failure, does.
+        let well = delivered_any && failed.iter().all(|(_, f)| f.class != FailureClass::Retryable);
+        if analyzer.health.record_delivery(well) {
+            if let Some((_, failure)) = failed.last() {
+                tracing::warn!(analyzer = %analyzer.id, error = ?failure.message, "analyzer ejected after consecutive delivery failures");
+            }
+            self.rotation_changed();
+        }
+        let mut dead = Vec::new();
+        for (mut part, failure) in failed {
+            self.attempt_over(analyzer, &mut part);
+            analyzer.metrics.errors.inc_by(part.len() as u64);
+            let mut retrying = Vec::new();
+            let mut wait = Duration::ZERO;
+            let mut most_retries = 0;
+            for job in part {
+                match self.settings.backoff.decide(job.retries, &failure) {
+                    RetryAction::Retry { after, retry } => {
+                        // The packets go again together, after the wait of
+                        // the most retried one.
+                        if retry > most_retries {
+                            (most_retries, wait) = (retry, after);
+                        }
+                        retrying.push((job, retry));
+                    }
+                    RetryAction::DeadLetter { final_error } => dead.push((job, final_error)),
+                }
+            }
+            if !retrying.is_empty() {
+                self.retry_later(analyzer, retrying, wait);
+            }
+        }
+        if !dead.is_empty() {
+            self.bury(dead).await;
+        }
+    }
+
+    /// Ends the attempt of `jobs`: no longer being delivered, their places
+    /// in the retry budget given back.
+    fn attempt_over(&self, analyzer: &Analyzer, jobs: &mut [Job]) {
+        analyzer.delivering.fetch_sub(jobs.len(), Ordering::Relaxed);
         if let Some(budget) = &self.settings.budget {
-            for job in batch.iter_mut().filter(|job| job.holds_budget) {
+            for job in jobs.iter_mut().filter(|job| job.holds_budget) {
                 job.holds_budget = false;
                 budget.release();
             }
         }
-        match result {
-            Ok(()) => {
-                analyzer.metrics.delivered.inc_by(size as u64);
-                if analyzer.health.record_delivery(true) {
-                    self.rotation_changed();
-                }
-                let seqs: Vec<u64> = batch.iter().map(|job| job.seq).collect();
-                self.finish(&seqs);
-            }
-            Err(failure) => {
-                analyzer.metrics.errors.inc_by(size as u64);
-                if analyzer.health.record_delivery(false) {
-                    tracing::warn!(analyzer = %analyzer.id, error = %failure.message, "analyzer ejected after consecutive delivery failures");
-                    self.rotation_changed();
-                }
-                let mut dead = Vec::new();
-                for job in batch {
-                    match self.settings.backoff.decide(job.retries, &failure) {
-                        RetryAction::Retry { after, retry } => self.retry_later(job, retry, after),
-                        RetryAction::DeadLetter { final_error } => dead.push((job, final_error)),
-                    }
-                }
-                if !dead.is_empty() {
-                    self.bury(dead).await;
-                }
-            }
-        }
     }
 
-    fn retry_later(&self, mut job: Job, retry: u32, after: Duration) {
-        if let Some(entry) = self.lock_registry().get_mut(&job.seq) {
-            entry.retries = retry;
+    /// Schedules packets (each with its new retry count) to go again
+    /// together to `analyzer` after `after`.
+    fn retry_later(&self, analyzer: &Analyzer, retrying: Vec<(Job, u32)>, after: Duration) {
+        {
+            let mut registry = self.lock_registry();
+            for (job, retry) in &retrying {
+                if let Some(entry) = registry.get_mut(&job.seq) {
+                    entry.retries = *retry;
+                }
+            }
         }
-        self.wal.append(&[Record::Retry {
-            seq: job.seq,
-            retries: retry,
-        }]);
-        job.retries = retry;
-        self.metrics.packets_retried.inc();
-        self.retry_timer.schedule(job, after);
+        let records: Vec<Record> = retrying
+            .iter()
+            .map(|(job, retry)| Record::Retry {
+                seq: job.seq,
+                retries: *retry,
+            })
+            .collect();
+        self.wal.append(&records);
+        self.metrics.packets_retried.inc_by(retrying.len() as u64);
+        let jobs = retrying
+            .into_iter()
+            .map(|(mut job, retry)| {
+                job.retries = retry;
+                job
+            })
+            .collect();
+        self.retry_timer.schedule(
+            PendingRetry {
+                analyzer: analyzer.id.clone(),
+                jobs,
+            },
+            after,
+        );
     }
 
     /// Writes packets to the dead letter, trying until the write succeeds:

@@ -3,7 +3,8 @@
 //!
 //! An [`Analyzer`] bundles what one analyzer is (id, name, weight), how it
 //! is reached (its transport), how it is doing (health, counters) and its
-//! lane: the queue of packets routed to it, drained by the dispatcher.
+//! lane: the queue of packets routed to it and of its retries, drained by
+//! the dispatcher.
 //!
 //! [`Fleet`] keeps the analyzers and an immutable [`RoutingTable`] over
 //! those that are healthy and weighted; [`Fleet::rebuild`] swaps in a new
@@ -15,7 +16,7 @@
 //! [`Fleet::is_ramping`] says so.
 
 use crate::config::{AnalyzerConfig, Settings};
-use crate::dispatch::Job;
+use crate::dispatch::LaneItem;
 use crate::health::{Health, HealthPolicy};
 use crate::metrics::AnalyzerMetrics;
 use crate::metrics::Metrics;
@@ -66,7 +67,7 @@ pub struct Analyzer {
     /// re-routes what it holds once this turns false.
     in_rotation: AtomicBool,
     /// Taken out (closing the lane) when the analyzer is removed.
-    lane: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    lane: Mutex<Option<mpsc::UnboundedSender<LaneItem>>>,
     /// Packets waiting in the lane.
     pub queued: AtomicUsize,
     /// Packets being delivered right now.
@@ -84,7 +85,7 @@ pub struct Analyzer {
 }
 
 /// The receiving end of an analyzer's lane, for the dispatcher to drain.
-pub type LaneReceiver = mpsc::UnboundedReceiver<Job>;
+pub type LaneReceiver = mpsc::UnboundedReceiver<LaneItem>;
 
 impl Analyzer {
     pub fn new(
@@ -125,16 +126,17 @@ impl Analyzer {
         self.in_rotation.load(Ordering::Acquire)
     }
 
-    /// Queues `job` on this analyzer's lane; gives it back if the lane is closed.
-    pub fn enqueue(&self, job: Job) -> Result<(), Job> {
+    /// Queues `item` on this analyzer's lane; gives it back if the lane is closed.
+    pub fn enqueue(&self, item: LaneItem) -> Result<(), LaneItem> {
         let lane = self.lane.lock().unwrap_or_else(|p| p.into_inner());
         let Some(lane) = lane.as_ref() else {
-            return Err(job);
+            return Err(item);
         };
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        lane.send(job).map_err(|mpsc::error::SendError(job)| {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            job
+        let packets = item.packets();
+        self.queued.fetch_add(packets, Ordering::Relaxed);
+        lane.send(item).map_err(|mpsc::error::SendError(item)| {
+            self.queued.fetch_sub(packets, Ordering::Relaxed);
+            item
         })
     }
 

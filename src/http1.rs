@@ -13,7 +13,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
 use std::io::{IoSlice, Write as _};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -31,7 +31,9 @@ const READ_CHUNK: usize = 4 * 1024;
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
-    /// The answer's `Retry-After`, when it gives one in seconds.
+    /// The answer's `Retry-After`: its seconds, or the time until its
+    /// HTTP-date (zero for a date already past); `None` when there is none
+    /// or it is neither.
     pub retry_after: Option<Duration>,
     pub body: Bytes,
 }
@@ -298,6 +300,16 @@ fn too_long() -> Error {
     Error::Protocol(format!("body longer than {MAX_BODY_BYTES} bytes"))
 }
 
+/// A `Retry-After` value (RFC 9110): a number of seconds, or an HTTP-date
+/// read as the time from now until then.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
 /// The status, framing, keep-alive and `Retry-After` of a parsed head.
 fn describe(answer: &httparse::Response<'_, '_>) -> Result<Head, Error> {
     let status = answer.code.ok_or_else(|| Error::Protocol("no status".into()))?;
@@ -322,7 +334,7 @@ fn describe(answer: &httparse::Response<'_, '_>) -> Result<Head, Error> {
                 .next()
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         } else if header.name.eq_ignore_ascii_case("retry-after") {
-            retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
+            retry_after = parse_retry_after(value);
         } else if header.name.eq_ignore_ascii_case("connection") {
             for option in value.split(',').map(str::trim) {
                 if option.eq_ignore_ascii_case("close") {
@@ -469,6 +481,24 @@ mod tests {
         let (answer, ended) = connection.exchange(HEAD, b"x").await;
         let answer = answer.unwrap();
         assert_eq!((&answer.body[..], ended), (&b"until the end"[..], true));
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_as_an_http_date() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        let ahead = SystemTime::now() + Duration::from_secs(90);
+        let until = parse_retry_after(&httpdate::fmt_http_date(ahead)).unwrap();
+        assert!(
+            (Duration::from_secs(88)..=Duration::from_secs(90)).contains(&until),
+            "{until:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO),
+            "a date past: no wait"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-5"), None);
     }
 
     #[tokio::test]

@@ -5,8 +5,8 @@
 //! [`Backoff::decide`] turns a failure into a [`RetryAction`]: classifying
 //! the failure is the transport's job, counting retries is this one's.
 //!
-//! [`RetryTimer`] holds every waiting packet in one `DelayQueue` driven by a
-//! single task, so thousands of waiting packets cost a heap entry each, not
+//! [`RetryTimer`] holds every waiting retry in one `DelayQueue` driven by a
+//! single task, so thousands of waiting retries cost a heap entry each, not
 //! a sleeping task each.
 //!
 //! [`RetryBudget`] (Envoy's retry budget) keeps a failing analyzer from
@@ -73,7 +73,7 @@ impl Backoff {
     /// Decides the fate of a packet that has been retried `retries_so_far`
     /// times and just failed with `failure`.
     pub fn decide(&self, retries_so_far: u32, failure: &DeliveryFailure) -> RetryAction {
-        if failure.class == FailureClass::Permanent {
+        if failure.class != FailureClass::Retryable {
             return RetryAction::DeadLetter {
                 final_error: failure.message.clone(),
             };
@@ -95,13 +95,19 @@ impl Backoff {
     }
 }
 
-/// Holds jobs until their wait is over, then hands them to `on_due`.
+/// Something a retry timer holds: it counts the packets it stands for.
+pub trait Packets {
+    fn packets(&self) -> usize;
+}
+
+/// Holds retries until their wait is over, then hands them to `on_due`.
 pub struct RetryTimer<T> {
     schedule: mpsc::UnboundedSender<(T, Duration)>,
+    /// Packets waiting.
     waiting: Arc<AtomicUsize>,
 }
 
-impl<T: Send + 'static> RetryTimer<T> {
+impl<T: Packets + Send + 'static> RetryTimer<T> {
     /// Starts the timer task; it ends when the `RetryTimer` is dropped.
     pub fn spawn(on_due: impl Fn(T) + Send + 'static) -> RetryTimer<T> {
         let (schedule, mut incoming) = mpsc::unbounded_channel::<(T, Duration)>();
@@ -116,8 +122,9 @@ impl<T: Send + 'static> RetryTimer<T> {
                         None => break,
                     },
                     Some(expired) = queue.next(), if !queue.is_empty() => {
-                        counter.fetch_sub(1, Ordering::Relaxed);
-                        on_due(expired.into_inner());
+                        let due = expired.into_inner();
+                        counter.fetch_sub(due.packets(), Ordering::Relaxed);
+                        on_due(due);
                     }
                 }
             }
@@ -125,16 +132,17 @@ impl<T: Send + 'static> RetryTimer<T> {
         RetryTimer { schedule, waiting }
     }
 
-    /// Hands `job` back after `after`.
-    pub fn schedule(&self, job: T, after: Duration) {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        if self.schedule.send((job, after)).is_err() {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+    /// Hands `retry` back after `after`.
+    pub fn schedule(&self, retry: T, after: Duration) {
+        let packets = retry.packets();
+        self.waiting.fetch_add(packets, Ordering::Relaxed);
+        if self.schedule.send((retry, after)).is_err() {
+            self.waiting.fetch_sub(packets, Ordering::Relaxed);
             tracing::error!("retry timer has stopped; a retry was not scheduled");
         }
     }
 
-    /// Jobs waiting for their retry.
+    /// Packets waiting for their retry.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
@@ -158,18 +166,20 @@ impl RetryBudget {
         }
     }
 
-    /// Takes a place for one retry if the budget allows it, given how many
-    /// deliveries are out now.
-    pub fn try_acquire(&self, active_deliveries: usize) -> bool {
+    /// Takes places for `packets` retried together if the budget allows
+    /// them all, given how many packets are being delivered or queued for
+    /// delivery now. When no retry is out, any number may go, so that a
+    /// retry larger than the budget is not held back for ever.
+    pub fn try_acquire(&self, packets: usize, active_deliveries: usize) -> bool {
         let allowed = ((active_deliveries as f64 * self.percent / 100.0) as usize).max(self.min_concurrent);
         self.outstanding
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-                (now < allowed).then_some(now + 1)
+                (now == 0 || now + packets <= allowed).then_some(now + packets)
             })
             .is_ok()
     }
 
-    /// Gives back the place of a retry whose attempt has ended.
+    /// Gives back the place of a retried packet whose attempt has ended.
     pub fn release(&self) {
         let _ = self
             .outstanding
@@ -185,6 +195,12 @@ impl RetryBudget {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    impl Packets for &'static str {
+        fn packets(&self) -> usize {
+            1
+        }
+    }
 
     fn backoff(jitter: bool) -> Backoff {
         Backoff::try_new(&RetryConfig {
@@ -289,18 +305,32 @@ mod tests {
     fn the_budget_allows_a_percentage_of_active_deliveries_with_a_floor() {
         let budget = RetryBudget::new(20.0, 3);
         // 10 active deliveries: 20% is 2, the floor of 3 wins.
-        assert!((0..3).all(|_| budget.try_acquire(10)));
-        assert!(!budget.try_acquire(10));
+        assert!((0..3).all(|_| budget.try_acquire(1, 10)));
+        assert!(!budget.try_acquire(1, 10));
         // 100 active deliveries: 20 retries may be out.
-        assert!((0..17).all(|_| budget.try_acquire(100)));
-        assert!(!budget.try_acquire(100));
+        assert!((0..17).all(|_| budget.try_acquire(1, 100)));
+        assert!(!budget.try_acquire(1, 100));
         assert_eq!(budget.outstanding(), 20);
         budget.release();
-        assert!(budget.try_acquire(100));
+        assert!(budget.try_acquire(1, 100));
         for _ in 0..30 {
             budget.release();
         }
         assert_eq!(budget.outstanding(), 0, "never below zero");
+    }
+
+    #[test]
+    fn packets_retried_together_take_a_place_each_and_may_all_go_when_none_is_out() {
+        let budget = RetryBudget::new(20.0, 3);
+        assert!(budget.try_acquire(2, 10));
+        assert!(!budget.try_acquire(2, 10), "2 + 2 over the floor of 3");
+        assert!(budget.try_acquire(1, 10));
+        (0..3).for_each(|_| budget.release());
+        assert!(
+            budget.try_acquire(256, 10),
+            "a batch larger than the budget goes when no retry is out"
+        );
+        assert!(!budget.try_acquire(1, 10));
     }
 
     #[tokio::test(start_paused = true)]

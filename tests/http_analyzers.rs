@@ -550,10 +550,10 @@ async fn deliveries_carry_the_idempotency_key_and_honour_retry_after() {
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
 }
 
-/// The contract: "the packet ids in `Idempotency-Key`, each percent-encoded
-/// and comma-separated, so that the analyzer can drop duplicates". Ingest
-/// accepts ids with commas, spaces and non-ASCII; an analyzer reading the
-/// header the way the contract says must still find the packet's id in it.
+/// The contract: a delivery of one packet (the default) carries the
+/// packet's id in `Idempotency-Key`, percent-encoded. Ingest accepts ids
+/// with commas, spaces and non-ASCII; an analyzer reading the header the way
+/// the contract says must still find exactly the packet's id in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idempotency_key_names_exactly_the_id_of_every_accepted_packet() {
     let _serial = serial().await;
@@ -615,6 +615,56 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8(out).expect("the ids are UTF-8")
 }
 
+/// An analyzer's error answer is its own text: logged, it must stay inside
+/// the log line that quotes it. This one answers 500 with newlines in its
+/// body; the distributor ejects it at the first failure and logs why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_with_newlines_cannot_forge_log_lines() {
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+
+    let _serial = serial().await;
+    let dir = TempDir::new().unwrap();
+    let app = axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/",
+            post(|| async {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "oops\nFAKE LOG LINE level=ERROR forged\r\nFAKE again",
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let distributor = distributor(dir.path(), &config(vec![remote("liar", 1, &endpoint)], 1)).await;
+    wait_all_probed(&distributor, &["liar"]).await;
+
+    let (body, ids) = numbered_packets("t15", 0, 1);
+    post_all(&distributor, &body, &ids).await;
+    let log = eventually("the ejection to be logged", DEADLINE, || async {
+        let log = distributor.stderr();
+        if log.contains("ejected") {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    let forged: Vec<&str> = log.lines().filter(|line| line.starts_with("FAKE")).collect();
+    assert!(forged.is_empty(), "forged log lines {forged:?} in:\n{log}");
+    let quoted = log
+        .lines()
+        .find(|line| line.contains("ejected"))
+        .expect("the ejection line");
+    assert!(
+        quoted.contains("oops") && quoted.contains("FAKE LOG LINE") && quoted.contains("FAKE again"),
+        "the ejection line quotes the whole answer: {quoted}"
+    );
+}
+
 // ---------------------------------------------------------------- 5
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,15 +674,20 @@ async fn packets_sent_to_a_hanging_analyzer_time_out_and_are_delivered_by_the_ot
     let steady = AnalyzerProcess::start(dir.path(), "steady", &[]).await;
     let hung = AnalyzerProcess::start(dir.path(), "hung", &["--latency-ms", "60000"]).await;
     // 9:1, steady first: the cycle is S S S S S H S S S S, so 30 packets
-    // send 3 to the hanging one, and the first 5 picks of any fresh cycle
-    // (the 3 retries, whatever ejections and probes rebuild in between) go
-    // to the steady one.
+    // send 3 to the hanging one. Its deliveries time out together; two
+    // failures in a row eject it, and no probe brings it back (they are an
+    // hour apart here), so the retries, which stay with their analyzer only
+    // while it is in rotation, are routed afresh, to the steady one (the
+    // first 5 picks of the cycle rebuilt without the hanging one).
     let specs = vec![
         remote("steady", 9, &steady.endpoint()),
         remote("hung", 1, &hung.endpoint()),
     ];
     // The issue's 500 ms: a delivery to the hanging analyzer fails after it.
-    let distributor = distributor(dir.path(), &config(specs, 2).http("{timeout: 500ms}")).await;
+    let config = config(specs, 2)
+        .http("{timeout: 500ms}")
+        .health("{interval: 1h, timeout: 1s, ejection_threshold: 2}");
+    let distributor = distributor(dir.path(), &config).await;
     wait_all_probed(&distributor, &["steady", "hung"]).await;
 
     let (body, ids) = numbered_packets("t5", 0, 30);

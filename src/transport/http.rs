@@ -2,19 +2,23 @@
 //!
 //! - `POST <endpoint>`, `Content-Type: application/json`, body a JSON array
 //!   of packets in the shape `/api/v1/logs` accepts (with `retry_count`),
-//!   and the packet ids in `Idempotency-Key`, each percent-encoded (bytes
-//!   outside `A-Z a-z 0-9 - . _ ~` as `%XX`) and comma-separated, so that
-//!   the analyzer can drop duplicates: delivery is at-least-once.
+//!   each with its `id`: the analyzer drops duplicates by those ids, as
+//!   delivery is at-least-once. One bounded `Idempotency-Key` names the
+//!   delivery: the packet's id percent-encoded (bytes outside
+//!   `A-Z a-z 0-9 - . _ ~` as `%XX`) when it holds one packet, otherwise
+//!   `sha256:` and the hex SHA-256 of its ids, each followed by a zero byte,
+//!   in the body's order (see [`idempotency_key`]).
 //! - 2xx: every packet delivered. 408, 429, 5xx, timeouts and connection
-//!   errors: retryable, honouring `Retry-After` (seconds). Other statuses:
-//!   permanent, with the status and the first 1 KiB of the answer as the
-//!   dead letter's `final_error`.
+//!   errors: retryable, honouring `Retry-After` (seconds or an HTTP-date).
+//!   413 and 431: too large, 400: a bad packet (the dispatcher splits a
+//!   batch on both). Other statuses: permanent. A refusal keeps the status
+//!   and the first 1 KiB of the answer as the dead letter's `final_error`.
 //! - Health: `GET <health_url>`, healthy on 2xx.
 //!
 //! Each analyzer keeps its own pool of kept-alive connections ([`crate::http1`]),
 //! the most recently used taken first, closed after 90 s unused.
 
-use super::DeliveryFailure;
+use super::{DeliveryFailure, FailureClass};
 use crate::dispatch::Job;
 use crate::http1::{self, Answer, Connection};
 use std::sync::Mutex;
@@ -22,8 +26,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use url::{Host, Position, Url};
 
-/// The header that carries the packet ids of a delivery.
+/// The header that names a delivery's packets (see [`idempotency_key`]).
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// What starts the key of a delivery of several packets; `:` is always
+/// percent-encoded in a one-packet key, so the two kinds never meet.
+const BATCH_KEY_PREFIX: &str = "sha256:";
 /// How much of an analyzer's refusal is kept as `final_error`.
 const ANSWER_EXCERPT_BYTES: usize = 1024;
 /// How long an unused pooled connection is kept open.
@@ -96,12 +103,7 @@ impl Http {
         let mut head = self.delivery_head.clone();
         head.extend_from_slice(IDEMPOTENCY_HEADER.as_bytes());
         head.extend_from_slice(b": ");
-        for (n, job) in batch.iter().enumerate() {
-            if n > 0 {
-                head.push(b',');
-            }
-            percent_encode_into(job.packet.id(), &mut head);
-        }
+        idempotency_key(batch.iter().map(|job| job.packet.id()), &mut head);
         head.extend_from_slice(b"\r\n");
         match tokio::time::timeout(self.timeout, self.exchange(&head, body)).await {
             Err(_) => Err(DeliveryFailure::retryable(self.no_answer())),
@@ -211,13 +213,39 @@ fn refusal(answer: Answer) -> DeliveryFailure {
         answer.status,
         String::from_utf8_lossy(excerpt).trim()
     );
-    let mut failure = if is_retryable(answer.status) {
-        DeliveryFailure::retryable(message)
-    } else {
-        DeliveryFailure::permanent(message)
+    let class = match answer.status {
+        408 | 429 | 500..=599 => FailureClass::Retryable,
+        413 | 431 => FailureClass::TooLarge,
+        400 => FailureClass::BadPacket,
+        _ => FailureClass::Permanent,
     };
+    let mut failure = DeliveryFailure::of_class(class, message);
     failure.retry_after = answer.retry_after;
     failure
+}
+
+/// Writes the `Idempotency-Key` of a delivery of the packets with `ids`:
+/// the id, percent-encoded, for one packet (at most three times
+/// `limits.max_id_bytes`); for several, `sha256:` and 64 hex digits, the
+/// SHA-256 of the ids, each followed by a zero byte (no id holds one). A
+/// retry sends the same packets in the same order, so it has the same key.
+fn idempotency_key<'a>(mut ids: impl ExactSizeIterator<Item = &'a str>, out: &mut Vec<u8>) {
+    if ids.len() == 1 {
+        if let Some(id) = ids.next() {
+            percent_encode_into(id, out);
+        }
+        return;
+    }
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for id in ids {
+        digest.update(id.as_bytes());
+        digest.update(&[0]);
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(BATCH_KEY_PREFIX.as_bytes());
+    for byte in digest.finish().as_ref() {
+        out.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xF)]]);
+    }
 }
 
 /// The delivery's body: a JSON array of the packets, each with its retry
@@ -249,13 +277,9 @@ fn percent_encode_into(id: &str, out: &mut Vec<u8>) {
     }
 }
 
-fn is_retryable(status: u16) -> bool {
-    status == 408 || status == 429 || (500..600).contains(&status)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{percent_encode_into, Http};
+    use super::{idempotency_key, percent_encode_into, Http};
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -413,5 +437,25 @@ mod tests {
         assert_eq!(encode("a,b"), "a%2Cb");
         assert_eq!(encode(" lead"), "%20lead");
         assert_eq!(encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn a_batch_key_is_a_bounded_hash_of_its_ids_in_order() {
+        let key = |ids: &[&str]| {
+            let mut out = Vec::new();
+            idempotency_key(ids.iter().copied(), &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(key(&["a,b"]), "a%2Cb", "one packet: its id");
+        // SHA-256 of "a\0b\0", by sha256sum.
+        assert_eq!(
+            key(&["a", "b"]),
+            "sha256:8fb20ef63ced4145fc2e983ffe597d1dcff39154c3bf21f0fa9dde6a0c50fdc9"
+        );
+        assert_ne!(key(&["a", "b"]), key(&["b", "a"]), "the order counts");
+        assert_ne!(key(&["ab", ""]), key(&["a", "b"]), "ids stay apart");
+        let long: Vec<String> = (0..256).map(|i| format!("{i:0>256}")).collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        assert_eq!(key(&long).len(), 7 + 64);
     }
 }

@@ -14,13 +14,27 @@ pub use simulated::Simulated;
 use crate::dispatch::Job;
 use std::time::Duration;
 
-/// Whether trying again can help.
+/// Whether trying again can help, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
     /// Timeouts, refused connections, 408, 429, 5xx, simulated crashes.
     Retryable,
-    /// The analyzer refused the packet itself (other 4xx): straight to the dead letter.
+    /// The request was too large for the analyzer (413, 431): a smaller one,
+    /// with fewer packets, may pass.
+    TooLarge,
+    /// The analyzer refused a packet of the request (400): a request
+    /// without that packet may pass.
+    BadPacket,
+    /// The analyzer refused the request (any other 4xx): straight to the dead letter.
     Permanent,
+}
+
+impl FailureClass {
+    /// Whether a delivery of several packets that failed this way is worth
+    /// splitting into smaller ones, to deliver the packets that can pass.
+    pub fn splits_a_batch(self) -> bool {
+        matches!(self, FailureClass::TooLarge | FailureClass::BadPacket)
+    }
 }
 
 /// A failed delivery: its class, a message for the dead letter, and the
@@ -34,16 +48,16 @@ pub struct DeliveryFailure {
 
 impl DeliveryFailure {
     pub fn retryable(message: impl Into<String>) -> Self {
-        DeliveryFailure {
-            class: FailureClass::Retryable,
-            message: message.into(),
-            retry_after: None,
-        }
+        DeliveryFailure::of_class(FailureClass::Retryable, message)
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
+        DeliveryFailure::of_class(FailureClass::Permanent, message)
+    }
+
+    pub fn of_class(class: FailureClass, message: impl Into<String>) -> Self {
         DeliveryFailure {
-            class: FailureClass::Permanent,
+            class,
             message: message.into(),
             retry_after: None,
         }
