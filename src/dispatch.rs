@@ -40,10 +40,11 @@ use crate::model::{EncodedPacket, LogPacket};
 use crate::retry::{Backoff, Packets, RetryAction, RetryBudget, RetryTimer};
 use crate::storage::checkpoint::SavedPacket;
 use crate::storage::wal::{DurableAppend, Record, Wal, WalError};
+use crate::storage::dead_letter::{EntryKey, Room, Selection};
 use crate::storage::{AnalyzerCounters, Checkpoint, Counters, DeadLetter, Unfinished};
 use crate::transport::FailureClass;
 use chrono::Utc;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{hash_map, BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -123,8 +124,33 @@ pub enum AdmitError {
     Full { capacity: String },
     #[error("the distributor is shutting down")]
     ShuttingDown,
+    #[error("the distributor is recovering its write-ahead log; retry shortly")]
+    Recovering,
     #[error("storage unavailable: {0}")]
     StorageUnavailable(String),
+}
+
+/// Why a replay of dead letters took nothing back, or did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Refused(#[from] AdmitError),
+    #[error(
+        "cannot take {matched} or more packets back now (room for {room} more in flight); \
+         replay fewer ids or retry shortly"
+    )]
+    NoRoom { matched: usize, room: usize },
+    #[error("cannot read the dead letter: {0}")]
+    Read(String),
+    /// The packets are in flight again, and still in the file.
+    #[error("replayed, but cannot remove them from the dead letter: {0}")]
+    Remove(String),
+}
+
+/// What a replay took back: the packets' ids, in the file's order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub ids: Vec<String>,
 }
 
 impl AdmitError {
@@ -223,6 +249,12 @@ pub struct Dispatcher {
     /// Held by one checkpoint at a time, from its snapshot to the deletion
     /// of the segments it covers.
     checkpoint_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Replays run one at a time, each from choosing entries to taking
+    /// them out of the file.
+    replays: tokio::sync::Mutex<()>,
+    /// False until `resume` has put back what a restart recovered: no
+    /// admission before it (its seqs could collide with recovered ones).
+    resumed: AtomicBool,
     /// The last write-ahead log failure, until an append succeeds again.
     storage_error: Mutex<Option<String>>,
     storage_failing: AtomicBool,
@@ -265,6 +297,8 @@ impl Dispatcher {
                 wal,
                 admission: Arc::new(tokio::sync::RwLock::new(())),
                 checkpoint_turn: Arc::new(tokio::sync::Mutex::new(())),
+                replays: tokio::sync::Mutex::new(()),
+                resumed: AtomicBool::new(false),
                 storage_error: Mutex::new(None),
                 storage_failing: AtomicBool::new(false),
                 registry: Mutex::new(Registry::default()),
@@ -311,6 +345,9 @@ impl Dispatcher {
     pub async fn admit(self: &Arc<Self>, packets: Vec<EncodedPacket>) -> Result<Vec<String>, AdmitError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(AdmitError::ShuttingDown);
+        }
+        if !self.resumed.load(Ordering::Acquire) {
+            return Err(AdmitError::Recovering);
         }
         let sizes = AdmittedSizes {
             packets: packets.len(),
@@ -423,7 +460,13 @@ impl Dispatcher {
     /// whatever the limits, with their seqs and retry counts; new packets
     /// get seqs from `next_seq` on.
     pub fn resume(&self, recovered: BTreeMap<u64, Unfinished>, next_seq: u64) {
-        self.next_seq.fetch_max(next_seq, Ordering::AcqRel);
+        assert!(
+            !self.resumed.swap(true, Ordering::AcqRel),
+            "the dispatcher resumes once"
+        );
+        let past_recovered = recovered.keys().next_back().map_or(0, |seq| seq + 1);
+        self.next_seq
+            .fetch_max(next_seq.max(past_recovered), Ordering::AcqRel);
         let bytes: usize = recovered.values().map(|u| u.packet.json_bytes()).sum();
         self.in_flight.fetch_add(recovered.len(), Ordering::AcqRel);
         self.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
@@ -439,19 +482,29 @@ impl Dispatcher {
 
     /// Puts packets in the registry (new seqs where none is given) and
     /// answers their jobs, not yet routed.
+    ///
+    /// A seq names one packet for ever: entering one that is in flight
+    /// would overwrite that packet and lose it, so it stops the process's
+    /// task here, loudly, rather than go on.
     fn enter(&self, packets: impl Iterator<Item = (Option<u64>, Arc<EncodedPacket>, u32)>) -> Vec<Job> {
         let mut registry = self.lock_registry();
         packets
             .map(|(seq, packet, retries)| {
                 let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::Relaxed));
-                registry.insert(
-                    seq,
-                    InFlight {
-                        bytes: packet.json_bytes(),
-                        packet: packet.clone(),
-                        retries,
-                    },
-                );
+                match registry.entry(seq) {
+                    hash_map::Entry::Vacant(place) => {
+                        place.insert(InFlight {
+                            bytes: packet.json_bytes(),
+                            packet: packet.clone(),
+                            retries,
+                        });
+                    }
+                    hash_map::Entry::Occupied(live) => panic!(
+                        "seq {seq} entered twice: packet {:?} would overwrite {:?}, which is in flight",
+                        packet.id(),
+                        live.get().packet.id()
+                    ),
+                }
                 Job {
                     seq,
                     packet,
@@ -496,10 +549,23 @@ impl Dispatcher {
 
     /// Adds an analyzer (or replaces the one with its id) and starts its lane.
     pub fn add_analyzer(self: &Arc<Self>, analyzer: Arc<Analyzer>, lane: LaneReceiver) {
-        if let Some(old) = self.fleet.upsert(analyzer.clone()) {
-            old.close_lane();
+        self.add_analyzers(vec![(analyzer, lane)]);
+    }
+
+    /// Adds analyzers (or replaces those with their ids), starts their
+    /// lanes, and rebuilds the rotation once, with all of them: parked
+    /// packets are then split among them all, and when the rotation was
+    /// empty none of them counts as rejoining (no slow start).
+    pub fn add_analyzers(self: &Arc<Self>, added: Vec<(Arc<Analyzer>, LaneReceiver)>) {
+        if added.is_empty() {
+            return;
         }
-        tokio::spawn(self.clone().drain_lane(analyzer, lane));
+        for (analyzer, lane) in added {
+            if let Some(old) = self.fleet.upsert(analyzer.clone()) {
+                old.close_lane();
+            }
+            tokio::spawn(self.clone().drain_lane(analyzer, lane));
+        }
         self.rotation_changed();
     }
 
@@ -812,6 +878,70 @@ impl Dispatcher {
         self.metrics.packets_dead_lettered.inc_by(dead.len() as u64);
         let seqs: Vec<u64> = dead.iter().map(|(job, _)| job.seq).collect();
         self.finish(&seqs);
+    }
+
+    /// Takes dead letters back for delivery: those of the packets named by
+    /// `ids`, or all of them. One step that outlives its caller: it runs on
+    /// its own task, one replay at a time, and takes the entries out of the
+    /// file only once their packets are durable in the log again (a crash
+    /// between the two delivers them and leaves them in the file: at least
+    /// once, never lost).
+    pub async fn replay(self: &Arc<Self>, ids: Option<HashSet<String>>) -> Result<Replayed, ReplayError> {
+        let dispatcher = Arc::clone(self);
+        tokio::spawn(async move { dispatcher.replay_alone(ids).await })
+            .await
+            .unwrap_or_else(|e| Err(ReplayError::Read(format!("the replay task failed: {e}"))))
+    }
+
+    async fn replay_alone(self: Arc<Self>, ids: Option<HashSet<String>>) -> Result<Replayed, ReplayError> {
+        let _alone = self.replays.lock().await;
+        let room = self.room();
+        let file = self.dead_letter.clone();
+        let selection = tokio::task::spawn_blocking(move || file.select(ids.as_ref(), room))
+            .await
+            .map_err(|e| ReplayError::Read(e.to_string()))?
+            .map_err(|e| ReplayError::Read(e.to_string()))?;
+        let entries = match selection {
+            Selection::Chosen(entries) => entries,
+            Selection::NoRoom { matched } => {
+                return Err(ReplayError::NoRoom {
+                    matched,
+                    room: room.packets,
+                })
+            }
+        };
+        if entries.is_empty() {
+            return Ok(Replayed::default());
+        }
+        let keys: HashSet<EntryKey> = entries.iter().map(|entry| entry.key()).collect();
+        let packets = entries
+            .iter()
+            .map(|entry| EncodedPacket::new(&entry.packet))
+            .collect();
+        let ids = self.admit(packets).await?;
+        let file = self.dead_letter.clone();
+        tokio::task::spawn_blocking(move || file.remove(&keys))
+            .await
+            .map_err(|e| ReplayError::Remove(e.to_string()))?
+            .map_err(|e| ReplayError::Remove(e.to_string()))?;
+        Ok(Replayed { ids })
+    }
+
+    /// How much more may be admitted now.
+    fn room(&self) -> Room {
+        let bytes_now = self.in_flight_bytes.load(Ordering::Acquire);
+        Room {
+            packets: self
+                .settings
+                .max_in_flight
+                .saturating_sub(self.in_flight.load(Ordering::Acquire)),
+            // As in `reserve`: with nothing in flight, any size goes.
+            bytes: if bytes_now == 0 {
+                usize::MAX
+            } else {
+                self.settings.max_in_flight_bytes.saturating_sub(bytes_now)
+            },
+        }
     }
 
     /// Ends packets for good (delivered or dead-lettered): out of the

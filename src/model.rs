@@ -21,7 +21,7 @@ use std::str::FromStr;
 /// Parsing is case-insensitive and takes the common aliases
 /// (`WARN`, `ERR`, `FATAL`, `CRIT`, `EMERG`, `PANIC`, `INFORMATIONAL`, ...);
 /// the canonical upper-case name is what analyzers receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Level {
     Emergency,
@@ -75,6 +75,16 @@ impl FromStr for Level {
             }
         };
         Ok(level)
+    }
+}
+
+/// Read as ingest reads it (any case, aliases): what the distributor wrote
+/// is canonical, and a dead letter written by hand or by the original
+/// service may hold an alias.
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -84,8 +84,16 @@ impl Traffic {
         let (Some(newest), Some(oldest)) = (samples.back(), window_start(&samples, SHARE_WINDOW)) else {
             return BTreeMap::new();
         };
+        // An analyzer deleted and created again within the window counts
+        // from 0 again: what it has now was all routed since.
         let delta = |id: &str| {
-            newest.routed.get(id).copied().unwrap_or(0) - oldest.routed.get(id).copied().unwrap_or(0)
+            let now = newest.routed.get(id).copied().unwrap_or(0);
+            let then = oldest.routed.get(id).copied().unwrap_or(0);
+            if now >= then {
+                now - then
+            } else {
+                now
+            }
         };
         let total: u64 = newest.routed.keys().map(|id| delta(id)).sum();
         newest
@@ -175,6 +183,25 @@ mod tests {
         assert_eq!(history[1].packets_per_sec, 400.0 / 60.0);
         assert_eq!(history[1].messages_per_sec, 1200.0 / 60.0);
         assert_eq!(history[1].seconds_ago, 0.0);
+    }
+
+    #[test]
+    fn an_analyzer_created_again_within_the_window_counts_from_zero() {
+        let traffic = Traffic::default();
+        let start = Instant::now();
+        {
+            let mut samples = traffic.lock();
+            samples.push_back(sample(start, 0, &[("a", 500), ("b", 500)]));
+            // "a" deleted and created again: its counter starts over.
+            samples.push_back(sample(
+                start + Duration::from_secs(20),
+                600,
+                &[("a", 100), ("b", 800)],
+            ));
+        }
+        let shares = traffic.recent_shares();
+        assert_eq!(shares["a"], 25.0);
+        assert_eq!(shares["b"], 75.0);
     }
 
     #[test]

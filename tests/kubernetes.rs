@@ -172,6 +172,78 @@ async fn the_four_default_analyzers_split_1000_packets_exactly() {
     assert_eq!(stats["total_dead_lettered"], 0);
 }
 
+/// The packets a restart recovers wait for the first list of Analyzers and
+/// are then split among all of them by weight, with slow start on: the
+/// analyzers present at start take their full weight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_backlog_is_split_by_weight_among_the_analyzers_listed_at_start() {
+    let cluster = shared().await;
+    let ns = Namespace::create(&cluster, "backlog").await;
+    ns.hold_lease("phantom").await;
+    for mut manifest in four_defaults(0) {
+        manifest["spec"]["health"] = json!("ForceUnhealthy");
+        ns.apply_ok(&manifest).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let first = distributor(&cluster, &ns.name, "one", dir.path(), "").await;
+    wait_for_four(&first).await;
+    first
+        .post_logs(&packets("backlog", 1000))
+        .await
+        .expect(202);
+    assert_eq!(first.stats().await["in_flight"], 1000);
+    drop(first); // kill -9: the backlog is in the write-ahead log only
+    for name in ["a", "b", "c", "d"] {
+        ns.patch_analyzer(name, &json!({"spec": {"health": "Auto"}})).await;
+    }
+
+    let yaml = kube_support::distributor_yaml("").replace(
+        "health: {interval: 100ms}",
+        "health: {interval: 100ms, slow_start: 60s}",
+    );
+    assert!(yaml.contains("slow_start"), "{yaml}");
+    let second = kube_support::distributor_with_config(&cluster, &ns.name, "one", dir.path(), &yaml).await;
+    let stats = second.drained().await;
+    assert_eq!(
+        processed(&stats),
+        counts(&[("a", 400), ("b", 300), ("c", 200), ("d", 100)]),
+        "{stats}"
+    );
+}
+
+/// With Analyzer resources, `spec.health` is the health override: the
+/// REST one is refused with 409 and the patch that does it instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_health_override_points_at_spec_health() {
+    let cluster = shared().await;
+    let ns = Namespace::create(&cluster, "override").await;
+    ns.hold_lease("phantom").await;
+    apply_four_defaults(&ns, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = distributor(&cluster, &ns.name, "one", dir.path(), "").await;
+    wait_for_four(&d).await;
+
+    let reply = d.set_health("b", json!({"healthy": false})).await;
+    reply.expect(409);
+    let error = reply.error();
+    assert!(error.contains("spec.health"), "{error}");
+    assert!(
+        error.contains(&format!("kubectl patch analyzer b -n {}", ns.name)),
+        "{error}"
+    );
+    let analyzers = d.get("/api/v1/analyzers").await.json;
+    let b = &analyzers["analyzers"]["b"];
+    assert_eq!(b["in_rotation"], true, "{analyzers}");
+    assert_eq!(b["health_mode"], "auto", "{analyzers}");
+
+    // The declared way works, and the split follows it.
+    ns.patch_analyzer("b", &json!({"spec": {"health": "ForceUnhealthy"}})).await;
+    analyzers_where(&d, "b out of rotation", DEADLINE, |a| a["b"]["in_rotation"] == false).await;
+    let before = d.stats().await;
+    let after = post_and_drain(&d, "override", 700).await;
+    assert_eq!(delta(&before, &after), counts(&[("a", 400), ("b", 0), ("c", 200), ("d", 100)]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weight_patched_to_zero_and_back_applies_within_a_second() {
     let cluster = shared().await;

@@ -334,3 +334,231 @@ async fn environment_variables_stand_in_for_flags() {
         "LD_LOG_FORMAT=json, yet: {first}"
     );
 }
+
+/// One dead-letter entry on its own line, as the distributor writes them.
+fn dead_letter_line(id: &str, message_bytes: usize) -> String {
+    serde_json::json!({
+        "packet": {
+            "id": id,
+            "messages": [{"level": "ERROR", "message": "x".repeat(message_bytes), "source": "tests",
+                          "timestamp": "2025-01-01T00:00:00Z"}],
+            "retry_count": 3
+        },
+        "final_error": "analyzer crashed during processing",
+        "failed_at": "2025-01-01T00:00:01Z"
+    })
+    .to_string()
+}
+
+/// A dead-letter file in the distributor's layout.
+fn write_dead_letter(data: &std::path::Path, lines: &[String]) {
+    std::fs::create_dir_all(data).unwrap();
+    let body = if lines.is_empty() {
+        "[\n]\n".to_string()
+    } else {
+        format!("[\n{}\n]\n", lines.join(",\n"))
+    };
+    std::fs::write(data.join("failed_packets.json"), body).unwrap();
+}
+
+/// The peak resident set of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A replay or a health override served while the log is still being
+/// replayed could reuse the seq of a recovered packet: both answer 503
+/// until /readyz does 200, and the replay then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_routes_answer_503_until_recovery_has_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = write_config(
+        dir.path(),
+        "config.yaml",
+        &Config::new(vec![analyzer("only", 1)])
+            .queue("{max_in_flight: 100000, max_in_flight_bytes: 268435456}"),
+    );
+    // A backlog for the next start to recover: the analyzer forced out, then kill -9.
+    let first = Process::start(&config, &data, dir.path()).await;
+    first
+        .set_health("only", serde_json::json!({"healthy": false}))
+        .await
+        .expect(200);
+    let requests = 400;
+    for batch in 0..requests {
+        first
+            .post_logs(&packets(&format!("backlog-{batch}"), 100))
+            .await
+            .expect(202);
+    }
+    drop(first);
+    write_dead_letter(&data, &[dead_letter_line("dl-0", 10)]);
+
+    let port = common::free_port();
+    let mut child = command()
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let api = common::Api::new(([127, 0, 0, 1], port).into());
+    let started = Instant::now();
+    let mut before_ready = Vec::new();
+    loop {
+        assert!(started.elapsed() < DEADLINE * 3, "not ready in time");
+        let replay = api
+            .http
+            .post(api.url("/api/v1/dead-letter/replay"))
+            .json(&serde_json::json!({"ids": ["dl-0"]}))
+            .send()
+            .await;
+        let health = api
+            .http
+            .post(api.url("/api/v1/analyzers/only/health"))
+            .json(&serde_json::json!({"healthy": true}))
+            .send()
+            .await;
+        let (Ok(replay), Ok(health)) = (replay, health) else {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        };
+        let ready = api.get("/readyz").await.status == 200;
+        if ready {
+            break;
+        }
+        before_ready.push((replay.status().as_u16(), health.status().as_u16()));
+    }
+    assert!(
+        !before_ready.is_empty(),
+        "start-up recovery finished before any request could be served"
+    );
+    assert!(
+        before_ready.iter().all(|&answers| answers == (503, 503)),
+        "answers while recovering (replay, health): {before_ready:?}"
+    );
+    // The last replay may have been served just after recovery.
+    let reply = api
+        .post("/api/v1/dead-letter/replay", &serde_json::json!({"ids": ["dl-0"]}))
+        .await;
+    assert!([202, 404].contains(&reply.status.as_u16()), "{}", reply.text);
+    let expected = requests * 100 + 1;
+    common::eventually("every packet delivered", DEADLINE * 3, || async {
+        let stats = api.stats().await;
+        let delivered = processed(&stats).values().sum::<u64>();
+        if delivered >= expected && stats["in_flight"] == 0 {
+            Ok(())
+        } else {
+            Err(format!("delivered {delivered}, in flight {}", stats["in_flight"]))
+        }
+    })
+    .await;
+    let stats = api.stats().await;
+    assert_eq!(
+        processed(&stats).values().sum::<u64>(),
+        expected,
+        "every recovered packet and the replayed one delivered once: {stats}"
+    );
+    assert_eq!(api.get("/api/v1/dead-letter").await.json["total"], 0);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Reading the dead letter costs the page, not the file: a page stops at
+/// 4 MiB, and a replay of an id that is not there parses ids, not entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_reads_are_bounded_whatever_the_file_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let entries = 6_000;
+    let lines: Vec<String> = (0..entries)
+        .map(|i| dead_letter_line(&format!("big-{i}"), 9_000))
+        .collect();
+    write_dead_letter(&data, &lines);
+    let config = write_config(dir.path(), "config.yaml", &Config::new(vec![analyzer("only", 1)]));
+    let process = Process::start(&config, &data, dir.path()).await;
+    let before = peak_rss(process.pid());
+
+    let page = process.get("/api/v1/dead-letter?offset=0&limit=10000").await;
+    page.expect(200);
+    let count = page.json["count"].as_u64().unwrap();
+    assert_eq!(page.json["total"], entries);
+    assert!(count > 100 && count < 500, "a 4 MiB page of 9 KB entries: {count}");
+    assert_eq!(page.json["packets"].as_array().unwrap().len() as u64, count);
+    assert_eq!(page.json["packets"][0]["packet"]["id"], "big-0");
+    let newest = process.get("/api/v1/dead-letter?limit=10000").await;
+    newest.expect(200);
+    let last = newest.json["packets"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["packet"]["id"], format!("big-{}", entries - 1), "the default page ends with the newest");
+
+    let reply = process
+        .post("/api/v1/dead-letter/replay", &serde_json::json!({"ids": ["ghost"]}))
+        .await;
+    reply.expect(404);
+    let grown = peak_rss(process.pid()).saturating_sub(before);
+    assert!(
+        grown < 40 << 20,
+        "peak RSS grew by {} MiB reading a {} MiB dead letter",
+        grown >> 20,
+        std::fs::metadata(data.join("failed_packets.json")).unwrap().len() >> 20
+    );
+}
+
+/// A dead letter written by the original service (a pretty-printed array)
+/// with a level alias in one entry and one element that is not an entry:
+/// every entry is kept, the bad element alone goes to the quarantine file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_dead_letter_keeps_every_readable_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let entry = |id: &str, level: &str| {
+        serde_json::json!({
+            "packet": {"id": id, "messages": [{"level": level, "message": "m", "source": "s",
+                        "timestamp": "2024-01-01T10:00:00Z"}], "retry_count": 3},
+            "final_error": "analyzer crashed during processing",
+            "failed_at": "2024-01-01T10:00:15Z"
+        })
+    };
+    let original = serde_json::json!([
+        entry("abc-123", "ERROR"),
+        entry("abc-124", "WARN"),
+        {"packet": "not a packet"},
+        entry("abc-125", "info"),
+    ]);
+    std::fs::write(
+        data.join("failed_packets.json"),
+        serde_json::to_string_pretty(&original).unwrap(),
+    )
+    .unwrap();
+    let config = write_config(dir.path(), "config.yaml", &Config::new(vec![analyzer("only", 1)]));
+    let process = Process::start(&config, &data, dir.path()).await;
+    let page = process.get("/api/v1/dead-letter").await;
+    page.expect(200);
+    let ids: Vec<&str> = page.json["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["packet"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["abc-123", "abc-124", "abc-125"]);
+    assert_eq!(page.json["packets"][1]["packet"]["messages"][0]["level"], "WARNING");
+    let quarantined = std::fs::read_to_string(data.join("failed_packets.quarantine.jsonl")).unwrap();
+    let lines: Vec<Value> = quarantined
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{quarantined}");
+    assert!(lines[0]["text"].as_str().unwrap().contains("not a packet"));
+}

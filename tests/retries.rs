@@ -291,3 +291,113 @@ async fn a_replayed_packet_that_fails_again_returns_to_the_dead_letter() {
     assert!(failed_at(&entries[1]) > failed_at(&original("again-1")));
     server.shutdown().await;
 }
+
+/// Appends to the dead letter while replays rewrite it: every packet that
+/// was acknowledged and failed for good is in the file at the end, none
+/// erased by a replay that read the file before the append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_never_erase_entries_appended_while_they_run() {
+    let config = Config::new(vec![analyzer("crashy", 1).failing(1.0)])
+        .retry("{base_delay: 1ms, factor: 2, max_retries: 0}");
+    let server = Server::start(&config).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for sender in 0..3 {
+        let api = server.api.clone();
+        let stop = stop.clone();
+        senders.push(tokio::spawn(async move {
+            let mut accepted = Vec::new();
+            let mut batch = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = api.post_logs(&packets(&format!("s{sender}-b{batch}"), 10)).await;
+                if reply.status == 202 {
+                    accepted.extend(reply.ids());
+                }
+                batch += 1;
+            }
+            accepted
+        }));
+    }
+    let replayer = {
+        let api = server.api.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut replays = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = api.post("/api/v1/dead-letter/replay", &json!({})).await;
+                assert!(
+                    [202, 503].contains(&reply.status.as_u16()),
+                    "replay answered {}: {}",
+                    reply.status,
+                    reply.text
+                );
+                replays += 1;
+            }
+            replays
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut accepted = BTreeSet::new();
+    for sender in senders {
+        accepted.extend(sender.await.unwrap());
+    }
+    let replays = replayer.await.unwrap();
+    assert!(replays > 5, "only {replays} replays ran");
+    assert!(accepted.len() > 100, "only {} packets accepted", accepted.len());
+    server.drained().await;
+    let in_file: BTreeSet<String> = entry_ids(&dead_letter_file(server.data_dir()))
+        .into_iter()
+        .collect();
+    let lost: Vec<&String> = accepted.difference(&in_file).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged packets are neither delivered nor in the dead letter, e.g. {:?}",
+        lost.len(),
+        accepted.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(page(&server, "").await["total"], in_file.len());
+    server.shutdown().await;
+}
+
+/// Replays of the same entries at the same moment take each entry back
+/// once: the first takes it out of the file, the others find it gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replays_take_each_entry_back_once() {
+    let config = Config::new(vec![analyzer("crashy", 1).failing(1.0), analyzer("steady", 1)]);
+    let server = Server::start(&config).await;
+    server
+        .set_health("steady", json!({"healthy": false}))
+        .await
+        .expect(200);
+    server.post_logs(&packets("once", 3)).await.expect(202);
+    dead_lettered(&server, 3).await;
+    server
+        .set_health("crashy", json!({"healthy": false}))
+        .await
+        .expect(200);
+    server
+        .set_health("steady", json!({"mode": "auto"}))
+        .await
+        .expect(200);
+
+    let replays = (0..4).map(|_| {
+        let api = server.api.clone();
+        tokio::spawn(async move {
+            api.post("/api/v1/dead-letter/replay", &json!({"ids": ["once-0", "once-1", "once-2"]}))
+                .await
+        })
+    });
+    let mut replayed = 0;
+    for reply in futures_util::future::join_all(replays).await {
+        let reply = reply.unwrap();
+        assert!([202, 404].contains(&reply.status.as_u16()), "{}", reply.text);
+        replayed += reply.json["replayed"].as_u64().unwrap();
+    }
+    assert_eq!(replayed, 3, "each entry is taken back by exactly one replay");
+    let stats = server.drained().await;
+    assert_eq!(processed(&stats)["steady"], 3, "each packet delivered once");
+    assert!(dead_letter_file(server.data_dir()).is_empty());
+    server.shutdown().await;
+}

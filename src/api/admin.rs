@@ -3,15 +3,15 @@
 
 use super::query::AnalyzerInfo;
 use super::{ApiError, AppState};
-use crate::dispatch::AdmitError;
+use crate::dispatch::{AdmitError, ReplayError};
 use crate::health::HealthMode;
-use crate::model::EncodedPacket;
+use crate::k8s::KubeState;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{DateTime, Utc};
+use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -35,11 +35,15 @@ pub async fn set_health(
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HealthChanged>, ApiError> {
+    state.require_ready()?;
     let Path(id) = id?;
     let body = body?;
     let analyzer = state.dispatcher.fleet().get(&id).ok_or_else(|| {
         ApiError::not_found(format!("no analyzer with id {id:?}; see GET /api/v1/analyzers"))
     })?;
+    if let Some(kube) = &state.kube {
+        return Err(declared_by_resource(kube, &id));
+    }
     let request: HealthOverride = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "body must be {{\"healthy\": true|false}} or {{\"mode\": \"auto\"|\"force_healthy\"|\"force_unhealthy\"}}: {e}"
@@ -71,6 +75,25 @@ pub async fn set_health(
     }))
 }
 
+/// The 409 of a health override in Kubernetes mode: the Analyzer's
+/// `spec.health` decides, on every replica, and an override here would
+/// hold on one replica until the next event of the watch.
+fn declared_by_resource(kube: &KubeState, id: &str) -> ApiError {
+    let (name, namespace) = match kube.resource(id) {
+        Some(resource) => (resource.name_any(), resource.namespace()),
+        None => (id.to_string(), None),
+    };
+    let namespace = namespace.map(|ns| format!(" -n {ns}")).unwrap_or_default();
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!(
+            "analyzer {id:?} is declared by an Analyzer resource: its spec.health (Auto, ForceHealthy, \
+             ForceUnhealthy) decides on every replica; for example \
+             kubectl patch analyzer {name}{namespace} --type merge -p '{{\"spec\":{{\"health\":\"ForceUnhealthy\"}}}}'"
+        ),
+    )
+}
+
 /// `{"ids": [...]}` replays those packets, `{}` (or no body) replays all.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +113,7 @@ pub async fn replay(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<ReplayReport>), ApiError> {
+    state.require_ready()?;
     let body = body?;
     let request: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayRequest::default()
@@ -97,17 +121,19 @@ pub async fn replay(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("body must be {{\"ids\": [\"...\"]}} or {{}}: {e}")))?
     };
-    let file = state.dispatcher.dead_letter().clone();
-    let entries = tokio::task::spawn_blocking(move || file.read_all())
-        .await
-        .map_err(|e| ApiError::internal(format!("dead-letter reader failed: {e}")))?
-        .map_err(|e| ApiError::internal(format!("cannot read the dead letter: {e}")))?;
     let wanted: Option<HashSet<String>> = request.ids.map(|ids| ids.into_iter().collect());
-    let chosen: Vec<_> = entries
-        .into_iter()
-        .filter(|e| wanted.as_ref().is_none_or(|w| w.contains(&e.packet.id)))
-        .collect();
-    let found: HashSet<&str> = chosen.iter().map(|e| e.packet.id.as_str()).collect();
+    let replayed = state
+        .dispatcher
+        .replay(wanted.clone())
+        .await
+        .map_err(|e| match e {
+            ReplayError::Refused(AdmitError::Full { .. }) | ReplayError::NoRoom { .. } => {
+                ApiError::unavailable(e.to_string(), 1)
+            }
+            ReplayError::Refused(_) => ApiError::unavailable(e.to_string(), 5),
+            ReplayError::Read(_) | ReplayError::Remove(_) => ApiError::internal(e.to_string()),
+        })?;
+    let found: HashSet<&str> = replayed.ids.iter().map(String::as_str).collect();
     let mut not_found: Vec<String> = wanted
         .iter()
         .flatten()
@@ -115,40 +141,7 @@ pub async fn replay(
         .cloned()
         .collect();
     not_found.sort();
-    let replayed: HashSet<(String, DateTime<Utc>)> = chosen
-        .iter()
-        .map(|e| (e.packet.id.clone(), e.failed_at))
-        .collect();
-    let packets = chosen
-        .into_iter()
-        .map(|e| EncodedPacket::new(&e.packet))
-        .collect::<Vec<_>>();
-    let count = packets.len();
-    let ids = if packets.is_empty() {
-        Vec::new()
-    } else {
-        state.dispatcher.admit(packets).await.map_err(|e| match e {
-            AdmitError::Full { capacity } => ApiError::unavailable(
-                format!("cannot take {count} packets back now (at most {capacity}); replay fewer ids or retry shortly"),
-                1,
-            ),
-            AdmitError::ShuttingDown => ApiError::unavailable("the distributor is shutting down", 5),
-            AdmitError::StorageUnavailable(why) => ApiError::unavailable(format!("storage unavailable: {why}"), 5),
-        })?
-    };
-    // Accepted again: only now leave the file (a crash in between means a
-    // duplicate delivery, never a loss).
-    let file = state.dispatcher.dead_letter().clone();
-    tokio::task::spawn_blocking(move || {
-        file.remove_where(|e| replayed.contains(&(e.packet.id.clone(), e.failed_at)))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("dead-letter writer failed: {e}")))?
-    .map_err(|e| {
-        ApiError::internal(format!(
-            "replayed, but cannot remove them from the dead letter: {e}"
-        ))
-    })?;
+    let count = replayed.ids.len();
     let status = if count == 0 && !not_found.is_empty() {
         StatusCode::NOT_FOUND
     } else {
@@ -159,7 +152,7 @@ pub async fn replay(
         Json(ReplayReport {
             message: format!("{count} packets taken back for delivery"),
             replayed: count,
-            replayed_ids: ids,
+            replayed_ids: replayed.ids,
             not_found,
         }),
     ))

@@ -72,12 +72,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     // sending could be lost to the connection's reset. (Its own error, such
     // as 413, comes after the checks below, as it did.)
     let body = body::read_whole(headers, body, state.limits.max_body_bytes, &state.body_budget).await;
-    if !state.is_ready() {
-        return Err(ApiError::unavailable(
-            "the distributor is recovering its write-ahead log; retry shortly",
-            RETRY_AFTER_SHUTDOWN,
-        ));
-    }
+    state.require_ready()?;
     if !state.dispatcher.is_accepting() {
         return Err(ApiError::unavailable(
             "the distributor is shutting down; send to another replica or retry",
@@ -162,6 +157,7 @@ fn refused(state: &AppState, e: AdmitError, count: usize) -> ApiError {
     let reason = match e {
         AdmitError::Full { .. } => "overloaded",
         AdmitError::ShuttingDown => "shutting_down",
+        AdmitError::Recovering => "recovering",
         AdmitError::StorageUnavailable(_) => "storage_unavailable",
     };
     state
@@ -172,7 +168,9 @@ fn refused(state: &AppState, e: AdmitError, count: usize) -> ApiError {
         .inc_by(count as u64);
     let wait = match e {
         AdmitError::Full { .. } => RETRY_AFTER_FULL,
-        AdmitError::ShuttingDown | AdmitError::StorageUnavailable(_) => RETRY_AFTER_SHUTDOWN,
+        AdmitError::ShuttingDown | AdmitError::Recovering | AdmitError::StorageUnavailable(_) => {
+            RETRY_AFTER_SHUTDOWN
+        }
     };
     ApiError::unavailable(format!("{e}; nothing from this request was kept"), wait)
 }

@@ -29,6 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Seconds a client is asked to wait while start-up recovery runs.
+const RETRY_AFTER_RECOVERY: u32 = 5;
+
 /// What every handler shares; a clone (one per request and layer) is one
 /// reference count.
 #[derive(Clone)]
@@ -67,6 +70,19 @@ pub struct Shared {
 impl Shared {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// The 503 of every route that changes state while start-up recovery
+    /// has not finished.
+    pub fn require_ready(&self) -> Result<(), ApiError> {
+        if self.is_ready() {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable(
+                "the distributor is recovering its write-ahead log; retry shortly",
+                RETRY_AFTER_RECOVERY,
+            ))
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{format_uptime, ApiError, AppState};
 use crate::fleet::Analyzer;
 use crate::health::{HealthMode, HealthReason};
-use crate::storage::DeadLetterEntry;
+use crate::storage::dead_letter::Window;
 use crate::traffic::{RatePoint, SHARE_WINDOW};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 const DEFAULT_PAGE: usize = 100;
 /// The largest page one request may ask for.
 const MAX_PAGE: usize = 10_000;
+/// The most bytes of entries one page holds.
+const MAX_PAGE_BYTES: usize = 4 << 20;
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -230,12 +232,14 @@ struct DeadLetterPage {
     count: usize,
     total: usize,
     offset: usize,
-    packets: Vec<DeadLetterEntry>,
+    /// The entries' own text from the file, not parsed again.
+    packets: Box<serde_json::value::RawValue>,
     file: String,
     timestamp: String,
 }
 
 /// A page of the dead letter, oldest first; by default the newest 100.
+/// A page holds at most [`MAX_PAGE_BYTES`] of entries (one at least).
 pub async fn dead_letter(
     State(state): State<AppState>,
     page: Result<Query<Page>, QueryRejection>,
@@ -248,20 +252,28 @@ pub async fn dead_letter(
         )));
     }
     let file = state.dispatcher.dead_letter().clone();
-    let (total, offset, packets) = tokio::task::spawn_blocking(move || {
-        let total = file.len();
-        let offset = page.offset.unwrap_or(total.saturating_sub(limit));
-        file.read(offset, limit).map(|entries| (total, offset, entries))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("dead-letter reader failed: {e}")))?
-    .map_err(|e| ApiError::internal(format!("cannot read the dead letter: {e}")))?;
+    let window = Window {
+        offset: page.offset,
+        limit,
+        max_bytes: MAX_PAGE_BYTES,
+    };
+    let page = tokio::task::spawn_blocking(move || file.page(window))
+        .await
+        .map_err(|e| ApiError::internal(format!("dead-letter reader failed: {e}")))?
+        .map_err(|e| ApiError::internal(format!("cannot read the dead letter: {e}")))?;
+    let packets = serde_json::value::RawValue::from_string(page.json)
+        .map_err(|e| ApiError::internal(format!("the dead letter holds an unreadable entry: {e}")))?;
     let path = state.dispatcher.dead_letter().path().display().to_string();
+    let cut = if page.count < limit.min(page.total.saturating_sub(page.offset)) {
+        format!(" (the page stops at {} MiB)", MAX_PAGE_BYTES >> 20)
+    } else {
+        String::new()
+    };
     Ok(Json(DeadLetterPage {
-        message: format!("{} of {total} failed packets", packets.len()),
-        count: packets.len(),
-        total,
-        offset,
+        message: format!("{} of {} failed packets{cut}", page.count, page.total),
+        count: page.count,
+        total: page.total,
+        offset: page.offset,
         packets,
         file: path,
         timestamp: now(),

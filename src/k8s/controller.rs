@@ -12,7 +12,7 @@ use super::crd::{Analyzer as AnalyzerResource, AnalyzerSpec, DeclaredHealth};
 use super::KubeState;
 use crate::config::{AnalyzerConfig, AnalyzerHealthCheck, Settings, SimulatedConfig};
 use crate::dispatch::Dispatcher;
-use crate::fleet::Analyzer;
+use crate::fleet::{Analyzer, LaneReceiver};
 use crate::health::HealthMode;
 use futures_util::StreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -67,7 +67,11 @@ impl Watch {
                     self.state.synced.store(true, Ordering::Release);
                 }
                 Ok(Event::Apply(resource)) => {
-                    self.apply(&mut built, &resource);
+                    match self.apply(&mut built, &resource) {
+                        Applied::Unchanged => {}
+                        Applied::Reshaped => self.dispatcher.rotation_changed(),
+                        Applied::New(analyzer, lane) => self.dispatcher.add_analyzer(analyzer, lane),
+                    }
                     self.state.connected.store(true, Ordering::Release);
                 }
                 Ok(Event::Delete(resource)) => {
@@ -87,7 +91,9 @@ impl Watch {
         }
     }
 
-    /// Makes the fleet match `resources` exactly.
+    /// Makes the fleet match `resources` exactly, as one change of the
+    /// routing table: new analyzers join together (see
+    /// `Dispatcher::add_analyzers`).
     fn sync_all(&self, built: &mut BTreeMap<String, Built>, resources: &[AnalyzerResource]) {
         let listed: Vec<String> = resources.iter().map(|r| self.id_of(r)).collect();
         let gone: Vec<String> = built.keys().filter(|id| !listed.contains(id)).cloned().collect();
@@ -97,13 +103,27 @@ impl Watch {
             self.dispatcher.remove_analyzer(&id);
             tracing::info!(analyzer = %id, "Analyzer gone after relist: out of the rotation");
         }
+        let mut added = Vec::new();
+        let mut reshaped = false;
         for resource in resources {
-            self.apply(built, resource);
+            match self.apply(built, resource) {
+                Applied::Unchanged => {}
+                Applied::Reshaped => reshaped = true,
+                Applied::New(analyzer, lane) => added.push((analyzer, lane)),
+            }
+        }
+        if added.is_empty() {
+            if reshaped {
+                self.dispatcher.rotation_changed();
+            }
+        } else {
+            self.dispatcher.add_analyzers(added);
         }
     }
 
-    /// Applies one Analyzer to the fleet.
-    fn apply(&self, built: &mut BTreeMap<String, Built>, resource: &AnalyzerResource) {
+    /// Applies one Analyzer to what the controller built; the caller puts a
+    /// new analyzer in the fleet or rebuilds the rotation.
+    fn apply(&self, built: &mut BTreeMap<String, Built>, resource: &AnalyzerResource) -> Applied {
         let id = self.id_of(resource);
         self.state.remember(&id, resource);
         let config = analyzer_config(&id, resource);
@@ -124,13 +144,14 @@ impl Watch {
                 analyzer.set_weight(weight);
                 let remoded = analyzer.health.set_mode(mode);
                 if reweighted || remoded {
-                    self.dispatcher.rotation_changed();
+                    Applied::Reshaped
+                } else {
+                    Applied::Unchanged
                 }
             }
             None => match Analyzer::from_config(&config, &self.settings, self.dispatcher.metrics()) {
                 Ok((analyzer, lane)) => {
                     analyzer.health.set_mode(mode);
-                    self.dispatcher.add_analyzer(analyzer, lane);
                     built.insert(
                         id.clone(),
                         Built {
@@ -138,13 +159,24 @@ impl Watch {
                         },
                     );
                     tracing::info!(analyzer = %id, weight, "Analyzer applied");
+                    Applied::New(analyzer, lane)
                 }
                 Err(e) => {
-                    tracing::error!(analyzer = %id, error = %e, "cannot build the analyzer of this Analyzer")
+                    tracing::error!(analyzer = %id, error = %e, "cannot build the analyzer of this Analyzer");
+                    Applied::Unchanged
                 }
             },
         }
     }
+}
+
+/// What applying one Analyzer changed.
+enum Applied {
+    Unchanged,
+    /// Its weight or declared health: the rotation needs a rebuild.
+    Reshaped,
+    /// A new analyzer (or one with a new transport), not in the fleet yet.
+    New(Arc<Analyzer>, LaneReceiver),
 }
 
 /// The configuration of an Analyzer resource, as the YAML file would say it.

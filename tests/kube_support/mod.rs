@@ -394,8 +394,19 @@ pub fn four_defaults(processing_ms: u64) -> Vec<Value> {
 /// with [`distributor_yaml`]`(extra)`; files go to `dir`. Waits for
 /// `/readyz` (200 once the first list of Analyzers has been applied).
 pub async fn distributor(cluster: &Cluster, ns: &str, identity: &str, dir: &Path, extra: &str) -> Process {
+    distributor_with_config(cluster, ns, identity, dir, &distributor_yaml(extra)).await
+}
+
+/// [`distributor`] with a configuration of the test's own.
+pub async fn distributor_with_config(
+    cluster: &Cluster,
+    ns: &str,
+    identity: &str,
+    dir: &Path,
+    yaml: &str,
+) -> Process {
     let config = dir.join(format!("config-{identity}.yaml"));
-    std::fs::write(&config, distributor_yaml(extra)).expect("write config");
+    std::fs::write(&config, yaml).expect("write config");
     let data = dir.join(format!("data-{identity}"));
     Process::start_with(dir, |command, port| {
         command
