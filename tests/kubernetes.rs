@@ -187,14 +187,12 @@ async fn a_recovered_backlog_is_split_by_weight_among_the_analyzers_listed_at_st
     let dir = tempfile::tempdir().unwrap();
     let first = distributor(&cluster, &ns.name, "one", dir.path(), "").await;
     wait_for_four(&first).await;
-    first
-        .post_logs(&packets("backlog", 1000))
-        .await
-        .expect(202);
+    first.post_logs(&packets("backlog", 1000)).await.expect(202);
     assert_eq!(first.stats().await["in_flight"], 1000);
     drop(first); // kill -9: the backlog is in the write-ahead log only
     for name in ["a", "b", "c", "d"] {
-        ns.patch_analyzer(name, &json!({"spec": {"health": "Auto"}})).await;
+        ns.patch_analyzer(name, &json!({"spec": {"health": "Auto"}}))
+            .await;
     }
 
     let yaml = kube_support::distributor_yaml("").replace(
@@ -237,11 +235,18 @@ async fn the_rest_health_override_points_at_spec_health() {
     assert_eq!(b["health_mode"], "auto", "{analyzers}");
 
     // The declared way works, and the split follows it.
-    ns.patch_analyzer("b", &json!({"spec": {"health": "ForceUnhealthy"}})).await;
-    analyzers_where(&d, "b out of rotation", DEADLINE, |a| a["b"]["in_rotation"] == false).await;
+    ns.patch_analyzer("b", &json!({"spec": {"health": "ForceUnhealthy"}}))
+        .await;
+    analyzers_where(&d, "b out of rotation", DEADLINE, |a| {
+        a["b"]["in_rotation"] == false
+    })
+    .await;
     let before = d.stats().await;
     let after = post_and_drain(&d, "override", 700).await;
-    assert_eq!(delta(&before, &after), counts(&[("a", 400), ("b", 0), ("c", 200), ("d", 100)]));
+    assert_eq!(
+        delta(&before, &after),
+        counts(&[("a", 400), ("b", 0), ("c", 200), ("d", 100)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -364,10 +364,7 @@ fn write_dead_letter(data: &std::path::Path, lines: &[String]) {
 /// The peak resident set of a process, in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
 }
@@ -450,7 +447,10 @@ async fn state_changing_routes_answer_503_until_recovery_has_finished() {
     );
     // The last replay may have been served just after recovery.
     let reply = api
-        .post("/api/v1/dead-letter/replay", &serde_json::json!({"ids": ["dl-0"]}))
+        .post(
+            "/api/v1/dead-letter/replay",
+            &serde_json::json!({"ids": ["dl-0"]}),
+        )
         .await;
     assert!([202, 404].contains(&reply.status.as_u16()), "{}", reply.text);
     let expected = requests * 100 + 1;
@@ -494,16 +494,26 @@ async fn dead_letter_reads_are_bounded_whatever_the_file_size() {
     page.expect(200);
     let count = page.json["count"].as_u64().unwrap();
     assert_eq!(page.json["total"], entries);
-    assert!(count > 100 && count < 500, "a 4 MiB page of 9 KB entries: {count}");
+    assert!(
+        count > 100 && count < 500,
+        "a 4 MiB page of 9 KB entries: {count}"
+    );
     assert_eq!(page.json["packets"].as_array().unwrap().len() as u64, count);
     assert_eq!(page.json["packets"][0]["packet"]["id"], "big-0");
     let newest = process.get("/api/v1/dead-letter?limit=10000").await;
     newest.expect(200);
     let last = newest.json["packets"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["packet"]["id"], format!("big-{}", entries - 1), "the default page ends with the newest");
+    assert_eq!(
+        last["packet"]["id"],
+        format!("big-{}", entries - 1),
+        "the default page ends with the newest"
+    );
 
     let reply = process
-        .post("/api/v1/dead-letter/replay", &serde_json::json!({"ids": ["ghost"]}))
+        .post(
+            "/api/v1/dead-letter/replay",
+            &serde_json::json!({"ids": ["ghost"]}),
+        )
         .await;
     reply.expect(404);
     let grown = peak_rss(process.pid()).saturating_sub(before);
@@ -553,7 +563,10 @@ async fn a_foreign_dead_letter_keeps_every_readable_entry() {
         .map(|e| e["packet"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["abc-123", "abc-124", "abc-125"]);
-    assert_eq!(page.json["packets"][1]["packet"]["messages"][0]["level"], "WARNING");
+    assert_eq!(
+        page.json["packets"][1]["packet"]["messages"][0]["level"],
+        "WARNING"
+    );
     let quarantined = std::fs::read_to_string(data.join("failed_packets.quarantine.jsonl")).unwrap();
     let lines: Vec<Value> = quarantined
         .lines()

@@ -385,8 +385,11 @@ async fn concurrent_replays_take_each_entry_back_once() {
     let replays = (0..4).map(|_| {
         let api = server.api.clone();
         tokio::spawn(async move {
-            api.post("/api/v1/dead-letter/replay", &json!({"ids": ["once-0", "once-1", "once-2"]}))
-                .await
+            api.post(
+                "/api/v1/dead-letter/replay",
+                &json!({"ids": ["once-0", "once-1", "once-2"]}),
+            )
+            .await
         })
     });
     let mut replayed = 0;

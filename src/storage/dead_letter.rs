@@ -131,7 +131,9 @@ pub enum Selection {
     Chosen(Vec<DeadLetterEntry>),
     /// More entries matched than the room allows (counted up to the first
     /// one past it).
-    NoRoom { matched: usize },
+    NoRoom {
+        matched: usize,
+    },
 }
 
 /// The dead-letter file and an index of where each entry starts.
@@ -196,7 +198,10 @@ impl Read for FileRange<'_> {
         }
         let read = self.file.read_at(&mut buf[..left], self.position)?;
         if read == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "dead letter shorter than its index"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "dead letter shorter than its index",
+            ));
         }
         self.position += read as u64;
         Ok(read)
@@ -455,7 +460,11 @@ fn rewrite(
         out.write_all(if starts.is_empty() { b"]\n" } else { CLOSE })?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
-        let end = if starts.is_empty() { OPEN.len() as u64 } else { position };
+        let end = if starts.is_empty() {
+            OPEN.len() as u64
+        } else {
+            position
+        };
         Ok(Some((starts, end)))
     })();
     let Some((starts, end)) = result.inspect_err(|_| {
@@ -529,6 +538,11 @@ fn index(path: &Path) -> io::Result<Option<Inner>> {
     drop(reader);
     let torn = !closed && bad.last().is_some_and(|(offset, _, _)| *offset >= end);
     let torn_tail = if torn { bad.pop() } else { None };
+    // Lines that are not entries in a file that is a whole JSON array: it
+    // is in another layout (pretty-printed, say), read element by element.
+    if !bad.is_empty() && is_json_array(path)? {
+        return Ok(None);
+    }
     if let Some((offset, _, reason)) = &torn_tail {
         tracing::warn!(file = %path.display(), entries = spans.len(), offset, %reason,
             "dead letter had a torn tail (an append cut by a crash); cut back to the last whole entry");
@@ -548,7 +562,9 @@ fn index(path: &Path) -> io::Result<Option<Inner>> {
     // Entries one `,\n` apart, as appends leave them, are indexed in place;
     // anything else (a line quarantined between them, blank lines) is
     // written anew.
-    let in_place = spans.windows(2).all(|pair| pair[1].0 == pair[0].0 + pair[0].1 + 2);
+    let in_place = spans
+        .windows(2)
+        .all(|pair| pair[1].0 == pair[0].0 + pair[0].1 + 2);
     if !bad.is_empty() || !in_place {
         let mut buffer = Vec::new();
         return rewrite(path, |keep| {
@@ -624,7 +640,11 @@ fn convert_foreign(path: &Path) -> io::Result<()> {
                     quarantine = %quarantine_path(path).display(),
                     "dead-letter elements that are not entries were quarantined; every other entry is kept");
             }
-            quarantine(path, bad.iter().map(|(text, reason)| (text.as_slice(), reason.as_str())))?;
+            quarantine(
+                path,
+                bad.iter()
+                    .map(|(text, reason)| (text.as_slice(), reason.as_str())),
+            )?;
             rewrite(path, |keep| {
                 for entry in &entries {
                     keep(entry)?;
@@ -643,6 +663,11 @@ fn convert_foreign(path: &Path) -> io::Result<()> {
     }
 }
 
+fn is_json_array(path: &Path) -> io::Result<bool> {
+    let text = std::fs::read(path)?;
+    Ok(serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&text).is_ok())
+}
+
 /// A JSON text on one line (a pretty-printed element of a foreign file).
 fn compact(text: &str) -> Vec<u8> {
     serde_json::from_str::<serde_json::Value>(text)
@@ -656,7 +681,6 @@ fn sync_parent(path: &Path) -> io::Result<()> {
         _ => Ok(()),
     }
 }
-
 
 /// Writes `bytes` to `path` so that a crash leaves the old file or the new
 /// one: temp file, fsync, rename, fsync of the directory.
@@ -810,7 +834,9 @@ mod tests {
         let path = dir.path().join("failed_packets.json");
         let dl = DeadLetter::open(&path).unwrap();
         let written = dl.append(vec![failed("a"), failed("b"), failed("c")]).unwrap();
-        let removed = dl.remove(&keys(&[written[0].clone(), written[2].clone()])).unwrap();
+        let removed = dl
+            .remove(&keys(&[written[0].clone(), written[2].clone()]))
+            .unwrap();
         assert_eq!(removed, 2);
         assert_eq!(ids(&parse(&path)), ["b"]);
         dl.append(vec![failed("d")]).unwrap();
@@ -828,7 +854,16 @@ mod tests {
         let path = dir.path().join("failed_packets.json");
         let dl = DeadLetter::open(&path).unwrap();
         dl.append(vec![failed("a"), failed("b")]).unwrap();
-        let Selection::Chosen(chosen) = dl.select(None, Room { packets: 10, bytes: 1 << 20 }).unwrap() else {
+        let Selection::Chosen(chosen) = dl
+            .select(
+                None,
+                Room {
+                    packets: 10,
+                    bytes: 1 << 20,
+                },
+            )
+            .unwrap()
+        else {
             panic!("room for two");
         };
         // The same id failing again meanwhile is a new entry: it stays.
@@ -843,17 +878,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("failed_packets.json");
         let dl = DeadLetter::open(&path).unwrap();
-        dl.append((0..5).map(|i| failed(&format!("p{i}"))).collect()).unwrap();
+        dl.append((0..5).map(|i| failed(&format!("p{i}"))).collect())
+            .unwrap();
         let wanted: HashSet<String> = ["p1", "p3", "ghost"].iter().map(|s| s.to_string()).collect();
-        let room = Room { packets: 2, bytes: 1 << 20 };
+        let room = Room {
+            packets: 2,
+            bytes: 1 << 20,
+        };
         let Selection::Chosen(chosen) = dl.select(Some(&wanted), room).unwrap() else {
             panic!("two fit");
         };
         assert_eq!(ids(&chosen), ["p1", "p3"]);
-        let room = Room { packets: 1, bytes: 1 << 20 };
-        assert!(matches!(dl.select(Some(&wanted), room).unwrap(), Selection::NoRoom { matched: 2 }));
-        let room = Room { packets: 5, bytes: 10 };
-        assert!(matches!(dl.select(None, room).unwrap(), Selection::NoRoom { matched: 1 }));
+        let room = Room {
+            packets: 1,
+            bytes: 1 << 20,
+        };
+        assert!(matches!(
+            dl.select(Some(&wanted), room).unwrap(),
+            Selection::NoRoom { matched: 2 }
+        ));
+        let room = Room {
+            packets: 5,
+            bytes: 10,
+        };
+        assert!(matches!(
+            dl.select(None, room).unwrap(),
+            Selection::NoRoom { matched: 1 }
+        ));
     }
 
     #[test]
@@ -861,14 +912,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("failed_packets.json");
         let dl = DeadLetter::open(&path).unwrap();
-        dl.append((0..10).map(|i| failed(&format!("p{i}"))).collect()).unwrap();
+        dl.append((0..10).map(|i| failed(&format!("p{i}"))).collect())
+            .unwrap();
         let one = serde_json::to_vec(&dl.read_all().unwrap()[0]).unwrap().len();
         let bounded = |offset, max_bytes| {
-            let page = dl.page(Window { offset, limit: 10, max_bytes }).unwrap();
+            let page = dl
+                .page(Window {
+                    offset,
+                    limit: 10,
+                    max_bytes,
+                })
+                .unwrap();
             let entries: Vec<DeadLetterEntry> = serde_json::from_str(&page.json).unwrap();
             (page.offset, ids(&entries))
         };
-        assert_eq!(bounded(Some(2), one * 3 + 4), (2, vec!["p2".into(), "p3".into(), "p4".into()]));
+        assert_eq!(
+            bounded(Some(2), one * 3 + 4),
+            (2, vec!["p2".into(), "p3".into(), "p4".into()])
+        );
         assert_eq!(bounded(None, one * 2 + 2), (8, vec!["p8".into(), "p9".into()]));
         assert_eq!(bounded(Some(0), 1), (0, vec!["p0".into()]));
         assert_eq!(bounded(None, 1), (9, vec!["p9".into()]));
