@@ -109,7 +109,7 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-/// Bearer tokens. A scope without a token is open; see the README's Security section.
+/// Bearer tokens. A scope without a token is open; see docs/security.md.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {

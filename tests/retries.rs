@@ -43,6 +43,29 @@ fn entry_ids(entries: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// `crashy` always fails, `steady` never does: `steady` is out while
+/// `count` packets fail into the dead letter, then the roles swap, ready
+/// for a replay to `steady`.
+async fn dead_lettered_then_swapped(prefix: &str, count: usize) -> Server {
+    let config = Config::new(vec![analyzer("crashy", 1).failing(1.0), analyzer("steady", 1)]);
+    let server = Server::start(&config).await;
+    server
+        .set_health("steady", json!({"healthy": false}))
+        .await
+        .expect(200);
+    server.post_logs(&packets(prefix, count)).await.expect(202);
+    dead_lettered(&server, count as u64).await;
+    server
+        .set_health("crashy", json!({"healthy": false}))
+        .await
+        .expect(200);
+    server
+        .set_health("steady", json!({"mode": "auto"}))
+        .await
+        .expect(200);
+    server
+}
+
 async fn page(api: &Api, query: &str) -> Value {
     let reply = api.get(&format!("/api/v1/dead-letter{query}")).await;
     reply.expect(200);
@@ -178,28 +201,11 @@ async fn zero_retries_dead_letter_at_the_first_failure() {
     server.shutdown().await;
 }
 
-/// Two analyzers: `crashy` always fails, `steady` never does. `steady` is out
-/// while the packets fail; then the roles swap and the dead letter is replayed.
+/// The dead letter replayed by id, then all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_replay_by_id_or_all_and_leave_the_file() {
-    let config = Config::new(vec![analyzer("crashy", 1).failing(1.0), analyzer("steady", 1)]);
-    let server = Server::start(&config).await;
-    server
-        .set_health("steady", json!({"healthy": false}))
-        .await
-        .expect(200);
-    server.post_logs(&packets("p", 5)).await.expect(202);
-    dead_lettered(&server, 5).await;
+    let server = dead_lettered_then_swapped("p", 5).await;
     assert_eq!(dead_letter_file(server.data_dir()).len(), 5);
-
-    server
-        .set_health("crashy", json!({"healthy": false}))
-        .await
-        .expect(200);
-    server
-        .set_health("steady", json!({"mode": "auto"}))
-        .await
-        .expect(200);
 
     // By id, with one id that is not there.
     let reply = server
@@ -365,22 +371,7 @@ async fn replays_never_erase_entries_appended_while_they_run() {
 /// once: the first takes it out of the file, the others find it gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replays_take_each_entry_back_once() {
-    let config = Config::new(vec![analyzer("crashy", 1).failing(1.0), analyzer("steady", 1)]);
-    let server = Server::start(&config).await;
-    server
-        .set_health("steady", json!({"healthy": false}))
-        .await
-        .expect(200);
-    server.post_logs(&packets("once", 3)).await.expect(202);
-    dead_lettered(&server, 3).await;
-    server
-        .set_health("crashy", json!({"healthy": false}))
-        .await
-        .expect(200);
-    server
-        .set_health("steady", json!({"mode": "auto"}))
-        .await
-        .expect(200);
+    let server = dead_lettered_then_swapped("once", 3).await;
 
     let replays = (0..4).map(|_| {
         let api = server.api.clone();

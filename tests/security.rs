@@ -341,6 +341,18 @@ async fn health_on_a_new_connection(port: u16) -> String {
         .to_string()
 }
 
+/// Takes the three connections `max_connections: 3` allows with clients
+/// that never read their answers, and gives them time to fill the socket.
+async fn fill_with_non_readers(port: u16) -> Vec<tokio::task::JoinHandle<()>> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut non_readers = Vec::new();
+    for _ in 0..3 {
+        non_readers.push(non_reader(addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    non_readers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_their_answers_are_closed_and_free_their_connections() {
     let (process, _dir) = binary_with(
@@ -348,12 +360,7 @@ async fn clients_that_never_read_their_answers_are_closed_and_free_their_connect
         "{drain_timeout: 1s}",
     )
     .await;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], process.port));
-    let mut non_readers = Vec::new();
-    for _ in 0..3 {
-        non_readers.push(non_reader(addr).await);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let non_readers = fill_with_non_readers(process.port).await;
     let started = Instant::now();
     let answer = tokio::time::timeout(Duration::from_secs(5), health_on_a_new_connection(process.port))
         .await
@@ -374,12 +381,7 @@ async fn sigterm_ends_the_process_within_the_drain_timeout_while_clients_never_r
         "{drain_timeout: 1s}",
     )
     .await;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], process.port));
-    let mut non_readers = Vec::new();
-    for _ in 0..3 {
-        non_readers.push(non_reader(addr).await);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let non_readers = fill_with_non_readers(process.port).await;
     let signalled = Instant::now();
     process.sigterm();
     // The drain timeout, and a margin for the final checkpoint and exit.

@@ -380,20 +380,6 @@ impl DeadLetter {
         Ok(Selection::Chosen(chosen))
     }
 
-    /// Every entry, oldest first.
-    pub fn read_all(&self) -> io::Result<Vec<DeadLetterEntry>> {
-        match self.select(
-            None,
-            Room {
-                packets: usize::MAX,
-                bytes: usize::MAX,
-            },
-        )? {
-            Selection::Chosen(entries) => Ok(entries),
-            Selection::NoRoom { .. } => unreachable!("unbounded room"),
-        }
-    }
-
     /// Takes the entries named by `keys` out of the file, rewriting it
     /// atomically from its current text; answers how many left.
     pub fn remove(&self, keys: &HashSet<EntryKey>) -> io::Result<usize> {
@@ -728,6 +714,19 @@ mod tests {
 
     fn ids(entries: &[DeadLetterEntry]) -> Vec<String> {
         entries.iter().map(|e| e.packet.id.clone()).collect()
+    }
+
+    impl DeadLetter {
+        fn read_all(&self) -> io::Result<Vec<DeadLetterEntry>> {
+            let room = Room {
+                packets: usize::MAX,
+                bytes: usize::MAX,
+            };
+            match self.select(None, room)? {
+                Selection::Chosen(entries) => Ok(entries),
+                Selection::NoRoom { .. } => unreachable!("unbounded room"),
+            }
+        }
     }
 
     /// A page without a byte bound, parsed.
