@@ -25,6 +25,15 @@
 //! `CRASH_SEED` to replay a run's schedule, and `CRASH_ROUNDS=N` to go
 //! through the eleven kills N times (a longer soak; the default is one).
 //!
+//! Duplicates (at-least-once) are bounded, not only counted: a packet can
+//! reach an analyzer twice only when a kill caught it between its delivery
+//! and its End record, so the next start recovers it as in flight. After
+//! every kill the test marks how far each analyzer's record file and the
+//! dead letter had grown; the copies written after a mark whose id was
+//! already written before (or earlier in the same window) are that start's
+//! redeliveries, and they must not outnumber the in-flight packets that
+//! start recovered (its `recovered; resuming in-flight packets` line).
+//!
 //! Run with `cargo test --test crash -- --nocapture` to see the report.
 
 mod common;
@@ -118,6 +127,17 @@ struct Evidence {
     /// `segment_bytes`: rotated by size, not only by checkpoints).
     segments_at_kill: Vec<usize>,
     largest_segment: u64,
+    /// At each kill: how many records each analyzer had written, and how
+    /// many whole entries the dead letter held. Start `n` ran between mark
+    /// `n - 1` and mark `n`.
+    marks: Vec<Mark>,
+}
+
+/// How far the places a packet can end had grown at a kill.
+#[derive(Clone, Default)]
+struct Mark {
+    records: Vec<usize>,
+    dead_letter: usize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -211,7 +231,12 @@ async fn client(worker: usize, url: String, ledger: Arc<Ledger>, run: Arc<Atomic
 /// Checks what a kill left: the dead letter is a JSON array, torn at most
 /// in its last line; the checkpoint (if any) is whole gzip JSON. Notes a
 /// checkpoint temp file written by the run spawned at `spawned_at`.
-fn inspect_after_kill(data_dir: &Path, spawned_at: std::time::SystemTime, evidence: &mut Evidence) {
+fn inspect_after_kill(
+    data_dir: &Path,
+    spawned_at: std::time::SystemTime,
+    analyzers: &[&Analyzer],
+    evidence: &mut Evidence,
+) {
     let kill = evidence.kills + evidence.startup_kills;
     let path = data_dir.join("failed_packets.json");
     let entries = match read_dead_letter_file(&path) {
@@ -222,6 +247,10 @@ fn inspect_after_kill(data_dir: &Path, spawned_at: std::time::SystemTime, eviden
         }
     };
     evidence.dead_letter_at_kill.push(entries.len());
+    evidence.marks.push(Mark {
+        records: analyzers.iter().map(|a| whole_lines(&a.record)).collect(),
+        dead_letter: entries.len(),
+    });
     let checkpoint = data_dir.join("state.json.gz");
     if checkpoint.exists() {
         let mut text = String::new();
@@ -248,6 +277,56 @@ fn inspect_after_kill(data_dir: &Path, spawned_at: std::time::SystemTime, eviden
     if temp.is_some_and(|written| written >= spawned_at) {
         evidence.kills_inside_checkpoint_write += 1;
     }
+}
+
+/// Whole lines in a record file (none if it does not exist yet). Counted,
+/// not parsed: an analyzer may be writing its last line right now.
+fn whole_lines(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |bytes| bytes.iter().filter(|b| **b == b'\n').count())
+}
+
+/// For each start, the copies written while it ran (between the mark
+/// before it and the mark after it) of ids already written: its
+/// redeliveries. `records` are the analyzers' record files in the order of
+/// the marks; `dead_letter` the dead letter's ids in file order.
+fn redeliveries_per_start(marks: &[Mark], records: &[Vec<String>], dead_letter: &[String]) -> Vec<usize> {
+    let end = Mark {
+        records: records.iter().map(Vec::len).collect(),
+        dead_letter: dead_letter.len(),
+    };
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut from = Mark {
+        records: vec![0; records.len()],
+        dead_letter: 0,
+    };
+    let mut per_start = Vec::new();
+    for to in marks.iter().chain([&end]) {
+        let written = records
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ids)| &ids[from.records[i]..to.records[i]])
+            .chain(&dead_letter[from.dead_letter..to.dead_letter]);
+        per_start.push(written.filter(|id| !seen.insert(id.as_str())).count());
+        from = to.clone();
+    }
+    per_start
+}
+
+/// For each start, the packets it recovered in flight, from its
+/// `recovered; resuming in-flight packets` log line (0 when it was killed
+/// before it got that far: then it resumed nothing).
+fn recovered_in_flight(logs: &[String]) -> Vec<usize> {
+    logs.iter()
+        .map(|log| {
+            log.lines()
+                .find(|line| line.contains("recovered; resuming in-flight packets"))
+                .and_then(|line| {
+                    line.split_whitespace()
+                        .find_map(|field| field.strip_prefix("in_flight="))
+                })
+                .map_or(0, |n| n.parse().expect("in_flight=N"))
+        })
+        .collect()
 }
 
 /// A checkpoint temp file in `data_dir` (`state.json.gz.tmp-<pid>-<n>`), if any.
@@ -324,6 +403,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
             (phase, path)
         })
         .collect();
+    let every_analyzer: Vec<&Analyzer> = analyzers.iter().chain([&rejecting]).collect();
     let fsync = ["--fsync", "always"];
 
     let rounds: usize = std::env::var("CRASH_ROUNDS")
@@ -390,7 +470,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
             aim.1 += u32::from(came);
         }
         runs.push((step.phase, step.kill, delay));
-        inspect_after_kill(&data_dir, distributor.spawned_at, &mut evidence);
+        inspect_after_kill(&data_dir, distributor.spawned_at, &every_analyzer, &mut evidence);
         let next = plan.get(i + 1).map_or(Phase::Steady, |s| s.phase);
         if step.startup_kill_after {
             distributor.spawn(&configs[&next], &fsync);
@@ -398,7 +478,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
             tokio::time::sleep(Duration::from_millis(delay)).await;
             distributor.kill9();
             evidence.startup_kills += 1;
-            inspect_after_kill(&data_dir, distributor.spawned_at, &mut evidence);
+            inspect_after_kill(&data_dir, distributor.spawned_at, &every_analyzer, &mut evidence);
         }
         run.store(i as u32 + 1, Ordering::Release);
         distributor.start(&configs[&next], &fsync).await;
@@ -419,10 +499,8 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
     );
 
     // Where every packet ended.
-    let mut delivered_occurrences = Vec::new();
-    for analyzer in analyzers.iter().chain([&rejecting]) {
-        delivered_occurrences.extend(analyzer.records());
-    }
+    let record_files: Vec<Vec<String>> = every_analyzer.iter().map(|a| a.records()).collect();
+    let delivered_occurrences: Vec<String> = record_files.concat();
     let dead_file = read_dead_letter_file(&data_dir.join("failed_packets.json"))
         .unwrap_or_else(|e| panic!("at the end: {e}"));
     let dead_occurrences = dead_letter_ids(&dead_file);
@@ -470,6 +548,16 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         accepted_per_run[*run as usize] += 1;
     }
     let logs = distributor.all_stderr();
+    let redelivered = redeliveries_per_start(&evidence.marks, &record_files, &dead_occurrences);
+    let recovered = recovered_in_flight(&logs);
+    assert_eq!(redelivered.len(), recovered.len(), "one window per start");
+    let over_bound: Vec<(usize, usize, usize)> = redelivered
+        .iter()
+        .zip(&recovered)
+        .enumerate()
+        .filter(|(_, (copies, in_flight))| copies > in_flight)
+        .map(|(start, (copies, in_flight))| (start, *copies, *in_flight))
+        .collect();
     let torn_wal = logs
         .iter()
         .filter(|l| l.contains("write-ahead log had a torn tail"))
@@ -501,6 +589,16 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         in_both
     );
     eprintln!("duplicates:       {duplicates} extra copies of {duplicated_ids} ids (records + dead letter)");
+    eprintln!("per start, redelivered / recovered in flight at its start (what the kill before it caught):");
+    eprintln!(
+        "                  {}",
+        redelivered
+            .iter()
+            .zip(&recovered)
+            .map(|(copies, in_flight)| format!("{copies}/{in_flight}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     eprintln!("delivered without a 202 (request cut by a kill): {unacknowledged}");
     eprintln!(
         "refused (503):    {} ids, {} of them kept anyway",
@@ -545,6 +643,16 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         "{} packets answered 202 are nowhere (lost per run: {lost_by_run:?}); first ones: {:?}",
         lost.len(),
         &lost[..lost.len().min(20)]
+    );
+    assert!(
+        over_bound.is_empty(),
+        "starts that redelivered more packets than they recovered in flight \
+         (start, redelivered, recovered): {over_bound:?}"
+    );
+    assert_eq!(
+        redelivered.iter().sum::<usize>(),
+        duplicates,
+        "every duplicate is some start's redelivery"
     );
     assert!(
         kept_though_refused.is_empty(),
