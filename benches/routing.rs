@@ -4,7 +4,7 @@
 //! `cargo bench --bench routing` (add `-- --quick` for a short run).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use logs_distributor::routing::RoutingTable;
+use logs_distributor::dispatch::routing::RoutingTable;
 
 fn pick(c: &mut Criterion) {
     let mut group = c.benchmark_group("RoutingTable::pick");

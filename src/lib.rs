@@ -5,11 +5,11 @@
 //!
 //! - [`api`]: the axum router; `POST /api/v1/logs` parses and validates
 //!   ([`model`]) and admits packets to the [`dispatch::Dispatcher`].
-//! - [`dispatch`]: picks an analyzer ([`fleet`] over a [`routing`] table),
+//! - [`dispatch`]: picks an analyzer ([`dispatch::fleet`] over a [`dispatch::routing`] table),
 //!   queues the packet on that analyzer's lane, delivers it through its
-//!   [`transport`], and on failure asks [`retry`] when to try again or
+//!   [`transport`], and on failure asks [`dispatch::retry`] when to try again or
 //!   writes it to the dead letter ([`storage`]).
-//! - [`health`]: probes and passive ejection decide who is in rotation.
+//! - [`dispatch::health`]: probes and passive ejection decide who is in rotation.
 //! - [`storage`]: `failed_packets.json` and the gzip checkpoint.
 //! - [`metrics`]: the Prometheus registry behind `/metrics` and `/stats`.
 //! - [`traffic`]: the last minutes of traffic (recent shares, rates).
@@ -28,15 +28,11 @@ pub mod analyzer;
 pub mod api;
 pub mod config;
 pub mod dispatch;
-pub mod fleet;
-pub mod health;
 pub mod http1;
 pub mod k8s;
 pub mod loadgen;
 pub mod metrics;
 pub mod model;
-pub mod retry;
-pub mod routing;
 pub mod server;
 pub mod service;
 pub mod storage;

@@ -15,12 +15,12 @@
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::config::{Source, WalRecover};
+use crate::dispatch::fleet::Analyzer;
+use crate::dispatch::health;
+use crate::dispatch::retry::{Backoff, RetryBudget};
 use crate::dispatch::{self, Dispatcher};
-use crate::fleet::Analyzer;
-use crate::health;
 use crate::k8s::{self, KubeState};
 use crate::metrics::Metrics;
-use crate::retry::{Backoff, RetryBudget};
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
 use crate::storage::{
     temp_file, Checkpoint, DeadLetter, Unfinished, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR,

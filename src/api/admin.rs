@@ -3,8 +3,8 @@
 
 use super::query::AnalyzerInfo;
 use super::{ApiError, AppState};
+use crate::dispatch::health::HealthMode;
 use crate::dispatch::{AdmitError, ReplayError};
-use crate::health::HealthMode;
 use crate::k8s::KubeState;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};

@@ -2,8 +2,8 @@
 //! are the original service's, with more fields after them.
 
 use super::{format_uptime, ApiError, AppState};
-use crate::fleet::Analyzer;
-use crate::health::{HealthMode, HealthReason};
+use crate::dispatch::fleet::Analyzer;
+use crate::dispatch::health::{HealthMode, HealthReason};
 use crate::storage::dead_letter::Window;
 use crate::traffic::{RatePoint, SHARE_WINDOW};
 use axum::extract::rejection::QueryRejection;

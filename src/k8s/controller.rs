@@ -11,9 +11,9 @@
 use super::crd::{Analyzer as AnalyzerResource, AnalyzerSpec, DeclaredHealth};
 use super::KubeState;
 use crate::config::{AnalyzerConfig, AnalyzerHealthCheck, Settings, SimulatedConfig};
+use crate::dispatch::fleet::{Analyzer, LaneReceiver};
+use crate::dispatch::health::HealthMode;
 use crate::dispatch::Dispatcher;
-use crate::fleet::{Analyzer, LaneReceiver};
-use crate::health::HealthMode;
 use futures_util::StreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;

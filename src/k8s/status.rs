@@ -5,8 +5,8 @@
 
 use super::crd::{Analyzer as AnalyzerResource, AnalyzerStatus};
 use super::KubeState;
+use crate::dispatch::fleet::HealthEvent;
 use crate::dispatch::Dispatcher;
-use crate::fleet::HealthEvent;
 use crate::traffic::Traffic;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;

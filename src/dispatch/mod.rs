@@ -33,11 +33,16 @@
 //! fleet, are they routed afresh. A retry that is due goes through the
 //! retry budget, when one is set, first.
 
+pub mod fleet;
+pub mod health;
+pub mod retry;
+pub mod routing;
+
 use crate::config::BatchConfig;
-use crate::fleet::{Analyzer, Fleet, LaneReceiver};
+use crate::dispatch::fleet::{Analyzer, Fleet, LaneReceiver};
+use crate::dispatch::retry::{Backoff, Packets, RetryAction, RetryBudget, RetryTimer};
 use crate::metrics::Metrics;
 use crate::model::{EncodedPacket, LogPacket};
-use crate::retry::{Backoff, Packets, RetryAction, RetryBudget, RetryTimer};
 use crate::storage::checkpoint::SavedPacket;
 use crate::storage::dead_letter::{EntryKey, Room, Selection};
 use crate::storage::wal::{DurableAppend, Record, Wal, WalError};

@@ -16,11 +16,11 @@
 //! [`Fleet::is_ramping`] says so.
 
 use crate::config::{AnalyzerConfig, Settings};
+use crate::dispatch::health::{Health, HealthPolicy};
+use crate::dispatch::routing::RoutingTable;
 use crate::dispatch::LaneItem;
-use crate::health::{Health, HealthPolicy};
 use crate::metrics::AnalyzerMetrics;
 use crate::metrics::Metrics;
-use crate::routing::RoutingTable;
 use crate::transport::{Http, Simulated, Transport};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -50,7 +50,7 @@ pub struct AnalyzerSpec {
 pub struct HealthEvent {
     pub analyzer: String,
     pub healthy: bool,
-    pub reason: crate::health::HealthReason,
+    pub reason: crate::dispatch::health::HealthReason,
     pub detail: Option<String>,
 }
 
@@ -355,7 +355,7 @@ impl Fleet {
 mod tests {
     use super::*;
     use crate::config::SimulatedConfig;
-    use crate::health::HealthMode;
+    use crate::dispatch::health::HealthMode;
     use crate::metrics::Metrics;
 
     use std::collections::HashMap;

@@ -13,8 +13,8 @@
 //! rebuilds the routing table only then. [`run_prober`] runs the probes.
 
 use crate::config::HealthConfig;
+use crate::dispatch::fleet::Analyzer;
 use crate::dispatch::Dispatcher;
-use crate::fleet::Analyzer;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
