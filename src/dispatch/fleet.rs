@@ -17,8 +17,8 @@
 
 use crate::config::{AnalyzerConfig, Settings};
 use crate::dispatch::health::{Health, HealthPolicy};
+use crate::dispatch::job::LaneItem;
 use crate::dispatch::routing::RoutingTable;
-use crate::dispatch::LaneItem;
 use crate::metrics::AnalyzerMetrics;
 use crate::metrics::Metrics;
 use crate::transport::{Http, Simulated, Transport};

@@ -19,7 +19,7 @@
 //! the most recently used taken first, closed after 90 s unused.
 
 use super::{DeliveryFailure, FailureClass};
-use crate::dispatch::Job;
+use crate::dispatch::job::Job;
 use crate::http1::{self, Answer, Connection};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ mod simulated;
 pub use http::{Http, IDEMPOTENCY_HEADER};
 pub use simulated::Simulated;
 
-use crate::dispatch::Job;
+use crate::dispatch::job::Job;
 use std::time::Duration;
 
 /// Whether trying again can help, and how.

@@ -5,7 +5,7 @@
 
 use super::DeliveryFailure;
 use crate::config::SimulatedConfig;
-use crate::dispatch::Job;
+use crate::dispatch::job::Job;
 use rand::Rng;
 use std::time::Duration;
 

@@ -1,0 +1,286 @@
+//! Admission: packets enter the in-flight registry within the limits
+//! (`queue.max_in_flight` packets and `queue.max_in_flight_bytes`), get
+//! their seqs, and are routed once their Accept records are durable in the
+//! write-ahead log; a restart's recovered packets come back in here too.
+
+use super::job::Job;
+use super::{Dispatcher, InFlight};
+use crate::model::EncodedPacket;
+use crate::storage::dead_letter::Room;
+use crate::storage::wal::{DurableAppend, Record, WalError};
+use crate::storage::Unfinished;
+use std::collections::{hash_map, BTreeMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::OwnedRwLockReadGuard;
+
+/// Why packets were not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    #[error("the distributor is at capacity ({capacity}); retry shortly")]
+    Full { capacity: String },
+    #[error("the distributor is shutting down")]
+    ShuttingDown,
+    #[error("the distributor is recovering its write-ahead log; retry shortly")]
+    Recovering,
+    #[error("storage unavailable: {0}")]
+    StorageUnavailable(String),
+}
+
+impl AdmitError {
+    /// The limit of `max` packets or bytes in flight is reached.
+    fn full(max: usize, unit: &str) -> AdmitError {
+        AdmitError::Full {
+            capacity: format!("{max} {unit} in flight"),
+        }
+    }
+}
+
+/// What an admission takes in: packets, their JSON bytes, their messages.
+#[derive(Debug, Clone, Copy)]
+struct AdmittedSizes {
+    packets: usize,
+    bytes: usize,
+    messages: usize,
+}
+
+/// An admission whose Accept records are on their way to the log. If it
+/// is dropped before they are durable, a task sees it through.
+struct Admission {
+    dispatcher: Arc<Dispatcher>,
+    entered: Vec<Job>,
+    sizes: AdmittedSizes,
+    append: Option<DurableAppend>,
+    /// Held until the admission is concluded (see `Dispatcher::admission`).
+    admitting: Option<OwnedRwLockReadGuard<()>>,
+}
+
+impl Admission {
+    async fn wait(mut self) -> Result<Vec<String>, AdmitError> {
+        let written = self.append.as_mut().expect("an admission is awaited once").await;
+        self.append = None;
+        let entered = std::mem::take(&mut self.entered);
+        self.dispatcher.conclude_admission(entered, self.sizes, written)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let Some(append) = self.append.take() else {
+            return;
+        };
+        // Without a runtime the process is stopping: the log replays
+        // these packets at the next start.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let rest = Admission {
+            dispatcher: Arc::clone(&self.dispatcher),
+            entered: std::mem::take(&mut self.entered),
+            sizes: self.sizes,
+            append: Some(append),
+            admitting: self.admitting.take(),
+        };
+        runtime.spawn(rest.wait());
+    }
+}
+
+impl Dispatcher {
+    /// Takes packets in (with retry count 0), all or none, durably: when
+    /// this answers their ids (in order), every packet is in the
+    /// write-ahead log.
+    ///
+    /// Dropping the future (the client went away) once the records are
+    /// handed to the log does not stop the admission: they may reach the
+    /// disk, so a task waits for them and routes the packets (or takes them
+    /// back out if the write failed), as if the answer had been awaited.
+    pub async fn admit(self: &Arc<Self>, packets: Vec<EncodedPacket>) -> Result<Vec<String>, AdmitError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(AdmitError::ShuttingDown);
+        }
+        if !self.resumed.load(Ordering::Acquire) {
+            return Err(AdmitError::Recovering);
+        }
+        let sizes = AdmittedSizes {
+            packets: packets.len(),
+            bytes: packets.iter().map(EncodedPacket::json_bytes).sum(),
+            messages: packets.iter().map(EncodedPacket::message_count).sum(),
+        };
+        let admitting = Arc::clone(&self.admission).read_owned().await;
+        self.reserve(sizes.packets, sizes.bytes)?;
+        let entered = self.enter(packets.into_iter().map(|p| (None, Arc::new(p), 0)));
+        let records: Vec<Record> = entered
+            .iter()
+            .map(|job| Record::Accept {
+                seq: job.seq,
+                packet: job.packet.clone(),
+                retries: job.retries,
+            })
+            .collect();
+        let append = match self.wal.send_durable(&records) {
+            Ok(append) => append,
+            Err(e) => return self.conclude_admission(entered, sizes, Err(e)),
+        };
+        Admission {
+            dispatcher: Arc::clone(self),
+            entered,
+            sizes,
+            append: Some(append),
+            admitting: Some(admitting),
+        }
+        .wait()
+        .await
+    }
+
+    /// Routes an admission's packets once their Accept records are durable,
+    /// or takes them back out when the write failed; answers their ids.
+    fn conclude_admission(
+        &self,
+        entered: Vec<Job>,
+        sizes: AdmittedSizes,
+        written: Result<(), WalError>,
+    ) -> Result<Vec<String>, AdmitError> {
+        if let Err(e) = written {
+            // Nothing half-accepted: out of the registry, the room given back.
+            {
+                let mut registry = self.lock_registry();
+                for job in &entered {
+                    registry.remove(&job.seq);
+                }
+            }
+            self.in_flight.fetch_sub(sizes.packets, Ordering::AcqRel);
+            self.in_flight_bytes.fetch_sub(sizes.bytes, Ordering::AcqRel);
+            *self.storage_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            self.storage_failing.store(true, Ordering::Release);
+            return Err(AdmitError::StorageUnavailable(e.to_string()));
+        }
+        if self.storage_failing.swap(false, Ordering::AcqRel) {
+            self.storage_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            tracing::info!("write-ahead log writes work again");
+        }
+        self.metrics.packets_received.inc_by(sizes.packets as u64);
+        self.metrics.messages_received.inc_by(sizes.messages as u64);
+        let ids = entered.iter().map(|job| job.packet.id().to_string()).collect();
+        for job in entered {
+            self.route(job);
+        }
+        Ok(ids)
+    }
+
+    /// Whether `packets` packets of about `bytes` bytes would fit now: a
+    /// cheap check before a request is validated, so that a request that
+    /// cannot fit is refused before its packets are parsed. (`admit` makes
+    /// the exact reservation; this one only looks.)
+    pub fn check_room(&self, packets: usize, bytes: usize) -> Result<(), AdmitError> {
+        let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
+        if self.in_flight.load(Ordering::Acquire) + packets > max_packets {
+            return Err(AdmitError::full(max_packets, "packets"));
+        }
+        let bytes_now = self.in_flight_bytes.load(Ordering::Acquire);
+        if bytes_now != 0 && bytes_now + bytes > max_bytes {
+            return Err(AdmitError::full(max_bytes, "bytes"));
+        }
+        Ok(())
+    }
+
+    /// Counts `count` packets of `bytes` in, if both limits allow.
+    fn reserve(&self, count: usize, bytes: usize) -> Result<(), AdmitError> {
+        let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now + count <= max_packets).then_some(now + count)
+            })
+            .map_err(|_| AdmitError::full(max_packets, "packets"))?;
+        let room = self
+            .in_flight_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                // One request may always go through when nothing is in flight,
+                // however large: the body limit already bounds it.
+                (now == 0 || now + bytes <= max_bytes).then_some(now + bytes)
+            });
+        if room.is_err() {
+            self.in_flight.fetch_sub(count, Ordering::AcqRel);
+            return Err(AdmitError::full(max_bytes, "bytes"));
+        }
+        Ok(())
+    }
+
+    /// How much more may be admitted now.
+    pub(super) fn room(&self) -> Room {
+        let bytes_now = self.in_flight_bytes.load(Ordering::Acquire);
+        Room {
+            packets: self
+                .settings
+                .max_in_flight
+                .saturating_sub(self.in_flight.load(Ordering::Acquire)),
+            // As in `reserve`: with nothing in flight, any size goes.
+            bytes: if bytes_now == 0 {
+                usize::MAX
+            } else {
+                self.settings.max_in_flight_bytes.saturating_sub(bytes_now)
+            },
+        }
+    }
+
+    /// Takes back the packets a restart recovered (checkpoint plus log),
+    /// whatever the limits, with their seqs and retry counts; new packets
+    /// get seqs from `next_seq` on.
+    pub fn resume(&self, recovered: BTreeMap<u64, Unfinished>, next_seq: u64) {
+        assert!(
+            !self.resumed.swap(true, Ordering::AcqRel),
+            "the dispatcher resumes once"
+        );
+        let past_recovered = recovered.keys().next_back().map_or(0, |seq| seq + 1);
+        self.next_seq
+            .fetch_max(next_seq.max(past_recovered), Ordering::AcqRel);
+        let bytes: usize = recovered.values().map(|u| u.packet.json_bytes()).sum();
+        self.in_flight.fetch_add(recovered.len(), Ordering::AcqRel);
+        self.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let entered = self.enter(
+            recovered
+                .into_iter()
+                .map(|(seq, u)| (Some(seq), u.packet, u.retries)),
+        );
+        for job in entered {
+            self.route(job);
+        }
+    }
+
+    /// Puts packets in the registry (new seqs where none is given) and
+    /// answers their jobs, not yet routed.
+    ///
+    /// A seq names one packet for ever: entering one that is in flight
+    /// would overwrite that packet and lose it, so it stops the process's
+    /// task here, loudly, rather than go on.
+    fn enter(&self, packets: impl Iterator<Item = (Option<u64>, Arc<EncodedPacket>, u32)>) -> Vec<Job> {
+        let mut registry = self.lock_registry();
+        packets
+            .map(|(seq, packet, retries)| {
+                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::Relaxed));
+                match registry.entry(seq) {
+                    hash_map::Entry::Vacant(place) => {
+                        place.insert(InFlight {
+                            bytes: packet.json_bytes(),
+                            packet: packet.clone(),
+                            retries,
+                        });
+                    }
+                    hash_map::Entry::Occupied(live) => panic!(
+                        "seq {seq} entered twice: packet {:?} would overwrite {:?}, which is in flight",
+                        packet.id(),
+                        live.get().packet.id()
+                    ),
+                }
+                Job {
+                    seq,
+                    packet,
+                    retries,
+                    holds_budget: false,
+                }
+            })
+            .collect()
+    }
+}

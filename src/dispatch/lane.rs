@@ -1,0 +1,332 @@
+//! A lane's way: each analyzer's lane is drained by one task that runs up
+//! to its `concurrency` deliveries at once, batches what queued behind a
+//! packet, delivers through the analyzer's transport, splits refused
+//! batches, schedules retries back to the same lane, and buries what is
+//! out of retries in the dead letter. Every packet ends in `finish`.
+
+use super::fleet::{Analyzer, LaneReceiver};
+use super::job::{Job, LaneItem};
+use super::retry::{Packets, RetryAction};
+use super::Dispatcher;
+use crate::model::LogPacket;
+use crate::storage::wal::Record;
+use crate::transport::FailureClass;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long a failed dead-letter write waits before it is tried again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+
+/// Packets waiting in the retry timer to go again to the analyzer whose
+/// delivery of them failed.
+pub(super) struct PendingRetry {
+    analyzer: String,
+    jobs: Vec<Job>,
+}
+
+impl Packets for PendingRetry {
+    fn packets(&self) -> usize {
+        self.jobs.len()
+    }
+}
+
+impl Dispatcher {
+    /// A retry whose wait is over: sent back if the budget allows it,
+    /// otherwise it waits one more backoff step (its retry counts unchanged).
+    pub(super) fn retry_due(&self, mut retry: PendingRetry) {
+        if let Some(budget) = &self.settings.budget {
+            let pipeline = self.pipeline();
+            if !budget.try_acquire(retry.jobs.len(), pipeline.queued + pipeline.delivering) {
+                self.metrics.retries_deferred.inc_by(retry.jobs.len() as u64);
+                let most = retry.jobs.iter().map(|job| job.retries).max().unwrap_or(0);
+                let wait = self.settings.backoff.delay(most.max(1));
+                self.retry_timer.schedule(retry, wait);
+                return;
+            }
+            for job in &mut retry.jobs {
+                job.holds_budget = true;
+            }
+        }
+        self.send_back(retry);
+    }
+
+    /// Hands a retry to the lane of the analyzer that failed to take its
+    /// packets, while that analyzer is in rotation; otherwise its packets
+    /// are routed afresh.
+    fn send_back(&self, retry: PendingRetry) {
+        let jobs = match self.fleet.get(&retry.analyzer) {
+            Some(analyzer) if analyzer.in_rotation() => match analyzer.enqueue(LaneItem::Retry(retry.jobs)) {
+                Ok(()) => return,
+                Err(returned) => returned.into_jobs(),
+            },
+            _ => retry.jobs,
+        };
+        for job in jobs {
+            self.route(job);
+        }
+    }
+
+    /// Routes what a lane took out for an analyzer no longer in rotation.
+    fn reroute(&self, item: LaneItem) {
+        for job in item.into_jobs() {
+            self.route(job);
+        }
+    }
+
+    pub(super) async fn drain_lane(self: Arc<Self>, analyzer: Arc<Analyzer>, mut lane: LaneReceiver) {
+        // A retry that ended the previous batch, already taken out of the lane.
+        let mut held: Option<LaneItem> = None;
+        loop {
+            let item = match held.take() {
+                Some(item) => item,
+                None => match lane.recv().await {
+                    Some(item) => {
+                        analyzer.queued.fetch_sub(item.packets(), Ordering::Relaxed);
+                        item
+                    }
+                    None => break,
+                },
+            };
+            if !analyzer.in_rotation() {
+                self.reroute(item);
+                continue;
+            }
+            // The slot first, the batch second: while every slot is busy the
+            // lane fills up, and the next free slot takes what queued there
+            // in one delivery (batches grow with the backlog, not with time).
+            let Ok(slot) = analyzer.slots.clone().acquire_owned().await else {
+                break;
+            };
+            // It may have left the rotation while the packets waited for a slot.
+            if !analyzer.in_rotation() {
+                self.reroute(item);
+                continue;
+            }
+            let batch = match item {
+                LaneItem::Packet(first) => {
+                    let (batch, next) = self.fill_batch(&analyzer, &mut lane, first).await;
+                    held = next;
+                    batch
+                }
+                LaneItem::Retry(jobs) => jobs,
+            };
+            let dispatcher = self.clone();
+            let analyzer = analyzer.clone();
+            tokio::spawn(async move {
+                dispatcher.deliver(&analyzer, batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    /// Adds to `first` what else the lane holds for the same analyzer, up
+    /// to the batch limits, waiting at most `batch.linger` for more. A retry
+    /// met on the way ends the batch (it goes as it is) and is answered too.
+    async fn fill_batch(
+        &self,
+        analyzer: &Analyzer,
+        lane: &mut LaneReceiver,
+        first: Job,
+    ) -> (Vec<Job>, Option<LaneItem>) {
+        let limits = &self.settings.batch;
+        let mut bytes = first.packet.json_bytes();
+        let mut batch = vec![first];
+        if limits.max_packets <= 1 {
+            return (batch, None);
+        }
+        let deadline = tokio::time::Instant::now() + limits.linger;
+        if lane.is_empty() {
+            // Admissions finish in groups (one per log commit): let the rest
+            // of the group route their packets before this batch closes.
+            tokio::task::yield_now().await;
+        }
+        while batch.len() < limits.max_packets && bytes < limits.max_bytes {
+            let next = match lane.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Empty) if !limits.linger.is_zero() => {
+                    tokio::time::timeout_at(deadline, lane.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                Err(_) => None,
+            };
+            let Some(item) = next else { break };
+            analyzer.queued.fetch_sub(item.packets(), Ordering::Relaxed);
+            let job = match item {
+                LaneItem::Packet(job) => job,
+                retry @ LaneItem::Retry(_) => return (batch, Some(retry)),
+            };
+            if !analyzer.in_rotation() {
+                self.route(job);
+                continue;
+            }
+            bytes += job.packet.json_bytes();
+            batch.push(job);
+        }
+        (batch, None)
+    }
+
+    /// Delivers `batch` to `analyzer`. A part refused as too large or for a
+    /// bad packet is split in halves, each delivered in turn, down to single
+    /// packets; what fails in the end is retried or dead-lettered per packet.
+    async fn deliver(&self, analyzer: &Analyzer, batch: Vec<Job>) {
+        analyzer.delivering.fetch_add(batch.len(), Ordering::Relaxed);
+        let mut parts = vec![batch];
+        let mut failed = Vec::new();
+        let mut delivered_any = false;
+        while let Some(mut part) = parts.pop() {
+            let started = Instant::now();
+            let result = analyzer.transport.deliver(&part).await;
+            analyzer
+                .metrics
+                .delivery_duration
+                .observe(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    delivered_any = true;
+                    self.attempt_over(analyzer, &mut part);
+                    analyzer.metrics.delivered.inc_by(part.len() as u64);
+                    let seqs: Vec<u64> = part.iter().map(|job| job.seq).collect();
+                    self.finish(&seqs);
+                }
+                Err(failure) if failure.class.splits_a_batch() && part.len() > 1 => {
+                    let second = part.split_off(part.len() / 2);
+                    parts.push(second);
+                    parts.push(part);
+                }
+                Err(failure) => failed.push((part, failure)),
+            }
+        }
+        // A refused packet says nothing about the analyzer's health; a
+        // delivery that took nothing, or that met a retryable failure, does.
+        let well = delivered_any && failed.iter().all(|(_, f)| f.class != FailureClass::Retryable);
+        if analyzer.health.record_delivery(well) {
+            if let Some((_, failure)) = failed.last() {
+                tracing::warn!(analyzer = %analyzer.id, error = ?failure.message, "analyzer ejected after consecutive delivery failures");
+            }
+            self.rotation_changed();
+        }
+        let mut dead = Vec::new();
+        for (mut part, failure) in failed {
+            self.attempt_over(analyzer, &mut part);
+            analyzer.metrics.errors.inc_by(part.len() as u64);
+            let mut retrying = Vec::new();
+            let mut wait = Duration::ZERO;
+            let mut most_retries = 0;
+            for job in part {
+                match self.settings.backoff.decide(job.retries, &failure) {
+                    RetryAction::Retry { after, retry } => {
+                        // The packets go again together, after the wait of
+                        // the most retried one.
+                        if retry > most_retries {
+                            (most_retries, wait) = (retry, after);
+                        }
+                        retrying.push((job, retry));
+                    }
+                    RetryAction::DeadLetter { final_error } => dead.push((job, final_error)),
+                }
+            }
+            if !retrying.is_empty() {
+                self.retry_later(analyzer, retrying, wait);
+            }
+        }
+        if !dead.is_empty() {
+            self.bury(dead).await;
+        }
+    }
+
+    /// Ends the attempt of `jobs`: no longer being delivered, their places
+    /// in the retry budget given back.
+    fn attempt_over(&self, analyzer: &Analyzer, jobs: &mut [Job]) {
+        analyzer.delivering.fetch_sub(jobs.len(), Ordering::Relaxed);
+        if let Some(budget) = &self.settings.budget {
+            for job in jobs.iter_mut().filter(|job| job.holds_budget) {
+                job.holds_budget = false;
+                budget.release();
+            }
+        }
+    }
+
+    /// Schedules packets (each with its new retry count) to go again
+    /// together to `analyzer` after `after`.
+    fn retry_later(&self, analyzer: &Analyzer, retrying: Vec<(Job, u32)>, after: Duration) {
+        {
+            let mut registry = self.lock_registry();
+            for (job, retry) in &retrying {
+                if let Some(entry) = registry.get_mut(&job.seq) {
+                    entry.retries = *retry;
+                }
+            }
+        }
+        let records: Vec<Record> = retrying
+            .iter()
+            .map(|(job, retry)| Record::Retry {
+                seq: job.seq,
+                retries: *retry,
+            })
+            .collect();
+        self.wal.append(&records);
+        self.metrics.packets_retried.inc_by(retrying.len() as u64);
+        let jobs = retrying
+            .into_iter()
+            .map(|(mut job, retry)| {
+                job.retries = retry;
+                job
+            })
+            .collect();
+        self.retry_timer.schedule(
+            PendingRetry {
+                analyzer: analyzer.id.clone(),
+                jobs,
+            },
+            after,
+        );
+    }
+
+    /// Writes packets to the dead letter, trying until the write succeeds:
+    /// they stay in flight (and in checkpoints) until it does.
+    async fn bury(&self, dead: Vec<(Job, String)>) {
+        let failed: Vec<(LogPacket, String)> = dead
+            .iter()
+            .map(|(job, final_error)| (job.packet.decode(job.retries), final_error.clone()))
+            .collect();
+        loop {
+            let file = self.dead_letter.clone();
+            let batch = failed.clone();
+            match tokio::task::spawn_blocking(move || file.append(batch)).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, packets = failed.len(), "cannot write the dead letter; trying again")
+                }
+                Err(e) => tracing::error!(error = %e, "dead-letter writer failed; trying again"),
+            }
+            tokio::time::sleep(DEAD_LETTER_RETRY).await;
+        }
+        self.metrics.packets_dead_lettered.inc_by(dead.len() as u64);
+        let seqs: Vec<u64> = dead.iter().map(|(job, _)| job.seq).collect();
+        self.finish(&seqs);
+    }
+
+    /// Ends packets for good (delivered or dead-lettered): out of the
+    /// registry first, then the End records (see `storage::wal`).
+    fn finish(&self, seqs: &[u64]) {
+        let mut bytes = 0;
+        {
+            let mut registry = self.lock_registry();
+            for seq in seqs {
+                if let Some(entry) = registry.remove(seq) {
+                    bytes += entry.bytes;
+                }
+            }
+        }
+        let ends: Vec<Record> = seqs.iter().map(|&seq| Record::End { seq }).collect();
+        self.wal.append(&ends);
+        self.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if self.in_flight.fetch_sub(seqs.len(), Ordering::AcqRel) == seqs.len() {
+            self.drained.notify_waiters();
+        }
+    }
+}
