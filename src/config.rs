@@ -7,6 +7,7 @@
 
 use crate::model::Limits;
 use crate::storage::wal::{FsyncMode, MAX_PACKET_JSON_BYTES};
+use crate::transport::endpoint::Endpoint;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -754,8 +755,7 @@ impl Settings {
                     }
                 }
                 (None, Some(endpoint)) => {
-                    if let Err(why) = crate::transport::Http::new(endpoint, &a.health_path, self.http.timeout)
-                    {
+                    if let Err(why) = Endpoint::parse(endpoint, &a.health_path) {
                         return bad(key("endpoint"), why);
                     }
                 }

@@ -16,7 +16,7 @@ use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::config::{Source, WalRecover};
 use crate::dispatch::fleet::Analyzer;
-use crate::dispatch::health;
+use crate::dispatch::prober;
 use crate::dispatch::retry::{Backoff, RetryBudget};
 use crate::dispatch::{self, Dispatcher};
 use crate::k8s::{self, KubeState};
@@ -196,7 +196,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let mut background = vec![
         tokio::spawn(dispatcher.clone().ramp_slow_starters(ramp_step)),
         tokio::spawn(traffic.run_sampler(dispatcher.clone())),
-        tokio::spawn(health::run_prober(dispatcher.clone())),
+        tokio::spawn(prober::run_prober(dispatcher.clone())),
     ];
     background.append(&mut kube_tasks);
     let checkpointer_stop = CancellationToken::new();

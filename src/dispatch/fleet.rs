@@ -15,7 +15,7 @@
 //! the window; the owner calls `rebuild` periodically while
 //! [`Fleet::is_ramping`] says so.
 
-use crate::config::{AnalyzerConfig, Settings};
+use crate::config::{AnalyzerConfig, Settings, SimulatedConfig};
 use crate::dispatch::health::{Health, HealthPolicy};
 use crate::dispatch::job::LaneItem;
 use crate::dispatch::routing::RoutingTable;
@@ -154,7 +154,7 @@ impl Analyzer {
         metrics: &Metrics,
     ) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
         let transport = match (&config.simulated, &config.endpoint) {
-            (Some(simulated), _) => Transport::Simulated(Simulated::new(simulated)),
+            (Some(simulated), _) => Transport::Simulated(simulated_transport(simulated)),
             (None, Some(endpoint)) => Transport::Http(Box::new(
                 Http::new(endpoint, &config.health_path, settings.http.timeout)
                     .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
@@ -351,6 +351,15 @@ impl Fleet {
     }
 }
 
+/// The in-process analyzer `simulated` settings describe.
+fn simulated_transport(simulated: &SimulatedConfig) -> Simulated {
+    Simulated::new(
+        Duration::from_millis(simulated.processing_time_ms),
+        simulated.failure_rate,
+        simulated.health_failure_rate,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,7 +383,7 @@ mod tests {
         let analyzers = weights
             .iter()
             .map(|(id, w)| {
-                let transport = Transport::Simulated(Simulated::new(&SimulatedConfig::default()));
+                let transport = Transport::Simulated(simulated_transport(&SimulatedConfig::default()));
                 let spec = AnalyzerSpec {
                     id: id.to_string(),
                     name: id.to_string(),

@@ -10,16 +10,14 @@
 //!
 //! [`Health`] records these and answers `is_healthy()` without a lock;
 //! every `record_*` call says whether the verdict changed, so the caller
-//! rebuilds the routing table only then. [`run_prober`] runs the probes.
+//! rebuilds the routing table only then. The prober
+//! ([`crate::dispatch::prober`]) feeds it the probes.
 
 use crate::config::HealthConfig;
-use crate::dispatch::fleet::Analyzer;
-use crate::dispatch::Dispatcher;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 /// Who decides an analyzer's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -220,59 +218,6 @@ impl Health {
         // A panic while holding this lock cannot leave State half-written in
         // a way that matters more than losing health tracking: keep going.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// Probes every analyzer now and then every `interval`, until the task is
-/// dropped.
-pub async fn run_prober(dispatcher: Arc<Dispatcher>) {
-    /// Analyzers added meanwhile are seen at least this often.
-    const LOOK_AGAIN: Duration = Duration::from_secs(1);
-    loop {
-        let now = std::time::Instant::now();
-        let analyzers = dispatcher.fleet().all();
-        let due: Vec<_> = analyzers
-            .iter()
-            .filter(|a| a.next_probe() <= now)
-            .cloned()
-            .collect();
-        for analyzer in &due {
-            analyzer.probed(now);
-        }
-        probe(&dispatcher, &due).await;
-        let next = analyzers
-            .iter()
-            .map(|a| a.next_probe())
-            .min()
-            .unwrap_or(now + LOOK_AGAIN)
-            .min(std::time::Instant::now() + LOOK_AGAIN);
-        tokio::time::sleep_until(next.into()).await;
-    }
-}
-
-/// Probes `analyzers` at once, each bounded by its timeout; rebuilds the
-/// rotation when any verdict changed.
-pub async fn probe(dispatcher: &Dispatcher, analyzers: &[Arc<Analyzer>]) {
-    let probes = analyzers.iter().map(|analyzer| async move {
-        let timeout = analyzer.probe_timeout;
-        let result = match tokio::time::timeout(timeout, analyzer.transport.probe()).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
-        };
-        let changed = analyzer.health.record_probe(result);
-        if changed {
-            let now = analyzer.health.snapshot();
-            if now.healthy {
-                tracing::info!(analyzer = %analyzer.id, reason = ?now.reason, "analyzer back in rotation");
-            } else {
-                tracing::warn!(analyzer = %analyzer.id, reason = ?now.reason, detail = ?now.detail, "analyzer out of rotation");
-            }
-        }
-        changed
-    });
-    let changes = futures_util::future::join_all(probes).await;
-    if changes.into_iter().any(|changed| changed) {
-        dispatcher.rotation_changed();
     }
 }
 

@@ -38,6 +38,7 @@ pub mod fleet;
 pub mod health;
 pub mod job;
 mod lane;
+pub mod prober;
 mod replay;
 pub mod retry;
 pub mod routing;

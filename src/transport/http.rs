@@ -18,6 +18,7 @@
 //! Each analyzer keeps its own pool of kept-alive connections ([`crate::http1`]),
 //! the most recently used taken first, closed after 90 s unused.
 
+use super::endpoint::Endpoint;
 use super::{DeliveryFailure, FailureClass};
 use crate::dispatch::job::Job;
 use crate::http1::{self, Answer, Connection};
@@ -60,18 +61,12 @@ struct IdleConnection {
 impl Http {
     /// `endpoint` takes deliveries; `health_path` is resolved against it.
     pub fn new(endpoint: &str, health_path: &str, timeout: Duration) -> Result<Http, String> {
-        let endpoint = Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
-        if endpoint.scheme() != "http" {
-            return Err(format!("{endpoint} must be an http:// URL"));
-        }
-        let health_url = endpoint
-            .join(health_path)
-            .map_err(|e| format!("health path {health_path:?} does not resolve against {endpoint}: {e}"))?;
-        let host = endpoint
-            .host()
-            .ok_or_else(|| format!("{endpoint} names no host"))?
-            .to_owned();
-        let port = endpoint.port_or_known_default().unwrap_or(80);
+        let Endpoint {
+            url: endpoint,
+            health_url,
+            host,
+            port,
+        } = Endpoint::parse(endpoint, health_path)?;
         let head = |method: &str, url: &Url| {
             http1::request_head(
                 method,

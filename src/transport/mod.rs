@@ -5,6 +5,7 @@
 //! delivers a batch of packets bound for one analyzer and answers a health
 //! probe; each says whether a failure is worth retrying ([`FailureClass`]).
 
+pub mod endpoint;
 mod http;
 mod simulated;
 

@@ -4,7 +4,6 @@
 //! health probe with `health_failure_rate`.
 
 use super::DeliveryFailure;
-use crate::config::SimulatedConfig;
 use crate::dispatch::job::Job;
 use rand::Rng;
 use std::time::Duration;
@@ -20,11 +19,13 @@ pub struct Simulated {
 }
 
 impl Simulated {
-    pub fn new(config: &SimulatedConfig) -> Simulated {
+    /// Takes `processing_time` per packet; fails a delivery with
+    /// `failure_rate` and a probe with `health_failure_rate` (0 to 1).
+    pub fn new(processing_time: Duration, failure_rate: f64, health_failure_rate: f64) -> Simulated {
         Simulated {
-            processing_time: Duration::from_millis(config.processing_time_ms),
-            failure_rate: config.failure_rate,
-            health_failure_rate: config.health_failure_rate,
+            processing_time,
+            failure_rate,
+            health_failure_rate,
         }
     }
 
@@ -56,11 +57,7 @@ mod tests {
     use super::*;
 
     fn simulated(failure_rate: f64, health_failure_rate: f64) -> Simulated {
-        Simulated::new(&SimulatedConfig {
-            processing_time_ms: 0,
-            failure_rate,
-            health_failure_rate,
-        })
+        Simulated::new(Duration::ZERO, failure_rate, health_failure_rate)
     }
 
     #[tokio::test]
@@ -74,11 +71,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn processing_sleeps_without_holding_a_thread() {
-        let s = Simulated::new(&SimulatedConfig {
-            processing_time_ms: 100,
-            failure_rate: 0.0,
-            health_failure_rate: 0.0,
-        });
+        let s = Simulated::new(Duration::from_millis(100), 0.0, 0.0);
         let start = tokio::time::Instant::now();
         // 1000 deliveries at once on a paused clock finish together after 100 ms.
         let all = (0..1000).map(|_| s.deliver(&[]));
