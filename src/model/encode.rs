@@ -1,0 +1,176 @@
+//! The encoder: a validated packet written once as JSON, byte for byte
+//! what serde_json writes for the same [`LogPacket`], and kept in flight
+//! as that text ([`EncodedPacket`]).
+
+use super::rfc3339;
+use super::wire::{Level, LogMessage, LogPacket};
+use chrono::{DateTime, Utc};
+use std::io::Write as _;
+
+impl LogMessage {
+    fn fields(&self) -> MessageFields<'_> {
+        MessageFields {
+            level: self.level,
+            message: &self.message,
+            source: &self.source,
+            timestamp: self.timestamp,
+            metadata: self.metadata.as_ref(),
+        }
+    }
+}
+
+/// A valid message's fields, wherever their text lives (a [`LogMessage`],
+/// or the request body itself while it is validated).
+pub(super) struct MessageFields<'a> {
+    pub(super) level: Level,
+    pub(super) message: &'a str,
+    pub(super) source: &'a str,
+    pub(super) timestamp: DateTime<Utc>,
+    pub(super) metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+impl MessageFields<'_> {
+    /// Appends the message as JSON, byte for byte what serde_json writes
+    /// for the same [`LogMessage`].
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"level\":\"");
+        out.extend_from_slice(self.level.name().as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        write_str(self.message, out);
+        out.extend_from_slice(b",\"source\":");
+        write_str(self.source, out);
+        out.extend_from_slice(b",\"timestamp\":");
+        let mut text = [0u8; 30];
+        match rfc3339::write(&self.timestamp, &mut text) {
+            Some(len) => {
+                out.push(b'"');
+                out.extend_from_slice(&text[..len]);
+                out.push(b'"');
+            }
+            None => serde_json::to_writer(&mut *out, &self.timestamp).expect("a timestamp always serialises"),
+        }
+        if let Some(metadata) = self.metadata {
+            out.extend_from_slice(b",\"metadata\":");
+            serde_json::to_writer(&mut *out, metadata).expect("metadata always serialises");
+        }
+        out.push(b'}');
+    }
+}
+
+/// Appends `text` as a JSON string: copied when nothing in it needs
+/// escaping (the usual case), otherwise escaped by serde_json.
+fn write_str(text: &str, out: &mut Vec<u8>) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, text).expect("a string always serialises");
+    }
+}
+
+/// A validated packet, encoded once as JSON when it is accepted: the text
+/// the write-ahead log stores, analyzers receive and checkpoints save. In
+/// flight this is all the distributor keeps of a packet (its id, its
+/// message count and one buffer); the full [`LogPacket`] is decoded again
+/// only on the rare paths (dead letter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPacket {
+    id: String,
+    messages: usize,
+    /// `"id":…,"messages":[…]`: the packet's fields but its retry count,
+    /// which changes in flight and is written after them.
+    fields: Box<[u8]>,
+}
+
+/// Room for `,"retry_count":4294967295` and the braces.
+const RETRY_COUNT_BYTES: usize = 27;
+
+impl EncodedPacket {
+    /// Encodes the packet's fields exactly as serde_json writes them, by
+    /// hand: plain strings are copied rather than escaped byte by byte.
+    pub fn new(packet: &LogPacket) -> EncodedPacket {
+        let text: usize = packet
+            .messages
+            .iter()
+            .map(|m| m.message.len() + m.source.len() + 96)
+            .sum();
+        let mut encoder = PacketEncoder::new(packet.id.clone(), text);
+        for message in &packet.messages {
+            encoder.push(&message.fields());
+        }
+        encoder.finish()
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn message_count(&self) -> usize {
+        self.messages
+    }
+
+    /// The most bytes [`EncodedPacket::write_json`] writes: its share of
+    /// batch and memory limits.
+    pub fn json_bytes(&self) -> usize {
+        self.fields.len() + RETRY_COUNT_BYTES
+    }
+
+    /// Appends the packet's fields and `"retry_count"`, without braces, so
+    /// that a caller can add fields of its own.
+    pub fn write_fields(&self, retry_count: u32, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.fields);
+        out.extend_from_slice(b",\"retry_count\":");
+        write!(out, "{retry_count}").expect("writing to a Vec cannot fail");
+    }
+
+    /// Appends the packet as a JSON object, exactly as `LogPacket` with
+    /// that `retry_count` serialises.
+    pub fn write_json(&self, retry_count: u32, out: &mut Vec<u8>) {
+        out.push(b'{');
+        self.write_fields(retry_count, out);
+        out.push(b'}');
+    }
+
+    /// The packet again, with `retry_count`.
+    pub fn decode(&self, retry_count: u32) -> LogPacket {
+        let mut json = Vec::with_capacity(self.json_bytes());
+        self.write_json(retry_count, &mut json);
+        serde_json::from_slice(&json).expect("an encoded packet always decodes")
+    }
+}
+
+/// Writes an [`EncodedPacket`] message by message.
+pub(super) struct PacketEncoder {
+    id: String,
+    messages: usize,
+    out: Vec<u8>,
+}
+
+impl PacketEncoder {
+    /// `text_bytes`: about how long the messages will be, to size the buffer.
+    pub(super) fn new(id: String, text_bytes: usize) -> PacketEncoder {
+        let mut out = Vec::with_capacity(id.len() + text_bytes + 32);
+        out.extend_from_slice(b"\"id\":");
+        write_str(&id, &mut out);
+        out.extend_from_slice(b",\"messages\":[");
+        PacketEncoder { id, messages: 0, out }
+    }
+
+    pub(super) fn push(&mut self, message: &MessageFields<'_>) {
+        if self.messages > 0 {
+            self.out.push(b',');
+        }
+        message.write_json(&mut self.out);
+        self.messages += 1;
+    }
+
+    pub(super) fn finish(mut self) -> EncodedPacket {
+        self.out.push(b']');
+        EncodedPacket {
+            id: self.id,
+            messages: self.messages,
+            fields: self.out.into_boxed_slice(),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Validation: one raw packet parsed, checked against the [`Limits`] and
+//! encoded, or refused with a [`PacketError`] naming the field at fault.
+
+use super::encode::{EncodedPacket, MessageFields, PacketEncoder};
+use super::wire::Level;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A message exactly as a client may send it: level is free text until
+/// validated, timestamp optional. Strings without escapes are borrowed
+/// from the request, not copied.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncomingMessage<'a> {
+    #[serde(borrow)]
+    level: Cow<'a, str>,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(default)]
+    timestamp: Option<DateTime<Utc>>,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A packet exactly as a client may send it. `retry_count` is accepted so
+/// that one distributor can be another's analyzer, but is reset to zero.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncomingPacket<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    /// Parsed one by one, so that an error names the message.
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
+    #[serde(default, rename = "retry_count")]
+    _retry_count: Option<u32>,
+}
+
+/// A well-formed packet, parsed in one pass (see [`Limits::validate`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WholePacket<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    messages: Vec<IncomingMessage<'a>>,
+    #[serde(default, rename = "retry_count")]
+    _retry_count: Option<u32>,
+}
+
+/// Why one packet of a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketError {
+    /// Position of the packet in the request (0-based).
+    pub index: usize,
+    /// The packet's id, when the client gave one that could be read.
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for PacketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "packet {}: {}", self.index, self.reason)
+    }
+}
+
+/// Validation limits; the defaults are the documented ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, after decompression.
+    pub max_body_bytes: usize,
+    pub max_packets_per_request: usize,
+    pub max_messages_per_packet: usize,
+    /// Largest `message` text, in bytes.
+    pub max_message_bytes: usize,
+    /// Largest packet, as its JSON text in the request.
+    pub max_packet_bytes: usize,
+    /// Longest client-chosen packet id, in bytes.
+    pub max_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_packets_per_request: 1000,
+            max_messages_per_packet: 1000,
+            max_message_bytes: 10_000,
+            max_packet_bytes: 1024 * 1024,
+            max_id_bytes: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// Parses and validates one raw packet and encodes it (retry count 0);
+    /// `now` fills missing timestamps and a fresh UUIDv4 fills a missing id.
+    pub fn validate(
+        &self,
+        index: usize,
+        raw: &RawValue,
+        now: DateTime<Utc>,
+    ) -> Result<EncodedPacket, PacketError> {
+        let fail = |id: Option<String>, reason: String| PacketError { index, id, reason };
+        let text = raw.get();
+        if text.len() > self.max_packet_bytes {
+            return Err(fail(
+                None,
+                format!(
+                    "packet is {} bytes: at most {} are allowed",
+                    text.len(),
+                    self.max_packet_bytes
+                ),
+            ));
+        }
+        if !text.starts_with('{') {
+            return Err(fail(None, "a packet must be a JSON object".into()));
+        }
+        if let Ok(whole) = serde_json::from_str::<WholePacket>(text) {
+            // Well-formed (the usual case): parsed in one pass, and encoded
+            // straight from the request's text.
+            let id = whole.id.as_deref();
+            let refuse = |reason: String| fail(id.map(str::to_owned), reason);
+            self.check_head(id, whole.messages.len()).map_err(refuse)?;
+            let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
+            for (i, message) in whole.messages.iter().enumerate() {
+                let fields = self
+                    .validate_message(message, now)
+                    .map_err(|r| refuse(format!("messages[{i}].{r}")))?;
+                encoder.push(&fields);
+            }
+            return Ok(encoder.finish());
+        }
+        // Malformed somewhere: message by message, to name the field at fault.
+        let incoming: IncomingPacket = parse(text).map_err(|e| fail(peek_id(text), at(None, e)))?;
+        let id = incoming.id.as_deref();
+        let refuse = |reason: String| fail(id.map(str::to_owned), reason);
+        self.check_head(id, incoming.messages.len()).map_err(refuse)?;
+        let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
+        for (i, raw) in incoming.messages.iter().enumerate() {
+            if !raw.get().starts_with('{') {
+                return Err(refuse(format!("messages[{i}]: a message must be a JSON object")));
+            }
+            let message: IncomingMessage =
+                parse(raw.get()).map_err(|e| refuse(at(Some(&format!("messages[{i}]")), e)))?;
+            let fields = self
+                .validate_message(&message, now)
+                .map_err(|r| refuse(format!("messages[{i}].{r}")))?;
+            encoder.push(&fields);
+        }
+        Ok(encoder.finish())
+    }
+
+    /// The checks before the messages: the id, when given, and how many
+    /// messages there are.
+    fn check_head(&self, id: Option<&str>, messages: usize) -> Result<(), String> {
+        if let Some(id) = id {
+            self.check_id(id)?;
+        }
+        self.check_message_count(messages)
+    }
+
+    fn check_id(&self, id: &str) -> Result<(), String> {
+        if id.trim().is_empty() {
+            return Err("id: must not be empty (leave it out to get a generated one)".into());
+        }
+        if id.len() > self.max_id_bytes {
+            return Err(format!(
+                "id: {} bytes long: at most {} are allowed",
+                id.len(),
+                self.max_id_bytes
+            ));
+        }
+        if id.chars().any(char::is_control) {
+            return Err("id: must not contain control characters".into());
+        }
+        Ok(())
+    }
+
+    fn check_message_count(&self, count: usize) -> Result<(), String> {
+        if count == 0 {
+            return Err("messages: must hold at least 1 message".into());
+        }
+        if count > self.max_messages_per_packet {
+            return Err(format!(
+                "messages: holds {count} messages: at most {} are allowed per packet",
+                self.max_messages_per_packet
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_message<'m>(
+        &self,
+        m: &'m IncomingMessage<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<MessageFields<'m>, String> {
+        if let Some(metadata) = &m.metadata {
+            let depth = metadata.values().map(nesting).max().unwrap_or(0) + 1;
+            if depth > MAX_METADATA_DEPTH {
+                return Err(format!(
+                    "metadata: nested {depth} levels deep: at most {MAX_METADATA_DEPTH} are allowed"
+                ));
+            }
+        }
+        let level = m.level.parse::<Level>().map_err(|r| format!("level: {r}"))?;
+        if m.message.len() > self.max_message_bytes {
+            return Err(format!(
+                "message: {} bytes long: at most {} are allowed",
+                m.message.len(),
+                self.max_message_bytes
+            ));
+        }
+        if m.source.trim().is_empty() {
+            return Err("source: must not be empty".into());
+        }
+        Ok(MessageFields {
+            level,
+            message: &m.message,
+            source: &m.source,
+            timestamp: m.timestamp.unwrap_or(now),
+            metadata: m.metadata.as_ref(),
+        })
+    }
+}
+
+/// The client's id, or a fresh UUIDv4 when it gave none.
+fn id_or_new(id: Option<&str>) -> String {
+    id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// Deepest nesting of `metadata`: stored packets are re-read inside
+/// wrappers (log records, dead-letter entries, checkpoints), which must stay
+/// well under serde_json's recursion limit of 128.
+pub const MAX_METADATA_DEPTH: usize = 32;
+
+/// Levels of arrays and objects in `value` (a scalar is 0).
+fn nesting(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        serde_json::Value::Object(map) => 1 + map.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Parses `text`; a failure names the field at fault (`level`, or none
+/// when the object itself is wrong) and the reason.
+fn parse<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, (Option<String>, String)> {
+    // The fast path for good input; only a failure pays for tracking the
+    // path again, to name the field at fault.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != "." && !path.is_empty()).then(|| shorten(path));
+        (field, describe_serde_error(e.inner()))
+    })
+}
+
+/// A field path cut to a readable length (deep nesting makes long ones).
+fn shorten(path: String) -> String {
+    const MAX_PATH_CHARS: usize = 80;
+    match path.char_indices().nth(MAX_PATH_CHARS) {
+        Some((cut, _)) => format!("{}...", &path[..cut]),
+        None => path,
+    }
+}
+
+/// `prefix.field: reason`, or `prefix: reason` without a field.
+fn at(prefix: Option<&str>, (field, reason): (Option<String>, String)) -> String {
+    match (prefix, field) {
+        (Some(prefix), Some(field)) => format!("{prefix}.{field}: {reason}"),
+        (Some(prefix), None) => format!("{prefix}: {reason}"),
+        (None, Some(field)) => format!("{field}: {reason}"),
+        (None, None) => reason,
+    }
+}
+
+/// Best effort: the `id` of a packet that failed to parse, for the error.
+fn peek_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<String>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok().and_then(|p| p.id)
+}
+
+/// serde's messages name the field ("missing field `messages`"); drop the
+/// position, which is relative to the packet and confuses more than helps.
+fn describe_serde_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find(" at line ") {
+        Some(pos) => text[..pos].to_string(),
+        None => text,
+    }
+}

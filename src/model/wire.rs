@@ -1,0 +1,101 @@
+//! The wire shapes: a log packet and its messages as the distributor keeps
+//! them and analyzers receive them, and the severity levels with the
+//! aliases ingest accepts.
+
+use super::rfc3339;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+/// Severity of a log message: the RFC 5424 severities plus `TRACE`.
+///
+/// Parsing is case-insensitive and takes the common aliases
+/// (`WARN`, `ERR`, `FATAL`, `CRIT`, `EMERG`, `PANIC`, `INFORMATIONAL`, ...);
+/// the canonical upper-case name is what analyzers receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Emergency,
+    Alert,
+    Critical,
+    Error,
+    Warning,
+    Notice,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Level {
+    /// The canonical name: what analyzers receive.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Emergency => "EMERGENCY",
+            Level::Alert => "ALERT",
+            Level::Critical => "CRITICAL",
+            Level::Error => "ERROR",
+            Level::Warning => "WARNING",
+            Level::Notice => "NOTICE",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+        }
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let level = match s.trim().to_ascii_lowercase().as_str() {
+            "emergency" | "emerg" | "panic" => Level::Emergency,
+            "alert" => Level::Alert,
+            "critical" | "crit" | "fatal" => Level::Critical,
+            "error" | "err" => Level::Error,
+            "warning" | "warn" => Level::Warning,
+            "notice" => Level::Notice,
+            "info" | "informational" | "information" => Level::Info,
+            "debug" => Level::Debug,
+            "trace" => Level::Trace,
+            _ => {
+                return Err(format!(
+                    "unknown level {s:?}: expected one of EMERGENCY, ALERT, CRITICAL, ERROR, \
+                     WARNING, NOTICE, INFO, DEBUG, TRACE (case-insensitive; aliases such as \
+                     WARN, ERR, FATAL are accepted)"
+                ))
+            }
+        };
+        Ok(level)
+    }
+}
+
+/// Read as ingest reads it (any case, aliases): what the distributor wrote
+/// is canonical, and a dead letter written by hand or by the original
+/// service may hold an alias.
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One log line as the distributor keeps it and analyzers receive it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogMessage {
+    pub level: Level,
+    pub message: String,
+    pub source: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    pub timestamp: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A batch of log lines handed to exactly one analyzer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogPacket {
+    pub id: String,
+    pub messages: Vec<LogMessage>,
+    #[serde(default)]
+    pub retry_count: u32,
+}
