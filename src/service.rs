@@ -23,7 +23,7 @@ use crate::k8s::{self, KubeState};
 use crate::metrics::Metrics;
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
 use crate::storage::{
-    temp_file, Checkpoint, DeadLetter, Unfinished, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR,
+    atomic_file, Checkpoint, DeadLetter, Unfinished, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR,
 };
 use crate::traffic::Traffic;
 use anyhow::Context;
@@ -84,7 +84,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let wal_dir = settings.data_dir.join(WAL_DIR);
     for dir in [&settings.data_dir, &wal_dir] {
         if dir.is_dir() {
-            temp_file::remove_leftovers(dir)
+            atomic_file::remove_leftovers(dir)
                 .with_context(|| format!("cannot remove leftover temp files in {}", dir.display()))?;
         }
     }

@@ -18,7 +18,7 @@
 //! - A version this build does not know stops start-up rather than being
 //!   misread.
 
-use super::dead_letter::write_atomically;
+use super::atomic_file;
 use crate::model::{EncodedPacket, LogPacket};
 use chrono::{DateTime, Utc};
 use flate2::read::GzDecoder;
@@ -124,7 +124,7 @@ impl Checkpoint {
         let json = serde_json::to_vec(self).map_err(io::Error::other)?;
         let mut gzip = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::fast());
         gzip.write_all(&json)?;
-        write_atomically(path, &gzip.finish()?)
+        atomic_file::write(path, &gzip.finish()?)
     }
 
     /// Reads the checkpoint, or `None` when there is none yet.

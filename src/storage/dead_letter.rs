@@ -39,6 +39,7 @@
 //!   JSON array at all is moved aside whole, never deleted.
 //! - Removing entries (replay) rewrites the file: temp file, fsync, rename.
 
+use super::atomic_file::{self, sync_dir_of, AtomicFile};
 use crate::model::LogPacket;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -230,7 +231,7 @@ impl DeadLetter {
     /// what is not an entry.
     pub fn open(path: &Path) -> io::Result<DeadLetter> {
         if !path.exists() {
-            write_atomically(path, EMPTY)?;
+            atomic_file::write(path, EMPTY)?;
         }
         let inner = match index(path)? {
             Some(inner) => inner,
@@ -424,44 +425,31 @@ fn rewrite(
     path: &Path,
     fill: impl FnOnce(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<bool>,
 ) -> io::Result<Option<Inner>> {
-    let temp = super::temp_file::unique_path(path);
-    let result = (|| -> io::Result<Option<(Vec<u64>, u64)>> {
-        let mut out = io::BufWriter::new(File::create(&temp)?);
-        out.write_all(OPEN)?;
-        let mut position = OPEN.len() as u64;
-        let mut starts = Vec::new();
-        let mut keep = |line: &[u8]| -> io::Result<()> {
-            if !starts.is_empty() {
-                out.write_all(b",\n")?;
-                position += 2;
-            }
-            starts.push(position);
-            out.write_all(line)?;
-            position += line.len() as u64;
-            Ok(())
-        };
-        if !fill(&mut keep)? {
-            return Ok(None);
+    let mut out = AtomicFile::create(path)?;
+    out.write_all(OPEN)?;
+    let mut position = OPEN.len() as u64;
+    let mut starts = Vec::new();
+    let mut keep = |line: &[u8]| -> io::Result<()> {
+        if !starts.is_empty() {
+            out.write_all(b",\n")?;
+            position += 2;
         }
-        out.write_all(if starts.is_empty() { b"]\n" } else { CLOSE })?;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        let end = if starts.is_empty() {
-            OPEN.len() as u64
-        } else {
-            position
-        };
-        Ok(Some((starts, end)))
-    })();
-    let Some((starts, end)) = result.inspect_err(|_| {
-        let _ = std::fs::remove_file(&temp);
-    })?
-    else {
-        std::fs::remove_file(&temp)?;
-        return Ok(None);
+        starts.push(position);
+        out.write_all(line)?;
+        position += line.len() as u64;
+        Ok(())
     };
-    std::fs::rename(&temp, path)?;
-    sync_parent(path)?;
+    // Not replaced: the new file is dropped, and with it its temp file.
+    if !fill(&mut keep)? {
+        return Ok(None);
+    }
+    out.write_all(if starts.is_empty() { b"]\n" } else { CLOSE })?;
+    let end = if starts.is_empty() {
+        OPEN.len() as u64
+    } else {
+        position
+    };
+    out.commit()?;
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     Ok(Some(Inner { file, starts, end }))
 }
@@ -598,7 +586,7 @@ fn quarantine<'a>(path: &Path, pieces: impl Iterator<Item = (&'a [u8], &'a str)>
     let mut file = OpenOptions::new().create(true).append(true).open(&target)?;
     file.write_all(&text)?;
     file.sync_all()?;
-    sync_parent(&target)
+    sync_dir_of(&target)
 }
 
 fn quarantine_path(path: &Path) -> PathBuf {
@@ -644,7 +632,7 @@ fn convert_foreign(path: &Path) -> io::Result<()> {
             tracing::error!(file = %path.display(), moved_to = %aside.display(), error = %e,
                 "dead letter is not a JSON array; moved aside and started a new one");
             std::fs::rename(path, &aside)?;
-            write_atomically(path, EMPTY)
+            atomic_file::write(path, EMPTY)
         }
     }
 }
@@ -659,29 +647,6 @@ fn compact(text: &str) -> Vec<u8> {
     serde_json::from_str::<serde_json::Value>(text)
         .and_then(|value| serde_json::to_vec(&value))
         .unwrap_or_else(|_| text.as_bytes().to_vec())
-}
-
-fn sync_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
-}
-
-/// Writes `bytes` to `path` so that a crash leaves the old file or the new
-/// one: temp file, fsync, rename, fsync of the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = super::temp_file::unique_path(path);
-    let written = File::create(&temp).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
-    std::fs::rename(&temp, path)?;
-    sync_parent(path)
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use super::format::{
     decode_body, decode_group, DecodeError, GroupHeader, Record, GROUP_HEADER_BYTES, SEGMENT_MAGIC,
 };
 use super::{list_segments, RecoverMode, WalError};
-use crate::storage::dead_letter::write_atomically;
+use crate::storage::atomic_file;
 use crate::storage::Unfinished;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -309,7 +309,7 @@ fn keep_aside(segment: &Path, what: &str, offset: usize, bytes: &[u8]) -> io::Re
     let mut name = segment.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{what}-{offset}"));
     let path = segment.with_file_name(name);
-    write_atomically(&path, bytes)?;
+    atomic_file::write(&path, bytes)?;
     Ok(path)
 }
 
