@@ -36,6 +36,7 @@ pub mod model;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod sync;
 pub mod traffic;
 pub mod transport;
 pub mod write_deadline;

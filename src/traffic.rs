@@ -7,6 +7,7 @@
 //! on the hot path.
 
 use crate::dispatch::Dispatcher;
+use crate::sync::LockUnpoisoned;
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -131,7 +132,7 @@ impl Traffic {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Sample>> {
-        self.samples.lock().unwrap_or_else(|p| p.into_inner())
+        self.samples.lock_unpoisoned()
     }
 }
 

@@ -14,6 +14,7 @@
 
 use super::{ApiError, AppState};
 use crate::config::AuthConfig;
+use crate::sync::LockUnpoisoned;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -225,7 +226,7 @@ impl TokenFile {
     }
 
     fn with_current<T>(&self, use_token: impl FnOnce(&[u8]) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.state.lock_unpoisoned();
         if state.checked.elapsed() >= FILE_CHECK_EVERY {
             state.checked = Instant::now();
             let stamp = stamp_of(&self.path);

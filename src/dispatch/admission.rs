@@ -9,6 +9,7 @@ use crate::model::EncodedPacket;
 use crate::storage::dead_letter::Room;
 use crate::storage::wal::{DurableAppend, Record, WalError};
 use crate::storage::Unfinished;
+use crate::sync::LockUnpoisoned;
 use std::collections::{hash_map, BTreeMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -150,15 +151,12 @@ impl Dispatcher {
             }
             self.in_flight.fetch_sub(sizes.packets, Ordering::AcqRel);
             self.in_flight_bytes.fetch_sub(sizes.bytes, Ordering::AcqRel);
-            *self.storage_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            *self.storage_error.lock_unpoisoned() = Some(e.to_string());
             self.storage_failing.store(true, Ordering::Release);
             return Err(AdmitError::StorageUnavailable(e.to_string()));
         }
         if self.storage_failing.swap(false, Ordering::AcqRel) {
-            self.storage_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            self.storage_error.lock_unpoisoned().take();
             tracing::info!("write-ahead log writes work again");
         }
         self.metrics.packets_received.inc_by(sizes.packets as u64);

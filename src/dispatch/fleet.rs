@@ -21,6 +21,7 @@ use crate::dispatch::job::LaneItem;
 use crate::dispatch::routing::RoutingTable;
 use crate::metrics::AnalyzerMetrics;
 use crate::metrics::Metrics;
+use crate::sync::LockUnpoisoned;
 use crate::transport::{Http, Simulated, Transport};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -128,7 +129,7 @@ impl Analyzer {
 
     /// Queues `item` on this analyzer's lane; gives it back if the lane is closed.
     pub fn enqueue(&self, item: LaneItem) -> Result<(), LaneItem> {
-        let lane = self.lane.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = self.lane.lock_unpoisoned();
         let Some(lane) = lane.as_ref() else {
             return Err(item);
         };
@@ -143,7 +144,7 @@ impl Analyzer {
     /// Closes the lane: what it holds still drains (and is re-routed, the
     /// analyzer being out of rotation), then its task ends.
     pub fn close_lane(&self) {
-        self.lane.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.lane.lock_unpoisoned().take();
     }
 
     /// Builds an analyzer from its configuration; the `health`, `http` and
@@ -192,12 +193,12 @@ impl Analyzer {
 
     /// When the next probe is due.
     pub fn next_probe(&self) -> Instant {
-        *self.next_probe.lock().unwrap_or_else(|p| p.into_inner())
+        *self.next_probe.lock_unpoisoned()
     }
 
     /// Plans the next probe one interval after `now`.
     pub fn probed(&self, now: Instant) {
-        *self.next_probe.lock().unwrap_or_else(|p| p.into_inner()) = now + self.probe_interval;
+        *self.next_probe.lock_unpoisoned() = now + self.probe_interval;
     }
 
     /// Changes the weight; takes effect at the next rebuild.
@@ -240,7 +241,7 @@ impl Fleet {
     pub fn is_ramping(&self) -> bool {
         !self.slow_start.is_zero()
             && self.analyzers.load().iter().any(|a| {
-                let rejoined = *a.rejoined_at.lock().unwrap_or_else(|p| p.into_inner());
+                let rejoined = *a.rejoined_at.lock_unpoisoned();
                 rejoined.is_some_and(|at| at.elapsed() < self.slow_start)
             })
     }
@@ -251,7 +252,7 @@ impl Fleet {
         if self.slow_start.is_zero() || weight == 0 {
             return weight;
         }
-        let rejoined = *a.rejoined_at.lock().unwrap_or_else(|p| p.into_inner());
+        let rejoined = *a.rejoined_at.lock_unpoisoned();
         match rejoined {
             Some(at) if now.duration_since(at) < self.slow_start => {
                 let progress = now.duration_since(at).as_secs_f64() / self.slow_start.as_secs_f64();
@@ -282,7 +283,7 @@ impl Fleet {
 
     /// Adds `analyzer`, or replaces the one with the same id (answering it).
     pub fn upsert(&self, analyzer: Arc<Analyzer>) -> Option<Arc<Analyzer>> {
-        let _serial = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = self.rebuilding.lock_unpoisoned();
         let mut list = (**self.analyzers.load()).clone();
         let old = match list.iter().position(|a| a.id == analyzer.id) {
             Some(i) => Some(std::mem::replace(&mut list[i], analyzer)),
@@ -300,7 +301,7 @@ impl Fleet {
 
     /// Takes the analyzer with `id` out of the fleet (answering it).
     pub fn remove(&self, id: &str) -> Option<Arc<Analyzer>> {
-        let _serial = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = self.rebuilding.lock_unpoisoned();
         let mut list = (**self.analyzers.load()).clone();
         let position = list.iter().position(|a| a.id == id)?;
         let removed = list.remove(position);
@@ -311,14 +312,14 @@ impl Fleet {
 
     /// Builds a fresh routing table from current health and weights.
     pub fn rebuild(&self) {
-        let _serial = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = self.rebuilding.lock_unpoisoned();
         let analyzers = self.analyzers.load();
         let now = Instant::now();
         let first_build = self.table.load().is_empty() && analyzers.iter().all(|a| !a.in_rotation());
         if !first_build && !self.slow_start.is_zero() {
             for a in analyzers.iter() {
                 if a.health.is_healthy() && !a.in_rotation() && a.weight() > 0 {
-                    *a.rejoined_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                    *a.rejoined_at.lock_unpoisoned() = Some(now);
                 }
             }
         }

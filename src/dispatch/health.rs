@@ -14,6 +14,7 @@
 //! ([`crate::dispatch::prober`]) feeds it the probes.
 
 use crate::config::HealthConfig;
+use crate::sync::LockUnpoisoned;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -217,7 +218,7 @@ impl Health {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave State half-written in
         // a way that matters more than losing health tracking: keep going.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock_unpoisoned()
     }
 }
 

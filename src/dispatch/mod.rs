@@ -52,6 +52,7 @@ use crate::metrics::Metrics;
 use crate::model::EncodedPacket;
 use crate::storage::wal::Wal;
 use crate::storage::DeadLetter;
+use crate::sync::LockUnpoisoned;
 use fleet::{Analyzer, Fleet, LaneReceiver};
 use job::{Job, LaneItem};
 use lane::PendingRetry;
@@ -217,7 +218,7 @@ impl Dispatcher {
                     }
                 }
             }
-            let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+            let mut parked = self.parked.lock_unpoisoned();
             // Checked under the lock that `rotation_changed` drains with, so
             // a job parked here is always seen by the next drain.
             if self.fleet.any_in_rotation() {
@@ -270,7 +271,7 @@ impl Dispatcher {
             return;
         }
         let released: Vec<Job> = {
-            let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+            let mut parked = self.parked.lock_unpoisoned();
             self.parked_count.fetch_sub(parked.len(), Ordering::Relaxed);
             parked.drain(..).collect()
         };
@@ -303,10 +304,7 @@ impl Dispatcher {
         if !self.storage_failing.load(Ordering::Acquire) {
             return None;
         }
-        self.storage_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.storage_error.lock_unpoisoned().clone()
     }
 
     /// Refuses new packets from now on (503 to clients).
@@ -350,6 +348,6 @@ impl Dispatcher {
     }
 
     fn lock_registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+        self.registry.lock_unpoisoned()
     }
 }

@@ -12,6 +12,7 @@ pub use crd::{Analyzer, AnalyzerSpec, AnalyzerStatus, DeclaredHealth};
 
 use crate::config::{KubernetesConfig, Settings};
 use crate::dispatch::Dispatcher;
+use crate::sync::LockUnpoisoned;
 use crate::traffic::Traffic;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
@@ -65,7 +66,7 @@ impl KubeState {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Analyzer>> {
-        self.resources.lock().unwrap_or_else(|p| p.into_inner())
+        self.resources.lock_unpoisoned()
     }
 }
 

@@ -41,6 +41,7 @@
 
 use super::atomic_file::{self, sync_dir_of, AtomicFile};
 use crate::model::LogPacket;
+use crate::sync::LockUnpoisoned;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -414,7 +415,7 @@ impl DeadLetter {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock_unpoisoned()
     }
 }
 

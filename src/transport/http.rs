@@ -22,6 +22,7 @@ use super::endpoint::Endpoint;
 use super::{DeliveryFailure, FailureClass};
 use crate::dispatch::job::Job;
 use crate::http1::{self, Answer, Connection};
+use crate::sync::LockUnpoisoned;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -161,7 +162,7 @@ impl Http {
 
     /// The most recently used idle connection that is still open.
     fn take_idle(&self) -> Option<Connection> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock_unpoisoned();
         while let Some(IdleConnection {
             mut connection,
             since,
@@ -178,7 +179,7 @@ impl Http {
     /// closes those idle for longer than [`POOL_IDLE_TIMEOUT`].
     fn keep_unless(&self, ended: bool, connection: Connection) {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.lock_unpoisoned();
         // Oldest first: those put back longest ago.
         let expired = idle.partition_point(|entry| now.duration_since(entry.since) >= POOL_IDLE_TIMEOUT);
         idle.drain(..expired);

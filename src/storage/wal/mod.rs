@@ -38,6 +38,7 @@ mod writer;
 pub use format::{DecodeError, Record, MAX_PACKET_JSON_BYTES};
 pub use recovery::{newest_segment, recover, Recovered, Skipped};
 
+use crate::sync::LockUnpoisoned;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -223,7 +224,7 @@ impl Wal {
     /// duplicate delivery after a crash, never a packet).
     pub fn append(&self, records: &[Record]) {
         let was_empty = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = self.pending.lock_unpoisoned();
             let was_empty = pending.is_empty();
             for record in records {
                 record.encode(&mut pending);

@@ -4,6 +4,7 @@
 
 use super::format::{GroupHeader, SEGMENT_MAGIC};
 use super::{segment_path, Command, FsyncMode, WalOptions};
+use crate::sync::LockUnpoisoned;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::path::{Path, PathBuf};
@@ -187,7 +188,7 @@ impl Writer {
     }
 
     fn take_pending(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.pending.lock_unpoisoned())
     }
 
     /// Writes `chunks` in order as one group (one `writev` where the
