@@ -19,8 +19,6 @@
 //!   bearer tokens are [`api::auth`]; [`write_deadline`] cuts off clients
 //!   that do not read their answers.
 //! - [`service`]: wires it all together, start to orderly shutdown.
-//! - [`http1`]: the HTTP/1.1 client connection that delivery and the load
-//!   generator share.
 //! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
 //! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
 
@@ -30,7 +28,6 @@ pub mod config;
 pub mod dispatch;
 pub mod fleet;
 pub mod health;
-pub mod http1;
 pub mod k8s;
 pub mod loadgen;
 pub mod metrics;

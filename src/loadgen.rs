@@ -3,7 +3,7 @@
 //! It POSTs batches of synthetic log packets to `--target` over plain HTTP/1.1
 //! keep-alive connections (one connection per worker, `TCP_NODELAY`, reopened
 //! after any error) and reports throughput and latency. Its HTTP client is
-//! the crate's own [`crate::http1`]: one write per request and a parsed
+//! the workspace's own [`http1`]: one write per request and a parsed
 //! answer head, so that it takes little of the CPU it shares with the server
 //! under test.
 //!
@@ -62,11 +62,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http1::{self, Answer, Connection};
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use hdrhistogram::Histogram;
+use http1::{Answer, Connection};
 use hyper::Uri;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::IndexedRandom;
