@@ -49,7 +49,7 @@ pub enum Command {
     /// Print the effective configuration as YAML (defaults, file, flags) and exit.
     PrintConfig(ServeArgs),
     /// Run the reference analyzer: an HTTP server speaking the analyzer contract.
-    Analyzer(crate::analyzer::AnalyzerArgs),
+    Analyzer(reference_analyzer::AnalyzerArgs),
     /// Send load to a distributor and report throughput and latency.
     Loadgen(crate::loadgen::LoadgenArgs),
     /// Print the Analyzer CustomResourceDefinition as YAML.

@@ -19,10 +19,8 @@
 //!   bearer tokens are [`api::auth`]; [`write_deadline`] cuts off clients
 //!   that do not read their answers.
 //! - [`service`]: wires it all together, start to orderly shutdown.
-//! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
 //! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
 
-pub mod analyzer;
 pub mod api;
 pub mod config;
 pub mod dispatch;

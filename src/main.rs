@@ -3,10 +3,10 @@
 //! SIGINT, then shuts down in order and exits 0.
 
 use clap::Parser;
-use logs_distributor::analyzer::{self, AnalyzerArgs};
 use logs_distributor::config::{Cli, Command, LogFormat, ServeArgs, Settings};
 use logs_distributor::loadgen::{self, LoadgenArgs};
 use logs_distributor::service;
+use reference_analyzer::AnalyzerArgs;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
 fn run_analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(analyzer::run(args))
+    runtime.block_on(reference_analyzer::run(args, service::shutdown_signal()))
 }
 
 fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
