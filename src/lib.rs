@@ -18,7 +18,8 @@
 //! - [`server`]: the accept loop (timeouts, connection bound, TLS); the
 //!   bearer tokens are [`api::auth`]; [`write_deadline`] cuts off clients
 //!   that do not read their answers.
-//! - [`service`]: wires it all together, start to orderly shutdown.
+//! - [`service`]: wires it all together, start to orderly shutdown;
+//!   [`shutdown`] is the signal that starts it.
 //! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
 
 pub mod api;
@@ -34,6 +35,7 @@ pub mod retry;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod storage;
 pub mod traffic;
 pub mod transport;

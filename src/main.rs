@@ -5,7 +5,7 @@
 use clap::Parser;
 use logs_distributor::config::{Cli, Command, LogFormat, ServeArgs, Settings};
 use logs_distributor::loadgen::{self, LoadgenArgs};
-use logs_distributor::service;
+use logs_distributor::{service, shutdown};
 use reference_analyzer::AnalyzerArgs;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
 fn run_analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(reference_analyzer::run(args, service::shutdown_signal()))
+    runtime.block_on(reference_analyzer::run(args, shutdown::requested()))
 }
 
 fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -70,7 +70,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let running = service::start(settings).await?;
         let stop = running.stop_token();
         tokio::spawn(async move {
-            service::shutdown_signal().await;
+            shutdown::requested().await;
             stop.cancel();
         });
         running.wait().await

@@ -1,5 +1,8 @@
+//! The request to stop: SIGTERM (Kubernetes, docker stop) or SIGINT
+//! (Ctrl-C). `serve` and the reference analyzer both wait on it.
+
 /// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub async fn requested() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
