@@ -1,3 +1,12 @@
+//! The command line: the subcommands, and `serve`'s flags (each with an
+//! `LD_*` environment twin) applied onto the [`Settings`]. Precedence: flag
+//! or env var, then the YAML file, then the default.
+
+use crate::config::{ConfigError, LogFormat, Settings, Source, WalRecover};
+use crate::storage::wal::FsyncMode;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "logs-distributor",
@@ -81,52 +90,14 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-impl Settings {
+impl ServeArgs {
     /// Defaults, overlaid by the file (if any), overlaid by flags and env vars; then checked.
-    pub fn load(args: &ServeArgs) -> Result<Settings, ConfigError> {
-        let mut settings = match &args.config {
-            Some(path) => Self::from_file(path)?,
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let mut settings = match &self.config {
+            Some(path) => Settings::from_file(path)?,
             None => Settings::default(),
         };
-        if let Some(listen) = &args.listen {
-            settings.listen = listen.clone();
-        }
-        if let Some(dir) = &args.data_dir {
-            settings.data_dir = dir.clone();
-        }
-        if let Some(format) = args.log_format {
-            settings.log_format = format;
-        }
-        if let Some(fsync) = args.fsync {
-            settings.wal.fsync = fsync;
-        }
-        if let Some(recover) = args.wal_recover {
-            settings.wal.recover = recover;
-        }
-        if let Some(source) = args.source {
-            settings.source = source;
-        }
-        if let Some(namespace) = &args.namespace {
-            settings.kubernetes.namespace = Some(namespace.clone());
-        }
-        if args.all_namespaces {
-            settings.kubernetes.all_namespaces = true;
-        }
-        if let Some(identity) = &args.identity {
-            settings.kubernetes.identity = identity.clone();
-        }
-        if let Some(file) = &args.ingest_token_file {
-            settings.auth.ingest_token_file = Some(file.clone());
-        }
-        if let Some(file) = &args.admin_token_file {
-            settings.auth.admin_token_file = Some(file.clone());
-        }
-        if let Some(cert) = &args.tls_cert {
-            settings.tls.cert = Some(cert.clone());
-        }
-        if let Some(key) = &args.tls_key {
-            settings.tls.key = Some(key.clone());
-        }
+        self.apply(&mut settings);
         // Tokens by value come from the environment only (never argv, never the file).
         let token = |name: &str| std::env::var(name).ok().filter(|t| !t.trim().is_empty());
         settings.auth.ingest_token = token("LD_INGEST_TOKEN");
@@ -135,10 +106,54 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Sets what each given flag names, over what `settings` holds.
+    fn apply(&self, settings: &mut Settings) {
+        if let Some(listen) = &self.listen {
+            settings.listen = listen.clone();
+        }
+        if let Some(dir) = &self.data_dir {
+            settings.data_dir = dir.clone();
+        }
+        if let Some(format) = self.log_format {
+            settings.log_format = format;
+        }
+        if let Some(fsync) = self.fsync {
+            settings.wal.fsync = fsync;
+        }
+        if let Some(recover) = self.wal_recover {
+            settings.wal.recover = recover;
+        }
+        if let Some(source) = self.source {
+            settings.source = source;
+        }
+        if let Some(namespace) = &self.namespace {
+            settings.kubernetes.namespace = Some(namespace.clone());
+        }
+        if self.all_namespaces {
+            settings.kubernetes.all_namespaces = true;
+        }
+        if let Some(identity) = &self.identity {
+            settings.kubernetes.identity = identity.clone();
+        }
+        if let Some(file) = &self.ingest_token_file {
+            settings.auth.ingest_token_file = Some(file.clone());
+        }
+        if let Some(file) = &self.admin_token_file {
+            settings.auth.admin_token_file = Some(file.clone());
+        }
+        if let Some(cert) = &self.tls_cert {
+            settings.tls.cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            settings.tls.key = Some(key.clone());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn flags_beat_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -149,7 +164,7 @@ mod tests {
             data_dir: Some(PathBuf::from("/from/flag")),
             ..ServeArgs::default()
         };
-        let s = Settings::load(&args).unwrap();
+        let s = args.settings().unwrap();
         assert_eq!(s.listen, "127.0.0.1:9000");
         assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
     }

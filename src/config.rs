@@ -1,13 +1,13 @@
-//! Configuration: command-line flags (each with an `LD_*` environment
-//! twin), an optional YAML file, and defaults that reproduce the original
-//! service. Precedence: flag or env var, then the file, then the default.
+//! Configuration: the [`Settings`] as the YAML file spells them, the
+//! defaults that reproduce the original service, and every rule they must
+//! meet. The command line's flags are applied onto them by `crate::cli`.
 //!
-//! Everything is checked once, at start-up, by [`Settings::load`]: a bad
+//! Everything is checked once, at start-up, by [`Settings::check`]: a bad
 //! file stops the process with one line naming the key at fault.
 
 use crate::model::Limits;
 use crate::storage::wal::{FsyncMode, MAX_PACKET_JSON_BYTES};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

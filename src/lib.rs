@@ -14,7 +14,8 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics` and `/stats`.
 //! - [`traffic`]: the last minutes of traffic (recent shares, rates).
 //! - [`k8s`]: the `Analyzer` custom resource.
-//! - [`config`]: flags, env vars, the YAML file, defaults.
+//! - [`config`]: the settings (the YAML file), their defaults and checks;
+//!   [`cli`] applies the command line's flags and env vars onto them.
 //! - [`server`]: the accept loop (timeouts, connection bound, TLS); the
 //!   bearer tokens are [`api::auth`]; [`write_deadline`] cuts off clients
 //!   that do not read their answers.
@@ -23,6 +24,7 @@
 //! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod fleet;

@@ -3,7 +3,8 @@
 //! SIGINT, then shuts down in order and exits 0.
 
 use clap::Parser;
-use logs_distributor::config::{Cli, Command, LogFormat, ServeArgs, Settings};
+use logs_distributor::cli::{Cli, Command, ServeArgs};
+use logs_distributor::config::LogFormat;
 use logs_distributor::loadgen::{self, LoadgenArgs};
 use logs_distributor::{service, shutdown};
 use reference_analyzer::AnalyzerArgs;
@@ -54,12 +55,12 @@ fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
 }
 
 fn print_config(args: &ServeArgs) -> anyhow::Result<()> {
-    print!("{}", Settings::load(args)?.to_yaml());
+    print!("{}", args.settings()?.to_yaml());
     Ok(())
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::load(args)?;
+    let settings = args.settings()?;
     init_logging(settings.log_format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = settings.server.worker_threads {
