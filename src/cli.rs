@@ -31,8 +31,6 @@ pub enum Command {
     PrintConfig(ServeArgs),
     /// Run the reference analyzer: an HTTP server speaking the analyzer contract.
     Analyzer(reference_analyzer::AnalyzerArgs),
-    /// Send load to a distributor and report throughput and latency.
-    Loadgen(crate::loadgen::LoadgenArgs),
     /// Print the Analyzer CustomResourceDefinition as YAML.
     Crd,
 }

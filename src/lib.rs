@@ -21,7 +21,6 @@
 //!   that do not read their answers.
 //! - [`service`]: wires it all together, start to orderly shutdown;
 //!   [`shutdown`] is the signal that starts it.
-//! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
 
 pub mod api;
 pub mod cli;
@@ -30,7 +29,6 @@ pub mod dispatch;
 pub mod fleet;
 pub mod health;
 pub mod k8s;
-pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod retry;

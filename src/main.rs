@@ -5,7 +5,6 @@
 use clap::Parser;
 use logs_distributor::cli::{Cli, Command, ServeArgs};
 use logs_distributor::config::LogFormat;
-use logs_distributor::loadgen::{self, LoadgenArgs};
 use logs_distributor::{service, shutdown};
 use reference_analyzer::AnalyzerArgs;
 use std::io::IsTerminal;
@@ -24,7 +23,6 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Analyzer(args)) => run_analyzer(args),
-        Some(Command::Loadgen(args)) => run_loadgen(args),
         Some(Command::Crd) => {
             print!("{}", logs_distributor::k8s::crd::crd_yaml());
             Ok(())
@@ -43,15 +41,6 @@ fn run_analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(reference_analyzer::run(args, shutdown::requested()))
-}
-
-fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
-    // The load runs on threads of its own (one per core); this runtime only
-    // connects, shows progress and writes the recorded ids.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(loadgen::run(args)).map(|_report| ())
 }
 
 fn print_config(args: &ServeArgs) -> anyhow::Result<()> {

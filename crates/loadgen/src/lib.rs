@@ -1,4 +1,4 @@
-//! `logs-distributor loadgen`: an HTTP load generator for the log ingestion endpoint.
+//! `logs-distributor-loadgen`: an HTTP load generator for the log ingestion endpoint.
 //!
 //! It POSTs batches of synthetic log packets to `--target` over plain HTTP/1.1
 //! keep-alive connections (one connection per worker, `TCP_NODELAY`, reopened
@@ -66,8 +66,8 @@ use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use hdrhistogram::Histogram;
+use http::Uri;
 use http1::{Answer, Connection};
-use hyper::Uri;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::IndexedRandom;
 use serde::{Deserialize, Serialize};
