@@ -1,6 +1,13 @@
+//! The command line of a load run: [`LoadgenArgs`], its defaults and the
+//! checks of its values.
+
+use http::Uri;
+use std::path::PathBuf;
+use std::time::Duration;
+
 const DEFAULT_TARGET: &str = "http://127.0.0.1:8080/api/v1/logs";
 
-const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 /// Send batches of log packets to the ingestion endpoint and report throughput and latency.
 #[derive(clap::Args, Debug, Clone)]
@@ -89,14 +96,18 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use super::*;
+    use clap::Parser;
+
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
         args: LoadgenArgs,
     }
 
-    fn parse(flags: &[&str]) -> LoadgenArgs {
+    /// `LoadgenArgs` from these flags, for the tests of every module.
+    pub(crate) fn parse(flags: &[&str]) -> LoadgenArgs {
         let argv = std::iter::once("loadgen").chain(flags.iter().copied());
         Cli::try_parse_from(argv).expect("flags are valid").args
     }

@@ -1,3 +1,13 @@
+//! Request bodies: synthetic packets as a JSON array or NDJSON, built from
+//! templates rendered once, so that a request costs little more than
+//! writing its packet ids.
+
+use crate::args::LoadgenArgs;
+use crate::gzip::GzipEncoder;
+use bytes::{BufMut, Bytes, BytesMut};
+use rand::seq::IndexedRandom;
+use serde::Serialize;
+
 const LEVELS: [&str; 4] = ["INFO", "WARN", "ERROR", "DEBUG"];
 
 /// Vocabulary of the synthetic message texts.
@@ -7,13 +17,13 @@ const WORDS: &str = "request served upstream cache miss latency user session tok
 
 /// Request body layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFormat {
+pub(crate) enum BodyFormat {
     JsonArray,
     Ndjson,
 }
 
 impl BodyFormat {
-    fn from_args(args: &LoadgenArgs) -> Self {
+    pub(crate) fn from_args(args: &LoadgenArgs) -> Self {
         if args.ndjson {
             Self::Ndjson
         } else {
@@ -21,7 +31,7 @@ impl BodyFormat {
         }
     }
 
-    fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::JsonArray => "application/json",
             Self::Ndjson => "application/x-ndjson",
@@ -52,7 +62,7 @@ struct MessageMetadata {
 
 /// Builds request bodies from pre-rendered packet templates; only the ids are written
 /// per request, into a reused buffer.
-struct BodyWriter {
+pub(crate) struct BodyWriter {
     /// `{"id":"lg-<run>-`: the packet number follows.
     id_opening: Vec<u8>,
     /// `","messages":[...]}`: the rest of a packet, in a few variants of levels and texts.
@@ -63,7 +73,7 @@ struct BodyWriter {
 }
 
 impl BodyWriter {
-    fn new(id_prefix: &str, worker_id: usize, args: &LoadgenArgs, format: BodyFormat) -> Self {
+    pub(crate) fn new(id_prefix: &str, worker_id: usize, args: &LoadgenArgs, format: BodyFormat) -> Self {
         let mut rng = rand::rng();
         let words: Vec<&str> = WORDS.split_whitespace().collect();
         let packet_tails = (0..LEVELS.len())
@@ -90,7 +100,7 @@ impl BodyWriter {
     }
 
     /// The body carrying packets `first_packet..first_packet + count`.
-    fn render(&mut self, first_packet: u64, count: u64) -> Bytes {
+    pub(crate) fn render(&mut self, first_packet: u64, count: u64) -> Bytes {
         let (opening, separator, closing) = self.format.delimiters();
         let longest_tail = self.packet_tails.iter().map(Vec::len).max().unwrap_or(0);
         let packet_bound = self.id_opening.len() + 20 + longest_tail + separator.len();
@@ -144,6 +154,11 @@ fn message_text(length: usize, words: &[&str], rng: &mut impl rand::Rng) -> Stri
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::args::tests::parse;
+    use crate::schedule::PacketBudget;
+    use serde_json::Value;
+
     fn body_json(args: &LoadgenArgs, first_packet: u64, count: u64) -> Vec<Value> {
         let mut writer = BodyWriter::new("lg-test-", 3, args, BodyFormat::from_args(args));
         let body = writer.render(first_packet, count);

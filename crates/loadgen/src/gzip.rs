@@ -1,19 +1,24 @@
+//! `--gzip`: request bodies compressed as one gzip member each.
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+
 /// Gzip member header: magic, deflate, no flags, no mtime, no extra flags, unknown OS.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// Gzip with a reused deflate state (allocating one per request would dominate the cost).
-struct GzipEncoder {
+pub(crate) struct GzipEncoder {
     deflate: Compress,
 }
 
 impl GzipEncoder {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             deflate: Compress::new(Compression::fast(), false),
         }
     }
 
-    fn encode(&mut self, raw: &[u8]) -> Bytes {
+    pub(crate) fn encode(&mut self, raw: &[u8]) -> Bytes {
         self.deflate.reset();
         let mut out = Vec::with_capacity(GZIP_HEADER.len() + raw.len() + 64);
         out.extend_from_slice(&GZIP_HEADER);

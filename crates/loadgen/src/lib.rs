@@ -49,34 +49,41 @@
 //! With `--record FILE`, every packet id the server lists in
 //! `processed_packets` is written to FILE as one JSON line,
 //! `{"id":"lg-…","status":202}`, for end-to-end delivery checks.
+//!
+//! # Modules
+//!
+//! `args` (the command line), `target` (resolving and connecting), `plan`
+//! and `schedule` (what each request carries and when it goes), `body` and
+//! `gzip` (request bodies), `worker` (the load threads and their workers),
+//! `stats` (counts and latencies), `report` (the outcome), `record`
+//! (`--record`) and `progress` (the progress bar).
 
-use std::borrow::Cow;
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::fmt;
-use std::io::IsTerminal;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod args;
+mod body;
+mod gzip;
+mod plan;
+mod progress;
+mod record;
+mod report;
+mod schedule;
+mod stats;
+mod target;
+mod worker;
+
+pub use args::LoadgenArgs;
+pub use report::{LoadModel, Report};
+pub use stats::LatencyMillis;
+
+use anyhow::Context;
+use plan::Shared;
+use progress::{show_progress, Progress};
+use record::start_record_writer;
+use report::print_report;
 use std::sync::Arc;
-use std::time::Duration;
+use target::{open_connections, Target};
+use tokio::time::Instant;
+use worker::run_workers;
 
-use anyhow::{bail, Context};
-use bytes::{BufMut, Bytes, BytesMut};
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
-use hdrhistogram::Histogram;
-use http::Uri;
-use http1::{Answer, Connection};
-use indicatif::{ProgressBar, ProgressStyle};
-use rand::seq::IndexedRandom;
-use serde::{Deserialize, Serialize};
-use tokio::fs::File;
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet, LocalSet};
-use tokio::time::{sleep, sleep_until, Instant};
 /// Runs the load described by `args`, prints the report to stdout and returns it.
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<Report> {
     let target = Target::resolve(&args.target).await?;

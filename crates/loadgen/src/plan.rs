@@ -1,13 +1,27 @@
+//! The plan every worker follows: the request head they all send, the
+//! packet budget, the deadline (closed loop) or the schedule (open loop);
+//! it hands out the next [`Job`].
+
+use crate::args::{LoadgenArgs, DEFAULT_DURATION};
+use crate::body::BodyFormat;
+use crate::schedule::{Job, PacketBudget, Schedule};
+use crate::stats::LoadStats;
+use crate::target::Target;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::{sleep_until, Instant};
+
 /// Granularity of tokio timers: an open-loop slot due sooner than this is sent at once.
 const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 /// State all workers share: what to send and how the run is paced and bounded.
-struct Shared {
-    target: Target,
+pub(crate) struct Shared {
+    pub(crate) target: Target,
     /// Request line and headers but `Content-Length`, the same for every request.
-    request_head: Vec<u8>,
-    timeout: Duration,
-    budget: PacketBudget,
+    pub(crate) request_head: Vec<u8>,
+    pub(crate) timeout: Duration,
+    pub(crate) budget: PacketBudget,
     next_request: AtomicU64,
     /// Closed loop: no request starts after this instant.
     deadline: Option<Instant>,
@@ -16,7 +30,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(args: &LoadgenArgs, target: Target, started: Instant) -> Self {
+    pub(crate) fn new(args: &LoadgenArgs, target: Target, started: Instant) -> Self {
         let duration = match (args.duration, args.packets) {
             (None, None) => Some(DEFAULT_DURATION),
             (duration, _) => duration,
@@ -37,7 +51,7 @@ impl Shared {
     }
 
     /// Waits until the next request should go out, or returns `None` when the run is over.
-    async fn next_job(&self, stats: &RefCell<LoadStats>) -> Option<Job> {
+    pub(crate) async fn next_job(&self, stats: &RefCell<LoadStats>) -> Option<Job> {
         match &self.schedule {
             None => self.next_closed_loop_job(),
             Some(schedule) => self.next_open_loop_job(schedule, stats).await,
@@ -79,7 +93,7 @@ impl Shared {
     }
 
     /// Requests handed out so far, for the progress bar.
-    fn requests_started(&self) -> u64 {
+    pub(crate) fn requests_started(&self) -> u64 {
         let claimed = self.next_request.load(Ordering::Relaxed);
         self.budget
             .total_requests()

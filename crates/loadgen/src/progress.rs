@@ -1,17 +1,29 @@
+//! The progress bar on stderr (when it is a terminal and not `--quiet`).
+
+use crate::args::{LoadgenArgs, DEFAULT_DURATION};
+use crate::plan::Shared;
+use crate::report::per_second;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, Instant};
+
 const PROGRESS_REFRESH: Duration = Duration::from_millis(250);
 
-fn show_progress(args: &LoadgenArgs) -> bool {
+pub(crate) fn show_progress(args: &LoadgenArgs) -> bool {
     !args.quiet && std::io::stderr().is_terminal()
 }
 
 /// Progress bar on stderr, refreshed from the shared request counter.
-struct Progress {
+pub(crate) struct Progress {
     bar: ProgressBar,
     ticker: JoinHandle<()>,
 }
 
 impl Progress {
-    fn start(shared: Arc<Shared>, args: &LoadgenArgs) -> Self {
+    pub(crate) fn start(shared: Arc<Shared>, args: &LoadgenArgs) -> Self {
         let by_requests = shared.budget.total_requests();
         let length =
             by_requests.unwrap_or_else(|| duration_millis(args.duration.unwrap_or(DEFAULT_DURATION)));
@@ -23,7 +35,7 @@ impl Progress {
         Self { bar, ticker }
     }
 
-    fn finish(self) {
+    pub(crate) fn finish(self) {
         self.ticker.abort();
         self.bar.finish_and_clear();
     }

@@ -1,8 +1,20 @@
+//! `--record FILE`: the ids of the packets the server accepted, one JSON
+//! line each, written by one task from the workers' chunks.
+
+use anyhow::Context;
+use serde::Serialize;
+use std::borrow::Cow;
+use std::path::Path;
+use tokio::fs::File;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
 /// A worker hands its recorded ids to the file writer in chunks of about this size.
 const RECORD_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A worker's pending `--record` lines, handed to the file writer in chunks.
-struct RecordBuffer {
+pub(crate) struct RecordBuffer {
     lines: Vec<u8>,
     sink: mpsc::Sender<Vec<u8>>,
 }
@@ -14,14 +26,14 @@ struct RecordLine<'a> {
 }
 
 impl RecordBuffer {
-    fn new(sink: mpsc::Sender<Vec<u8>>) -> Self {
+    pub(crate) fn new(sink: mpsc::Sender<Vec<u8>>) -> Self {
         Self {
             lines: Vec::new(),
             sink,
         }
     }
 
-    async fn record(&mut self, ids: &[Cow<'_, str>], status: u16) {
+    pub(crate) async fn record(&mut self, ids: &[Cow<'_, str>], status: u16) {
         for id in ids {
             let line = RecordLine { id, status };
             serde_json::to_writer(&mut self.lines, &line).expect("serializing into a Vec cannot fail");
@@ -32,7 +44,7 @@ impl RecordBuffer {
         }
     }
 
-    async fn flush(&mut self) {
+    pub(crate) async fn flush(&mut self) {
         if self.lines.is_empty() {
             return;
         }
@@ -44,7 +56,7 @@ impl RecordBuffer {
 
 /// Creates the record file and starts the task that writes chunks into it until every
 /// worker's sender is gone.
-async fn start_record_writer(
+pub(crate) async fn start_record_writer(
     path: &Path,
 ) -> anyhow::Result<(mpsc::Sender<Vec<u8>>, JoinHandle<anyhow::Result<()>>)> {
     let file = File::create(path)

@@ -1,3 +1,12 @@
+//! The outcome of a run: [`Report`], printed as a table or as JSON.
+
+use crate::args::LoadgenArgs;
+use crate::stats::{LatencyMillis, LoadStats};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
 /// Outcome of a load run.
 #[derive(Serialize, Debug, Clone)]
 pub struct Report {
@@ -36,7 +45,7 @@ pub enum LoadModel {
     Open,
 }
 
-fn print_report(report: &Report, as_json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_report(report: &Report, as_json: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
     if as_json {
@@ -49,7 +58,7 @@ fn print_report(report: &Report, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn per_second(count: u64, seconds: f64) -> f64 {
+pub(crate) fn per_second(count: u64, seconds: f64) -> f64 {
     if seconds > 0.0 {
         count as f64 / seconds
     } else {
@@ -58,7 +67,7 @@ fn per_second(count: u64, seconds: f64) -> f64 {
 }
 
 impl Report {
-    fn new(args: &LoadgenArgs, totals: &LoadStats, elapsed: Duration) -> Self {
+    pub(crate) fn new(args: &LoadgenArgs, totals: &LoadStats, elapsed: Duration) -> Self {
         let seconds = elapsed.as_secs_f64();
         let messages_accepted = totals.packets_accepted * u64::from(args.messages_per_packet);
         Self {
@@ -151,6 +160,9 @@ impl fmt::Display for Report {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::args::tests::parse;
+
     #[test]
     fn report_derives_rates_and_percentiles() {
         let args = parse(&["--rate", "100", "--messages-per-packet", "2"]);

@@ -1,16 +1,23 @@
+//! Pacing: which packets each request carries ([`PacketBudget`]) and, in
+//! the open loop, when each request is due ([`Schedule`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
 /// An open-loop slot still untaken this long after it came due is dropped.
 const DROP_GRACE: Duration = Duration::from_millis(1);
 
 /// How many packets the run may send, split into requests.
 #[derive(Debug, Clone, Copy)]
-struct PacketBudget {
-    total_packets: Option<u64>,
-    packets_per_request: u64,
+pub(crate) struct PacketBudget {
+    pub(crate) total_packets: Option<u64>,
+    pub(crate) packets_per_request: u64,
 }
 
 impl PacketBudget {
     /// The first packet number and packet count of request `index`, if it is within budget.
-    fn packets_of_request(&self, index: u64) -> Option<(u64, u64)> {
+    pub(crate) fn packets_of_request(&self, index: u64) -> Option<(u64, u64)> {
         let first_packet = index.checked_mul(self.packets_per_request)?;
         match self.total_packets {
             None => Some((first_packet, self.packets_per_request)),
@@ -21,7 +28,7 @@ impl PacketBudget {
         }
     }
 
-    fn total_requests(&self) -> Option<u64> {
+    pub(crate) fn total_requests(&self) -> Option<u64> {
         self.total_packets
             .map(|total| total.div_ceil(self.packets_per_request))
     }
@@ -29,7 +36,7 @@ impl PacketBudget {
 
 /// Open-loop timetable: slot `n` is due at `start + n / rate`.
 #[derive(Debug)]
-struct Schedule {
+pub(crate) struct Schedule {
     start: Instant,
     rate: f64,
     /// Slots at or past this one are beyond `--duration`.
@@ -38,7 +45,7 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn new(start: Instant, rate: f64, duration: Option<Duration>) -> Self {
+    pub(crate) fn new(start: Instant, rate: f64, duration: Option<Duration>) -> Self {
         let end_slot = duration.map(|duration| (duration.as_secs_f64() * rate).ceil() as u64);
         Self {
             start,
@@ -48,7 +55,7 @@ impl Schedule {
         }
     }
 
-    fn due(&self, slot: u64) -> Instant {
+    pub(crate) fn due(&self, slot: u64) -> Instant {
         self.start + Duration::from_secs_f64(slot as f64 / self.rate)
     }
 
@@ -59,7 +66,7 @@ impl Schedule {
     /// Takes the next slot a worker that is free at `now` can still serve, adding the
     /// slots skipped for being more than [`DROP_GRACE`] overdue to `dropped`.
     /// Returns `None` once the schedule is over.
-    fn claim(&self, now: Instant, dropped: &mut u64) -> Option<u64> {
+    pub(crate) fn claim(&self, now: Instant, dropped: &mut u64) -> Option<u64> {
         let oldest_acceptable_due = now.checked_sub(DROP_GRACE).unwrap_or(self.start);
         let first_on_time = self.first_slot_due_at_or_after(oldest_acceptable_due);
         let mut next = self.next_slot.load(Ordering::Relaxed);
@@ -82,15 +89,17 @@ impl Schedule {
 
 /// One request to send: packets `first_packet..first_packet + packets`.
 #[derive(Debug, Clone, Copy)]
-struct Job {
-    first_packet: u64,
-    packets: u64,
+pub(crate) struct Job {
+    pub(crate) first_packet: u64,
+    pub(crate) packets: u64,
     /// Open loop: when the request came due, if that was before a worker was free.
-    overdue_since: Option<Instant>,
+    pub(crate) overdue_since: Option<Instant>,
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn budget_splits_packets_into_requests() {
         let budget = PacketBudget {

@@ -1,3 +1,12 @@
+//! What the workers count: answers per status, failures, and an
+//! HdrHistogram of latencies; one [`LoadStats`] per load thread, merged at
+//! the end.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 /// Latency percentiles in milliseconds.
 #[derive(Serialize, Debug, Clone, Copy, PartialEq)]
 pub struct LatencyMillis {
@@ -9,22 +18,22 @@ pub struct LatencyMillis {
 
 /// Counters and latencies of one load thread's workers, merged into the totals at the end.
 #[derive(Debug)]
-struct LoadStats {
+pub(crate) struct LoadStats {
     latency_micros: Histogram<u64>,
     status_counts: BTreeMap<u16, u64>,
-    unanswered: u64,
-    requests: u64,
-    packets_sent: u64,
-    packets_accepted: u64,
-    dropped_by_client: u64,
-    connection_errors: u64,
-    timeouts: u64,
-    invalid_response_bodies: u64,
-    first_error: Option<String>,
+    pub(crate) unanswered: u64,
+    pub(crate) requests: u64,
+    pub(crate) packets_sent: u64,
+    pub(crate) packets_accepted: u64,
+    pub(crate) dropped_by_client: u64,
+    pub(crate) connection_errors: u64,
+    pub(crate) timeouts: u64,
+    pub(crate) invalid_response_bodies: u64,
+    pub(crate) first_error: Option<String>,
 }
 
 impl LoadStats {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             latency_micros: Histogram::new(3).expect("3 significant digits is a valid precision"),
             status_counts: BTreeMap::new(),
@@ -40,7 +49,7 @@ impl LoadStats {
         }
     }
 
-    fn record_latency(&mut self, latency: Duration) {
+    pub(crate) fn record_latency(&mut self, latency: Duration) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         // The histogram grows as needed; only absurd values (beyond i64::MAX / 2) get clamped.
         if self.latency_micros.record(micros).is_err() {
@@ -48,23 +57,23 @@ impl LoadStats {
         }
     }
 
-    fn count_status(&mut self, status: u16) {
+    pub(crate) fn count_status(&mut self, status: u16) {
         *self.status_counts.entry(status).or_insert(0) += 1;
     }
 
-    fn count_unanswered(&mut self) {
+    pub(crate) fn count_unanswered(&mut self) {
         self.unanswered += 1;
     }
 
     /// Counts a connection error; `describe` is called only for the first one.
-    fn count_connection_error(&mut self, describe: impl FnOnce() -> String) {
+    pub(crate) fn count_connection_error(&mut self, describe: impl FnOnce() -> String) {
         self.connection_errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(describe());
         }
     }
 
-    fn merge(&mut self, other: LoadStats) -> anyhow::Result<()> {
+    pub(crate) fn merge(&mut self, other: LoadStats) -> anyhow::Result<()> {
         self.latency_micros.add(&other.latency_micros)?;
         for (status, count) in other.status_counts {
             *self.status_counts.entry(status).or_insert(0) += count;
@@ -81,7 +90,7 @@ impl LoadStats {
         Ok(())
     }
 
-    fn status_code_map(&self) -> BTreeMap<String, u64> {
+    pub(crate) fn status_code_map(&self) -> BTreeMap<String, u64> {
         let mut codes: BTreeMap<String, u64> = self
             .status_counts
             .iter()
@@ -93,7 +102,7 @@ impl LoadStats {
         codes
     }
 
-    fn latency_millis(&self) -> LatencyMillis {
+    pub(crate) fn latency_millis(&self) -> LatencyMillis {
         let at = |quantile| micros_to_millis(self.latency_micros.value_at_quantile(quantile));
         LatencyMillis {
             p50: at(0.50),
@@ -104,12 +113,14 @@ impl LoadStats {
     }
 }
 
-fn micros_to_millis(micros: u64) -> f64 {
+pub(crate) fn micros_to_millis(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn merging_adds_counts_and_latencies() {
         let mut first = LoadStats::new();

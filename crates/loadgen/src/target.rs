@@ -1,7 +1,17 @@
+//! Where the load goes: the `--target` URL resolved to a socket address,
+//! and the connections to it (`TCP_NODELAY`, opened up front).
+
+use anyhow::{bail, Context};
+use http::Uri;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
 /// Opens the workers' connections up front, so connecting is not timed as
 /// latency. They are handed over as plain sockets: each is registered with
 /// the runtime of the thread that drives it.
-async fn open_connections(
+pub(crate) async fn open_connections(
     addr: SocketAddr,
     count: u32,
     timeout: Duration,
@@ -22,7 +32,7 @@ async fn open_connections(
     connections
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("cannot connect to {addr}"))?;
@@ -31,15 +41,15 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
 }
 
 /// Where requests go: the resolved socket address plus what goes in each request line.
-struct Target {
-    addr: SocketAddr,
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
     /// The `Host` header: the URL's authority.
-    host: String,
-    path: Uri,
+    pub(crate) host: String,
+    pub(crate) path: Uri,
 }
 
 impl Target {
-    async fn resolve(url: &Uri) -> anyhow::Result<Self> {
+    pub(crate) async fn resolve(url: &Uri) -> anyhow::Result<Self> {
         if url.scheme_str() != Some("http") {
             bail!("--target must be a plain http:// URL, got {url}");
         }

@@ -1,3 +1,28 @@
+//! The workers: one thread per core, each with its own single-threaded
+//! runtime driving its share of the connections; a worker sends one request
+//! at a time on its connection and counts what came back.
+
+use crate::args::LoadgenArgs;
+use crate::body::{BodyFormat, BodyWriter};
+use crate::plan::Shared;
+use crate::record::RecordBuffer;
+use crate::schedule::Job;
+use crate::stats::LoadStats;
+use crate::target::connect;
+use anyhow::Context;
+use http1::{Answer, Connection};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::{JoinSet, LocalSet};
+use tokio::time::{sleep, Instant};
+
 /// Pause after a failed connection attempt, so a dead target is not hammered in a busy loop.
 const CONNECT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
@@ -14,7 +39,7 @@ struct Seat {
 /// a request's wake-ups stay on its thread. On one shared multi-threaded
 /// runtime they crossed threads, and the load generator's rate varied by a
 /// third from run to run against the same server.
-async fn run_workers(
+pub(crate) async fn run_workers(
     args: &LoadgenArgs,
     shared: &Arc<Shared>,
     sockets: Vec<anyhow::Result<std::net::TcpStream>>,
