@@ -23,8 +23,9 @@ test: ## Format check, clippy -D warnings, every test (starts a real kube-apiser
 test-browser: ## The status page in headless Chromium (installs chromium and playwright-core once)
 	scripts/browser-test.sh
 
-fmt: ## Format the code
-	$(CARGO) fmt
+fmt: ## Format the code (every crate of the workspace, and the fuzz targets)
+	$(CARGO) fmt --all
+	rustfmt --edition 2021 fuzz/fuzz_targets/*.rs fuzz/examples/*.rs
 
 lint: ## Format check and clippy with warnings as errors
 	@scripts/lint.sh
