@@ -21,6 +21,11 @@
 //!   that do not read their answers.
 //! - [`service`]: wires it all together, start to orderly shutdown;
 //!   [`shutdown`] is the signal that starts it.
+//!
+//! Beside this crate in the workspace: [`http1`] (the HTTP/1.1 client
+//! connection that delivery uses), [`reference_analyzer`] (the server that
+//! `logs-distributor analyzer` runs) and `crates/loadgen` (the load
+//! generator, a binary of its own that the service does not link).
 
 pub mod api;
 pub mod cli;
