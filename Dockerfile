@@ -1,4 +1,8 @@
-# Build: a release binary with the locked dependency set.
+# Build: the service's release binary with the locked dependency set. Cargo
+# reads every workspace member's manifest and every target the root
+# manifest names, so crates/ (also the crates the service links: http1, the
+# reference analyzer) and benches/ are copied, with what the binary compiles
+# in (ui/, docs/openapi.json); only the service binary is built.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # make: jemalloc (the allocator) is built from source.
@@ -7,8 +11,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
+COPY benches ./benches
 COPY ui ./ui
-RUN cargo build --release --locked && strip target/release/logs-distributor
+COPY docs/openapi.json ./docs/openapi.json
+RUN cargo build --release --locked --bin logs-distributor && strip target/release/logs-distributor
 
 # Run: a small Debian base, non-root, data on a volume.
 FROM debian:bookworm-slim

@@ -23,15 +23,16 @@ test: ## Format check, clippy -D warnings, every test (starts a real kube-apiser
 test-browser: ## The status page in headless Chromium (installs chromium and playwright-core once)
 	scripts/browser-test.sh
 
-fmt: ## Format the code
-	$(CARGO) fmt
+fmt: ## Format the code (every crate of the workspace, and the fuzz targets)
+	$(CARGO) fmt --all
+	rustfmt --edition 2021 fuzz/fuzz_targets/*.rs fuzz/examples/*.rs
 
 lint: ## Format check and clippy with warnings as errors
 	@scripts/lint.sh
 
 .PHONY: fuzz
 
-fuzz: ## Fuzz the ingest parser, the NDJSON splitter and the WAL decoder, 60 s each
+fuzz: ## Fuzz the ingest parser, NDJSON splitter, WAL decoder and HTTP/1.1 answer reader, 60 s each
 	scripts/fuzz.sh
 
 bench: ## Throughput and latency on loopback (release build); prints a table

@@ -10,7 +10,7 @@ One run, side by side, in front of the same FOUR REFERENCE ANALYZER processes
     keepalive 64, `proxy_next_upstream error timeout`, `listen ... reuseport`
     (each worker its own listening socket), /api/v1/logs -> /;
 at 1, 10 and 100 packets per request, 3 messages of ~200 bytes each, driven by
-`logs-distributor loadgen` (closed loop, BENCH_CONCURRENCY connections).
+`logs-distributor-loadgen` (closed loop, BENCH_CONCURRENCY connections).
 Every row gets a fresh distributor or nginx, so its peak RSS is its own.
 
 Extra rows:
@@ -48,6 +48,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BINARY = os.path.join(ROOT, "target", "release", "logs-distributor")
+LOADGEN = os.path.join(ROOT, "target", "release", "logs-distributor-loadgen")
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
 PACKETS_PER_REQUEST = (1, 10, 100)
@@ -178,7 +179,7 @@ def progress(text):
 def loadgen(target, packets_per_request, concurrency=CONCURRENCY, rate=None):
     progress(f"loadgen {target} {packets_per_request} pkts/req" + (f" at {rate:.0f} req/s" if rate else ""))
     command = [
-        BINARY, "loadgen", "--target", target, "--concurrency", str(concurrency),
+        LOADGEN, "--target", target, "--concurrency", str(concurrency),
         "--duration", f"{DURATION}s", "--packets-per-request", str(packets_per_request),
         "--messages-per-packet", str(MESSAGES_PER_PACKET), "--message-bytes", str(MESSAGE_BYTES),
         "--json", "--quiet",
@@ -395,7 +396,8 @@ def overload(bench):
 
 
 def main():
-    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet",
+                    "-p", "logs-distributor", "-p", "logs-distributor-loadgen"], cwd=ROOT, check=True)
     nginx_binary()
     wrk_binary()
     work = tempfile.mkdtemp(prefix="ld-bench-")

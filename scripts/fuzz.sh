@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the ingest parser (JSON array), the NDJSON splitter and the WAL
-# record decoder with cargo-fuzz, FUZZ_SECONDS (default 60) each, and prints
+# Fuzzes the ingest parser (JSON array), the NDJSON splitter, the WAL record
+# decoder and the http1 client's answer reader with cargo-fuzz, FUZZ_SECONDS
+# (default 60) each, and prints
 # the executions each reached. Exits non-zero on the first crash (libFuzzer
 # leaves the input under fuzz/artifacts/<target>/).
 #
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 SANITIZER=${FUZZ_SANITIZER:-none}
-TARGETS=${FUZZ_TARGETS:-ingest ndjson wal_decode}
+TARGETS=${FUZZ_TARGETS:-ingest ndjson wal_decode http1_answer}
 CACHE=${LD_CACHE:-$HOME/.cache/logs-distributor}
 ROOT=$CACHE/cargo-fuzz
 export PATH=$ROOT/bin:$PATH
@@ -55,5 +56,5 @@ done
 echo
 echo "==> executions reached (${SECONDS_EACH}s each)"
 for target in $TARGETS; do
-    printf '  %-11s %s\n' "$target" "${EXECS[$target]}"
+    printf '  %-12s %s\n' "$target" "${EXECS[$target]}"
 done

@@ -12,7 +12,7 @@
 #      retries and dead letters): `promtool check metrics` and every metric
 #      the rules, the dashboard and the README name, with its type.
 #   4. Prometheus on loopback scrapes it every second with alerts.yaml loaded
-#      while `logs-distributor loadgen` sends 200 requests/s; then every
+#      while `logs-distributor-loadgen` sends 200 requests/s; then every
 #      dashboard expression and every rule expression is run through
 #      /api/v1/query: each must evaluate, and each must answer data (an alert
 #      expression `X > 5` is asked as `X > bool 5`, which answers for every
@@ -428,9 +428,11 @@ check dashboard "$DASHBOARD" "$WORK/exprs.json" || fail "dashboard"
 
 # ---------------------------------------------------------------- distributor
 
-cargo build --quiet --locked
+cargo build --quiet --locked -p logs-distributor -p logs-distributor-loadgen
 BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/logs-distributor
+LOADGEN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/logs-distributor-loadgen
 [ -x "$BINARY" ] || fail "no binary at $BINARY"
+[ -x "$LOADGEN" ] || fail "no binary at $LOADGEN"
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -549,7 +551,7 @@ done
 [ "$up" -eq 1 ] || fail "prometheus did not scrape the distributor within 10 s"
 
 say "load: 200 requests/s for ${LOAD_SECONDS}s (prometheus on $PROM scraping every second)"
-timeout --kill-after=5 $((LOAD_SECONDS + 30)) "$BINARY" loadgen --target "$BASE/api/v1/logs" \
+timeout --kill-after=5 $((LOAD_SECONDS + 30)) "$LOADGEN" --target "$BASE/api/v1/logs" \
     --rate 200 --duration "${LOAD_SECONDS}s" --concurrency 16 --messages-per-packet 2 \
     --message-bytes 100 --quiet --json >"$WORK/loadgen.json" 2>"$WORK/loadgen.log" \
     || { cat "$WORK/loadgen.log" >&2; fail "loadgen"; }

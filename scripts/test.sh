@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Everything `make test` runs, in order: lint, the control plane the
 # Kubernetes tests need (built once into ~/.cache/logs-distributor), every
-# cargo test, the browser test. The control plane is stopped on the way out.
+# cargo test of every crate in the workspace, the browser test. The control
+# plane is stopped on the way out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/lint.sh
 scripts/envtest.sh up
 trap 'scripts/envtest.sh down >/dev/null 2>&1 || true' EXIT
-cargo test --locked --all-targets
-cargo test --locked --doc
+cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --doc
 scripts/prometheus-test.sh
 scripts/dockerfile-lint.sh
 scripts/chart-test.sh

@@ -1,14 +1,14 @@
-//! Configuration: command-line flags (each with an `LD_*` environment
-//! twin), an optional YAML file, and defaults that reproduce the original
-//! service. Precedence: flag or env var, then the file, then the default.
+//! Configuration: the [`Settings`] as the YAML file spells them, the
+//! defaults that reproduce the original service, and every rule they must
+//! meet. The command line's flags are applied onto them by `crate::cli`.
 //!
-//! Everything is checked once, at start-up, by [`Settings::load`]: a bad
+//! Everything is checked once, at start-up, by [`Settings::check`]: a bad
 //! file stops the process with one line naming the key at fault.
 
 use crate::model::Limits;
 use crate::storage::wal::{FsyncMode, MAX_PACKET_JSON_BYTES};
 use crate::transport::endpoint::Endpoint;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -26,89 +26,6 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Most permits a `tokio::sync::Semaphore` takes: the bound of every
 /// setting that sizes one (connections, deliveries at once).
 const MAX_SLOTS: usize = tokio::sync::Semaphore::MAX_PERMITS;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "logs-distributor",
-    version,
-    about = "Distributes log packets to analyzers by smooth weighted round-robin, \
-             with health checks, retries and a dead letter.",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Running without a subcommand is the same as `serve`.
-    #[command(flatten)]
-    pub serve: ServeArgs,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Run the distributor (the default).
-    Serve(ServeArgs),
-    /// Print the effective configuration as YAML (defaults, file, flags) and exit.
-    PrintConfig(ServeArgs),
-    /// Run the reference analyzer: an HTTP server speaking the analyzer contract.
-    Analyzer(crate::analyzer::AnalyzerArgs),
-    /// Send load to a distributor and report throughput and latency.
-    Loadgen(crate::loadgen::LoadgenArgs),
-    /// Print the Analyzer CustomResourceDefinition as YAML.
-    Crd,
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 0.0.0.0:8080]
-    #[arg(long, env = "LD_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// Directory for the checkpoint and failed_packets.json (created if missing) [default: ./data]
-    #[arg(long, env = "LD_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// YAML configuration file (analyzers, retry, health, checkpoint, limits, queue).
-    #[arg(long, env = "LD_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Log output format [default: text]
-    #[arg(long, env = "LD_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// When accepted packets reach the disk: always (fsync before the 202; group commit),
-    /// interval:<ms> (at most that window lost on power loss), never (process crash only)
-    /// [default: always]
-    #[arg(long, env = "LD_FSYNC", value_name = "MODE")]
-    pub fsync: Option<FsyncMode>,
-    /// What start-up does with a corrupt write-ahead log: strict (refuse to start) or
-    /// skip-corrupt (skip the damaged part, report it) [default: strict]
-    #[arg(long, env = "LD_WAL_RECOVER", value_enum)]
-    pub wal_recover: Option<WalRecover>,
-    /// Where analyzers come from: config (the YAML file) or kubernetes (Analyzer resources)
-    /// [default: kubernetes inside a pod, config elsewhere]
-    #[arg(long, env = "LD_SOURCE", value_enum)]
-    pub source: Option<Source>,
-    /// Namespace to watch Analyzers in (and hold the Lease in) [default: the kubeconfig's or
-    /// the pod's]
-    #[arg(long, env = "LD_NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Watch Analyzers in every namespace (ids become namespace/name)
-    #[arg(long, env = "LD_ALL_NAMESPACES")]
-    pub all_namespaces: bool,
-    /// This replica's name in the leader Lease [default: $POD_NAME or $HOSTNAME]
-    #[arg(long, env = "LD_IDENTITY")]
-    pub identity: Option<String>,
-    /// File holding the bearer token for ingestion (re-read when it changes); the token itself
-    /// may come from LD_INGEST_TOKEN instead
-    #[arg(long, env = "LD_INGEST_TOKEN_FILE", value_name = "FILE")]
-    pub ingest_token_file: Option<PathBuf>,
-    /// File holding the bearer token for admin operations (re-read when it changes); the token
-    /// itself may come from LD_ADMIN_TOKEN instead
-    #[arg(long, env = "LD_ADMIN_TOKEN_FILE", value_name = "FILE")]
-    pub admin_token_file: Option<PathBuf>,
-    /// PEM certificate chain: serve HTTPS (with --tls-key); reloaded when it changes
-    #[arg(long, env = "LD_TLS_CERT", value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert
-    #[arg(long, env = "LD_TLS_KEY", value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-}
 
 /// Bearer tokens. A scope without a token is open; see docs/security.md.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
@@ -617,59 +534,6 @@ impl Default for Settings {
 pub struct ConfigError(String);
 
 impl Settings {
-    /// Defaults, overlaid by the file (if any), overlaid by flags and env vars; then checked.
-    pub fn load(args: &ServeArgs) -> Result<Settings, ConfigError> {
-        let mut settings = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Settings::default(),
-        };
-        if let Some(listen) = &args.listen {
-            settings.listen = listen.clone();
-        }
-        if let Some(dir) = &args.data_dir {
-            settings.data_dir = dir.clone();
-        }
-        if let Some(format) = args.log_format {
-            settings.log_format = format;
-        }
-        if let Some(fsync) = args.fsync {
-            settings.wal.fsync = fsync;
-        }
-        if let Some(recover) = args.wal_recover {
-            settings.wal.recover = recover;
-        }
-        if let Some(source) = args.source {
-            settings.source = source;
-        }
-        if let Some(namespace) = &args.namespace {
-            settings.kubernetes.namespace = Some(namespace.clone());
-        }
-        if args.all_namespaces {
-            settings.kubernetes.all_namespaces = true;
-        }
-        if let Some(identity) = &args.identity {
-            settings.kubernetes.identity = identity.clone();
-        }
-        if let Some(file) = &args.ingest_token_file {
-            settings.auth.ingest_token_file = Some(file.clone());
-        }
-        if let Some(file) = &args.admin_token_file {
-            settings.auth.admin_token_file = Some(file.clone());
-        }
-        if let Some(cert) = &args.tls_cert {
-            settings.tls.cert = Some(cert.clone());
-        }
-        if let Some(key) = &args.tls_key {
-            settings.tls.key = Some(key.clone());
-        }
-        // Tokens by value come from the environment only (never argv, never the file).
-        let token = |name: &str| std::env::var(name).ok().filter(|t| !t.trim().is_empty());
-        settings.auth.ingest_token = token("LD_INGEST_TOKEN");
-        settings.auth.admin_token = token("LD_ADMIN_TOKEN");
-        settings.check()?;
-        Ok(settings)
-    }
-
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
@@ -1156,20 +1020,5 @@ mod tests {
             error_of("limits: {max_body_bytes: 1000}\nserver: {max_body_memory: 2999}\n"),
             "configuration: server.max_body_memory: 2999 must be at least 3 x limits.max_body_bytes (1000): a gzip body, what it inflates to, and a buffer growing"
         );
-    }
-
-    #[test]
-    fn flags_beat_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(&path, "listen: 127.0.0.1:9000\ndata_dir: /from/file\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            data_dir: Some(PathBuf::from("/from/flag")),
-            ..ServeArgs::default()
-        };
-        let s = Settings::load(&args).unwrap();
-        assert_eq!(s.listen, "127.0.0.1:9000");
-        assert_eq!(s.data_dir, PathBuf::from("/from/flag"));
     }
 }

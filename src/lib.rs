@@ -14,27 +14,29 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics` and `/stats`.
 //! - [`traffic`]: the last minutes of traffic (recent shares, rates).
 //! - [`k8s`]: the `Analyzer` custom resource.
-//! - [`config`]: flags, env vars, the YAML file, defaults.
+//! - [`config`]: the settings (the YAML file), their defaults and checks;
+//!   [`cli`] applies the command line's flags and env vars onto them.
 //! - [`server`]: the accept loop (timeouts, connection bound, TLS); the
 //!   bearer tokens are [`api::auth`]; [`write_deadline`] cuts off clients
 //!   that do not read their answers.
-//! - [`service`]: wires it all together, start to orderly shutdown.
-//! - [`http1`]: the HTTP/1.1 client connection that delivery and the load
-//!   generator share.
-//! - [`analyzer`]: the reference analyzer server (`logs-distributor analyzer`).
-//! - [`loadgen`]: the load generator (`logs-distributor loadgen`).
+//! - [`service`]: wires it all together, start to orderly shutdown;
+//!   [`shutdown`] is the signal that starts it.
+//!
+//! Beside this crate in the workspace: [`http1`] (the HTTP/1.1 client
+//! connection that delivery uses), [`reference_analyzer`] (the server that
+//! `logs-distributor analyzer` runs) and `crates/loadgen` (the load
+//! generator, a binary of its own that the service does not link).
 
-pub mod analyzer;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod dispatch;
-pub mod http1;
 pub mod k8s;
-pub mod loadgen;
 pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod storage;
 pub mod sync;
 pub mod traffic;

@@ -3,10 +3,10 @@
 //! SIGINT, then shuts down in order and exits 0.
 
 use clap::Parser;
-use logs_distributor::analyzer::{self, AnalyzerArgs};
-use logs_distributor::config::{Cli, Command, LogFormat, ServeArgs, Settings};
-use logs_distributor::loadgen::{self, LoadgenArgs};
-use logs_distributor::service;
+use logs_distributor::cli::{Cli, Command, ServeArgs};
+use logs_distributor::config::LogFormat;
+use logs_distributor::{service, shutdown};
+use reference_analyzer::AnalyzerArgs;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -23,7 +23,6 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Analyzer(args)) => run_analyzer(args),
-        Some(Command::Loadgen(args)) => run_loadgen(args),
         Some(Command::Crd) => {
             print!("{}", logs_distributor::k8s::crd::crd_yaml());
             Ok(())
@@ -41,25 +40,16 @@ fn main() -> ExitCode {
 fn run_analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(analyzer::run(args))
-}
-
-fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
-    // The load runs on threads of its own (one per core); this runtime only
-    // connects, shows progress and writes the recorded ids.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(loadgen::run(args)).map(|_report| ())
+    runtime.block_on(reference_analyzer::run(args, shutdown::requested()))
 }
 
 fn print_config(args: &ServeArgs) -> anyhow::Result<()> {
-    print!("{}", Settings::load(args)?.to_yaml());
+    print!("{}", args.settings()?.to_yaml());
     Ok(())
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let settings = Settings::load(args)?;
+    let settings = args.settings()?;
     init_logging(settings.log_format);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = settings.server.worker_threads {
@@ -70,7 +60,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let running = service::start(settings).await?;
         let stop = running.stop_token();
         tokio::spawn(async move {
-            service::shutdown_signal().await;
+            shutdown::requested().await;
             stop.cancel();
         });
         running.wait().await

@@ -9,9 +9,9 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use common::{eventually, packets, processed, Api, DEADLINE};
-use logs_distributor::analyzer::{self, AnalyzerArgs};
 use logs_distributor::config::Settings;
 use logs_distributor::service::{self, Running};
+use reference_analyzer::AnalyzerArgs;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -36,7 +36,7 @@ async fn reference_analyzer(name: &str) -> SocketAddr {
         fail_first: 0,
         respond_status: None,
     };
-    host(analyzer::app(args).expect("analyzer app")).await
+    host(reference_analyzer::app(args).expect("analyzer app")).await
 }
 
 /// Probes and ejection out of the way: the rotation never changes.

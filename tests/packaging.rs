@@ -3,7 +3,8 @@
 //! checked by parsing them and tying every reference to something real.
 
 use clap::Parser;
-use logs_distributor::config::{Cli, Command, Settings};
+use logs_distributor::cli::{Cli, Command};
+use logs_distributor::config::Settings;
 use serde_json::Value;
 use std::path::Path;
 

@@ -15,14 +15,14 @@
 //!   and the first 1 KiB of the answer as the dead letter's `final_error`.
 //! - Health: `GET <health_url>`, healthy on 2xx.
 //!
-//! Each analyzer keeps its own pool of kept-alive connections ([`crate::http1`]),
+//! Each analyzer keeps its own pool of kept-alive connections ([`http1`]),
 //! the most recently used taken first, closed after 90 s unused.
 
 use super::endpoint::Endpoint;
 use super::{DeliveryFailure, FailureClass};
 use crate::dispatch::job::Job;
-use crate::http1::{self, Answer, Connection};
 use crate::sync::LockUnpoisoned;
+use http1::{Answer, Connection};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;

@@ -1,5 +1,6 @@
 //! The reference analyzer: a real HTTP server that speaks the analyzer
-//! contract, for demos, tests and benchmarks (`logs-distributor analyzer`).
+//! contract, for demos, tests and benchmarks. The service's binary runs it
+//! as `logs-distributor analyzer`; tests host [`app`] in-process.
 //!
 //! Routes:
 //! - `POST /`: a JSON array of packets; answers 200 (or 503 with
@@ -22,6 +23,7 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashSet;
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -107,12 +109,16 @@ pub fn app(args: AnalyzerArgs) -> std::io::Result<Router> {
         .with_state(state))
 }
 
-/// Runs the analyzer until SIGINT or SIGTERM.
-pub async fn run(args: AnalyzerArgs) -> anyhow::Result<()> {
+/// Runs the analyzer until `shutdown` resolves (the binary passes its
+/// SIGINT/SIGTERM signal), then finishes the requests in progress.
+pub async fn run(
+    args: AnalyzerArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, name = %args.name, "reference analyzer listening");
     axum::serve(listener, app(args)?)
-        .with_graceful_shutdown(crate::service::shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
 }

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use clap::Parser;
-use logs_distributor::loadgen::{run, LoadgenArgs, Report};
+use loadgen::{run, LoadgenArgs, Report};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
