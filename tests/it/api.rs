@@ -1,7 +1,7 @@
 //! Every endpoint and every status code of the HTTP API, over a real socket
 //! against a distributor started in-process.
 
-mod common;
+use crate::support::common;
 
 use common::{packet, packets, processed, Config, Server};
 use flate2::write::GzEncoder;

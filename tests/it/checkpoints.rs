@@ -5,7 +5,7 @@
 //! log segments it needs are still there, and the final checkpoint of a
 //! shutdown is the one a restart reads.
 
-mod common;
+use crate::support::common;
 
 use common::{analyzer, read_checkpoint, write_config, Config, Process, Server, DEADLINE};
 use serde_json::{json, Value};

@@ -36,8 +36,8 @@
 //!
 //! Run with `cargo test --test crash -- --nocapture` to see the report.
 
-mod common;
-mod faults;
+use crate::support::common;
+use crate::support::faults;
 
 use common::{free_port, AnalyzerProcess as Analyzer};
 use faults::{body, dead_letter_ids, post, read_dead_letter_file, tail, Distributor};

@@ -2,7 +2,7 @@
 //! the idempotency header, permanent failures with the analyzer's answer,
 //! `Retry-After`, and the retry budget.
 
-mod common;
+use crate::support::common;
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;

@@ -14,8 +14,8 @@
 //!   checkpoint taken while a refused request waits for its failing append
 //!   must not bring those packets back after a crash.
 
-mod common;
-mod faults;
+use crate::support::common;
+use crate::support::faults;
 
 use common::{free_port, read_records, AnalyzerProcess as Analyzer};
 use faults::{body, client, get, post, tail, Distributor};

@@ -28,7 +28,7 @@
 //! The tests about metadata nested as deep as ingest allows are apart from
 //! the table: they need the dead letter, a crash and a restart.
 
-mod common;
+use crate::support::common;
 
 use common::{eventually, packets, Config, Process, Server, DEADLINE};
 use flate2::write::GzEncoder;

@@ -9,7 +9,7 @@
 //! which a machine busy with another test's thousand deliveries cannot
 //! promise.
 
-mod common;
+use crate::support::common;
 
 use common::{
     dead_letter_entries, eventually, numbered_packets, remote, write_config, AnalyzerProcess, AnalyzerSpec,

@@ -9,8 +9,8 @@
 //! status writer out (a phantom holds the Lease): see
 //! `updates_that_change_no_weight_keep_the_split_exact` for why.
 
-mod common;
-mod kube_support;
+use crate::support::common;
+use crate::support::kube as kube_support;
 
 use common::{dead_letter_entries, eventually, packets, processed, AnalyzerProcess, DEADLINE};
 use kube_support::{

@@ -1,7 +1,7 @@
 //! The real binary: restart on the same data directory, SIGTERM drain,
 //! configuration errors, `--help`, environment variables.
 
-mod common;
+use crate::support::common;
 
 use common::{
     analyzer, command, packets, processed, read_checkpoint, run_to_end, write_config, Config, Process,

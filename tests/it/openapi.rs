@@ -12,7 +12,7 @@
 //! `pattern` is known but not checked here (it only constrains request
 //! bodies, which schemathesis checks: scripts/schemathesis.sh).
 
-mod common;
+use crate::support::common;
 
 use common::{analyzer, eventually, packet, packets, Config, Reply, Server, DEADLINE};
 use flate2::write::GzEncoder;
@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-const DOCUMENT: &str = include_str!("../docs/openapi.json");
-const ROUTER: &str = include_str!("../src/api/mod.rs");
+const DOCUMENT: &str = include_str!("../../docs/openapi.json");
+const ROUTER: &str = include_str!("../../src/api/mod.rs");
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",

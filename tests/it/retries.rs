@@ -1,7 +1,7 @@
 //! Retries with exponential backoff, the dead letter (API and file), and
 //! replaying dead letters.
 
-mod common;
+use crate::support::common;
 
 use common::{analyzer, counter, eventually, packets, processed, Api, Config, Server, DEADLINE};
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! Exact weighted distribution over HTTP, and how forcing analyzers out of
 //! (and back into) rotation reshapes it.
 
-mod common;
+use crate::support::common;
 
 use common::{packets, processed, Api, Config, Server};
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! token file rotation, the header-read and request timeouts, the bound on
 //! connections, and TLS with certificate rotation.
 
-mod common;
+use crate::support::common;
 
 use common::{eventually, packets, Config, Process, Reply, Server, DEADLINE};
 use serde_json::json;

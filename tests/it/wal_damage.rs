@@ -14,8 +14,8 @@
 //! `src/storage/wal/format.rs` (version 2, and version 1 for segments that
 //! start without the magic).
 
-mod common;
-mod faults;
+use crate::support::common;
+use crate::support::faults;
 
 use common::{free_port, read_records, AnalyzerProcess as Analyzer};
 use faults::{body, post, tail, Distributor};

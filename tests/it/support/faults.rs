@@ -9,7 +9,7 @@
 //! it, hence the `dead_code` allowance (scoped to this module).
 #![allow(dead_code)]
 
-use crate::common::command;
+use crate::support::common::command;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -7,7 +7,7 @@
 //! fails a test instead of hanging it.
 #![allow(dead_code)]
 
-use crate::common::{run_bounded, Api, Process};
+use crate::support::common::{run_bounded, Api, Process};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -443,7 +443,7 @@ pub async fn analyzers_where(
     timeout: Duration,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    crate::common::eventually(what, timeout, || async {
+    crate::support::common::eventually(what, timeout, || async {
         let reply = api.get("/api/v1/analyzers").await;
         reply.expect(200);
         let analyzers = reply.json["analyzers"].clone();
