@@ -1,9 +1,11 @@
 //! Every endpoint and every status code of the HTTP API, over a real socket
 //! against a distributor started in-process.
 
-use crate::support::common;
-
-use common::{packet, packets, processed, Config, Server};
+use crate::support::config::Config;
+use crate::support::http::processed;
+use crate::support::in_process::Server;
+use crate::support::packets::{packet, packets};
+use crate::support::poll::{eventually, DEADLINE};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
@@ -404,7 +406,7 @@ async fn shutting_down_answers_503_with_retry_after() {
     server.post_logs(&packets("slow", 2)).await.expect(202);
     server.running().stop_token().cancel();
     // Wait until the shutdown has begun, so that no later POST can slip in.
-    let ready = common::eventually("/readyz to say 503", common::DEADLINE, || async {
+    let ready = eventually("/readyz to say 503", DEADLINE, || async {
         let reply = server.get("/readyz").await;
         if reply.status == 503 {
             Ok(reply)

@@ -14,11 +14,13 @@
 //!   checkpoint taken while a refused request waits for its failing append
 //!   must not bring those packets back after a crash.
 
-use crate::support::common;
-use crate::support::faults;
-
-use common::{free_port, read_records, AnalyzerProcess as Analyzer};
-use faults::{body, client, get, post, tail, Distributor};
+use crate::support::analyzers::AnalyzerProcess as Analyzer;
+use crate::support::distributor::Distributor;
+use crate::support::files::read_records;
+use crate::support::http::{client, get, post};
+use crate::support::packets::sized_packets;
+use crate::support::ports::free_port;
+use crate::support::processes::tail;
 use reqwest::StatusCode;
 use std::collections::HashSet;
 use std::io::Write;
@@ -129,7 +131,7 @@ async fn post_accepted(distributor: &Distributor, ids: &[String], bytes: usize) 
     let reply = post(
         &distributor.http,
         &distributor.url("/api/v1/logs"),
-        &body(ids, bytes),
+        &sized_packets(ids, bytes),
     )
     .await
     .expect("POST /api/v1/logs");
@@ -165,13 +167,13 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "1h");
     let fsync = ["--fsync", "always"];
-    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
-    distributor.start(&config, &fsync).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor.launch(&config, &tmpfs.path, &fsync).await;
 
     // Room on the disk: taken and delivered.
     let before = ids("before", 5);
     post_accepted(&distributor, &before, 200).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
 
     // No room: every request refused, whole, with a reason and a wait.
     let filled = tmpfs.fill("filler");
@@ -182,7 +184,7 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
         let reply = post(
             &distributor.http,
             &distributor.url("/api/v1/logs"),
-            &body(&batch, BIG_PACKET),
+            &sized_packets(&batch, BIG_PACKET),
         )
         .await
         .expect("POST /api/v1/logs");
@@ -232,7 +234,7 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
     std::fs::remove_file(tmpfs.path.join("filler")).expect("delete the filler");
     let after = ids("after", 5);
     post_accepted(&distributor, &after, BIG_PACKET).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     assert_alive_and_healthy(&mut distributor).await;
 
     let check = |when: &str| {
@@ -260,8 +262,8 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
 
     // A crash and a replay of the log bring none of the refused packets back.
     distributor.kill9();
-    distributor.start(&config, &fsync).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.launch(&config, &tmpfs.path, &fsync).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     check("after kill -9 and a restart");
 }
 
@@ -274,8 +276,10 @@ async fn checkpoints_on_a_full_disk_fail_are_counted_and_resume() {
     let tmpfs = Tmpfs::mount(&dir.path().join("data"));
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "100ms");
-    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
-    distributor.start(&config, &["--fsync", "always"]).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor
+        .launch(&config, &tmpfs.path, &["--fsync", "always"])
+        .await;
     let failures = "logs_distributor_checkpoint_failures_total";
     assert_eq!(distributor.metric(failures).await, 0.0);
 
@@ -322,7 +326,7 @@ async fn checkpoints_on_a_full_disk_fail_are_counted_and_resume() {
     );
     let packets = ids("after", 3);
     post_accepted(&distributor, &packets, 200).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     let received: HashSet<String> = analyzer.records().into_iter().collect();
     assert!(packets.iter().all(|id| received.contains(id)), "{received:?}");
     assert_alive_and_healthy(&mut distributor).await;
@@ -370,8 +374,8 @@ async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "10ms");
     let fsync = ["--fsync", "always"];
-    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
-    distributor.start(&config, &fsync).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor.launch(&config, &tmpfs.path, &fsync).await;
 
     // Full but for 16 KiB: a checkpoint (well under a page of gzip) fits, a
     // request of three 9000-byte packets never does.
@@ -392,12 +396,12 @@ async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
             let (refused, accepted, stop) = (refused.clone(), accepted.clone(), stop.clone());
             let url = distributor.url("/api/v1/logs");
             tokio::spawn(async move {
-                let http = faults::client();
+                let http = client();
                 let mut n = 0;
                 while !stop.load(Ordering::Acquire) {
                     n += 1;
                     let batch = ids(&format!("c{c}-{n:05}"), 3);
-                    let Ok(reply) = post(&http, &url, &body(&batch, 9000)).await else {
+                    let Ok(reply) = post(&http, &url, &sized_packets(&batch, 9000)).await else {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
@@ -450,8 +454,8 @@ async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
 
     // Room again; the restart replays the checkpoint and the log.
     std::fs::remove_file(tmpfs.path.join("filler")).expect("delete the filler");
-    distributor.start(&config, &fsync).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.launch(&config, &tmpfs.path, &fsync).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     let received: HashSet<String> = analyzer.records().into_iter().collect();
     let mut kept: Vec<&String> = refused.iter().filter(|id| received.contains(*id)).collect();
     kept.sort();

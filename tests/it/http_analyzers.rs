@@ -9,12 +9,12 @@
 //! which a machine busy with another test's thousand deliveries cannot
 //! promise.
 
-use crate::support::common;
-
-use common::{
-    dead_letter_entries, eventually, numbered_packets, remote, write_config, AnalyzerProcess, AnalyzerSpec,
-    Api, Config, Process, DEADLINE,
-};
+use crate::support::analyzers::AnalyzerProcess;
+use crate::support::config::{remote, write_config, AnalyzerSpec, Config};
+use crate::support::distributor::Distributor;
+use crate::support::http::{serve, Api};
+use crate::support::packets::{numbered_packets, packet};
+use crate::support::poll::{eventually, DEADLINE};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -65,9 +65,9 @@ fn config(analyzers: Vec<AnalyzerSpec>, ejection_threshold: u32) -> Config {
 }
 
 /// Starts the distributor binary with `config`, its data in `dir/data`.
-async fn distributor(dir: &Path, config: &Config) -> Process {
+async fn distributor(dir: &Path, config: &Config) -> Distributor {
     let path = write_config(dir, "distributor.yaml", config);
-    Process::start(&path, &dir.join("data"), dir).await
+    Distributor::start(&path, &dir.join("data"), dir).await
 }
 
 /// The original four analyzers by weight; A first.
@@ -75,7 +75,7 @@ const FOUR: [(&str, i64); 4] = [("a", 40), ("b", 30), ("c", 20), ("d", 10)];
 
 /// Starts the four analyzers (A with the extra `a_args`), then the
 /// distributor over them, and waits until each has passed a probe.
-async fn four(dir: &Path, a_args: &[&str]) -> (Vec<AnalyzerProcess>, Process) {
+async fn four(dir: &Path, a_args: &[&str]) -> (Vec<AnalyzerProcess>, Distributor) {
     let mut analyzers = Vec::new();
     for (name, _) in FOUR {
         let extra = if name == "a" { a_args } else { &[] };
@@ -93,7 +93,7 @@ async fn four(dir: &Path, a_args: &[&str]) -> (Vec<AnalyzerProcess>, Process) {
 
 /// Starts one analyzer with `args` and a distributor delivering only to it
 /// (never ejected), and waits until it has passed a probe.
-async fn alone(dir: &Path, name: &str, args: &[&str]) -> (AnalyzerProcess, Process) {
+async fn alone(dir: &Path, name: &str, args: &[&str]) -> (AnalyzerProcess, Distributor) {
     let analyzer = AnalyzerProcess::start(dir, name, args).await;
     let distributor = distributor(dir, &config(vec![remote(name, 1, &analyzer.endpoint())], 0)).await;
     wait_all_probed(&distributor, &[name]).await;
@@ -157,8 +157,12 @@ async fn post_all(api: &Api, body: &Value, ids: &[String]) {
 /// Asserts that every id of `accepted` ended in exactly one place among
 /// the analyzers' records and the distributor's dead letter, and that
 /// nothing else is there; answers the dead letter's ids.
-async fn audit(distributor: &Process, accepted: &[String], analyzers: &[&AnalyzerProcess]) -> Vec<String> {
-    let dead = dead_ids(&dead_letter_entries(distributor).await);
+async fn audit(
+    distributor: &Distributor,
+    accepted: &[String],
+    analyzers: &[&AnalyzerProcess],
+) -> Vec<String> {
+    let dead = dead_ids(&distributor.dead_letter().await);
     let mut places: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for analyzer in analyzers {
         for id in analyzer.records() {
@@ -200,7 +204,7 @@ fn count_of(record: &[String], ids: &[String]) -> usize {
 
 /// The distributor's log lines about analyzers leaving or rejoining the
 /// rotation, to explain a split that is off.
-fn rotation_log(distributor: &Process) -> String {
+fn rotation_log(distributor: &Distributor) -> String {
     let log = distributor.stderr();
     let lines: Vec<&str> = log
         .lines()
@@ -369,7 +373,7 @@ async fn an_analyzer_answering_400_sends_packets_straight_to_the_dead_letter() {
     post_all(&distributor, &body, &ids).await;
     let stats = distributor.drained().await;
 
-    let entries = dead_letter_entries(&distributor).await;
+    let entries = distributor.dead_letter().await;
     let mut dead = dead_ids(&entries);
     dead.sort();
     assert_eq!(dead, ids, "every packet is dead-lettered, once");
@@ -404,7 +408,7 @@ async fn an_analyzer_answering_429_is_retried_to_the_limit_then_dead_lettered() 
     let stats = distributor.drained().await;
     let took = posted.elapsed();
 
-    let entries = dead_letter_entries(&distributor).await;
+    let entries = distributor.dead_letter().await;
     let mut dead = dead_ids(&entries);
     dead.sort();
     assert_eq!(dead, ids);
@@ -502,9 +506,7 @@ async fn capturing_analyzer(refuse_first: usize) -> (String, Arc<Mutex<Vec<Seen>
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     (format!("http://{addr}/"), seen)
 }
 
@@ -520,7 +522,7 @@ async fn deliveries_carry_the_idempotency_key_and_honour_retry_after() {
     post_all(&distributor, &body, &ids).await;
     let stats = distributor.drained().await;
     assert_eq!(stats["total_retries"], 1, "{stats}");
-    assert!(dead_letter_entries(&distributor).await.is_empty());
+    assert!(distributor.dead_letter().await.is_empty());
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "one 503, then the delivery: {seen:?}");
@@ -569,7 +571,7 @@ async fn the_idempotency_key_names_exactly_the_id_of_every_accepted_packet() {
         "t8-trailing-space ",
         "t8-é-ü",
     ];
-    let body = Value::Array(odd.iter().map(|id| common::packet(Some(id), 1)).collect());
+    let body = Value::Array(odd.iter().map(|id| packet(Some(id), 1)).collect());
     let reply = distributor.post_logs(&body).await;
     assert!([202, 207, 400].contains(&reply.status.as_u16()), "{}", reply.text);
     let accepted = if reply.status == 400 {
@@ -636,9 +638,7 @@ async fn an_error_answer_with_newlines_cannot_forge_log_lines() {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let endpoint = format!("http://{}/", serve(app).await);
     let distributor = distributor(dir.path(), &config(vec![remote("liar", 1, &endpoint)], 1)).await;
     wait_all_probed(&distributor, &["liar"]).await;
 

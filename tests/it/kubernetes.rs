@@ -9,17 +9,17 @@
 //! status writer out (a phantom holds the Lease): see
 //! `updates_that_change_no_weight_keep_the_split_exact` for why.
 
-use crate::support::common;
-use crate::support::kube as kube_support;
-
-use common::{dead_letter_entries, eventually, packets, processed, AnalyzerProcess, DEADLINE};
-use kube_support::{
-    analyzers_where, distributor, four_defaults, kube_readiness, poll, simulated, weights, Cluster,
+use crate::support::analyzers::AnalyzerProcess;
+use crate::support::http::{processed, Api};
+use crate::support::kube::{
+    self, analyzers_where, distributor, four_defaults, kube_readiness, simulated, weights, Cluster,
     Namespace, PrivateCluster,
 };
+use crate::support::packets::packets;
+use crate::support::poll::{eventually, eventually_every, DEADLINE};
+use crate::support::processes::signal;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Between two kubectl polls.
@@ -60,7 +60,7 @@ async fn apply_four_defaults(ns: &Namespace, processing_ms: u64) {
     }
 }
 
-async fn wait_for_four(api: &common::Api) {
+async fn wait_for_four(api: &Api) {
     let four = expected_weights(&[("a", 40), ("b", 30), ("c", 20), ("d", 10)]);
     analyzers_where(api, "the four default analyzers", DEADLINE, |a| {
         weights(a) == four
@@ -70,7 +70,7 @@ async fn wait_for_four(api: &common::Api) {
 
 /// Posts `count` packets (in requests of at most 1000) and waits until
 /// nothing is in flight; answers the stats then.
-async fn post_and_drain(api: &common::Api, prefix: &str, count: usize) -> Value {
+async fn post_and_drain(api: &Api, prefix: &str, count: usize) -> Value {
     let mut sent = 0;
     while sent < count {
         let n = (count - sent).min(1000);
@@ -82,7 +82,7 @@ async fn post_and_drain(api: &common::Api, prefix: &str, count: usize) -> Value 
     api.drained().await
 }
 
-async fn wait_leader(api: &common::Api, leader: bool) {
+async fn wait_leader(api: &Api, leader: bool) {
     eventually(&format!("/readyz to say leader {leader}"), DEADLINE, || async {
         let kube = kube_readiness(api).await;
         if kube["leader"] == leader {
@@ -96,7 +96,7 @@ async fn wait_leader(api: &common::Api, leader: bool) {
 
 /// The Analyzer `name`'s status once `check` accepts it (polling kubectl).
 async fn status_where(ns: &Namespace, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    poll(what, DEADLINE, KUBECTL_POLL, || async {
+    eventually_every(what, DEADLINE, KUBECTL_POLL, || async {
         let status = ns.get_json("analyzer", name).await["status"].clone();
         if check(&status) {
             Ok(status)
@@ -117,7 +117,7 @@ fn ready_condition(status: &Value) -> Value {
 
 /// Waits for an Event about Analyzer `name` with `type_` and `reason`.
 async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) -> Value {
-    poll(
+    eventually_every(
         &format!("a {type_} {reason} Event about {name}"),
         DEADLINE,
         KUBECTL_POLL,
@@ -195,12 +195,12 @@ async fn a_recovered_backlog_is_split_by_weight_among_the_analyzers_listed_at_st
             .await;
     }
 
-    let yaml = kube_support::distributor_yaml("").replace(
+    let yaml = kube::distributor_yaml("").replace(
         "health: {interval: 100ms}",
         "health: {interval: 100ms, slow_start: 60s}",
     );
     assert!(yaml.contains("slow_start"), "{yaml}");
-    let second = kube_support::distributor_with_config(&cluster, &ns.name, "one", dir.path(), &yaml).await;
+    let second = kube::distributor_with_config(&cluster, &ns.name, "one", dir.path(), &yaml).await;
     let stats = second.drained().await;
     assert_eq!(
         processed(&stats),
@@ -374,7 +374,7 @@ async fn a_deleted_analyzer_leaves_and_its_queued_packets_go_elsewhere() {
     let stats = d.drained().await;
     assert_eq!(stats["total_packets_received"], 100);
     assert_eq!(stats["total_dead_lettered"], 0);
-    assert!(dead_letter_entries(&d).await.is_empty());
+    assert!(d.dead_letter().await.is_empty());
     // Nothing lost: 100 accepted, none in flight, none dead: every packet
     // was delivered, by a/c/d or by b before it was gone.
     let elsewhere: u64 = processed(&stats).values().sum();
@@ -537,7 +537,7 @@ async fn the_api_server_refuses_invalid_analyzers() {
     for (name, spec, expected) in cases {
         let out = ns.apply(&with_spec(name, spec.clone())).await;
         assert!(
-            !out.success,
+            !out.status.success(),
             "kubectl apply accepted {name} ({spec}): {}",
             out.stdout
         );
@@ -640,11 +640,11 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
     }
 
     // The distributor takes the Lease once the phantom's is gone.
-    ns.kubectl(&["delete", "lease", kube_support::LEASE], None)
+    ns.kubectl(&["delete", "lease", kube::LEASE], None)
         .await
         .ok("kubectl delete lease");
     wait_leader(&d, true).await;
-    let rows = poll("SHARE in every row", DEADLINE, KUBECTL_POLL, || async {
+    let rows = eventually_every("SHARE in every row", DEADLINE, KUBECTL_POLL, || async {
         let (_, rows) = get().await;
         let a_share = rows
             .iter()
@@ -683,14 +683,6 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
 
 // ---------------------------------------------------------------- leader election
 
-fn kill_9(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -KILL {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_elect_one_status_writer_and_fail_over() {
     let cluster = shared().await;
@@ -702,7 +694,7 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
     wait_for_four(&one).await;
     wait_for_four(&two).await;
 
-    let holder = poll(
+    let holder = eventually_every(
         "one replica to hold the Lease",
         DEADLINE,
         KUBECTL_POLL,
@@ -746,10 +738,10 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
     })
     .await;
 
-    kill_9(leader.pid());
+    signal(leader.pid(), "KILL");
     let killed = Instant::now();
     leader.wait_exit(DEADLINE).await;
-    poll(
+    eventually_every(
         "the follower to take the Lease",
         Duration::from_secs(6),
         Duration::from_millis(100),
@@ -769,7 +761,7 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
         took <= Duration::from_secs(6),
         "takeover after {took:?}, lease 3 s"
     );
-    let lease = ns.get_json("lease", kube_support::LEASE).await;
+    let lease = ns.get_json("lease", kube::LEASE).await;
     assert!(
         lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0) >= 1,
         "{lease}"
@@ -795,23 +787,15 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
 struct Stopped(u32);
 
 impl Stopped {
-    fn signal(pid: u32, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
     fn stop(pid: u32) -> Stopped {
-        Stopped::signal(pid, "-STOP");
+        signal(pid, "STOP");
         Stopped(pid)
     }
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        Stopped::signal(self.0, "-CONT");
+        signal(self.0, "CONT");
     }
 }
 
@@ -912,8 +896,7 @@ async fn the_distributor_runs_with_the_rights_of_manifests_rbac() {
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "rbac").await;
     apply_four_defaults(&ns, 0).await;
-    ns.apply_file(&kube_support::repo_file("manifests/rbac.yaml"))
-        .await;
+    ns.apply_file(&kube::repo_file("manifests/rbac.yaml")).await;
     let dir = tempfile::tempdir().unwrap();
     let account = ns.as_service_account("logs-distributor", dir.path()).await;
     // The kubeconfig really is the restricted account.
@@ -921,7 +904,7 @@ async fn the_distributor_runs_with_the_rights_of_manifests_rbac() {
         .kubectl(&["get", "analyzers", "-n", "default"], None)
         .await;
     assert!(
-        !elsewhere.success,
+        !elsewhere.status.success(),
         "the account lists Analyzers of another namespace"
     );
     assert!(elsewhere.stderr.contains("forbidden"), "{}", elsewhere.stderr);

@@ -12,9 +12,11 @@
 //! `pattern` is known but not checked here (it only constrains request
 //! bodies, which schemathesis checks: scripts/schemathesis.sh).
 
-use crate::support::common;
-
-use common::{analyzer, eventually, packet, packets, Config, Reply, Server, DEADLINE};
+use crate::support::config::{analyzer, Config};
+use crate::support::http::Reply;
+use crate::support::in_process::Server;
+use crate::support::packets::{packet, packets};
+use crate::support::poll::{eventually, DEADLINE};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};

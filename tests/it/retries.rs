@@ -1,9 +1,11 @@
 //! Retries with exponential backoff, the dead letter (API and file), and
 //! replaying dead letters.
 
-use crate::support::common;
-
-use common::{analyzer, counter, eventually, packets, processed, Api, Config, Server, DEADLINE};
+use crate::support::config::{analyzer, Config};
+use crate::support::http::{counter, processed, Api};
+use crate::support::in_process::Server;
+use crate::support::packets::packets;
+use crate::support::poll::{eventually, DEADLINE};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -2,9 +2,13 @@
 //! token file rotation, the header-read and request timeouts, the bound on
 //! connections, and TLS with certificate rotation.
 
-use crate::support::common;
-
-use common::{eventually, packets, Config, Process, Reply, Server, DEADLINE};
+use crate::support::config::{write_config, Config};
+use crate::support::distributor::Distributor;
+use crate::support::http::Reply;
+use crate::support::in_process::Server;
+use crate::support::packets::packets;
+use crate::support::poll::{eventually, DEADLINE};
+use crate::support::processes::command;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -316,11 +320,11 @@ async fn non_reader(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
 /// Its idle keep-alive connections close after `header_read_timeout`
 /// (1 s here), so that the readiness probe's connection has let go of its
 /// slot when this returns.
-async fn binary_with(server: &str, shutdown: &str) -> (Process, tempfile::TempDir) {
+async fn binary_with(server: &str, shutdown: &str) -> (Distributor, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::four(0).section("server", server).shutdown(shutdown);
-    let path = common::write_config(dir.path(), "config.yaml", &config);
-    let process = Process::start(&path, &dir.path().join("data"), dir.path()).await;
+    let path = write_config(dir.path(), "config.yaml", &config);
+    let process = Distributor::start(&path, &dir.path().join("data"), dir.path()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     (process, dir)
 }
@@ -581,11 +585,11 @@ async fn bad_security_settings_are_refused_at_start() {
 #[tokio::test]
 async fn the_binary_takes_tokens_from_the_environment_and_token_files_from_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(dir.path(), "config.yaml", &Config::four(0));
+    let config = write_config(dir.path(), "config.yaml", &Config::four(0));
     let admin = dir.path().join("admin-token");
     std::fs::write(&admin, "from-a-file").unwrap();
     let data = dir.path().join("data");
-    let process = common::Process::start_with(dir.path(), |command, port| {
+    let process = Distributor::start_with(dir.path(), |command, port| {
         command
             .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
             .arg(&config)
@@ -621,7 +625,7 @@ async fn the_binary_takes_tokens_from_the_environment_and_token_files_from_flags
     .await
     .expect(200);
     // The token itself never appears in the printed configuration.
-    let printed = common::command()
+    let printed = command()
         .args(["print-config", "--admin-token-file"])
         .arg(&admin)
         .env("LD_INGEST_TOKEN", "from-the-env")

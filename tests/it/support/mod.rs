@@ -1,5 +1,13 @@
-//! What the test modules share.
+//! What the test modules share, one job per module.
 
-pub mod common;
-pub mod faults;
+pub mod analyzers;
+pub mod config;
+pub mod distributor;
+pub mod files;
+pub mod http;
+pub mod in_process;
 pub mod kube;
+pub mod packets;
+pub mod poll;
+pub mod ports;
+pub mod processes;
