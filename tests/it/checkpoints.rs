@@ -10,6 +10,7 @@ use crate::support::distributor::Distributor;
 use crate::support::files::read_checkpoint;
 use crate::support::in_process::Server;
 use crate::support::poll::DEADLINE;
+use crate::support::serial::beside_others;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -99,6 +100,7 @@ async fn concurrent_checkpoints_all_succeed_and_the_newest_stays() {
 /// delivered, and a restart has nothing to redo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_periodic_checkpoint_leaves_the_final_one() {
+    let _gate = beside_others().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let per_round = 6000;

@@ -43,6 +43,7 @@ use crate::support::http::post;
 use crate::support::packets::sized_packets;
 use crate::support::ports::free_port;
 use crate::support::processes::tail;
+use crate::support::serial::alone;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
@@ -372,6 +373,7 @@ fn occurrences(ids: impl IntoIterator<Item = String>) -> HashMap<String, usize> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_loses_no_acknowledged_packet() {
+    let _alone = alone().await;
     let started = Instant::now();
     let seed = std::env::var("CRASH_SEED")
         .ok()

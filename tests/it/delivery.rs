@@ -5,6 +5,7 @@
 use crate::support::http::{counter, processed, serve, Api};
 use crate::support::packets::{numbered_packets, packet, packets};
 use crate::support::poll::{eventually, DEADLINE};
+use crate::support::serial::beside_others;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -582,6 +583,7 @@ fn http_date_in(ahead: Duration) -> String {
 
 #[tokio::test]
 async fn a_retry_after_given_as_an_http_date_is_honoured() {
+    let _gate = beside_others().await;
     let waited = retry_wait(http_date_in(Duration::from_secs(2)), "1m").await;
     assert!(
         waited >= Duration::from_millis(1500),

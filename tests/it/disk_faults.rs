@@ -21,6 +21,7 @@ use crate::support::http::{client, get, post};
 use crate::support::packets::sized_packets;
 use crate::support::ports::free_port;
 use crate::support::processes::tail;
+use crate::support::serial::beside_others;
 use reqwest::StatusCode;
 use std::collections::HashSet;
 use std::io::Write;
@@ -366,6 +367,7 @@ fn checkpoint_ids(path: &Path) -> Vec<String> {
 /// it should not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
+    let _gate = beside_others().await;
     let dir = tempfile::Builder::new()
         .prefix("disk-full-race-")
         .tempdir()

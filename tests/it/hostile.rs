@@ -34,6 +34,7 @@ use crate::support::http::{processed, serve, Api};
 use crate::support::in_process::Server;
 use crate::support::packets::packets;
 use crate::support::poll::{eventually, DEADLINE};
+use crate::support::serial::beside_others;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
@@ -229,6 +230,7 @@ fn shorten(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them() {
+    let _gate = beside_others().await;
     let started = Instant::now();
     let (endpoint, received) = recording_analyzer().await;
     let server = Server::start(&Config::new(vec![remote("recorder", 1, &endpoint)])).await;

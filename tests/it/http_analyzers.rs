@@ -4,10 +4,9 @@
 //! over HTTP. What arrived is read from the analyzers' own record files, not
 //! from the distributor's counters.
 //!
-//! The tests of this file run one at a time (see `serial`): each starts up
-//! to five processes, and exact splits need probes that never time out,
-//! which a machine busy with another test's thousand deliveries cannot
-//! promise.
+//! Each test runs alone (`support::serial::alone`): each starts up to five
+//! processes, and exact splits need probes that never time out, which a
+//! machine busy with another test's thousand deliveries cannot promise.
 
 use crate::support::analyzers::AnalyzerProcess;
 use crate::support::config::{remote, write_config, AnalyzerSpec, Config};
@@ -15,6 +14,7 @@ use crate::support::distributor::Distributor;
 use crate::support::http::{serve, Api};
 use crate::support::packets::{numbered_packets, packet};
 use crate::support::poll::{eventually, DEADLINE};
+use crate::support::serial;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -46,14 +46,6 @@ const QUEUE: &str = "{analyzer_concurrency: 16}";
 /// leave the rotation, or to rejoin it: far above two probe rounds (about
 /// 200 ms), far below anything a person would wait.
 const HEALTH_BOUND: Duration = Duration::from_secs(3);
-
-/// One test at a time (see the module comment); a failed test does not
-/// poison it.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().await
-}
 
 /// The distributor's configuration for this file, with `ejection_threshold`.
 fn config(analyzers: Vec<AnalyzerSpec>, ejection_threshold: u32) -> Config {
@@ -239,7 +231,7 @@ async fn assert_no_duplicates(analyzer: &AnalyzerProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_packets_split_exactly_40_30_20_10_on_the_analyzers_own_records() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (analyzers, distributor) = four(dir.path(), &[]).await;
 
@@ -271,7 +263,7 @@ async fn a_thousand_packets_split_exactly_40_30_20_10_on_the_analyzers_own_recor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_analyzer_leaves_the_rotation_its_share_goes_3_2_1_and_it_rejoins_after_a_restart() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (mut analyzers, distributor) = four(dir.path(), &[]).await;
     let mut accepted = Vec::new();
@@ -327,7 +319,7 @@ async fn a_killed_analyzer_leaves_the_rotation_its_share_goes_3_2_1_and_it_rejoi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_with_deliveries_in_flight_loses_nothing_and_delivers_nothing_twice() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     // A takes 400 ms before it records and answers: killed well before
     // that, it has recorded nothing, so whatever it held must be delivered
@@ -365,7 +357,7 @@ async fn a_crash_with_deliveries_in_flight_loses_nothing_and_delivers_nothing_tw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyzer_answering_400_sends_packets_straight_to_the_dead_letter() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (refuser, distributor) = alone(dir.path(), "refuser", &["--respond-status", "400"]).await;
 
@@ -398,7 +390,7 @@ async fn an_analyzer_answering_400_sends_packets_straight_to_the_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyzer_answering_429_is_retried_to_the_limit_then_dead_lettered() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (busy, distributor) = alone(dir.path(), "busy", &["--respond-status", "429"]).await;
 
@@ -433,7 +425,7 @@ async fn an_analyzer_answering_429_is_retried_to_the_limit_then_dead_lettered() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyzer_answering_503_at_first_gets_the_packet_after_retries() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (flaky, distributor) = alone(dir.path(), "flaky", &["--fail-first", "3"]).await;
 
@@ -512,7 +504,7 @@ async fn capturing_analyzer(refuse_first: usize) -> (String, Arc<Mutex<Vec<Seen>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_carry_the_idempotency_key_and_honour_retry_after() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (endpoint, seen) = capturing_analyzer(1).await;
     let distributor = distributor(dir.path(), &config(vec![remote("capture", 1, &endpoint)], 0)).await;
@@ -558,7 +550,7 @@ async fn deliveries_carry_the_idempotency_key_and_honour_retry_after() {
 /// the contract says must still find exactly the packet's id in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idempotency_key_names_exactly_the_id_of_every_accepted_packet() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (endpoint, seen) = capturing_analyzer(0).await;
     let distributor = distributor(dir.path(), &config(vec![remote("capture", 1, &endpoint)], 0)).await;
@@ -625,7 +617,7 @@ async fn an_error_answer_with_newlines_cannot_forge_log_lines() {
     use axum::http::StatusCode;
     use axum::routing::{get, post};
 
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let app = axum::Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -669,7 +661,7 @@ async fn an_error_answer_with_newlines_cannot_forge_log_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_sent_to_a_hanging_analyzer_time_out_and_are_delivered_by_the_other() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let steady = AnalyzerProcess::start(dir.path(), "steady", &[]).await;
     let hung = AnalyzerProcess::start(dir.path(), "hung", &["--latency-ms", "60000"]).await;
@@ -726,7 +718,7 @@ async fn packets_sent_to_a_hanging_analyzer_time_out_and_are_delivered_by_the_ot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_analyzer_unhealthy_packets_wait_and_go_out_when_one_is_back() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let left = AnalyzerProcess::start(dir.path(), "left", &[]).await;
     let right = AnalyzerProcess::start(dir.path(), "right", &[]).await;

@@ -18,6 +18,7 @@ use crate::support::kube::{
 use crate::support::packets::packets;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};
 use crate::support::processes::signal;
+use crate::support::serial::beside_others;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -155,6 +156,7 @@ async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_default_analyzers_split_1000_packets_exactly() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "split").await;
     ns.hold_lease("phantom").await;
@@ -177,6 +179,7 @@ async fn the_four_default_analyzers_split_1000_packets_exactly() {
 /// analyzers present at start take their full weight at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovered_backlog_is_split_by_weight_among_the_analyzers_listed_at_start() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "backlog").await;
     ns.hold_lease("phantom").await;
@@ -213,6 +216,7 @@ async fn a_recovered_backlog_is_split_by_weight_among_the_analyzers_listed_at_st
 /// REST one is refused with 409 and the patch that does it instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_health_override_points_at_spec_health() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "override").await;
     ns.hold_lease("phantom").await;
@@ -251,6 +255,7 @@ async fn the_rest_health_override_points_at_spec_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weight_patched_to_zero_and_back_applies_within_a_second() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "weight").await;
     ns.hold_lease("phantom").await;
@@ -290,6 +295,7 @@ async fn a_weight_patched_to_zero_and_back_applies_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_analyzer_takes_its_share_at_once() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "add").await;
     ns.hold_lease("phantom").await;
@@ -320,6 +326,7 @@ async fn a_new_analyzer_takes_its_share_at_once() {
 /// whose counters leave the stats), every queued one goes elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_analyzer_leaves_and_its_queued_packets_go_elsewhere() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "delete").await;
     ns.hold_lease("phantom").await;
@@ -393,6 +400,7 @@ async fn a_deleted_analyzer_leaves_and_its_queued_packets_go_elsewhere() {
 /// them changes the rotation, so a split over whole cycles stays exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_that_change_no_weight_keep_the_split_exact() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "noop").await;
     apply_four_defaults(&ns, 0).await;
@@ -427,6 +435,7 @@ async fn updates_that_change_no_weight_keep_the_split_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forcing_an_analyzer_unhealthy_shows_in_status_and_events() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "health").await;
     apply_four_defaults(&ns, 0).await;
@@ -491,6 +500,7 @@ async fn forcing_an_analyzer_unhealthy_shows_in_status_and_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_invalid_analyzers() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "invalid").await;
     let with_spec = |name: &str, spec: Value| {
@@ -603,6 +613,7 @@ fn table(text: &str) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_analyzers_shows_the_printer_columns() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "columns").await;
     let dir = tempfile::tempdir().unwrap();
@@ -685,6 +696,7 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_elect_one_status_writer_and_fail_over() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "lease").await;
     apply_four_defaults(&ns, 0).await;
@@ -803,6 +815,7 @@ impl Drop for Stopped {
 /// refused) under load. Runs on a control plane of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_goes_on_while_the_api_server_is_stopped() {
+    let _gate = beside_others().await;
     let private = PrivateCluster::up("stop").await;
     let cluster = private.cluster.clone();
     let ns = Namespace::create(&cluster, "stop").await;
@@ -893,6 +906,7 @@ async fn routing_goes_on_while_the_api_server_is_stopped() {
 /// with nothing more than its namespaced Role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_distributor_runs_with_the_rights_of_manifests_rbac() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "rbac").await;
     apply_four_defaults(&ns, 0).await;

@@ -9,6 +9,7 @@ use crate::support::packets::packets;
 use crate::support::poll::{eventually, DEADLINE};
 use crate::support::ports::free_port;
 use crate::support::processes::{command, run_to_end, Finished, ENV_VARS};
+use crate::support::serial::beside_others;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -381,6 +382,7 @@ fn peak_rss(pid: u32) -> u64 {
 /// until /readyz does 200, and the replay then works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changing_routes_answer_503_until_recovery_has_finished() {
+    let _gate = beside_others().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = write_config(

@@ -9,6 +9,7 @@ use crate::support::in_process::Server;
 use crate::support::packets::packets;
 use crate::support::poll::{eventually, DEADLINE};
 use crate::support::processes::command;
+use crate::support::serial::beside_others;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -199,6 +200,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn a_connection_trickling_its_headers_is_closed_after_the_header_read_timeout() {
+    let _gate = beside_others().await;
     let server = Server::start(&Config::four(0).section("server", "{header_read_timeout: 1s}")).await;
     let addr = server.running().addr();
     let mut loris = TcpStream::connect(addr).await.unwrap();
@@ -247,6 +249,7 @@ async fn a_connection_trickling_its_headers_is_closed_after_the_header_read_time
 
 #[tokio::test]
 async fn a_request_slower_than_the_request_timeout_is_answered_408() {
+    let _gate = beside_others().await;
     let server = Server::start(&Config::four(0).section("server", "{request_timeout: 1s}")).await;
     let mut slow = TcpStream::connect(server.running().addr()).await.unwrap();
     slow.write_all(
@@ -267,6 +270,7 @@ async fn a_request_slower_than_the_request_timeout_is_answered_408() {
 
 #[tokio::test]
 async fn past_max_connections_a_new_connection_waits_until_one_closes() {
+    let _gate = beside_others().await;
     let server = Server::start(&Config::four(0).section("server", "{max_connections: 3}")).await;
     let addr = server.running().addr();
     let mut held = Vec::new();
@@ -359,6 +363,7 @@ async fn fill_with_non_readers(port: u16) -> Vec<tokio::task::JoinHandle<()>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_their_answers_are_closed_and_free_their_connections() {
+    let _gate = beside_others().await;
     let (process, _dir) = binary_with(
         "{max_connections: 3, header_read_timeout: 1s, request_timeout: 1s}",
         "{drain_timeout: 1s}",
@@ -380,6 +385,7 @@ async fn clients_that_never_read_their_answers_are_closed_and_free_their_connect
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_the_process_within_the_drain_timeout_while_clients_never_read() {
+    let _gate = beside_others().await;
     let (mut process, _dir) = binary_with(
         "{max_connections: 3, header_read_timeout: 1s}",
         "{drain_timeout: 1s}",

@@ -11,3 +11,4 @@ pub mod packets;
 pub mod poll;
 pub mod ports;
 pub mod processes;
+pub mod serial;
