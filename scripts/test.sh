@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/lint.sh
 scripts/envtest.sh up
 trap 'scripts/envtest.sh down >/dev/null 2>&1 || true' EXIT
-cargo test --locked --all-targets
+cargo test --locked --all-targets --features test-control-plane,test-root
 cargo test --locked --doc
 scripts/prometheus-test.sh
 scripts/dockerfile-lint.sh

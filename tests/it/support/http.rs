@@ -197,18 +197,6 @@ impl Api {
             }
         }
     }
-
-    /// The value of one series in `/metrics` (`name{labels}` as printed), 0 when absent.
-    pub async fn metric(&self, series: &str) -> f64 {
-        self.get("/metrics")
-            .await
-            .text
-            .lines()
-            .filter_map(|line| line.strip_prefix(series))
-            .filter_map(|rest| rest.strip_prefix(' '))
-            .find_map(|value| value.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
 }
 
 /// `processed_count` of each analyzer of the stats, by id.

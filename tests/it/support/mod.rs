@@ -6,6 +6,7 @@ pub mod distributor;
 pub mod files;
 pub mod http;
 pub mod in_process;
+#[cfg(feature = "test-control-plane")]
 pub mod kube;
 pub mod packets;
 pub mod poll;
