@@ -2,6 +2,7 @@
 //! against a distributor started in-process.
 
 use crate::support::config::Config;
+use crate::support::fixtures;
 use crate::support::http::processed;
 use crate::support::in_process::Server;
 use crate::support::packets::{packet, packets};
@@ -470,20 +471,12 @@ async fn the_original_readme_session_and_jmeter_body_work() {
     );
 
     // Submit custom packet (the README's curl -d body, byte for byte).
-    let curl_body = r#"[{
-    "messages": [
-      {
-        "level": "ERROR",
-        "message": "Database connection failed",
-        "source": "api-service"
-      }
-    ]
-  }]"#;
+    let curl_body = fixtures::text("requests/readme-custom-packet.json");
     let reply = server
         .post_raw(
             "/api/v1/logs",
             &[("content-type", "application/json")],
-            curl_body.as_bytes().to_vec(),
+            curl_body.into_bytes(),
         )
         .await;
     reply.expect(202);
@@ -493,46 +486,12 @@ async fn the_original_readme_session_and_jmeter_body_work() {
     assert_eq!(reply.ids().len(), 1);
 
     // The JMeter sample request body.
-    let jmeter_body = r#"[
-  {
-    "messages": [
-      {
-        "level": "INFO",
-        "message": "User login successful",
-        "source": "auth-service",
-        "metadata": {
-          "user_id": "user_12345",
-          "ip_address": "192.168.1.100",
-          "session_id": "sess_abc123"
-        }
-      },
-      {
-        "level": "DEBUG",
-        "message": "Session token generated",
-        "source": "auth-service",
-        "metadata": {
-          "user_id": "user_12345",
-          "token_expiry": "2025-01-25T21:30:00Z"
-        }
-      },
-      {
-        "level": "ERROR",
-        "message": "Multiple login attempts detected",
-        "source": "security-monitor",
-        "metadata": {
-          "user_id": "user_12345",
-          "attempt_count": 5,
-          "last_attempt": "2025-01-25T20:25:00Z"
-        }
-      }
-    ]
-  }
-]"#;
+    let jmeter_body = fixtures::text("requests/jmeter-sample.json");
     let reply = server
         .post_raw(
             "/api/v1/logs",
             &[("content-type", "application/json")],
-            jmeter_body.as_bytes().to_vec(),
+            jmeter_body.into_bytes(),
         )
         .await;
     reply.expect(202);

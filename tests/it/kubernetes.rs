@@ -10,6 +10,7 @@
 //! `updates_that_change_no_weight_keep_the_split_exact` for why.
 
 use crate::support::analyzers::AnalyzerProcess;
+use crate::support::fixtures;
 use crate::support::http::{processed, Api};
 use crate::support::kube::{
     self, analyzers_where, distributor, four_defaults, kube_readiness, simulated, weights, Cluster,
@@ -498,6 +499,15 @@ async fn forcing_an_analyzer_unhealthy_shows_in_status_and_events() {
 
 // ---------------------------------------------------------------- validation
 
+/// An Analyzer spec the API server refuses, and what kubectl's error must
+/// say (the cases of `tests/fixtures/kubernetes/invalid-analyzers.yaml`).
+#[derive(serde::Deserialize)]
+struct InvalidAnalyzer {
+    name: String,
+    spec: Value,
+    says: Vec<String>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_invalid_analyzers() {
     let _gate = beside_others().await;
@@ -512,46 +522,15 @@ async fn the_api_server_refuses_invalid_analyzers() {
         })
     };
     let sim = json!({"processingTimeMs": 0, "failureRate": 0, "healthFailureRate": 0});
-    let cases = [
-        (
-            "negative",
-            json!({"weight": -1, "simulated": sim}),
-            vec!["spec.weight", "greater than or equal to 0"],
-        ),
-        (
-            "huge",
-            json!({"weight": 5000, "simulated": sim}),
-            vec!["spec.weight", "less than or equal to 1000"],
-        ),
-        (
-            "both",
-            json!({"weight": 10, "simulated": sim, "endpoint": "http://127.0.0.1:9/"}),
-            vec!["exactly one of spec.endpoint and spec.simulated"],
-        ),
-        (
-            "neither",
-            json!({"weight": 10}),
-            vec!["exactly one of spec.endpoint and spec.simulated"],
-        ),
-        (
-            "not-http",
-            json!({"weight": 10, "endpoint": "ftp://127.0.0.1/"}),
-            vec!["spec.endpoint", "endpoint must be an http:// URL"],
-        ),
-        (
-            "bad-rate",
-            json!({"weight": 10, "simulated": {"failureRate": 1.5}}),
-            vec!["spec.simulated.failureRate"],
-        ),
-    ];
-    for (name, spec, expected) in cases {
-        let out = ns.apply(&with_spec(name, spec.clone())).await;
+    let cases: Vec<InvalidAnalyzer> = fixtures::yaml("kubernetes/invalid-analyzers.yaml");
+    for InvalidAnalyzer { name, spec, says } in cases {
+        let out = ns.apply(&with_spec(&name, spec.clone())).await;
         assert!(
             !out.status.success(),
             "kubectl apply accepted {name} ({spec}): {}",
             out.stdout
         );
-        for part in expected {
+        for part in &says {
             assert!(
                 out.stderr.contains(part),
                 "refusing {name} ({spec}), kubectl should say {part:?}; it said: {}",

@@ -4,6 +4,7 @@
 use crate::support::config::{analyzer, write_config, Config};
 use crate::support::distributor::Distributor;
 use crate::support::files::read_checkpoint;
+use crate::support::fixtures;
 use crate::support::http::processed;
 use crate::support::packets::packets;
 use crate::support::poll::{eventually, DEADLINE};
@@ -138,46 +139,21 @@ async fn sigterm_refuses_new_packets_and_drains_the_in_flight_ones() {
     assert_eq!(again.wait_exit(DEADLINE).await.code(), Some(0));
 }
 
+/// A configuration the binary refuses, and what its one line of error
+/// names (the cases of `tests/fixtures/config/`).
+#[derive(serde::Deserialize)]
+struct RefusedConfig {
+    config: String,
+    names: String,
+}
+
 #[test]
 fn bad_configurations_stop_the_binary_with_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let one = "analyzers:\n  - {id: a, weight: 10, simulated: {processing_time_ms: 0}}\n";
-    let cases = [
-        (format!("{one}colour: red\n"), "colour"),
-        (
-            "analyzers:\n  - {id: a, weight: 5000, simulated: {}}\n".to_string(),
-            "analyzers[0].weight",
-        ),
-        (
-            "analyzers:\n  - {id: a, weight: -1, simulated: {}}\n".to_string(),
-            "analyzers[0].weight",
-        ),
-        (
-            "analyzers:\n  - {id: a, weight: 1, simulated: {}}\n  - {id: a, weight: 2, simulated: {}}\n"
-                .to_string(),
-            "analyzers[1].id",
-        ),
-        ("analyzers: []\n".to_string(), "analyzers"),
-        (
-            "analyzers:\n  - {id: a, weight: 0, simulated: {}}\n  - {id: b, weight: 0, simulated: {}}\n"
-                .to_string(),
-            "total weight is 0",
-        ),
-        (
-            "analyzers:\n  - {id: a, weight: 1, simulated: {failure_rate: 1.5}}\n".to_string(),
-            "analyzers[0].simulated.failure_rate",
-        ),
-        (format!("{one}retry: {{factor: 0.5}}\n"), "retry.factor"),
-        (format!("{one}health: {{interval: 0s}}\n"), "health.interval"),
-        (
-            format!("{one}queue: {{max_in_flight: 0}}\n"),
-            "queue.max_in_flight",
-        ),
-        (format!("{one}listen: nowhere\n"), "listen"),
-    ];
-    for (i, (yaml, key)) in cases.iter().enumerate() {
+    let cases: Vec<RefusedConfig> = fixtures::yaml("config/invalid.yaml");
+    for (i, RefusedConfig { config, names }) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad-{i}.yaml"));
-        std::fs::write(&path, yaml).unwrap();
+        std::fs::write(&path, config).unwrap();
         let Finished { status, stderr, .. } = run_to_end(
             command()
                 .arg("--config")
@@ -185,13 +161,16 @@ fn bad_configurations_stop_the_binary_with_one_line_naming_the_key() {
                 .arg("--data-dir")
                 .arg(dir.path().join("data")),
         );
-        assert!(!status.success(), "{yaml:?} was accepted");
+        assert!(!status.success(), "{config:?} was accepted");
         assert_eq!(
             stderr.trim_end().lines().count(),
             1,
-            "{yaml:?}: stderr is not one line:\n{stderr}"
+            "{config:?}: stderr is not one line:\n{stderr}"
         );
-        assert!(stderr.contains(key), "{yaml:?}: {stderr:?} does not name {key:?}");
+        assert!(
+            stderr.contains(names.as_str()),
+            "{config:?}: {stderr:?} does not name {names:?}"
+        );
     }
 
     // A missing file, and a flag that is not an address.
@@ -215,25 +194,10 @@ fn bad_configurations_stop_the_binary_with_one_line_naming_the_key() {
 #[test]
 fn settings_that_would_break_later_stop_the_binary_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let one = "analyzers:\n  - {id: a, weight: 10, simulated: {processing_time_ms: 0}}\n";
-    let cases = [
-        (
-            "kubernetes: {status_interval: 0s}\n",
-            "kubernetes.status_interval",
-        ),
-        ("retry: {max_delay: 3years}\n", "retry.max_delay"),
-        (
-            "limits: {max_packet_bytes: 68157440}\n",
-            "limits.max_packet_bytes",
-        ),
-        (
-            "shutdown: {drain_timeout: 400000000000years}\n",
-            "shutdown.drain_timeout",
-        ),
-    ];
-    for (i, (rest, key)) in cases.iter().enumerate() {
+    let cases: Vec<RefusedConfig> = fixtures::yaml("config/unusable.yaml");
+    for (i, RefusedConfig { config, names }) in cases.iter().enumerate() {
         let path = dir.path().join(format!("late-{i}.yaml"));
-        std::fs::write(&path, format!("{one}{rest}")).unwrap();
+        std::fs::write(&path, config).unwrap();
         let Finished { status, stderr, .. } = run_to_end(
             command()
                 .args(["--listen", "127.0.0.1:0", "--config"])
@@ -241,16 +205,16 @@ fn settings_that_would_break_later_stop_the_binary_at_start() {
                 .arg("--data-dir")
                 .arg(dir.path().join("data")),
         );
-        assert!(!status.success(), "{rest:?} was accepted");
+        assert!(!status.success(), "{config:?} was accepted");
         assert_eq!(
             stderr.trim_end().lines().count(),
             1,
-            "{rest:?}: stderr is not one line:\n{stderr}"
+            "{config:?}: stderr is not one line:\n{stderr}"
         );
-        let expected = format!("configuration: {}: {key}: ", path.display());
+        let expected = format!("configuration: {}: {names}: ", path.display());
         assert!(
             stderr.contains(&expected),
-            "{rest:?}: {stderr:?} does not name {key:?}"
+            "{config:?}: {stderr:?} does not name {names:?}"
         );
     }
     assert!(
@@ -530,23 +494,9 @@ async fn a_foreign_dead_letter_keeps_every_readable_entry() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let entry = |id: &str, level: &str| {
-        serde_json::json!({
-            "packet": {"id": id, "messages": [{"level": level, "message": "m", "source": "s",
-                        "timestamp": "2024-01-01T10:00:00Z"}], "retry_count": 3},
-            "final_error": "analyzer crashed during processing",
-            "failed_at": "2024-01-01T10:00:15Z"
-        })
-    };
-    let original = serde_json::json!([
-        entry("abc-123", "ERROR"),
-        entry("abc-124", "WARN"),
-        {"packet": "not a packet"},
-        entry("abc-125", "info"),
-    ]);
-    std::fs::write(
+    std::fs::copy(
+        fixtures::path("dead-letter/original-service.json"),
         data.join("failed_packets.json"),
-        serde_json::to_string_pretty(&original).unwrap(),
     )
     .unwrap();
     let config = write_config(dir.path(), "config.yaml", &Config::new(vec![analyzer("only", 1)]));

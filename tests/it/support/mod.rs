@@ -4,6 +4,7 @@ pub mod analyzers;
 pub mod config;
 pub mod distributor;
 pub mod files;
+pub mod fixtures;
 pub mod http;
 pub mod in_process;
 #[cfg(feature = "test-control-plane")]
