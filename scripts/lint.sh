@@ -17,8 +17,8 @@ else
 fi
 
 if cargo clippy --version >/dev/null 2>&1; then
-    echo "lint: cargo clippy --workspace --all-targets -- -D warnings"
-    cargo clippy --locked --workspace --all-targets -- -D warnings
+    echo "lint: cargo clippy --workspace --all-targets --all-features -- -D warnings"
+    cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 else
     echo "lint: clippy is not installed in this toolchain; lint skipped"
 fi

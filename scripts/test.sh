@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/lint.sh
 scripts/envtest.sh up
 trap 'scripts/envtest.sh down >/dev/null 2>&1 || true' EXIT
-cargo test --locked --workspace --all-targets
+cargo test --locked --workspace --all-targets --features logs-distributor/test-control-plane,logs-distributor/test-root
 cargo test --locked --workspace --doc
 scripts/prometheus-test.sh
 scripts/dockerfile-lint.sh

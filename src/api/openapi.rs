@@ -1,7 +1,7 @@
 //! `GET /api/v1/openapi.json`: the OpenAPI document of the API, the
 //! committed `docs/openapi.json` compiled into the binary.
 //!
-//! `tests/openapi.rs` keeps the document and the router in step: every
+//! `tests/it/openapi.rs` keeps the document and the router in step: every
 //! route is documented, and real answers validate against the schemas.
 
 use axum::http::header;

@@ -1,19 +1,20 @@
-//! Helpers for the tests against a real kube-apiserver (`tests/kubernetes.rs`):
-//! the control plane of `scripts/envtest.sh` (shared, or private to one
-//! test), kubectl, one namespace per test, Analyzer manifests and the
-//! distributor binary started with `--source kubernetes`.
+//! The tests against a real kube-apiserver (`kubernetes`): the control
+//! plane of `scripts/envtest.sh` (shared, or private to one test), kubectl,
+//! one namespace per test, Analyzer manifests and the distributor binary
+//! started with `--source kubernetes`.
 //!
 //! kubectl runs on the blocking pool with a deadline, so a hung API server
 //! fails a test instead of hanging it.
-#![allow(dead_code)]
 
-use crate::common::{run_bounded, Api, Process};
+use crate::support::distributor::Distributor;
+use crate::support::http::Api;
+use crate::support::poll::eventually;
+use crate::support::processes::{run, Finished};
 use serde_json::{json, Value};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The most one kubectl invocation may take.
 pub const KUBECTL_DEADLINE: Duration = Duration::from_secs(20);
@@ -32,58 +33,6 @@ pub fn distributor_yaml(extra: &str) -> String {
          health: {{interval: 100ms}}\n\
          {extra}"
     )
-}
-
-// ---------------------------------------------------------------- processes
-
-/// What a finished command said.
-#[derive(Debug, Clone)]
-pub struct Output {
-    pub success: bool,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    /// Fails the test unless the command succeeded; answers stdout.
-    pub fn ok(&self, what: &str) -> &str {
-        assert!(
-            self.success,
-            "{what} failed:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        &self.stdout
-    }
-}
-
-/// Runs `command` to completion with `stdin`, killing it after `deadline`.
-fn run(mut command: Command, stdin: Option<&str>, deadline: Duration) -> Output {
-    let (status, stdout, stderr) = run_bounded(&mut command, stdin, deadline);
-    Output {
-        success: status.success(),
-        stdout,
-        stderr,
-    }
-}
-
-/// Polls `probe` every `every` until it answers `Ok`; fails the test with
-/// the last `Err` once `timeout` has passed. (For probes that run kubectl:
-/// `common::eventually` polls every 10 ms.)
-pub async fn poll<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(every).await,
-        }
-    }
 }
 
 // ---------------------------------------------------------------- the control plane
@@ -109,14 +58,14 @@ fn crd_file() -> PathBuf {
 /// `scripts/envtest.sh ARG`, with the run directory `run_dir` when given;
 /// otherwise the shared one: `LD_ENVTEST_DIR` when set (the one
 /// `scripts/test.sh` started and stops), or the script's default.
-fn envtest(arg: &str, run_dir: Option<&Path>) -> Output {
+fn envtest(arg: &str, run_dir: Option<&Path>) -> Finished {
     let mut command = Command::new("bash");
     command.arg(script()).arg(arg);
     if let Some(dir) = run_dir {
         command.env("LD_ENVTEST_DIR", dir);
     }
     // A cold cache builds the binaries first: that can take long.
-    run(command, None, Duration::from_secs(1800))
+    run(&mut command, None, Duration::from_secs(1800))
 }
 
 /// The value of `export NAME=VALUE` in the output of `envtest.sh env`.
@@ -175,18 +124,18 @@ impl Cluster {
     }
 
     /// `kubectl ARGS` against this control plane, on the calling thread.
-    pub fn kubectl_blocking(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    pub fn kubectl_blocking(&self, args: &[&str], stdin: Option<&str>) -> Finished {
         let mut command = Command::new(&self.kubectl);
         command
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--request-timeout=15s")
             .args(args);
-        run(command, stdin, KUBECTL_DEADLINE)
+        run(&mut command, stdin, KUBECTL_DEADLINE)
     }
 
     /// `kubectl ARGS` on the blocking pool.
-    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Finished {
         let cluster = self.clone();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let stdin = stdin.map(str::to_string);
@@ -230,7 +179,7 @@ impl PrivateCluster {
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
         let out = envtest("down", Some(&self.dir));
-        if !out.success {
+        if !out.status.success() {
             eprintln!("envtest down {} failed: {}", self.dir.display(), out.stderr);
         }
         // The script's lock file, next to the run directory.
@@ -265,14 +214,14 @@ impl Namespace {
     }
 
     /// `kubectl -n NS ARGS`.
-    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Finished {
         let mut all = vec!["-n", &self.name];
         all.extend_from_slice(args);
         self.cluster.kubectl(&all, stdin).await
     }
 
     /// `kubectl apply -f -` of one manifest (JSON); answers the output.
-    pub async fn apply(&self, manifest: &Value) -> Output {
+    pub async fn apply(&self, manifest: &Value) -> Finished {
         self.kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()))
             .await
     }
@@ -314,7 +263,7 @@ impl Namespace {
                 None,
             )
             .await;
-        out.success.then(|| out.stdout.trim().to_string())
+        out.status.success().then(|| out.stdout.trim().to_string())
     }
 
     /// Makes `holder` hold the leader Lease for an hour, so that no
@@ -393,7 +342,13 @@ pub fn four_defaults(processing_ms: u64) -> Vec<Value> {
 /// Starts the binary with `--source kubernetes` on `ns` as `identity`,
 /// with [`distributor_yaml`]`(extra)`; files go to `dir`. Waits for
 /// `/readyz` (200 once the first list of Analyzers has been applied).
-pub async fn distributor(cluster: &Cluster, ns: &str, identity: &str, dir: &Path, extra: &str) -> Process {
+pub async fn distributor(
+    cluster: &Cluster,
+    ns: &str,
+    identity: &str,
+    dir: &Path,
+    extra: &str,
+) -> Distributor {
     distributor_with_config(cluster, ns, identity, dir, &distributor_yaml(extra)).await
 }
 
@@ -404,11 +359,11 @@ pub async fn distributor_with_config(
     identity: &str,
     dir: &Path,
     yaml: &str,
-) -> Process {
+) -> Distributor {
     let config = dir.join(format!("config-{identity}.yaml"));
     std::fs::write(&config, yaml).expect("write config");
     let data = dir.join(format!("data-{identity}"));
-    Process::start_with(dir, |command, port| {
+    Distributor::start_with(dir, |command, port| {
         command
             .env("KUBECONFIG", &cluster.kubeconfig)
             .args([
@@ -443,7 +398,7 @@ pub async fn analyzers_where(
     timeout: Duration,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    crate::common::eventually(what, timeout, || async {
+    eventually(what, timeout, || async {
         let reply = api.get("/api/v1/analyzers").await;
         reply.expect(200);
         let analyzers = reply.json["analyzers"].clone();

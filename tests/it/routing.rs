@@ -1,9 +1,10 @@
 //! Exact weighted distribution over HTTP, and how forcing analyzers out of
 //! (and back into) rotation reshapes it.
 
-mod common;
-
-use common::{packets, processed, Api, Config, Server};
+use crate::support::config::Config;
+use crate::support::http::{processed, Api};
+use crate::support::in_process::Server;
+use crate::support::packets::packets;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 

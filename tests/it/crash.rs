@@ -36,11 +36,14 @@
 //!
 //! Run with `cargo test --test crash -- --nocapture` to see the report.
 
-mod common;
-mod faults;
-
-use common::{free_port, AnalyzerProcess as Analyzer};
-use faults::{body, dead_letter_ids, post, read_dead_letter_file, tail, Distributor};
+use crate::support::analyzers::AnalyzerProcess as Analyzer;
+use crate::support::distributor::Distributor;
+use crate::support::files::{dead_letter_ids, read_dead_letter_file};
+use crate::support::http::post;
+use crate::support::packets::sized_packets;
+use crate::support::ports::free_port;
+use crate::support::processes::tail;
+use crate::support::serial::alone;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
@@ -205,9 +208,9 @@ async fn client(worker: usize, url: String, ledger: Arc<Ledger>, run: Arc<Atomic
             })
             .collect();
         let epoch = run.load(Ordering::Acquire);
-        match post(&http, &url, &body(&ids, PACKET_BYTES)).await {
+        match post(&http, &url, &sized_packets(&ids, PACKET_BYTES)).await {
             Ok(reply) if reply.status == StatusCode::ACCEPTED => {
-                if reply.ids() == ids {
+                if reply.json["processed_packets"] == serde_json::json!(ids) {
                     lock(&ledger.accepted).extend(ids.into_iter().map(|id| (id, epoch)));
                 } else {
                     lock(&ledger.unexpected).push(format!("202 listing other ids: {}", reply.text));
@@ -370,6 +373,7 @@ fn occurrences(ids: impl IntoIterator<Item = String>) -> HashMap<String, usize> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_under_load_loses_no_acknowledged_packet() {
+    let _alone = alone().await;
     let started = Instant::now();
     let seed = std::env::var("CRASH_SEED")
         .ok()
@@ -430,8 +434,10 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         })
         .collect();
 
-    let mut distributor = Distributor::new(free_port(), &data_dir, &dir.path().join("logs"));
-    distributor.start(&configs[&plan[0].phase], &fsync).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor
+        .launch(&configs[&plan[0].phase], &data_dir, &fsync)
+        .await;
 
     let ledger = Arc::new(Ledger::default());
     let run = Arc::new(AtomicU32::new(0));
@@ -473,7 +479,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         inspect_after_kill(&data_dir, distributor.spawned_at, &every_analyzer, &mut evidence);
         let next = plan.get(i + 1).map_or(Phase::Steady, |s| s.phase);
         if step.startup_kill_after {
-            distributor.spawn(&configs[&next], &fsync);
+            distributor.spawn(&configs[&next], &data_dir, &fsync);
             let delay = rng.random_range(5..=60);
             tokio::time::sleep(Duration::from_millis(delay)).await;
             distributor.kill9();
@@ -481,7 +487,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
             inspect_after_kill(&data_dir, distributor.spawned_at, &every_analyzer, &mut evidence);
         }
         run.store(i as u32 + 1, Ordering::Release);
-        distributor.start(&configs[&next], &fsync).await;
+        distributor.launch(&configs[&next], &data_dir, &fsync).await;
     }
 
     // The last run: a little more load, then stop and let it deliver.
@@ -491,7 +497,7 @@ async fn kill_9_under_load_loses_no_acknowledged_packet() {
         worker.await.expect("client task");
     }
     let load_ended = started.elapsed();
-    let stats = distributor.drained(DRAIN).await;
+    let stats = distributor.drained_within(DRAIN).await;
     assert!(
         distributor.is_running(),
         "the last run died: {}",
@@ -701,8 +707,8 @@ async fn a_torn_tail_survives_a_second_kill_during_start_up() {
     )
     .expect("write config");
     let fsync = ["--fsync", "always"];
-    let mut distributor = Distributor::new(free_port(), &data_dir, &dir.path().join("logs"));
-    distributor.start(&config, &fsync).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor.launch(&config, &data_dir, &fsync).await;
 
     // The analyzer is down: the packets stay in flight, in the log only.
     analyzer.kill();
@@ -710,7 +716,7 @@ async fn a_torn_tail_survives_a_second_kill_during_start_up() {
     let reply = post(
         &distributor.http,
         &distributor.url("/api/v1/logs"),
-        &body(&ids, 100),
+        &sized_packets(&ids, 100),
     )
     .await
     .expect("POST");
@@ -746,8 +752,8 @@ async fn a_torn_tail_survives_a_second_kill_during_start_up() {
     std::fs::File::create(wal_dir.join(format!("{:020}.wal", newest + 1))).expect("create the next segment");
 
     analyzer.restart().await;
-    distributor.start(&config, &fsync).await;
-    distributor.drained(Duration::from_secs(20)).await;
+    distributor.launch(&config, &data_dir, &fsync).await;
+    distributor.drained_within(Duration::from_secs(20)).await;
     let received: HashSet<String> = analyzer.records().into_iter().collect();
     let lost: Vec<&String> = ids.iter().filter(|id| !received.contains(*id)).collect();
     assert!(lost.is_empty(), "acknowledged packets lost: {lost:?}");

@@ -14,11 +14,14 @@
 //!   checkpoint taken while a refused request waits for its failing append
 //!   must not bring those packets back after a crash.
 
-mod common;
-mod faults;
-
-use common::{free_port, read_records, AnalyzerProcess as Analyzer};
-use faults::{body, client, get, post, tail, Distributor};
+use crate::support::analyzers::AnalyzerProcess as Analyzer;
+use crate::support::distributor::Distributor;
+use crate::support::files::read_records;
+use crate::support::http::{client, get, post, Api};
+use crate::support::packets::sized_packets;
+use crate::support::ports::free_port;
+use crate::support::processes::tail;
+use crate::support::serial::beside_others;
 use reqwest::StatusCode;
 use std::collections::HashSet;
 use std::io::Write;
@@ -129,12 +132,24 @@ async fn post_accepted(distributor: &Distributor, ids: &[String], bytes: usize) 
     let reply = post(
         &distributor.http,
         &distributor.url("/api/v1/logs"),
-        &body(ids, bytes),
+        &sized_packets(ids, bytes),
     )
     .await
     .expect("POST /api/v1/logs");
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
     assert_eq!(reply.ids(), ids);
+}
+
+/// The value of one series in `/metrics` (`name{labels}` as printed), 0 when absent.
+async fn metric(api: &Api, series: &str) -> f64 {
+    api.get("/metrics")
+        .await
+        .text
+        .lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter_map(|rest| rest.strip_prefix(' '))
+        .find_map(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The process is up, `/api/v1/health` says healthy, `/healthz` answers.
@@ -165,13 +180,13 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "1h");
     let fsync = ["--fsync", "always"];
-    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
-    distributor.start(&config, &fsync).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor.launch(&config, &tmpfs.path, &fsync).await;
 
     // Room on the disk: taken and delivered.
     let before = ids("before", 5);
     post_accepted(&distributor, &before, 200).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
 
     // No room: every request refused, whole, with a reason and a wait.
     let filled = tmpfs.fill("filler");
@@ -182,7 +197,7 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
         let reply = post(
             &distributor.http,
             &distributor.url("/api/v1/logs"),
-            &body(&batch, BIG_PACKET),
+            &sized_packets(&batch, BIG_PACKET),
         )
         .await
         .expect("POST /api/v1/logs");
@@ -214,9 +229,11 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
             "{id} was refused but is in the write-ahead log"
         );
     }
-    let rejected = distributor
-        .metric("logs_distributor_packets_rejected_total{reason=\"storage_unavailable\"}")
-        .await;
+    let rejected = metric(
+        &distributor,
+        "logs_distributor_packets_rejected_total{reason=\"storage_unavailable\"}",
+    )
+    .await;
     assert_eq!(rejected, refused.len() as f64, "rejected packets counted");
     let ready = get(&client(), &distributor.url("/readyz"))
         .await
@@ -232,7 +249,7 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
     std::fs::remove_file(tmpfs.path.join("filler")).expect("delete the filler");
     let after = ids("after", 5);
     post_accepted(&distributor, &after, BIG_PACKET).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     assert_alive_and_healthy(&mut distributor).await;
 
     let check = |when: &str| {
@@ -260,8 +277,8 @@ async fn a_full_disk_answers_503_keeps_nothing_and_recovers_by_itself() {
 
     // A crash and a replay of the log bring none of the refused packets back.
     distributor.kill9();
-    distributor.start(&config, &fsync).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.launch(&config, &tmpfs.path, &fsync).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     check("after kill -9 and a restart");
 }
 
@@ -274,14 +291,16 @@ async fn checkpoints_on_a_full_disk_fail_are_counted_and_resume() {
     let tmpfs = Tmpfs::mount(&dir.path().join("data"));
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "100ms");
-    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
-    distributor.start(&config, &["--fsync", "always"]).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor
+        .launch(&config, &tmpfs.path, &["--fsync", "always"])
+        .await;
     let failures = "logs_distributor_checkpoint_failures_total";
-    assert_eq!(distributor.metric(failures).await, 0.0);
+    assert_eq!(metric(&distributor, failures).await, 0.0);
 
     tmpfs.fill("filler");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while distributor.metric(failures).await < 3.0 {
+    while metric(&distributor, failures).await < 3.0 {
         assert!(
             Instant::now() < deadline,
             "no checkpoint failure counted on a full disk; stderr:\n{}",
@@ -313,16 +332,16 @@ async fn checkpoints_on_a_full_disk_fail_are_counted_and_resume() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let settled = distributor.metric(failures).await;
+    let settled = metric(&distributor, failures).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        distributor.metric(failures).await,
+        metric(&distributor, failures).await,
         settled,
         "checkpoints still failing with room on the disk"
     );
     let packets = ids("after", 3);
     post_accepted(&distributor, &packets, 200).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     let received: HashSet<String> = analyzer.records().into_iter().collect();
     assert!(packets.iter().all(|id| received.contains(id)), "{received:?}");
     assert_alive_and_healthy(&mut distributor).await;
@@ -362,6 +381,7 @@ fn checkpoint_ids(path: &Path) -> Vec<String> {
 /// it should not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
+    let _gate = beside_others().await;
     let dir = tempfile::Builder::new()
         .prefix("disk-full-race-")
         .tempdir()
@@ -370,8 +390,8 @@ async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let config = write_config(dir.path(), &analyzer, "10ms");
     let fsync = ["--fsync", "always"];
-    let mut distributor = Distributor::new(free_port(), &tmpfs.path, &dir.path().join("logs"));
-    distributor.start(&config, &fsync).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor.launch(&config, &tmpfs.path, &fsync).await;
 
     // Full but for 16 KiB: a checkpoint (well under a page of gzip) fits, a
     // request of three 9000-byte packets never does.
@@ -392,12 +412,12 @@ async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
             let (refused, accepted, stop) = (refused.clone(), accepted.clone(), stop.clone());
             let url = distributor.url("/api/v1/logs");
             tokio::spawn(async move {
-                let http = faults::client();
+                let http = client();
                 let mut n = 0;
                 while !stop.load(Ordering::Acquire) {
                     n += 1;
                     let batch = ids(&format!("c{c}-{n:05}"), 3);
-                    let Ok(reply) = post(&http, &url, &body(&batch, 9000)).await else {
+                    let Ok(reply) = post(&http, &url, &sized_packets(&batch, 9000)).await else {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     };
@@ -450,8 +470,8 @@ async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
 
     // Room again; the restart replays the checkpoint and the log.
     std::fs::remove_file(tmpfs.path.join("filler")).expect("delete the filler");
-    distributor.start(&config, &fsync).await;
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.launch(&config, &tmpfs.path, &fsync).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     let received: HashSet<String> = analyzer.records().into_iter().collect();
     let mut kept: Vec<&String> = refused.iter().filter(|id| received.contains(*id)).collect();
     kept.sort();

@@ -14,11 +14,13 @@
 //! `src/storage/wal/format.rs` (version 2, and version 1 for segments that
 //! start without the magic).
 
-mod common;
-mod faults;
-
-use common::{free_port, read_records, AnalyzerProcess as Analyzer};
-use faults::{body, post, tail, Distributor};
+use crate::support::analyzers::AnalyzerProcess as Analyzer;
+use crate::support::distributor::Distributor;
+use crate::support::files::read_records;
+use crate::support::http::post;
+use crate::support::packets::sized_packets;
+use crate::support::ports::free_port;
+use crate::support::processes::tail;
 use reqwest::StatusCode;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -118,13 +120,13 @@ fn ids(request: usize) -> Vec<String> {
 /// packet is still in flight in the log.
 async fn acknowledged_then_killed(dir: &Path, data_dir: &Path, requests: usize) -> Distributor {
     let down = write_config(dir, "down.yaml", &format!("http://127.0.0.1:{}/", free_port()));
-    let mut distributor = Distributor::new(free_port(), data_dir, &dir.join("logs"));
-    distributor.start(&down, &["--fsync", "always"]).await;
+    let mut distributor = Distributor::stopped(free_port(), &dir.join("logs"));
+    distributor.launch(&down, data_dir, &["--fsync", "always"]).await;
     for request in 0..requests {
         let reply = post(
             &distributor.http,
             &distributor.url("/api/v1/logs"),
-            &body(&ids(request), 100),
+            &sized_packets(&ids(request), 100),
         )
         .await
         .expect("POST /api/v1/logs");
@@ -146,7 +148,7 @@ fn kept_aside(data_dir: &Path) -> Vec<PathBuf> {
 }
 
 async fn delivered(analyzer: &Analyzer, distributor: &Distributor) -> BTreeSet<String> {
-    distributor.drained(Duration::from_secs(10)).await;
+    distributor.drained_within(Duration::from_secs(10)).await;
     read_records(&analyzer.record).into_iter().collect()
 }
 
@@ -166,7 +168,7 @@ async fn a_damaged_length_in_the_middle_stops_a_strict_start() {
 
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let up = write_config(dir.path(), "up.yaml", &analyzer.endpoint());
-    distributor.spawn(&up, &["--fsync", "always"]);
+    distributor.spawn(&up, &data_dir, &["--fsync", "always"]);
     let refused = distributor.wait_ready().await.expect_err(
         "a strict start went ahead over a damaged length field with acknowledged records after it",
     );
@@ -190,7 +192,11 @@ async fn a_damaged_length_in_the_middle_stops_a_strict_start() {
 
     // Skipping the damage loses that commit group only, and keeps its bytes.
     distributor
-        .start(&up, &["--fsync", "always", "--wal-recover", "skip-corrupt"])
+        .launch(
+            &up,
+            &data_dir,
+            &["--fsync", "always", "--wal-recover", "skip-corrupt"],
+        )
         .await;
     let got = delivered(&analyzer, &distributor).await;
     let expected: BTreeSet<String> = [0, 1, 3, 4].into_iter().flat_map(ids).collect();
@@ -226,7 +232,7 @@ async fn a_torn_tail_is_cut_and_its_bytes_kept_aside() {
 
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let up = write_config(dir.path(), "up.yaml", &analyzer.endpoint());
-    distributor.start(&up, &["--fsync", "always"]).await;
+    distributor.launch(&up, &data_dir, &["--fsync", "always"]).await;
     let got = delivered(&analyzer, &distributor).await;
     let expected: BTreeSet<String> = [0, 1].into_iter().flat_map(ids).collect();
     assert_eq!(got, expected, "stderr:\n{}", tail(&distributor.stderr(), 20));

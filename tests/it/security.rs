@@ -2,9 +2,14 @@
 //! token file rotation, the header-read and request timeouts, the bound on
 //! connections, and TLS with certificate rotation.
 
-mod common;
-
-use common::{eventually, packets, Config, Process, Reply, Server, DEADLINE};
+use crate::support::config::{write_config, Config};
+use crate::support::distributor::Distributor;
+use crate::support::http::Reply;
+use crate::support::in_process::Server;
+use crate::support::packets::packets;
+use crate::support::poll::{eventually, DEADLINE};
+use crate::support::processes::command;
+use crate::support::serial::beside_others;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -195,6 +200,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn a_connection_trickling_its_headers_is_closed_after_the_header_read_timeout() {
+    let _gate = beside_others().await;
     let server = Server::start(&Config::four(0).section("server", "{header_read_timeout: 1s}")).await;
     let addr = server.running().addr();
     let mut loris = TcpStream::connect(addr).await.unwrap();
@@ -243,6 +249,7 @@ async fn a_connection_trickling_its_headers_is_closed_after_the_header_read_time
 
 #[tokio::test]
 async fn a_request_slower_than_the_request_timeout_is_answered_408() {
+    let _gate = beside_others().await;
     let server = Server::start(&Config::four(0).section("server", "{request_timeout: 1s}")).await;
     let mut slow = TcpStream::connect(server.running().addr()).await.unwrap();
     slow.write_all(
@@ -263,6 +270,7 @@ async fn a_request_slower_than_the_request_timeout_is_answered_408() {
 
 #[tokio::test]
 async fn past_max_connections_a_new_connection_waits_until_one_closes() {
+    let _gate = beside_others().await;
     let server = Server::start(&Config::four(0).section("server", "{max_connections: 3}")).await;
     let addr = server.running().addr();
     let mut held = Vec::new();
@@ -316,11 +324,11 @@ async fn non_reader(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
 /// Its idle keep-alive connections close after `header_read_timeout`
 /// (1 s here), so that the readiness probe's connection has let go of its
 /// slot when this returns.
-async fn binary_with(server: &str, shutdown: &str) -> (Process, tempfile::TempDir) {
+async fn binary_with(server: &str, shutdown: &str) -> (Distributor, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::four(0).section("server", server).shutdown(shutdown);
-    let path = common::write_config(dir.path(), "config.yaml", &config);
-    let process = Process::start(&path, &dir.path().join("data"), dir.path()).await;
+    let path = write_config(dir.path(), "config.yaml", &config);
+    let process = Distributor::start(&path, &dir.path().join("data"), dir.path()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     (process, dir)
 }
@@ -355,6 +363,7 @@ async fn fill_with_non_readers(port: u16) -> Vec<tokio::task::JoinHandle<()>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_never_read_their_answers_are_closed_and_free_their_connections() {
+    let _gate = beside_others().await;
     let (process, _dir) = binary_with(
         "{max_connections: 3, header_read_timeout: 1s, request_timeout: 1s}",
         "{drain_timeout: 1s}",
@@ -376,6 +385,7 @@ async fn clients_that_never_read_their_answers_are_closed_and_free_their_connect
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_the_process_within_the_drain_timeout_while_clients_never_read() {
+    let _gate = beside_others().await;
     let (mut process, _dir) = binary_with(
         "{max_connections: 3, header_read_timeout: 1s}",
         "{drain_timeout: 1s}",
@@ -581,11 +591,11 @@ async fn bad_security_settings_are_refused_at_start() {
 #[tokio::test]
 async fn the_binary_takes_tokens_from_the_environment_and_token_files_from_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(dir.path(), "config.yaml", &Config::four(0));
+    let config = write_config(dir.path(), "config.yaml", &Config::four(0));
     let admin = dir.path().join("admin-token");
     std::fs::write(&admin, "from-a-file").unwrap();
     let data = dir.path().join("data");
-    let process = common::Process::start_with(dir.path(), |command, port| {
+    let process = Distributor::start_with(dir.path(), |command, port| {
         command
             .args(["--listen", &format!("127.0.0.1:{port}"), "--config"])
             .arg(&config)
@@ -621,7 +631,7 @@ async fn the_binary_takes_tokens_from_the_environment_and_token_files_from_flags
     .await
     .expect(200);
     // The token itself never appears in the printed configuration.
-    let printed = common::command()
+    let printed = command()
         .args(["print-config", "--admin-token-file"])
         .arg(&admin)
         .env("LD_INGEST_TOKEN", "from-the-env")

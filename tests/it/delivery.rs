@@ -2,13 +2,14 @@
 //! the idempotency header, permanent failures with the analyzer's answer,
 //! `Retry-After`, and the retry budget.
 
-mod common;
-
+use crate::support::http::{counter, processed, serve, Api};
+use crate::support::packets::{numbered_packets, packet, packets};
+use crate::support::poll::{eventually, DEADLINE};
+use crate::support::serial::beside_others;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use common::{eventually, packets, processed, Api, DEADLINE};
 use logs_distributor::config::Settings;
 use logs_distributor::service::{self, Running};
 use reference_analyzer::AnalyzerArgs;
@@ -17,14 +18,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-
-/// Serves `app` on 127.0.0.1:0; answers its address.
-async fn host(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 async fn reference_analyzer(name: &str) -> SocketAddr {
     let args = AnalyzerArgs {
@@ -36,7 +29,7 @@ async fn reference_analyzer(name: &str) -> SocketAddr {
         fail_first: 0,
         respond_status: None,
     };
-    host(reference_analyzer::app(args).expect("analyzer app")).await
+    serve(reference_analyzer::app(args).expect("analyzer app")).await
 }
 
 /// Probes and ejection out of the way: the rotation never changes.
@@ -148,7 +141,7 @@ impl Scripted {
                 }
             }),
         );
-        let addr = host(app).await;
+        let addr = serve(app).await;
         (me, addr)
     }
 
@@ -341,7 +334,7 @@ impl Strict {
                 }
             }),
         );
-        let addr = host(app).await;
+        let addr = serve(app).await;
         (me, addr)
     }
 }
@@ -363,7 +356,7 @@ async fn a_batch_the_analyzer_refuses_is_split_until_only_the_bad_packets_are_de
     let body = Value::Array(
         ids.iter()
             .map(|id| {
-                let mut packet = common::packet(Some(id), 1);
+                let mut packet = packet(Some(id), 1);
                 if *id == poison {
                     packet["messages"][0]["message"] = POISON.into();
                 }
@@ -402,7 +395,7 @@ async fn a_batch_the_analyzer_refuses_is_split_until_only_the_bad_packets_are_de
         "the headers stay under 8 KiB: {answers:?}"
     );
 
-    let entries = common::dead_letter_entries(&api).await;
+    let entries = api.dead_letter().await;
     let mut dead: Vec<(String, String)> = entries
         .iter()
         .map(|e| {
@@ -490,7 +483,7 @@ async fn processing_analyzer(fail_first: usize, hang_next: usize) -> (Attempts, 
             }
         }),
     );
-    (attempts, host(app).await)
+    (attempts, serve(app).await)
 }
 
 /// A processes 3 deliveries and answers 500, then processes 2 more and
@@ -518,8 +511,8 @@ async fn a_retry_goes_back_to_the_analyzer_that_had_the_packet() {
     )
     .await;
 
-    let ids = common::numbered_packets("t14", 0, 200).1;
-    api.post_logs(&common::numbered_packets("t14", 0, 200).0)
+    let ids = numbered_packets("t14", 0, 200).1;
+    api.post_logs(&numbered_packets("t14", 0, 200).0)
         .await
         .expect(202);
     let stats = api.drained().await;
@@ -549,9 +542,7 @@ async fn a_retry_goes_back_to_the_analyzer_that_had_the_packet() {
     );
     assert_eq!(first_attempts, [80, 60, 40, 20], "{stats}");
     assert_eq!(
-        common::counter(&stats, "routed_count")
-            .into_values()
-            .collect::<Vec<_>>(),
+        counter(&stats, "routed_count").into_values().collect::<Vec<_>>(),
         [80, 60, 40, 20],
         "a retry is no routing decision: {stats}"
     );
@@ -592,6 +583,7 @@ fn http_date_in(ahead: Duration) -> String {
 
 #[tokio::test]
 async fn a_retry_after_given_as_an_http_date_is_honoured() {
+    let _gate = beside_others().await;
     let waited = retry_wait(http_date_in(Duration::from_secs(2)), "1m").await;
     assert!(
         waited >= Duration::from_millis(1500),

@@ -1,9 +1,12 @@
 //! Retries with exponential backoff, the dead letter (API and file), and
 //! replaying dead letters.
 
-mod common;
-
-use common::{analyzer, counter, eventually, packets, processed, Api, Config, Server, DEADLINE};
+use crate::support::config::{analyzer, Config};
+use crate::support::http::{counter, processed, Api};
+use crate::support::in_process::Server;
+use crate::support::packets::packets;
+use crate::support::poll::{eventually, DEADLINE};
+use crate::support::serial::alone;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -303,6 +306,7 @@ async fn a_replayed_packet_that_fails_again_returns_to_the_dead_letter() {
 /// erased by a replay that read the file before the append.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_never_erase_entries_appended_while_they_run() {
+    let _alone = alone().await;
     let config = Config::new(vec![analyzer("crashy", 1).failing(1.0)])
         .retry("{base_delay: 1ms, factor: 2, max_retries: 0}");
     let server = Server::start(&config).await;

@@ -1,9 +1,12 @@
 //! Every endpoint and every status code of the HTTP API, over a real socket
 //! against a distributor started in-process.
 
-mod common;
-
-use common::{packet, packets, processed, Config, Server};
+use crate::support::config::Config;
+use crate::support::fixtures;
+use crate::support::http::processed;
+use crate::support::in_process::Server;
+use crate::support::packets::{packet, packets};
+use crate::support::poll::{eventually, DEADLINE};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
@@ -404,7 +407,7 @@ async fn shutting_down_answers_503_with_retry_after() {
     server.post_logs(&packets("slow", 2)).await.expect(202);
     server.running().stop_token().cancel();
     // Wait until the shutdown has begun, so that no later POST can slip in.
-    let ready = common::eventually("/readyz to say 503", common::DEADLINE, || async {
+    let ready = eventually("/readyz to say 503", DEADLINE, || async {
         let reply = server.get("/readyz").await;
         if reply.status == 503 {
             Ok(reply)
@@ -468,20 +471,12 @@ async fn the_original_readme_session_and_jmeter_body_work() {
     );
 
     // Submit custom packet (the README's curl -d body, byte for byte).
-    let curl_body = r#"[{
-    "messages": [
-      {
-        "level": "ERROR",
-        "message": "Database connection failed",
-        "source": "api-service"
-      }
-    ]
-  }]"#;
+    let curl_body = fixtures::text("requests/readme-custom-packet.json");
     let reply = server
         .post_raw(
             "/api/v1/logs",
             &[("content-type", "application/json")],
-            curl_body.as_bytes().to_vec(),
+            curl_body.into_bytes(),
         )
         .await;
     reply.expect(202);
@@ -491,46 +486,12 @@ async fn the_original_readme_session_and_jmeter_body_work() {
     assert_eq!(reply.ids().len(), 1);
 
     // The JMeter sample request body.
-    let jmeter_body = r#"[
-  {
-    "messages": [
-      {
-        "level": "INFO",
-        "message": "User login successful",
-        "source": "auth-service",
-        "metadata": {
-          "user_id": "user_12345",
-          "ip_address": "192.168.1.100",
-          "session_id": "sess_abc123"
-        }
-      },
-      {
-        "level": "DEBUG",
-        "message": "Session token generated",
-        "source": "auth-service",
-        "metadata": {
-          "user_id": "user_12345",
-          "token_expiry": "2025-01-25T21:30:00Z"
-        }
-      },
-      {
-        "level": "ERROR",
-        "message": "Multiple login attempts detected",
-        "source": "security-monitor",
-        "metadata": {
-          "user_id": "user_12345",
-          "attempt_count": 5,
-          "last_attempt": "2025-01-25T20:25:00Z"
-        }
-      }
-    ]
-  }
-]"#;
+    let jmeter_body = fixtures::text("requests/jmeter-sample.json");
     let reply = server
         .post_raw(
             "/api/v1/logs",
             &[("content-type", "application/json")],
-            jmeter_body.as_bytes().to_vec(),
+            jmeter_body.into_bytes(),
         )
         .await;
     reply.expect(202);

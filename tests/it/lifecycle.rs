@@ -1,12 +1,16 @@
 //! The real binary: restart on the same data directory, SIGTERM drain,
 //! configuration errors, `--help`, environment variables.
 
-mod common;
-
-use common::{
-    analyzer, command, packets, processed, read_checkpoint, run_to_end, write_config, Config, Process,
-    DEADLINE,
-};
+use crate::support::config::{analyzer, write_config, Config};
+use crate::support::distributor::Distributor;
+use crate::support::files::read_checkpoint;
+use crate::support::fixtures;
+use crate::support::http::processed;
+use crate::support::packets::packets;
+use crate::support::poll::{eventually, DEADLINE};
+use crate::support::ports::free_port;
+use crate::support::processes::{command, run_to_end, Finished, ENV_VARS};
+use crate::support::serial::beside_others;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -21,8 +25,8 @@ fn delivered_in(checkpoint: &Value) -> u64 {
         .sum()
 }
 
-async fn wait_not_ready(process: &Process) {
-    common::eventually("/readyz to turn 503", DEADLINE, || async {
+async fn wait_not_ready(process: &Distributor) {
+    eventually("/readyz to turn 503", DEADLINE, || async {
         let reply = process.get("/readyz").await;
         if reply.status == 503 {
             Ok(())
@@ -45,7 +49,7 @@ async fn a_restart_on_the_same_data_dir_delivers_what_was_in_flight() {
     let fast = write_config(dir.path(), "fast.yaml", &Config::four(0));
     let n = 40;
 
-    let mut first = Process::start(&slow, &data, dir.path()).await;
+    let mut first = Distributor::start(&slow, &data, dir.path()).await;
     let reply = first.post_logs(&packets("survivor", n)).await;
     reply.expect(202);
     let sent: BTreeSet<String> = reply.ids().into_iter().collect();
@@ -67,7 +71,7 @@ async fn a_restart_on_the_same_data_dir_delivers_what_was_in_flight() {
     assert_eq!(delivered_in(&checkpoint), 0);
 
     // Restarted with fast analyzers: all of them are delivered, once.
-    let mut second = Process::start(&fast, &data, dir.path()).await;
+    let mut second = Distributor::start(&fast, &data, dir.path()).await;
     let stats = second.drained().await;
     assert_eq!(processed(&stats).values().sum::<u64>(), n as u64, "{stats}");
     assert_eq!(
@@ -95,7 +99,7 @@ async fn sigterm_refuses_new_packets_and_drains_the_in_flight_ones() {
     );
     let n = 30;
 
-    let mut process = Process::start(&slow, &data, dir.path()).await;
+    let mut process = Distributor::start(&slow, &data, dir.path()).await;
     process.post_logs(&packets("drained", n)).await.expect(202);
     let sent = Instant::now();
     process.sigterm();
@@ -127,7 +131,7 @@ async fn sigterm_refuses_new_packets_and_drains_the_in_flight_ones() {
 
     // A restart finds nothing to redo.
     let fast = write_config(dir.path(), "fast.yaml", &Config::four(0));
-    let mut again = Process::start(&fast, &data, dir.path()).await;
+    let mut again = Distributor::start(&fast, &data, dir.path()).await;
     let stats = again.stats().await;
     assert_eq!(stats["in_flight"], 0);
     assert_eq!(processed(&stats).values().sum::<u64>(), n as u64);
@@ -135,67 +139,46 @@ async fn sigterm_refuses_new_packets_and_drains_the_in_flight_ones() {
     assert_eq!(again.wait_exit(DEADLINE).await.code(), Some(0));
 }
 
+/// A configuration the binary refuses, and what its one line of error
+/// names (the cases of `tests/fixtures/config/`).
+#[derive(serde::Deserialize)]
+struct RefusedConfig {
+    config: String,
+    names: String,
+}
+
 #[test]
 fn bad_configurations_stop_the_binary_with_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let one = "analyzers:\n  - {id: a, weight: 10, simulated: {processing_time_ms: 0}}\n";
-    let cases = [
-        (format!("{one}colour: red\n"), "colour"),
-        (
-            "analyzers:\n  - {id: a, weight: 5000, simulated: {}}\n".to_string(),
-            "analyzers[0].weight",
-        ),
-        (
-            "analyzers:\n  - {id: a, weight: -1, simulated: {}}\n".to_string(),
-            "analyzers[0].weight",
-        ),
-        (
-            "analyzers:\n  - {id: a, weight: 1, simulated: {}}\n  - {id: a, weight: 2, simulated: {}}\n"
-                .to_string(),
-            "analyzers[1].id",
-        ),
-        ("analyzers: []\n".to_string(), "analyzers"),
-        (
-            "analyzers:\n  - {id: a, weight: 0, simulated: {}}\n  - {id: b, weight: 0, simulated: {}}\n"
-                .to_string(),
-            "total weight is 0",
-        ),
-        (
-            "analyzers:\n  - {id: a, weight: 1, simulated: {failure_rate: 1.5}}\n".to_string(),
-            "analyzers[0].simulated.failure_rate",
-        ),
-        (format!("{one}retry: {{factor: 0.5}}\n"), "retry.factor"),
-        (format!("{one}health: {{interval: 0s}}\n"), "health.interval"),
-        (
-            format!("{one}queue: {{max_in_flight: 0}}\n"),
-            "queue.max_in_flight",
-        ),
-        (format!("{one}listen: nowhere\n"), "listen"),
-    ];
-    for (i, (yaml, key)) in cases.iter().enumerate() {
+    let cases: Vec<RefusedConfig> = fixtures::yaml("config/invalid.yaml");
+    for (i, RefusedConfig { config, names }) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad-{i}.yaml"));
-        std::fs::write(&path, yaml).unwrap();
-        let (status, _, stderr) = run_to_end(
+        std::fs::write(&path, config).unwrap();
+        let Finished { status, stderr, .. } = run_to_end(
             command()
                 .arg("--config")
                 .arg(&path)
                 .arg("--data-dir")
                 .arg(dir.path().join("data")),
         );
-        assert!(!status.success(), "{yaml:?} was accepted");
+        assert!(!status.success(), "{config:?} was accepted");
         assert_eq!(
             stderr.trim_end().lines().count(),
             1,
-            "{yaml:?}: stderr is not one line:\n{stderr}"
+            "{config:?}: stderr is not one line:\n{stderr}"
         );
-        assert!(stderr.contains(key), "{yaml:?}: {stderr:?} does not name {key:?}");
+        assert!(
+            stderr.contains(names.as_str()),
+            "{config:?}: {stderr:?} does not name {names:?}"
+        );
     }
 
     // A missing file, and a flag that is not an address.
-    let (status, _, stderr) = run_to_end(command().arg("--config").arg(dir.path().join("missing.yaml")));
+    let Finished { status, stderr, .. } =
+        run_to_end(command().arg("--config").arg(dir.path().join("missing.yaml")));
     assert!(!status.success());
     assert!(stderr.contains("missing.yaml"), "{stderr}");
-    let (status, _, stderr) = run_to_end(command().args(["--listen", "not-an-address"]));
+    let Finished { status, stderr, .. } = run_to_end(command().args(["--listen", "not-an-address"]));
     assert!(!status.success());
     assert!(stderr.contains("listen"), "{stderr}");
     assert!(
@@ -211,42 +194,27 @@ fn bad_configurations_stop_the_binary_with_one_line_naming_the_key() {
 #[test]
 fn settings_that_would_break_later_stop_the_binary_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let one = "analyzers:\n  - {id: a, weight: 10, simulated: {processing_time_ms: 0}}\n";
-    let cases = [
-        (
-            "kubernetes: {status_interval: 0s}\n",
-            "kubernetes.status_interval",
-        ),
-        ("retry: {max_delay: 3years}\n", "retry.max_delay"),
-        (
-            "limits: {max_packet_bytes: 68157440}\n",
-            "limits.max_packet_bytes",
-        ),
-        (
-            "shutdown: {drain_timeout: 400000000000years}\n",
-            "shutdown.drain_timeout",
-        ),
-    ];
-    for (i, (rest, key)) in cases.iter().enumerate() {
+    let cases: Vec<RefusedConfig> = fixtures::yaml("config/unusable.yaml");
+    for (i, RefusedConfig { config, names }) in cases.iter().enumerate() {
         let path = dir.path().join(format!("late-{i}.yaml"));
-        std::fs::write(&path, format!("{one}{rest}")).unwrap();
-        let (status, _, stderr) = run_to_end(
+        std::fs::write(&path, config).unwrap();
+        let Finished { status, stderr, .. } = run_to_end(
             command()
                 .args(["--listen", "127.0.0.1:0", "--config"])
                 .arg(&path)
                 .arg("--data-dir")
                 .arg(dir.path().join("data")),
         );
-        assert!(!status.success(), "{rest:?} was accepted");
+        assert!(!status.success(), "{config:?} was accepted");
         assert_eq!(
             stderr.trim_end().lines().count(),
             1,
-            "{rest:?}: stderr is not one line:\n{stderr}"
+            "{config:?}: stderr is not one line:\n{stderr}"
         );
-        let expected = format!("configuration: {}: {key}: ", path.display());
+        let expected = format!("configuration: {}: {names}: ", path.display());
         assert!(
             stderr.contains(&expected),
-            "{rest:?}: {stderr:?} does not name {key:?}"
+            "{config:?}: {stderr:?} does not name {names:?}"
         );
     }
     assert!(
@@ -257,7 +225,7 @@ fn settings_that_would_break_later_stop_the_binary_at_start() {
 
 #[test]
 fn help_lists_every_flag_and_environment_variable() {
-    let (status, stdout, _) = run_to_end(command().arg("--help"));
+    let Finished { status, stdout, .. } = run_to_end(command().arg("--help"));
     assert!(status.success());
     for text in [
         "--listen",
@@ -273,15 +241,15 @@ fn help_lists_every_flag_and_environment_variable() {
         assert!(stdout.contains(text), "--help lacks {text}:\n{stdout}");
     }
     // The tests clear every variable the binary reads from the processes they
-    // start (common::ENV_VARS); one missing there would leak in from the caller.
+    // start (ENV_VARS); one missing there would leak in from the caller.
     for named in stdout.split("[env: ").skip(1) {
         let variable = named.split(['=', ']']).next().unwrap_or_default();
         assert!(
-            common::ENV_VARS.contains(&variable),
-            "{variable} (in --help) is not in tests/common ENV_VARS"
+            ENV_VARS.contains(&variable),
+            "{variable} (in --help) is not in support::processes::ENV_VARS"
         );
     }
-    let (status, stdout, _) = run_to_end(command().arg("--version"));
+    let Finished { status, stdout, .. } = run_to_end(command().arg("--version"));
     assert!(status.success());
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
 }
@@ -291,7 +259,11 @@ fn print_config_shows_the_effective_settings() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::new(vec![analyzer("only-one", 7).processing(12)]).queue("{max_in_flight: 42}");
     let path = write_config(dir.path(), "c.yaml", &config);
-    let (status, stdout, stderr) = run_to_end(
+    let Finished {
+        status,
+        stdout,
+        stderr,
+    } = run_to_end(
         command()
             .arg("print-config")
             .arg("--config")
@@ -311,7 +283,7 @@ async fn environment_variables_stand_in_for_flags() {
     let data = dir.path().join("env-data");
     let two = Config::new(vec![analyzer("env-a", 1), analyzer("env-b", 2)]);
     let config = write_config(dir.path(), "env.yaml", &two);
-    let mut process = Process::start_with(dir.path(), |command, port| {
+    let mut process = Distributor::start_with(dir.path(), |command, port| {
         command
             .env("LD_LISTEN", format!("127.0.0.1:{port}"))
             .env("LD_DATA_DIR", &data)
@@ -374,6 +346,7 @@ fn peak_rss(pid: u32) -> u64 {
 /// until /readyz does 200, and the replay then works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_changing_routes_answer_503_until_recovery_has_finished() {
+    let _gate = beside_others().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = write_config(
@@ -383,7 +356,7 @@ async fn state_changing_routes_answer_503_until_recovery_has_finished() {
             .queue("{max_in_flight: 100000, max_in_flight_bytes: 268435456}"),
     );
     // A backlog for the next start to recover: the analyzer forced out, then kill -9.
-    let first = Process::start(&config, &data, dir.path()).await;
+    let first = Distributor::start(&config, &data, dir.path()).await;
     first
         .set_health("only", serde_json::json!({"healthy": false}))
         .await
@@ -398,19 +371,9 @@ async fn state_changing_routes_answer_503_until_recovery_has_finished() {
     drop(first);
     write_dead_letter(&data, &[dead_letter_line("dl-0", 10)]);
 
-    let port = common::free_port();
-    let mut child = command()
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--config")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let api = common::Api::new(([127, 0, 0, 1], port).into());
+    let mut second = Distributor::stopped(free_port(), dir.path());
+    second.spawn(&config, &data, &[]);
+    let api = second.api.clone();
     let started = Instant::now();
     let mut before_ready = Vec::new();
     loop {
@@ -454,7 +417,7 @@ async fn state_changing_routes_answer_503_until_recovery_has_finished() {
         .await;
     assert!([202, 404].contains(&reply.status.as_u16()), "{}", reply.text);
     let expected = requests * 100 + 1;
-    common::eventually("every packet delivered", DEADLINE * 3, || async {
+    eventually("every packet delivered", DEADLINE * 3, || async {
         let stats = api.stats().await;
         let delivered = processed(&stats).values().sum::<u64>();
         if delivered >= expected && stats["in_flight"] == 0 {
@@ -471,8 +434,6 @@ async fn state_changing_routes_answer_503_until_recovery_has_finished() {
         "every recovered packet and the replayed one delivered once: {stats}"
     );
     assert_eq!(api.get("/api/v1/dead-letter").await.json["total"], 0);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Reading the dead letter costs the page, not the file: a page stops at
@@ -487,7 +448,7 @@ async fn dead_letter_reads_are_bounded_whatever_the_file_size() {
         .collect();
     write_dead_letter(&data, &lines);
     let config = write_config(dir.path(), "config.yaml", &Config::new(vec![analyzer("only", 1)]));
-    let process = Process::start(&config, &data, dir.path()).await;
+    let process = Distributor::start(&config, &data, dir.path()).await;
     let before = peak_rss(process.pid());
 
     let page = process.get("/api/v1/dead-letter?offset=0&limit=10000").await;
@@ -533,27 +494,13 @@ async fn a_foreign_dead_letter_keeps_every_readable_entry() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let entry = |id: &str, level: &str| {
-        serde_json::json!({
-            "packet": {"id": id, "messages": [{"level": level, "message": "m", "source": "s",
-                        "timestamp": "2024-01-01T10:00:00Z"}], "retry_count": 3},
-            "final_error": "analyzer crashed during processing",
-            "failed_at": "2024-01-01T10:00:15Z"
-        })
-    };
-    let original = serde_json::json!([
-        entry("abc-123", "ERROR"),
-        entry("abc-124", "WARN"),
-        {"packet": "not a packet"},
-        entry("abc-125", "info"),
-    ]);
-    std::fs::write(
+    std::fs::copy(
+        fixtures::path("dead-letter/original-service.json"),
         data.join("failed_packets.json"),
-        serde_json::to_string_pretty(&original).unwrap(),
     )
     .unwrap();
     let config = write_config(dir.path(), "config.yaml", &Config::new(vec![analyzer("only", 1)]));
-    let process = Process::start(&config, &data, dir.path()).await;
+    let process = Distributor::start(&config, &data, dir.path()).await;
     let page = process.get("/api/v1/dead-letter").await;
     page.expect(200);
     let ids: Vec<&str> = page.json["packets"]

@@ -23,14 +23,18 @@
 //! - A connection that trickles its headers is closed once
 //!   `server.header_read_timeout` (10 s by default) has passed; until then
 //!   other clients are served meanwhile (the slow-loris case; the closing
-//!   itself is tested in tests/security.rs with a 1 s timeout).
+//!   itself is tested in `security` with a 1 s timeout).
 //!
 //! The tests about metadata nested as deep as ingest allows are apart from
 //! the table: they need the dead letter, a crash and a restart.
 
-mod common;
-
-use common::{eventually, packets, Config, Process, Server, DEADLINE};
+use crate::support::config::{analyzer, remote, write_config, Config};
+use crate::support::distributor::Distributor;
+use crate::support::http::{processed, serve, Api};
+use crate::support::in_process::Server;
+use crate::support::packets::packets;
+use crate::support::poll::{eventually, DEADLINE};
+use crate::support::serial::beside_others;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
@@ -68,9 +72,7 @@ async fn recording_analyzer() -> (String, Arc<Mutex<Vec<Value>>>) {
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     (format!("http://{addr}/"), received)
 }
 
@@ -228,9 +230,10 @@ fn shorten(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them() {
+    let _gate = beside_others().await;
     let started = Instant::now();
     let (endpoint, received) = recording_analyzer().await;
-    let server = Server::start(&Config::new(vec![common::remote("recorder", 1, &endpoint)])).await;
+    let server = Server::start(&Config::new(vec![remote("recorder", 1, &endpoint)])).await;
     let addr = server.running().addr();
     let logs = "/api/v1/logs";
     let json_type = [("content-type", "application/json")];
@@ -910,7 +913,7 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
         || format!("{served} served, slowest {worst:?}"),
     );
     // The default header-read timeout (10 s) has not passed yet, so the
-    // half-sent request may still be open here; tests/security.rs checks
+    // half-sent request may still be open here; `security` checks
     // that it is closed once the timeout passes.
     let mut probe = [0; 1];
     let closed = tokio::time::timeout(Duration::from_millis(50), loris.read(&mut probe))
@@ -943,7 +946,7 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
     server.get("/api/v1/health").await.expect(200);
     server.get("/readyz").await.expect(200);
     let stats = server.drained().await;
-    let processed: u64 = common::processed(&stats).values().sum();
+    let processed: u64 = processed(&stats).values().sum();
     assert_eq!(
         stats["total_packets_received"].as_u64(),
         Some(accepted.len() as u64),
@@ -1038,12 +1041,8 @@ const PEAK_RSS_BOUND: u64 = 100 * 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bodies_inflating_to_millions_of_tiny_packets_are_refused_within_a_memory_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
-        dir.path(),
-        "config.yaml",
-        &Config::new(vec![common::analyzer("sink", 1)]),
-    );
-    let process = Process::start(&config, &dir.path().join("data"), dir.path()).await;
+    let config = write_config(dir.path(), "config.yaml", &Config::new(vec![analyzer("sink", 1)]));
+    let process = Distributor::start(&config, &dir.path().join("data"), dir.path()).await;
     let zeros = {
         let count = (BODY_LIMIT - 1) / 2; // "[" + "0," x (count - 1) + "0]"
         let mut text = Vec::with_capacity(BODY_LIMIT);
@@ -1119,13 +1118,13 @@ async fn bodies_inflating_to_millions_of_tiny_packets_are_refused_within_a_memor
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bodies_arriving_at_once_on_many_connections_are_held_within_the_body_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config(
+    let config = write_config(
         dir.path(),
         "config.yaml",
-        &Config::new(vec![common::analyzer("sink", 1)])
+        &Config::new(vec![analyzer("sink", 1)])
             .section("server", &format!("{{max_body_memory: {}}}", 3 * BODY_LIMIT)),
     );
-    let process = Process::start(&config, &dir.path().join("data"), dir.path()).await;
+    let process = Distributor::start(&config, &dir.path().join("data"), dir.path()).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], process.port));
     // No packet in it: 400 once it is whole.
     let body = Arc::new(format!("[{}]", " ".repeat(BODY_LIMIT - 2)));
@@ -1190,7 +1189,7 @@ async fn bodies_arriving_at_once_on_many_connections_are_held_within_the_body_me
 /// waits for room, then is answered 503; once they are gone, it is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_bodies_share_the_body_memory_with_ingest() {
-    let config = Config::new(vec![common::analyzer("sink", 1)])
+    let config = Config::new(vec![analyzer("sink", 1)])
         .limits("{max_body_bytes: 1000}")
         .section("server", "{max_body_memory: 3000}");
     let server = Server::start(&config).await;
@@ -1246,7 +1245,7 @@ async fn admin_bodies_share_the_body_memory_with_ingest() {
 
 /// The deepest metadata (nested arrays) ingest accepts, found by asking:
 /// answers the depth and the ids of the accepted packet.
-async fn deepest_accepted(api: &common::Api, id: &str) -> (usize, String) {
+async fn deepest_accepted(api: &Api, id: &str) -> (usize, String) {
     for depth in (1..=140).rev() {
         let body = format!("[{}]", deep_packet(id, depth));
         let reply = api
@@ -1275,8 +1274,8 @@ async fn deepest_accepted(api: &common::Api, id: &str) -> (usize, String) {
 /// Either refuse it at the door or store it readably.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_metadata_that_ingest_accepts_can_be_read_back_from_the_dead_letter() {
-    let config = Config::new(vec![common::analyzer("failing", 1).failing(1.0)])
-        .retry("{base_delay: 10ms, max_retries: 0}");
+    let config =
+        Config::new(vec![analyzer("failing", 1).failing(1.0)]).retry("{base_delay: 10ms, max_retries: 0}");
     let server = Server::start(&config).await;
     let (depth, id) = deepest_accepted(&server.api, "deep-dead").await;
     eventually("the deep packet is a dead letter", DEADLINE, || async {
@@ -1304,20 +1303,20 @@ async fn deep_metadata_that_ingest_accepts_can_be_read_back_from_the_dead_letter
 }
 
 /// Starts the binary on `data` again: the process, or why it did not start.
-async fn restart(config: &Path, data: &Path, log_dir: &Path) -> Result<Process, String> {
+async fn restart(config: &Path, data: &Path, log_dir: &Path) -> Result<Distributor, String> {
     let (config, data, log_dir) = (config.to_path_buf(), data.to_path_buf(), log_dir.join("again"));
     std::fs::create_dir_all(&log_dir).unwrap();
-    tokio::spawn(async move { Process::start(&config, &data, &log_dir).await })
+    tokio::spawn(async move { Distributor::start(&config, &data, &log_dir).await })
         .await
         .map_err(|e| e.to_string())
 }
 
 /// The binary with the four simulated analyzers all forced out of
 /// rotation, so that what it accepts stays in flight.
-async fn distributor_holding_packets(dir: &Path) -> (PathBuf, PathBuf, Process) {
-    let config = common::write_config(dir, "config.yaml", &Config::four(0));
+async fn distributor_holding_packets(dir: &Path) -> (PathBuf, PathBuf, Distributor) {
+    let config = write_config(dir, "config.yaml", &Config::four(0));
     let data = dir.join("data");
-    let process = Process::start(&config, &data, dir).await;
+    let process = Distributor::start(&config, &data, dir).await;
     for id in ["analyzer-a1", "analyzer-a2", "analyzer-a3", "analyzer-a4"] {
         process
             .set_health(id, json!({"healthy": false}))
@@ -1329,9 +1328,9 @@ async fn distributor_holding_packets(dir: &Path) -> (PathBuf, PathBuf, Process) 
 
 /// After a restart the analyzers are back (modes are not persisted): what
 /// was in flight is delivered. Answers the packets delivered.
-async fn delivered_after_restart(process: &Process) -> u64 {
+async fn delivered_after_restart(process: &Distributor) -> u64 {
     let stats = process.drained().await;
-    common::processed(&stats).values().sum()
+    processed(&stats).values().sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

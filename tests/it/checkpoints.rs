@@ -5,9 +5,12 @@
 //! log segments it needs are still there, and the final checkpoint of a
 //! shutdown is the one a restart reads.
 
-mod common;
-
-use common::{analyzer, read_checkpoint, write_config, Config, Process, Server, DEADLINE};
+use crate::support::config::{analyzer, write_config, Config};
+use crate::support::distributor::Distributor;
+use crate::support::files::read_checkpoint;
+use crate::support::in_process::Server;
+use crate::support::poll::DEADLINE;
+use crate::support::serial::beside_others;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -97,6 +100,7 @@ async fn concurrent_checkpoints_all_succeed_and_the_newest_stays() {
 /// delivered, and a restart has nothing to redo.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_periodic_checkpoint_leaves_the_final_one() {
+    let _gate = beside_others().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let per_round = 6000;
@@ -112,7 +116,7 @@ async fn sigterm_during_a_periodic_checkpoint_leaves_the_final_one() {
     config.checkpoint = "{interval: 1ms}".into();
     let path = write_config(dir.path(), "busy.yaml", &config);
     for round in 0..3u64 {
-        let mut process = Process::start(&path, &data, dir.path()).await;
+        let mut process = Distributor::start(&path, &data, dir.path()).await;
         let (packets, _) = bulky_packets(&format!("round{round}"), per_round, 1000);
         process.post_logs(&packets).await.expect(202);
         process.sigterm();
@@ -143,7 +147,7 @@ async fn sigterm_during_a_periodic_checkpoint_leaves_the_final_one() {
             "round {round}: delivered count"
         );
     }
-    let mut process = Process::start(&path, &data, dir.path()).await;
+    let mut process = Distributor::start(&path, &data, dir.path()).await;
     let stats = process.stats().await;
     assert_eq!(stats["in_flight"], 0, "{stats}");
     process.sigterm();

@@ -12,17 +12,19 @@
 //! `pattern` is known but not checked here (it only constrains request
 //! bodies, which schemathesis checks: scripts/schemathesis.sh).
 
-mod common;
-
-use common::{analyzer, eventually, packet, packets, Config, Reply, Server, DEADLINE};
+use crate::support::config::{analyzer, Config};
+use crate::support::http::Reply;
+use crate::support::in_process::Server;
+use crate::support::packets::{packet, packets};
+use crate::support::poll::{eventually, DEADLINE};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-const DOCUMENT: &str = include_str!("../docs/openapi.json");
-const ROUTER: &str = include_str!("../src/api/mod.rs");
+const DOCUMENT: &str = include_str!("../../docs/openapi.json");
+const ROUTER: &str = include_str!("../../src/api/mod.rs");
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",

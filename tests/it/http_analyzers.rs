@@ -4,17 +4,17 @@
 //! over HTTP. What arrived is read from the analyzers' own record files, not
 //! from the distributor's counters.
 //!
-//! The tests of this file run one at a time (see `serial`): each starts up
-//! to five processes, and exact splits need probes that never time out,
-//! which a machine busy with another test's thousand deliveries cannot
-//! promise.
+//! Each test runs alone (`support::serial::alone`): each starts up to five
+//! processes, and exact splits need probes that never time out, which a
+//! machine busy with another test's thousand deliveries cannot promise.
 
-mod common;
-
-use common::{
-    dead_letter_entries, eventually, numbered_packets, remote, write_config, AnalyzerProcess, AnalyzerSpec,
-    Api, Config, Process, DEADLINE,
-};
+use crate::support::analyzers::AnalyzerProcess;
+use crate::support::config::{remote, write_config, AnalyzerSpec, Config};
+use crate::support::distributor::Distributor;
+use crate::support::http::{serve, Api};
+use crate::support::packets::{numbered_packets, packet};
+use crate::support::poll::{eventually, DEADLINE};
+use crate::support::serial;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -47,14 +47,6 @@ const QUEUE: &str = "{analyzer_concurrency: 16}";
 /// 200 ms), far below anything a person would wait.
 const HEALTH_BOUND: Duration = Duration::from_secs(3);
 
-/// One test at a time (see the module comment); a failed test does not
-/// poison it.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().await
-}
-
 /// The distributor's configuration for this file, with `ejection_threshold`.
 fn config(analyzers: Vec<AnalyzerSpec>, ejection_threshold: u32) -> Config {
     Config::new(analyzers)
@@ -65,9 +57,9 @@ fn config(analyzers: Vec<AnalyzerSpec>, ejection_threshold: u32) -> Config {
 }
 
 /// Starts the distributor binary with `config`, its data in `dir/data`.
-async fn distributor(dir: &Path, config: &Config) -> Process {
+async fn distributor(dir: &Path, config: &Config) -> Distributor {
     let path = write_config(dir, "distributor.yaml", config);
-    Process::start(&path, &dir.join("data"), dir).await
+    Distributor::start(&path, &dir.join("data"), dir).await
 }
 
 /// The original four analyzers by weight; A first.
@@ -75,7 +67,7 @@ const FOUR: [(&str, i64); 4] = [("a", 40), ("b", 30), ("c", 20), ("d", 10)];
 
 /// Starts the four analyzers (A with the extra `a_args`), then the
 /// distributor over them, and waits until each has passed a probe.
-async fn four(dir: &Path, a_args: &[&str]) -> (Vec<AnalyzerProcess>, Process) {
+async fn four(dir: &Path, a_args: &[&str]) -> (Vec<AnalyzerProcess>, Distributor) {
     let mut analyzers = Vec::new();
     for (name, _) in FOUR {
         let extra = if name == "a" { a_args } else { &[] };
@@ -93,7 +85,7 @@ async fn four(dir: &Path, a_args: &[&str]) -> (Vec<AnalyzerProcess>, Process) {
 
 /// Starts one analyzer with `args` and a distributor delivering only to it
 /// (never ejected), and waits until it has passed a probe.
-async fn alone(dir: &Path, name: &str, args: &[&str]) -> (AnalyzerProcess, Process) {
+async fn alone(dir: &Path, name: &str, args: &[&str]) -> (AnalyzerProcess, Distributor) {
     let analyzer = AnalyzerProcess::start(dir, name, args).await;
     let distributor = distributor(dir, &config(vec![remote(name, 1, &analyzer.endpoint())], 0)).await;
     wait_all_probed(&distributor, &[name]).await;
@@ -157,8 +149,12 @@ async fn post_all(api: &Api, body: &Value, ids: &[String]) {
 /// Asserts that every id of `accepted` ended in exactly one place among
 /// the analyzers' records and the distributor's dead letter, and that
 /// nothing else is there; answers the dead letter's ids.
-async fn audit(distributor: &Process, accepted: &[String], analyzers: &[&AnalyzerProcess]) -> Vec<String> {
-    let dead = dead_ids(&dead_letter_entries(distributor).await);
+async fn audit(
+    distributor: &Distributor,
+    accepted: &[String],
+    analyzers: &[&AnalyzerProcess],
+) -> Vec<String> {
+    let dead = dead_ids(&distributor.dead_letter().await);
     let mut places: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for analyzer in analyzers {
         for id in analyzer.records() {
@@ -200,7 +196,7 @@ fn count_of(record: &[String], ids: &[String]) -> usize {
 
 /// The distributor's log lines about analyzers leaving or rejoining the
 /// rotation, to explain a split that is off.
-fn rotation_log(distributor: &Process) -> String {
+fn rotation_log(distributor: &Distributor) -> String {
     let log = distributor.stderr();
     let lines: Vec<&str> = log
         .lines()
@@ -235,7 +231,7 @@ async fn assert_no_duplicates(analyzer: &AnalyzerProcess) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_packets_split_exactly_40_30_20_10_on_the_analyzers_own_records() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (analyzers, distributor) = four(dir.path(), &[]).await;
 
@@ -267,7 +263,7 @@ async fn a_thousand_packets_split_exactly_40_30_20_10_on_the_analyzers_own_recor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_analyzer_leaves_the_rotation_its_share_goes_3_2_1_and_it_rejoins_after_a_restart() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (mut analyzers, distributor) = four(dir.path(), &[]).await;
     let mut accepted = Vec::new();
@@ -323,7 +319,7 @@ async fn a_killed_analyzer_leaves_the_rotation_its_share_goes_3_2_1_and_it_rejoi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_with_deliveries_in_flight_loses_nothing_and_delivers_nothing_twice() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     // A takes 400 ms before it records and answers: killed well before
     // that, it has recorded nothing, so whatever it held must be delivered
@@ -361,7 +357,7 @@ async fn a_crash_with_deliveries_in_flight_loses_nothing_and_delivers_nothing_tw
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyzer_answering_400_sends_packets_straight_to_the_dead_letter() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (refuser, distributor) = alone(dir.path(), "refuser", &["--respond-status", "400"]).await;
 
@@ -369,7 +365,7 @@ async fn an_analyzer_answering_400_sends_packets_straight_to_the_dead_letter() {
     post_all(&distributor, &body, &ids).await;
     let stats = distributor.drained().await;
 
-    let entries = dead_letter_entries(&distributor).await;
+    let entries = distributor.dead_letter().await;
     let mut dead = dead_ids(&entries);
     dead.sort();
     assert_eq!(dead, ids, "every packet is dead-lettered, once");
@@ -394,7 +390,7 @@ async fn an_analyzer_answering_400_sends_packets_straight_to_the_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyzer_answering_429_is_retried_to_the_limit_then_dead_lettered() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (busy, distributor) = alone(dir.path(), "busy", &["--respond-status", "429"]).await;
 
@@ -404,7 +400,7 @@ async fn an_analyzer_answering_429_is_retried_to_the_limit_then_dead_lettered() 
     let stats = distributor.drained().await;
     let took = posted.elapsed();
 
-    let entries = dead_letter_entries(&distributor).await;
+    let entries = distributor.dead_letter().await;
     let mut dead = dead_ids(&entries);
     dead.sort();
     assert_eq!(dead, ids);
@@ -429,7 +425,7 @@ async fn an_analyzer_answering_429_is_retried_to_the_limit_then_dead_lettered() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analyzer_answering_503_at_first_gets_the_packet_after_retries() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (flaky, distributor) = alone(dir.path(), "flaky", &["--fail-first", "3"]).await;
 
@@ -502,15 +498,13 @@ async fn capturing_analyzer(refuse_first: usize) -> (String, Arc<Mutex<Vec<Seen>
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     (format!("http://{addr}/"), seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_carry_the_idempotency_key_and_honour_retry_after() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (endpoint, seen) = capturing_analyzer(1).await;
     let distributor = distributor(dir.path(), &config(vec![remote("capture", 1, &endpoint)], 0)).await;
@@ -520,7 +514,7 @@ async fn deliveries_carry_the_idempotency_key_and_honour_retry_after() {
     post_all(&distributor, &body, &ids).await;
     let stats = distributor.drained().await;
     assert_eq!(stats["total_retries"], 1, "{stats}");
-    assert!(dead_letter_entries(&distributor).await.is_empty());
+    assert!(distributor.dead_letter().await.is_empty());
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "one 503, then the delivery: {seen:?}");
@@ -556,7 +550,7 @@ async fn deliveries_carry_the_idempotency_key_and_honour_retry_after() {
 /// the contract says must still find exactly the packet's id in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idempotency_key_names_exactly_the_id_of_every_accepted_packet() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (endpoint, seen) = capturing_analyzer(0).await;
     let distributor = distributor(dir.path(), &config(vec![remote("capture", 1, &endpoint)], 0)).await;
@@ -569,7 +563,7 @@ async fn the_idempotency_key_names_exactly_the_id_of_every_accepted_packet() {
         "t8-trailing-space ",
         "t8-é-ü",
     ];
-    let body = Value::Array(odd.iter().map(|id| common::packet(Some(id), 1)).collect());
+    let body = Value::Array(odd.iter().map(|id| packet(Some(id), 1)).collect());
     let reply = distributor.post_logs(&body).await;
     assert!([202, 207, 400].contains(&reply.status.as_u16()), "{}", reply.text);
     let accepted = if reply.status == 400 {
@@ -623,7 +617,7 @@ async fn an_error_answer_with_newlines_cannot_forge_log_lines() {
     use axum::http::StatusCode;
     use axum::routing::{get, post};
 
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let app = axum::Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -636,9 +630,7 @@ async fn an_error_answer_with_newlines_cannot_forge_log_lines() {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let endpoint = format!("http://{}/", serve(app).await);
     let distributor = distributor(dir.path(), &config(vec![remote("liar", 1, &endpoint)], 1)).await;
     wait_all_probed(&distributor, &["liar"]).await;
 
@@ -669,7 +661,7 @@ async fn an_error_answer_with_newlines_cannot_forge_log_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packets_sent_to_a_hanging_analyzer_time_out_and_are_delivered_by_the_other() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let steady = AnalyzerProcess::start(dir.path(), "steady", &[]).await;
     let hung = AnalyzerProcess::start(dir.path(), "hung", &["--latency-ms", "60000"]).await;
@@ -726,7 +718,7 @@ async fn packets_sent_to_a_hanging_analyzer_time_out_and_are_delivered_by_the_ot
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_analyzer_unhealthy_packets_wait_and_go_out_when_one_is_back() {
-    let _serial = serial().await;
+    let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let left = AnalyzerProcess::start(dir.path(), "left", &[]).await;
     let right = AnalyzerProcess::start(dir.path(), "right", &[]).await;

@@ -9,17 +9,19 @@
 //! status writer out (a phantom holds the Lease): see
 //! `updates_that_change_no_weight_keep_the_split_exact` for why.
 
-mod common;
-mod kube_support;
-
-use common::{dead_letter_entries, eventually, packets, processed, AnalyzerProcess, DEADLINE};
-use kube_support::{
-    analyzers_where, distributor, four_defaults, kube_readiness, poll, simulated, weights, Cluster,
+use crate::support::analyzers::AnalyzerProcess;
+use crate::support::fixtures;
+use crate::support::http::{processed, Api};
+use crate::support::kube::{
+    self, analyzers_where, distributor, four_defaults, kube_readiness, simulated, weights, Cluster,
     Namespace, PrivateCluster,
 };
+use crate::support::packets::packets;
+use crate::support::poll::{eventually, eventually_every, DEADLINE};
+use crate::support::processes::signal;
+use crate::support::serial::beside_others;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Between two kubectl polls.
@@ -60,7 +62,7 @@ async fn apply_four_defaults(ns: &Namespace, processing_ms: u64) {
     }
 }
 
-async fn wait_for_four(api: &common::Api) {
+async fn wait_for_four(api: &Api) {
     let four = expected_weights(&[("a", 40), ("b", 30), ("c", 20), ("d", 10)]);
     analyzers_where(api, "the four default analyzers", DEADLINE, |a| {
         weights(a) == four
@@ -70,7 +72,7 @@ async fn wait_for_four(api: &common::Api) {
 
 /// Posts `count` packets (in requests of at most 1000) and waits until
 /// nothing is in flight; answers the stats then.
-async fn post_and_drain(api: &common::Api, prefix: &str, count: usize) -> Value {
+async fn post_and_drain(api: &Api, prefix: &str, count: usize) -> Value {
     let mut sent = 0;
     while sent < count {
         let n = (count - sent).min(1000);
@@ -82,7 +84,7 @@ async fn post_and_drain(api: &common::Api, prefix: &str, count: usize) -> Value 
     api.drained().await
 }
 
-async fn wait_leader(api: &common::Api, leader: bool) {
+async fn wait_leader(api: &Api, leader: bool) {
     eventually(&format!("/readyz to say leader {leader}"), DEADLINE, || async {
         let kube = kube_readiness(api).await;
         if kube["leader"] == leader {
@@ -96,7 +98,7 @@ async fn wait_leader(api: &common::Api, leader: bool) {
 
 /// The Analyzer `name`'s status once `check` accepts it (polling kubectl).
 async fn status_where(ns: &Namespace, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    poll(what, DEADLINE, KUBECTL_POLL, || async {
+    eventually_every(what, DEADLINE, KUBECTL_POLL, || async {
         let status = ns.get_json("analyzer", name).await["status"].clone();
         if check(&status) {
             Ok(status)
@@ -117,7 +119,7 @@ fn ready_condition(status: &Value) -> Value {
 
 /// Waits for an Event about Analyzer `name` with `type_` and `reason`.
 async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) -> Value {
-    poll(
+    eventually_every(
         &format!("a {type_} {reason} Event about {name}"),
         DEADLINE,
         KUBECTL_POLL,
@@ -155,6 +157,7 @@ async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_default_analyzers_split_1000_packets_exactly() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "split").await;
     ns.hold_lease("phantom").await;
@@ -177,6 +180,7 @@ async fn the_four_default_analyzers_split_1000_packets_exactly() {
 /// analyzers present at start take their full weight at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovered_backlog_is_split_by_weight_among_the_analyzers_listed_at_start() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "backlog").await;
     ns.hold_lease("phantom").await;
@@ -195,12 +199,12 @@ async fn a_recovered_backlog_is_split_by_weight_among_the_analyzers_listed_at_st
             .await;
     }
 
-    let yaml = kube_support::distributor_yaml("").replace(
+    let yaml = kube::distributor_yaml("").replace(
         "health: {interval: 100ms}",
         "health: {interval: 100ms, slow_start: 60s}",
     );
     assert!(yaml.contains("slow_start"), "{yaml}");
-    let second = kube_support::distributor_with_config(&cluster, &ns.name, "one", dir.path(), &yaml).await;
+    let second = kube::distributor_with_config(&cluster, &ns.name, "one", dir.path(), &yaml).await;
     let stats = second.drained().await;
     assert_eq!(
         processed(&stats),
@@ -213,6 +217,7 @@ async fn a_recovered_backlog_is_split_by_weight_among_the_analyzers_listed_at_st
 /// REST one is refused with 409 and the patch that does it instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_health_override_points_at_spec_health() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "override").await;
     ns.hold_lease("phantom").await;
@@ -251,6 +256,7 @@ async fn the_rest_health_override_points_at_spec_health() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weight_patched_to_zero_and_back_applies_within_a_second() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "weight").await;
     ns.hold_lease("phantom").await;
@@ -290,6 +296,7 @@ async fn a_weight_patched_to_zero_and_back_applies_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_analyzer_takes_its_share_at_once() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "add").await;
     ns.hold_lease("phantom").await;
@@ -320,6 +327,7 @@ async fn a_new_analyzer_takes_its_share_at_once() {
 /// whose counters leave the stats), every queued one goes elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_analyzer_leaves_and_its_queued_packets_go_elsewhere() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "delete").await;
     ns.hold_lease("phantom").await;
@@ -374,7 +382,7 @@ async fn a_deleted_analyzer_leaves_and_its_queued_packets_go_elsewhere() {
     let stats = d.drained().await;
     assert_eq!(stats["total_packets_received"], 100);
     assert_eq!(stats["total_dead_lettered"], 0);
-    assert!(dead_letter_entries(&d).await.is_empty());
+    assert!(d.dead_letter().await.is_empty());
     // Nothing lost: 100 accepted, none in flight, none dead: every packet
     // was delivered, by a/c/d or by b before it was gone.
     let elsewhere: u64 = processed(&stats).values().sum();
@@ -393,6 +401,7 @@ async fn a_deleted_analyzer_leaves_and_its_queued_packets_go_elsewhere() {
 /// them changes the rotation, so a split over whole cycles stays exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_that_change_no_weight_keep_the_split_exact() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "noop").await;
     apply_four_defaults(&ns, 0).await;
@@ -427,6 +436,7 @@ async fn updates_that_change_no_weight_keep_the_split_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forcing_an_analyzer_unhealthy_shows_in_status_and_events() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "health").await;
     apply_four_defaults(&ns, 0).await;
@@ -489,8 +499,18 @@ async fn forcing_an_analyzer_unhealthy_shows_in_status_and_events() {
 
 // ---------------------------------------------------------------- validation
 
+/// An Analyzer spec the API server refuses, and what kubectl's error must
+/// say (the cases of `tests/fixtures/kubernetes/invalid-analyzers.yaml`).
+#[derive(serde::Deserialize)]
+struct InvalidAnalyzer {
+    name: String,
+    spec: Value,
+    says: Vec<String>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_server_refuses_invalid_analyzers() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "invalid").await;
     let with_spec = |name: &str, spec: Value| {
@@ -502,46 +522,15 @@ async fn the_api_server_refuses_invalid_analyzers() {
         })
     };
     let sim = json!({"processingTimeMs": 0, "failureRate": 0, "healthFailureRate": 0});
-    let cases = [
-        (
-            "negative",
-            json!({"weight": -1, "simulated": sim}),
-            vec!["spec.weight", "greater than or equal to 0"],
-        ),
-        (
-            "huge",
-            json!({"weight": 5000, "simulated": sim}),
-            vec!["spec.weight", "less than or equal to 1000"],
-        ),
-        (
-            "both",
-            json!({"weight": 10, "simulated": sim, "endpoint": "http://127.0.0.1:9/"}),
-            vec!["exactly one of spec.endpoint and spec.simulated"],
-        ),
-        (
-            "neither",
-            json!({"weight": 10}),
-            vec!["exactly one of spec.endpoint and spec.simulated"],
-        ),
-        (
-            "not-http",
-            json!({"weight": 10, "endpoint": "ftp://127.0.0.1/"}),
-            vec!["spec.endpoint", "endpoint must be an http:// URL"],
-        ),
-        (
-            "bad-rate",
-            json!({"weight": 10, "simulated": {"failureRate": 1.5}}),
-            vec!["spec.simulated.failureRate"],
-        ),
-    ];
-    for (name, spec, expected) in cases {
-        let out = ns.apply(&with_spec(name, spec.clone())).await;
+    let cases: Vec<InvalidAnalyzer> = fixtures::yaml("kubernetes/invalid-analyzers.yaml");
+    for InvalidAnalyzer { name, spec, says } in cases {
+        let out = ns.apply(&with_spec(&name, spec.clone())).await;
         assert!(
-            !out.success,
+            !out.status.success(),
             "kubectl apply accepted {name} ({spec}): {}",
             out.stdout
         );
-        for part in expected {
+        for part in &says {
             assert!(
                 out.stderr.contains(part),
                 "refusing {name} ({spec}), kubectl should say {part:?}; it said: {}",
@@ -603,6 +592,7 @@ fn table(text: &str) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_analyzers_shows_the_printer_columns() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "columns").await;
     let dir = tempfile::tempdir().unwrap();
@@ -640,11 +630,11 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
     }
 
     // The distributor takes the Lease once the phantom's is gone.
-    ns.kubectl(&["delete", "lease", kube_support::LEASE], None)
+    ns.kubectl(&["delete", "lease", kube::LEASE], None)
         .await
         .ok("kubectl delete lease");
     wait_leader(&d, true).await;
-    let rows = poll("SHARE in every row", DEADLINE, KUBECTL_POLL, || async {
+    let rows = eventually_every("SHARE in every row", DEADLINE, KUBECTL_POLL, || async {
         let (_, rows) = get().await;
         let a_share = rows
             .iter()
@@ -683,16 +673,9 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
 
 // ---------------------------------------------------------------- leader election
 
-fn kill_9(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -KILL {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_elect_one_status_writer_and_fail_over() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "lease").await;
     apply_four_defaults(&ns, 0).await;
@@ -702,7 +685,7 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
     wait_for_four(&one).await;
     wait_for_four(&two).await;
 
-    let holder = poll(
+    let holder = eventually_every(
         "one replica to hold the Lease",
         DEADLINE,
         KUBECTL_POLL,
@@ -746,10 +729,10 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
     })
     .await;
 
-    kill_9(leader.pid());
+    signal(leader.pid(), "KILL");
     let killed = Instant::now();
     leader.wait_exit(DEADLINE).await;
-    poll(
+    eventually_every(
         "the follower to take the Lease",
         Duration::from_secs(6),
         Duration::from_millis(100),
@@ -769,7 +752,7 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
         took <= Duration::from_secs(6),
         "takeover after {took:?}, lease 3 s"
     );
-    let lease = ns.get_json("lease", kube_support::LEASE).await;
+    let lease = ns.get_json("lease", kube::LEASE).await;
     assert!(
         lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0) >= 1,
         "{lease}"
@@ -795,23 +778,15 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
 struct Stopped(u32);
 
 impl Stopped {
-    fn signal(pid: u32, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
     fn stop(pid: u32) -> Stopped {
-        Stopped::signal(pid, "-STOP");
+        signal(pid, "STOP");
         Stopped(pid)
     }
 }
 
 impl Drop for Stopped {
     fn drop(&mut self) {
-        Stopped::signal(self.0, "-CONT");
+        signal(self.0, "CONT");
     }
 }
 
@@ -819,6 +794,7 @@ impl Drop for Stopped {
 /// refused) under load. Runs on a control plane of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_goes_on_while_the_api_server_is_stopped() {
+    let _gate = beside_others().await;
     let private = PrivateCluster::up("stop").await;
     let cluster = private.cluster.clone();
     let ns = Namespace::create(&cluster, "stop").await;
@@ -909,11 +885,11 @@ async fn routing_goes_on_while_the_api_server_is_stopped() {
 /// with nothing more than its namespaced Role.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_distributor_runs_with_the_rights_of_manifests_rbac() {
+    let _gate = beside_others().await;
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "rbac").await;
     apply_four_defaults(&ns, 0).await;
-    ns.apply_file(&kube_support::repo_file("manifests/rbac.yaml"))
-        .await;
+    ns.apply_file(&kube::repo_file("manifests/rbac.yaml")).await;
     let dir = tempfile::tempdir().unwrap();
     let account = ns.as_service_account("logs-distributor", dir.path()).await;
     // The kubeconfig really is the restricted account.
@@ -921,7 +897,7 @@ async fn the_distributor_runs_with_the_rights_of_manifests_rbac() {
         .kubectl(&["get", "analyzers", "-n", "default"], None)
         .await;
     assert!(
-        !elsewhere.success,
+        !elsewhere.status.success(),
         "the account lists Analyzers of another namespace"
     );
     assert!(elsewhere.stderr.contains("forbidden"), "{}", elsewhere.stderr);

@@ -1,0 +1,36 @@
+//! The test modules this build leaves out, and how to build them in.
+//!
+//! A module whose tests need what a developer's machine may lack is
+//! compiled only with a cargo feature (Cargo.toml `[features]`);
+//! `make test` (scripts/test.sh) turns every such feature on. Without its
+//! feature, the module's tests do not exist in the binary, so none of them
+//! can pass without having run; the test here stands in for them, and its
+//! name and the note it writes in every run (past the harness's capture of
+//! a passing test's output) say what was left out and how to run it.
+
+use std::io::Write;
+
+/// Writes `note` to the terminal whatever the harness captures.
+fn announce(note: &str) {
+    let _ = writeln!(std::io::stderr(), "note: {note}");
+}
+
+#[cfg(not(feature = "test-control-plane"))]
+#[test]
+fn kubernetes_is_compiled_out_without_feature_test_control_plane() {
+    announce(
+        "the tests of `kubernetes` are compiled out: they need a kube-apiserver and etcd \
+         (scripts/envtest.sh, which they start when it is not up). Run them with \
+         `cargo test --test it --features test-control-plane` (make test does).",
+    );
+}
+
+#[cfg(not(feature = "test-root"))]
+#[test]
+fn disk_faults_is_compiled_out_without_feature_test_root() {
+    announce(
+        "the tests of `disk_faults` are compiled out: they need root (they mount a tmpfs \
+         and fill it). Run them as root with `cargo test --test it --features test-root` \
+         (make test does).",
+    );
+}

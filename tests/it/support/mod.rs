@@ -1,0 +1,16 @@
+//! What the test modules share, one job per module.
+
+pub mod analyzers;
+pub mod config;
+pub mod distributor;
+pub mod files;
+pub mod fixtures;
+pub mod http;
+pub mod in_process;
+#[cfg(feature = "test-control-plane")]
+pub mod kube;
+pub mod packets;
+pub mod poll;
+pub mod ports;
+pub mod processes;
+pub mod serial;
