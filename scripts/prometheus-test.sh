@@ -21,8 +21,10 @@
 #      weights within 2 points; the dead-letter alert must be active, and
 #      no other.
 #
-# Everything it starts is stopped on exit. LD_PROMETHEUS_LOAD (seconds,
-# default 25, at least 20) sets how long the load runs.
+# The checks themselves are scripts/prometheus_checks.py; this script installs
+# and starts what they look at. Everything it starts is stopped on exit.
+# LD_PROMETHEUS_LOAD (seconds, default 25, at least 20) sets how long the
+# load runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
@@ -78,7 +80,7 @@ STARTED=$SECONDS
 PROM_VERSION=$(prometheus --version 2>&1 | awk 'NR == 1 {print $3}')
 say "prometheus $PROM_VERSION"
 
-# The checks in Python (standard library only), one mode per step.
+# The checks in Python, one subcommand per step.
 check() { python3 "$ROOT/scripts/prometheus_checks.py" "$@"; }
 
 # ---------------------------------------------------------------- static

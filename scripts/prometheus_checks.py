@@ -1,3 +1,25 @@
+#!/usr/bin/env python3
+"""The checks of scripts/prometheus-test.sh (standard library only), one
+subcommand per step; each prints what it saw, reports every failed check on
+stderr and exits non-zero when any failed.
+
+  rule-tests RULES TESTS        every alert of RULES has a firing and a quiet
+                                case in the promtool unit tests TESTS
+  dashboard DASHBOARD OUT       the Grafana dashboard's structure; writes its
+                                queries to OUT (JSON) for `live`
+  metrics FILE                  a /metrics scrape has every metric family the
+                                rules, the dashboard and the docs name, with
+                                its type and the analyzer label
+  loadgen REPORT SECONDS        `logs-distributor loadgen --json` REPORT
+                                accepted about 200 packets/s for SECONDS
+  live URL EXPRS AT SECONDS     against Prometheus at URL, at time AT (Unix
+                                seconds), after SECONDS of load: every query
+                                in EXPRS and every loaded rule evaluates and
+                                answers data, the routing shares match the
+                                weights, and only the dead-letter alert is
+                                active
+"""
+import argparse
 import json
 import sys
 import time
@@ -319,16 +341,37 @@ def check_loadgen(path, load_seconds):
     finish()
 
 
-mode = sys.argv[1]
-if mode == "loadgen":
-    check_loadgen(sys.argv[2], int(sys.argv[3]))
-elif mode == "dashboard":
-    check_dashboard(sys.argv[2], sys.argv[3])
-elif mode == "rule-tests":
-    check_rule_tests(sys.argv[2], sys.argv[3])
-elif mode == "metrics":
-    check_metrics(sys.argv[2])
-elif mode == "live":
-    check_live(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]))
-else:
-    sys.exit(f"unknown mode {mode}")
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    steps = parser.add_subparsers(dest="step", required=True)
+    step = steps.add_parser("rule-tests")
+    step.add_argument("rules")
+    step.add_argument("tests")
+    step = steps.add_parser("dashboard")
+    step.add_argument("dashboard")
+    step.add_argument("exprs_out")
+    step = steps.add_parser("metrics")
+    step.add_argument("metrics")
+    step = steps.add_parser("loadgen")
+    step.add_argument("report")
+    step.add_argument("load_seconds", type=int)
+    step = steps.add_parser("live")
+    step.add_argument("url")
+    step.add_argument("exprs")
+    step.add_argument("at", type=float)
+    step.add_argument("load_seconds", type=int)
+    args = parser.parse_args()
+    if args.step == "rule-tests":
+        check_rule_tests(args.rules, args.tests)
+    elif args.step == "dashboard":
+        check_dashboard(args.dashboard, args.exprs_out)
+    elif args.step == "metrics":
+        check_metrics(args.metrics)
+    elif args.step == "loadgen":
+        check_loadgen(args.report, args.load_seconds)
+    else:
+        check_live(args.url, args.exprs, args.at, args.load_seconds)
+
+
+if __name__ == "__main__":
+    main()
