@@ -92,29 +92,12 @@ start_distributor
 # schema of the JSON array (the packets), and this hook writes each item as
 # one line, so valid and invalid packets reach the NDJSON path too. A value
 # that is not an array (negative tests) goes out as one line.
-cat >"$WORK/ld_schemathesis_hooks.py" <<'PY'
-import json
-
-import schemathesis
-
-
-@schemathesis.serializer("application/x-ndjson")
-def ndjson(ctx, value):
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    items = value if isinstance(value, list) else [value]
-    return "".join(json.dumps(item) + "\n" for item in items).encode("utf-8")
-PY
 
 say "distributor on 127.0.0.1:$PORT; schemathesis $SCHEMATHESIS_VERSION, $EXAMPLES examples per operation"
 set +e
 (
     cd "$WORK"
-    export PYTHONPATH=$WORK SCHEMATHESIS_HOOKS=ld_schemathesis_hooks
+    export PYTHONPATH=$ROOT/scripts SCHEMATHESIS_HOOKS=schemathesis_hooks
     timeout --kill-after=10 "$MAX_TIME" "$VENV/bin/schemathesis" run \
         "http://127.0.0.1:$PORT/api/v1/openapi.json" \
         --checks "${SCHEMATHESIS_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance}" \
