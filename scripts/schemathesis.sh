@@ -88,11 +88,7 @@ start_distributor
 
 # ---------------------------------------------------------------- run
 
-# schemathesis has no serializer for NDJSON: the document gives its body the
-# schema of the JSON array (the packets), and this hook writes each item as
-# one line, so valid and invalid packets reach the NDJSON path too. A value
-# that is not an array (negative tests) goes out as one line.
-
+# scripts/schemathesis_hooks.py teaches schemathesis to send NDJSON bodies.
 say "distributor on 127.0.0.1:$PORT; schemathesis $SCHEMATHESIS_VERSION, $EXAMPLES examples per operation"
 set +e
 (
