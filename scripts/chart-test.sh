@@ -342,95 +342,10 @@ check_rendered() {
     checks rendered "$WORK" "$NS" >"$WORK/render-checks.out" 2>&1 || fail "rendered objects:" "$WORK/render-checks.out"
 }
 
-MONITORING_CRDS=$(cat <<'EOF'
-# Minimal stand-ins for the prometheus-operator CRDs (monitoring.coreos.com/v1):
-# only the fields the chart uses, typed as upstream types them, so that a
-# misspelt or mistyped field fails the server-side dry run.
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: servicemonitors.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          required: [spec]
-          properties:
-            spec:
-              type: object
-              required: [endpoints, selector]
-              properties:
-                selector:
-                  type: object
-                  properties:
-                    matchLabels: {type: object, additionalProperties: {type: string}}
-                endpoints:
-                  type: array
-                  minItems: 1
-                  items:
-                    type: object
-                    properties:
-                      port: {type: string}
-                      path: {type: string}
-                      interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
-                      scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: prometheusrules.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          required: [spec]
-          properties:
-            spec:
-              type: object
-              properties:
-                groups:
-                  type: array
-                  items:
-                    type: object
-                    required: [name]
-                    properties:
-                      name: {type: string, minLength: 1}
-                      interval: {type: string}
-                      labels: {type: object, additionalProperties: {type: string}}
-                      rules:
-                        type: array
-                        items:
-                          type: object
-                          required: [expr]
-                          properties:
-                            alert: {type: string}
-                            record: {type: string}
-                            expr: {x-kubernetes-int-or-string: true}
-                            for: {type: string}
-                            keep_firing_for: {type: string}
-                            labels: {type: object, additionalProperties: {type: string}}
-                            annotations: {type: object, additionalProperties: {type: string}}
-EOF
-)
-
 install_crds() {
     step crds "the Analyzer CRD and minimal prometheus-operator CRDs, for real"
     quiet "$WORK/crd.out" K apply -f "$CHART/crds/analyzer.yaml" || fail "cannot install the Analyzer CRD:" "$WORK/crd.out"
-    quiet "$WORK/mon-crd.out" K apply -f - <<<"$MONITORING_CRDS" || fail "cannot install the monitoring CRDs:" "$WORK/mon-crd.out"
+    quiet "$WORK/mon-crd.out" K apply -f scripts/fixtures/monitoring-crds.yaml || fail "cannot install the monitoring CRDs:" "$WORK/mon-crd.out"
     quiet "$WORK/crd-wait.out" K wait --for=condition=Established --timeout=30s \
         crd/analyzers.logs-distributor.dev crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com ||
         fail "CRDs not established:" "$WORK/crd-wait.out"
