@@ -24,6 +24,18 @@ quietly() {
     fi
 }
 
+# Writes $WORK/config.yaml: the analyzers of scripts/fixtures/four-analyzers.yaml
+# with D failing the share $1 of its deliveries (0 to 1), then the settings
+# read from stdin.
+write_config() {
+    local d_failure_rate=$1
+    {
+        sed "s/failure_rate: D_FAILURE_RATE,/failure_rate: $d_failure_rate,/" \
+            "$(dirname "${BASH_SOURCE[0]}")/fixtures/four-analyzers.yaml"
+        cat
+    } >"$WORK/config.yaml"
+}
+
 # Starts $BINARY with $WORK/config.yaml and its data in $WORK/data on a free
 # loopback port, logging to $WORK/distributor.log; sets PORT and SERVER_PID
 # once it listens. A port taken between choosing and binding: another one,

@@ -127,12 +127,7 @@ wait_for() {
 # or so that one retry in ten on D gives, and in some runs Prometheus saw
 # no dead letter at all. A wait drawn from [0, 100 ms] spreads over 20
 # slots, so a retry lands on D one time in ten.
-cat >"$WORK/config.yaml" <<'YAML'
-analyzers:
-  - {id: analyzer-a1, name: Analyzer A, weight: 40, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a2, name: Analyzer B, weight: 30, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a3, name: Analyzer C, weight: 20, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a4, name: Analyzer D, weight: 10, simulated: {processing_time_ms: 0, failure_rate: 0.8, health_failure_rate: 0}}
+write_config 0.8 <<'YAML'
 retry: {base_delay: 100ms, max_retries: 1, jitter: true}
 health: {interval: 5s, ejection_threshold: 0}
 shutdown: {drain_timeout: 1s}

@@ -71,12 +71,7 @@ BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/logs-distributor
 
 # Zero-latency analyzers that never fail, probes that never fail: whatever
 # schemathesis sends, the distributor stays healthy and drains at once.
-cat >"$WORK/config.yaml" <<'YAML'
-analyzers:
-  - {id: analyzer-a1, name: Analyzer A, weight: 40, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a2, name: Analyzer B, weight: 30, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a3, name: Analyzer C, weight: 20, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a4, name: Analyzer D, weight: 10, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+write_config 0 <<'YAML'
 retry: {base_delay: 10ms, max_retries: 1}
 health: {interval: 1h, ejection_threshold: 0}
 checkpoint: {interval: 1h}
