@@ -34,6 +34,7 @@
 # Starts the envtest control plane when it is not up, and then stops it on the way out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/common.sh
 
 K8S_VERSION=v1.36.3
 CHART=charts/logs-distributor
@@ -383,10 +384,6 @@ check_helm_install() {
         fail "helm uninstall failed:" "$WORK/uninstall.out"
     K get clusterrole "$RELEASE-$HELM_NS" >/dev/null 2>&1 && fail "helm uninstall left the ClusterRole behind"
     return 0
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # http METHOD URL [BODY_FILE]: the body to stdout; false unless 2xx.

@@ -1,6 +1,6 @@
 # Shell helpers shared by the test scripts (sourced, not run). The caller
 # defines `fail`, `say` and `WORK` (and `BINARY` for start_distributor)
-# before using them.
+# before using the helpers that need them.
 
 # Stops a process we started: TERM, up to 5 s to exit, then KILL.
 stop_pid() {
@@ -13,6 +13,11 @@ stop_pid() {
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+}
+
+# A TCP port of 127.0.0.1 that is free now (the caller binds it soon after).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 # Runs a command with its output in a log that is shown only if it fails.
@@ -43,7 +48,7 @@ write_config() {
 start_distributor() {
     local attempt
     for attempt in 1 2 3; do
-        PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+        PORT=$(free_port)
         "$BINARY" --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" --config "$WORK/config.yaml" \
             >"$WORK/distributor.log" 2>&1 &
         SERVER_PID=$!

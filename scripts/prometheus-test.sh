@@ -98,10 +98,6 @@ cargo build --quiet --locked
 BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/logs-distributor
 [ -x "$BINARY" ] || fail "no binary at $BINARY"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # Waits up to $2 tenths of a second for URL $1 to answer 2xx, while $3 runs.
 wait_for() {
     for _ in $(seq "$2"); do
