@@ -82,12 +82,7 @@ BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/logs-distributor
 # Analyzer D fails every delivery and nothing is retried: each packet routed
 # to it is a dead letter at once (see the test's header). Probes never fail
 # and failed deliveries never eject, so only the test changes health.
-cat >"$WORK/config.yaml" <<'YAML'
-analyzers:
-  - {id: analyzer-a1, name: Analyzer A, weight: 40, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a2, name: Analyzer B, weight: 30, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a3, name: Analyzer C, weight: 20, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a4, name: Analyzer D, weight: 10, simulated: {processing_time_ms: 0, failure_rate: 1.0, health_failure_rate: 0}}
+write_config 1.0 <<'YAML'
 retry: {base_delay: 10ms, max_retries: 0}
 health: {interval: 5s, ejection_threshold: 0}
 checkpoint: {interval: 1h}

@@ -34,6 +34,7 @@
 # Starts the envtest control plane when it is not up, and then stops it on the way out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/common.sh
 
 K8S_VERSION=v1.36.3
 CHART=charts/logs-distributor
@@ -58,6 +59,9 @@ step() {
 
 # quiet FILE CMD...: run CMD, its output to FILE; false when it fails.
 quiet() { local out=$1; shift; "$@" >"$out" 2>&1; }
+
+# checks COMMAND ARGS...: the checks that read YAML or JSON, in scripts/chart_checks.py.
+checks() { python3 scripts/chart_checks.py "$@"; }
 
 # ---------------------------------------------------------------- rendering
 
@@ -319,60 +323,13 @@ check_schema() {
 # objects RENDERED OUT: the rendered objects as a JSON array (kubectl parses, python collects).
 objects() {
     K create --dry-run=client -f "$1" -o json >"$2.stream" 2>"$2.err" || return 1
-    python3 -c '
-import json, sys
-text, dec, pos, out = open(sys.argv[1]).read(), json.JSONDecoder(), 0, []
-while True:
-    while pos < len(text) and text[pos].isspace(): pos += 1
-    if pos >= len(text): break
-    obj, pos = dec.raw_decode(text, pos)
-    out.append(obj)
-json.dump(out, open(sys.argv[2], "w"))' "$2.stream" "$2"
+    checks objects "$2.stream" "$2"
 }
 
 # no_duplicate_keys FILE...: no mapping in the (block-style) YAML repeats a key.
 # kubectl and helm keep the last of two equal keys without a word; stricter
 # parsers refuse the document.
-no_duplicate_keys() {
-    python3 - "$@" <<'PY'
-import re, sys
-key_re = re.compile(r'^( *)((?:- +)*)("[^"]*"|\'[^\']*\'|[^\s#:{}\[\],&*!|>\'"%@`-][^:#]*?|-[^\s:#][^:#]*?):(?: |$)')
-bad = []
-for path in sys.argv[1:]:
-    stack, block = [], None  # stack: [indent, keys] of the open mappings
-    for n, line in enumerate(open(path), 1):
-        text = line.rstrip("\n")
-        indent = len(text) - len(text.lstrip(" "))
-        if block is not None:
-            if not text.strip() or indent > block:
-                continue
-            block = None
-        if text.startswith("---"):
-            stack = []
-            continue
-        if not text.strip() or text.lstrip().startswith("#"):
-            continue
-        m = key_re.match(text)
-        dashes = re.match(r"^ *((?:- +)*)", text).group(1)
-        at = indent + len(dashes)
-        # A "- " starts a new item: mappings at or right of it are closed.
-        while stack and (stack[-1][0] > at or (dashes and stack[-1][0] >= at)):
-            stack.pop()
-        if not m:
-            continue
-        key = m.group(3)
-        if not stack or stack[-1][0] < at:
-            stack.append([at, set()])
-        if key in stack[-1][1]:
-            bad.append(f"{path}:{n}: duplicate key {key}")
-        stack[-1][1].add(key)
-        if re.search(r":\s*[|>][-+0-9]*\s*(#.*)?$", text):
-            block = at
-if bad:
-    print("\n".join(bad))
-    sys.exit(1)
-PY
-}
+no_duplicate_keys() { checks duplicate-keys "$@"; }
 
 check_rendered() {
     step render "the rendered objects"
@@ -383,204 +340,13 @@ check_rendered() {
         name=${v%%|*}
         objects "$WORK/render-$name.yaml" "$WORK/objects-$name.json" || fail "kubectl cannot read the $name render:" "$WORK/objects-$name.json.err"
     done
-    python3 - "$WORK" "$NS" >"$WORK/render-checks.out" 2>&1 <<'PY' || fail "rendered objects:" "$WORK/render-checks.out"
-import json, sys
-work, ns = sys.argv[1], sys.argv[2]
-load = lambda name: json.load(open(f"{work}/objects-{name}.json"))
-problems = []
-def check(ok, what):
-    if not ok: problems.append(what)
-def by_kind(objs, kind): return [o for o in objs if o["kind"] == kind]
-def one(objs, kind):
-    found = by_kind(objs, kind)
-    check(len(found) == 1, f"expected one {kind}, found {len(found)}")
-    return found[0] if found else {}
-def env_of(sts):
-    c = sts["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
-
-default = load("default")
-kinds = sorted(o["kind"] for o in default)
-check(kinds == sorted(["Analyzer"] * 4 + ["ConfigMap"] * 2 + ["PodDisruptionBudget", "Role", "RoleBinding",
-      "Service", "Service", "ServiceAccount", "StatefulSet"]), f"default kinds: {kinds}")
-weights = {o["metadata"]["name"]: o["spec"]["weight"] for o in by_kind(default, "Analyzer")}
-check(weights == {"analyzer-a1": 40, "analyzer-a2": 30, "analyzer-a3": 20, "analyzer-a4": 10}, f"analyzer weights {weights}")
-names = {o["metadata"]["name"]: o["spec"].get("displayName") for o in by_kind(default, "Analyzer")}
-check(sorted(names.values()) == ["Analyzer A", "Analyzer B", "Analyzer C", "Analyzer D"], f"display names {names}")
-check(all("simulated" in o["spec"] for o in by_kind(default, "Analyzer")), "default analyzers are simulated")
-
-sts = one(default, "StatefulSet")
-pod = sts["spec"]["template"]["spec"]
-c = pod["containers"][0]
-env = env_of(sts)
-check(env.get("LD_SOURCE") == "kubernetes", "LD_SOURCE=kubernetes")
-check(env.get("LD_NAMESPACE") == {"fieldRef": {"fieldPath": "metadata.namespace"}}, "LD_NAMESPACE from the downward API")
-check(env.get("POD_NAME") == {"fieldRef": {"fieldPath": "metadata.name"}}, "POD_NAME from the downward API")
-check(env.get("LD_DATA_DIR") == "/data", "LD_DATA_DIR=/data")
-check(env.get("LD_LOG_FORMAT") == "json", "LD_LOG_FORMAT=json")
-check(env.get("LD_CONFIG") == "/etc/logs-distributor/config.yaml", "LD_CONFIG")
-check("LD_ALL_NAMESPACES" not in env, "no LD_ALL_NAMESPACES by default")
-mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-check(mounts.get("/data") == "data", "/data mounted from the data volume")
-check(mounts.get("/etc/logs-distributor") == "config", "config mounted at /etc/logs-distributor")
-check([t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])] == ["data"], "a volumeClaimTemplate data")
-check(sts["spec"].get("replicas") == 1, "replicas 1")
-check(pod.get("terminationGracePeriodSeconds") == 30, f"grace 30s (drain 10s + 20s), got {pod.get('terminationGracePeriodSeconds')}")
-check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness GET /healthz")
-check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness GET /readyz")
-check(c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], f"one port named http: {c['ports']}")
-check(c["image"] == "logs-distributor:0.1.0", f"image tag = appVersion: {c['image']}")
-sc, psc = c["securityContext"], pod["securityContext"]
-check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
-check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation false")
-check(sc.get("capabilities") == {"drop": ["ALL"]}, "all capabilities dropped")
-check(psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 10001, "runAsNonRoot, uid 10001")
-check(psc.get("seccompProfile") == {"type": "RuntimeDefault"}, "seccomp RuntimeDefault")
-lim = c["resources"].get("limits", {}).get("memory")
-check(lim == "256Mi", f"memory limit 256Mi, got {lim}")
-svc = [s for s in by_kind(default, "Service") if s["spec"].get("clusterIP") != "None"]
-check(len(svc) == 1 and [p["name"] for p in svc[0]["spec"]["ports"]] == ["http"], "one Service port, named http")
-role = one(default, "Role")
-rules = role.get("rules")
-check(one(default, "RoleBinding").get("roleRef", {}).get("name") == role["metadata"]["name"], "RoleBinding binds the Role")
-
-allopt = load("all-options")
-check(not by_kind(allopt, "Role") and not by_kind(allopt, "RoleBinding"), "watchAllNamespaces: no Role")
-crole = one(allopt, "ClusterRole")
-check(crole.get("rules") == rules, "the ClusterRole has exactly the Role's rules")
-crb = one(allopt, "ClusterRoleBinding")
-check(crb.get("subjects", [{}])[0].get("namespace") == ns, "the ClusterRoleBinding names the ServiceAccount's namespace")
-asts = one(allopt, "StatefulSet")
-check(env_of(asts).get("LD_ALL_NAMESPACES") == "true", "LD_ALL_NAMESPACES=true")
-check("replicas" not in asts["spec"], "with an HPA the StatefulSet leaves replicas to it")
-hpa = one(allopt, "HorizontalPodAutoscaler")
-check(hpa["spec"]["scaleTargetRef"]["name"] == asts["metadata"]["name"], "the HPA scales the StatefulSet")
-check(asts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 110, "grace 1m30s + 20s")
-for kind in ["NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Deployment"]:
-    check(by_kind(allopt, kind), f"all options: a {kind}")
-rule = one(allopt, "PrometheusRule")
-groups = rule.get("spec", {}).get("groups", [])
-check(groups and groups[0].get("name") == "logs-distributor", f"PrometheusRule group logs-distributor: {groups}")
-sm = one(allopt, "ServiceMonitor")
-check(sm.get("spec", {}).get("endpoints", [{}])[0].get("port") == "http", "ServiceMonitor scrapes the http port")
-refs = {d["metadata"]["name"]: d for d in by_kind(allopt, "Deployment")}
-az = {o["metadata"]["name"]: o["spec"] for o in by_kind(allopt, "Analyzer")}
-for name, spec in az.items():
-    if name == "external":
-        check(spec.get("endpoint") == "http://analyzer.example.svc:9000/ingest", "an endpoint entry is left alone")
-        continue
-    check("simulated" not in spec, f"{name}: served by its reference analyzer, not simulated")
-    svc_name = spec.get("endpoint", "").removeprefix("http://").split(":")[0]
-    check(svc_name in refs, f"{name}: endpoint {spec.get('endpoint')} is a reference analyzer Service")
-    if svc_name in refs:
-        args = refs[svc_name]["spec"]["template"]["spec"]["containers"][0]["args"]
-        check(args[:3] == ["analyzer", "--listen", "0.0.0.0:9000"], f"{svc_name} args {args}")
-dash = [o for o in load("default") if o["kind"] == "ConfigMap" and o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
-check(len(dash) == 1 and json.loads(list(dash[0]["data"].values())[0]).get("uid"), "a dashboard ConfigMap labelled grafana_dashboard=1 holding JSON")
-
-nop = load("no-persistence")
-nsts = one(nop, "StatefulSet")
-check("volumeClaimTemplates" not in nsts["spec"], "persistence off: no claims")
-check(any(v["name"] == "data" and "emptyDir" in v for v in nsts["spec"]["template"]["spec"]["volumes"]), "persistence off: emptyDir data")
-noa = load("no-analyzers")
-check(not by_kind(noa, "Analyzer") and not by_kind(noa, "ServiceAccount"), "no analyzers, no ServiceAccount")
-check(one(noa, "StatefulSet")["spec"]["template"]["spec"]["serviceAccountName"] == "existing", "an existing ServiceAccount")
-
-if problems:
-    print("\n".join(problems))
-    sys.exit(1)
-PY
+    checks rendered "$WORK" "$NS" >"$WORK/render-checks.out" 2>&1 || fail "rendered objects:" "$WORK/render-checks.out"
 }
-
-MONITORING_CRDS=$(cat <<'EOF'
-# Minimal stand-ins for the prometheus-operator CRDs (monitoring.coreos.com/v1):
-# only the fields the chart uses, typed as upstream types them, so that a
-# misspelt or mistyped field fails the server-side dry run.
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: servicemonitors.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          required: [spec]
-          properties:
-            spec:
-              type: object
-              required: [endpoints, selector]
-              properties:
-                selector:
-                  type: object
-                  properties:
-                    matchLabels: {type: object, additionalProperties: {type: string}}
-                endpoints:
-                  type: array
-                  minItems: 1
-                  items:
-                    type: object
-                    properties:
-                      port: {type: string}
-                      path: {type: string}
-                      interval: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
-                      scrapeTimeout: {type: string, pattern: '^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$'}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: prometheusrules.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          required: [spec]
-          properties:
-            spec:
-              type: object
-              properties:
-                groups:
-                  type: array
-                  items:
-                    type: object
-                    required: [name]
-                    properties:
-                      name: {type: string, minLength: 1}
-                      interval: {type: string}
-                      labels: {type: object, additionalProperties: {type: string}}
-                      rules:
-                        type: array
-                        items:
-                          type: object
-                          required: [expr]
-                          properties:
-                            alert: {type: string}
-                            record: {type: string}
-                            expr: {x-kubernetes-int-or-string: true}
-                            for: {type: string}
-                            keep_firing_for: {type: string}
-                            labels: {type: object, additionalProperties: {type: string}}
-                            annotations: {type: object, additionalProperties: {type: string}}
-EOF
-)
 
 install_crds() {
     step crds "the Analyzer CRD and minimal prometheus-operator CRDs, for real"
     quiet "$WORK/crd.out" K apply -f "$CHART/crds/analyzer.yaml" || fail "cannot install the Analyzer CRD:" "$WORK/crd.out"
-    quiet "$WORK/mon-crd.out" K apply -f - <<<"$MONITORING_CRDS" || fail "cannot install the monitoring CRDs:" "$WORK/mon-crd.out"
+    quiet "$WORK/mon-crd.out" K apply -f scripts/fixtures/monitoring-crds.yaml || fail "cannot install the monitoring CRDs:" "$WORK/mon-crd.out"
     quiet "$WORK/crd-wait.out" K wait --for=condition=Established --timeout=30s \
         crd/analyzers.logs-distributor.dev crd/servicemonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com ||
         fail "CRDs not established:" "$WORK/crd-wait.out"
@@ -620,10 +386,6 @@ check_helm_install() {
     return 0
 }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # http METHOD URL [BODY_FILE]: the body to stdout; false unless 2xx.
 http() {
     local args=(-sS --max-time 20 -X "$1" "$2" -o /dev/stdout -w '\n%{http_code}')
@@ -654,14 +416,7 @@ until_ok() {
 }
 
 # json_check FILE PYTHON-EXPR: evaluate EXPR with `d` the JSON in FILE; print it, true when truthy.
-json_check() {
-    python3 -c '
-import json, sys
-d = json.load(open(sys.argv[1]))
-r = eval(sys.argv[2])
-print(json.dumps(r) if not isinstance(r, str) else r)
-sys.exit(0 if r else 1)' "$1" "$2"
-}
+json_check() { checks json-check "$1" "$2"; }
 
 e2e_analyzers_ready() {
     http GET "$BASE/api/v1/analyzers" >"$WORK/analyzers.json" || return 1
@@ -720,10 +475,7 @@ EOF
     DISTRIBUTOR_PID=$!
     until_ok 30 "/readyz" http GET "$BASE/readyz"
     until_ok 30 "the four Analyzers in rotation at 40/30/20/10" e2e_analyzers_ready
-    python3 -c '
-import json
-print(json.dumps([{"id": f"chart-test-{i}", "messages": [{"level": "INFO", "message": f"packet {i}", "source": "chart-test"}]} for i in range(1000)]))' \
-        >"$WORK/packets.json"
+    checks packets 1000 >"$WORK/packets.json"
     http POST "$BASE/api/v1/logs" "$WORK/packets.json" >"$WORK/post.json" || fail "POST /api/v1/logs failed:" "$WORK/post.json"
     json_check "$WORK/post.json" 'd["successful"] == 1000' >/dev/null || fail "not every packet accepted:" "$WORK/post.json"
     until_ok 60 "in_flight 0" e2e_drained

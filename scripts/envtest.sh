@@ -31,6 +31,7 @@ BUILD_ROOT=$LD_CACHE/k8s-$K8S_VERSION
 CACHE_BIN=$BUILD_ROOT/bin
 CERT_DIR=$RUN_DIR/certs
 KUBECONFIG_FILE=$RUN_DIR/kubeconfig
+FIXTURES=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/fixtures
 ADMIN_USER=envtest-admin
 
 log() { printf 'envtest: %s\n' "$*" >&2; }
@@ -296,37 +297,18 @@ EOF
 
 # Exercise the API the way the operator will: discovery, then a CRD round trip.
 smoke_test() {
-    local kubectl out crd=envtestprobes.probe.logs-distributor.test
+    local kubectl out crd=envtestprobes.probe.logs-distributor.test # the CRD of fixtures/probe-crd.yaml
     kubectl=$(bin_dir)/kubectl
     k() { "$kubectl" --kubeconfig "$KUBECONFIG_FILE" --request-timeout=20s "$@"; }
     out=$(k get --raw /version 2>&1) || { log "$out"; return 1; }
     grep -q '"gitVersion"' <<<"$out" || { log "unexpected /version: $out"; return 1; }
     out=$(k api-resources 2>&1) || { log "$out"; return 1; }
     grep -q '^customresourcedefinitions ' <<<"$out" || { log "api-resources lacks CRDs: $(head -n 5 <<<"$out")"; return 1; }
-    cat >"$RUN_DIR/probe-crd.yaml" <<EOF
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: $crd
-spec:
-  group: probe.logs-distributor.test
-  scope: Namespaced
-  names: {plural: envtestprobes, singular: envtestprobe, kind: EnvtestProbe}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-EOF
-    out=$(k apply -f "$RUN_DIR/probe-crd.yaml" 2>&1) || { log "CRD apply failed: $out"; return 1; }
+    out=$(k apply -f "$FIXTURES/probe-crd.yaml" 2>&1) || { log "CRD apply failed: $out"; return 1; }
     out=$(k wait --for=condition=Established --timeout=20s "crd/$crd" 2>&1) ||
         { log "CRD not established: $out"; return 1; }
     out=$(k get crd "$crd" -o name 2>&1) || { log "CRD get failed: $out"; return 1; }
-    out=$(k delete -f "$RUN_DIR/probe-crd.yaml" --wait=true 2>&1) || { log "CRD delete failed: $out"; return 1; }
-    rm -f "$RUN_DIR/probe-crd.yaml"
+    out=$(k delete -f "$FIXTURES/probe-crd.yaml" --wait=true 2>&1) || { log "CRD delete failed: $out"; return 1; }
 }
 
 cmd_up() {

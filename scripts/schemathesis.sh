@@ -71,12 +71,7 @@ BINARY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/logs-distributor
 
 # Zero-latency analyzers that never fail, probes that never fail: whatever
 # schemathesis sends, the distributor stays healthy and drains at once.
-cat >"$WORK/config.yaml" <<'YAML'
-analyzers:
-  - {id: analyzer-a1, name: Analyzer A, weight: 40, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a2, name: Analyzer B, weight: 30, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a3, name: Analyzer C, weight: 20, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
-  - {id: analyzer-a4, name: Analyzer D, weight: 10, simulated: {processing_time_ms: 0, failure_rate: 0, health_failure_rate: 0}}
+write_config 0 <<'YAML'
 retry: {base_delay: 10ms, max_retries: 1}
 health: {interval: 1h, ejection_threshold: 0}
 checkpoint: {interval: 1h}
@@ -88,33 +83,12 @@ start_distributor
 
 # ---------------------------------------------------------------- run
 
-# schemathesis has no serializer for NDJSON: the document gives its body the
-# schema of the JSON array (the packets), and this hook writes each item as
-# one line, so valid and invalid packets reach the NDJSON path too. A value
-# that is not an array (negative tests) goes out as one line.
-cat >"$WORK/ld_schemathesis_hooks.py" <<'PY'
-import json
-
-import schemathesis
-
-
-@schemathesis.serializer("application/x-ndjson")
-def ndjson(ctx, value):
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    items = value if isinstance(value, list) else [value]
-    return "".join(json.dumps(item) + "\n" for item in items).encode("utf-8")
-PY
-
+# scripts/schemathesis_hooks.py teaches schemathesis to send NDJSON bodies.
 say "distributor on 127.0.0.1:$PORT; schemathesis $SCHEMATHESIS_VERSION, $EXAMPLES examples per operation"
 set +e
 (
     cd "$WORK"
-    export PYTHONPATH=$WORK SCHEMATHESIS_HOOKS=ld_schemathesis_hooks
+    export PYTHONPATH=$ROOT/scripts SCHEMATHESIS_HOOKS=schemathesis_hooks
     timeout --kill-after=10 "$MAX_TIME" "$VENV/bin/schemathesis" run \
         "http://127.0.0.1:$PORT/api/v1/openapi.json" \
         --checks "${SCHEMATHESIS_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance}" \
