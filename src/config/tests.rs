@@ -1,0 +1,190 @@
+//! The settings' tests: defaults, the documented keys, and the errors
+//! that name the key.
+
+use super::*;
+
+fn error_of(yaml: &str) -> String {
+    Settings::from_yaml(yaml).unwrap_err().to_string()
+}
+
+#[test]
+fn defaults_reproduce_the_original_service() {
+    let s = Settings::default();
+    s.check().unwrap();
+    let summary: Vec<_> = s
+        .analyzers
+        .iter()
+        .map(|a| {
+            (
+                a.id.as_str(),
+                a.name.as_deref().unwrap(),
+                a.weight,
+                a.simulated.as_ref().unwrap().processing_time_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("analyzer-a1", "Analyzer A", 40, 100),
+            ("analyzer-a2", "Analyzer B", 30, 150),
+            ("analyzer-a3", "Analyzer C", 20, 80),
+            ("analyzer-a4", "Analyzer D", 10, 200),
+        ]
+    );
+    assert_eq!(s.retry.base_delay, Duration::from_secs(2));
+    assert_eq!(s.retry.max_retries, 3);
+    assert_eq!(s.health.interval, Duration::from_secs(10));
+    assert_eq!(s.checkpoint.interval, Duration::from_secs(30));
+    assert_eq!(s.analyzers[0].simulated.as_ref().unwrap().failure_rate, 0.05);
+}
+
+#[test]
+fn the_documented_keys_parse() {
+    let s = Settings::from_yaml(
+        "analyzers:\n  - {id: analyzer-a1, name: Analyzer A, weight: 40,\n     simulated: {processing_time_ms: 100, failure_rate: 0.05, health_failure_rate: 0.05}}\n\
+         retry: {base_delay: 2s, factor: 2, max_retries: 3, jitter: false}\n\
+         health: {interval: 10s}\ncheckpoint: {interval: 30s}\nlimits: {max_packets_per_request: 50}\nqueue: {max_in_flight: 10}\n",
+    )
+    .unwrap();
+    assert_eq!(s.analyzers.len(), 1);
+    assert_eq!(s.limits.max_packets_per_request, 50);
+    assert_eq!(s.queue.max_in_flight, 10);
+    let ms = Settings::from_yaml("retry: {base_delay: 150ms}\n").unwrap();
+    assert_eq!(ms.retry.base_delay, Duration::from_millis(150));
+}
+
+#[test]
+fn the_rendered_defaults_read_back_identically() {
+    let s = Settings::default();
+    assert_eq!(Settings::from_yaml(&s.to_yaml()).unwrap(), s);
+}
+
+#[test]
+fn bad_files_name_the_key() {
+    let one = |rest: &str| format!("analyzers:\n  - {{id: a, weight: 1, simulated: {{}}}}\n{rest}");
+    assert!(error_of("colour: red\n").contains("colour"));
+    assert!(error_of("analyzers:\n  - {id: a, weight: 5000, simulated: {}}\n")
+        .contains("analyzers[0].weight: 5000 is out of range"));
+    assert!(error_of("analyzers:\n  - {id: a, weight: -1, simulated: {}}\n").contains("analyzers[0].weight"));
+    assert!(error_of(
+        "analyzers:\n  - {id: a, weight: 1, simulated: {}}\n  - {id: a, weight: 1, simulated: {}}\n"
+    )
+    .contains("analyzers[1].id: duplicate id \"a\""));
+    assert!(error_of("analyzers: []\n").contains("analyzers: at least one"));
+    assert!(error_of("analyzers:\n  - {id: a, weight: 0, simulated: {}}\n").contains("total weight is 0"));
+    assert!(
+        error_of(&one("retry: {base_delay: soon}\n")).contains("base_delay")
+            || error_of(&one("retry: {base_delay: soon}\n")).contains("soon")
+    );
+    assert!(error_of(&one("health: {interval: 0s}\n")).contains("health.interval"));
+    assert!(
+        error_of("analyzers:\n  - {id: a, weight: 1, simulated: {failure_rate: 2}}\n")
+            .contains("simulated.failure_rate")
+    );
+    assert!(
+        error_of("analyzers:\n  - {id: a, weight: 1}\n").contains("analyzers[0].endpoint: an analyzer needs")
+    );
+    assert!(
+        error_of("analyzers:\n  - {id: a, weight: 1, endpoint: 'ftp://x'}\n")
+            .contains("analyzers[0].endpoint")
+    );
+    assert!(
+        error_of("analyzers:\n  - {id: a, weight: 1, endpoint: 'http://x:1/', simulated: {}}\n")
+            .contains("not both")
+    );
+}
+
+/// Values the types accept but the running service cannot use: each is
+/// refused at start-up, in one line naming its key.
+#[test]
+fn settings_that_would_break_the_running_service_name_the_key() {
+    let one = |rest: &str| format!("analyzers:\n  - {{id: a, weight: 1, simulated: {{}}}}\n{rest}");
+    let cases = [
+        (
+            "kubernetes: {status_interval: 0s}\n",
+            "kubernetes.status_interval",
+        ),
+        ("retry: {max_delay: 3years}\n", "retry.max_delay"),
+        (
+            "retry: {base_delay: 800days, max_delay: 900days}\n",
+            "retry.base_delay",
+        ),
+        (
+            "limits: {max_packet_bytes: 68157440}\n",
+            "limits.max_packet_bytes",
+        ),
+        (
+            "shutdown: {drain_timeout: 400000000000years}\n",
+            "shutdown.drain_timeout",
+        ),
+        ("batch: {linger: 400000000000years}\n", "batch.linger"),
+        ("health: {interval: 400000000000years}\n", "health.interval"),
+        (
+            "checkpoint: {interval: 400000000000years}\n",
+            "checkpoint.interval",
+        ),
+        (
+            "tls: {reload_interval: 400000000000years}\n",
+            "tls.reload_interval",
+        ),
+        ("wal: {commit_delay: 400000000000years}\n", "wal.commit_delay"),
+        (
+            "queue: {analyzer_concurrency: 4611686018427387904}\n",
+            "queue.analyzer_concurrency",
+        ),
+        (
+            "server: {max_connections: 4611686018427387904}\n",
+            "server.max_connections",
+        ),
+    ];
+    for (rest, key) in cases {
+        let error = error_of(&one(rest));
+        assert!(
+            error.starts_with(&format!("configuration: {key}: ")),
+            "{rest:?}: {error:?} does not name {key}"
+        );
+        assert_eq!(error.lines().count(), 1, "{error:?}");
+    }
+    let per_analyzer = [
+        (
+            "health_check: {interval: 0s}",
+            "analyzers[0].health_check.interval",
+        ),
+        ("health_check: {timeout: 0s}", "analyzers[0].health_check.timeout"),
+        (
+            "health_check: {interval: 400000000000years}",
+            "analyzers[0].health_check.interval",
+        ),
+        ("concurrency: 4611686018427387904", "analyzers[0].concurrency"),
+    ];
+    for (field, key) in per_analyzer {
+        let error = error_of(&format!(
+            "analyzers:\n  - {{id: a, weight: 1, simulated: {{}}, {field}}}\n"
+        ));
+        assert!(
+            error.starts_with(&format!("configuration: {key}: ")),
+            "{field:?}: {error:?} does not name {key}"
+        );
+    }
+    // The largest accepted values still work.
+    Settings::from_yaml(&one(
+        "retry: {max_delay: 365days}\nlimits: {max_packet_bytes: 16777216}\nkubernetes: {status_interval: 1s}\n",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn the_body_memory_holds_the_largest_request() {
+    let defaults = Settings::default();
+    assert_eq!(defaults.max_body_memory(), 4 * defaults.limits.max_body_bytes);
+    let derived = Settings::from_yaml("limits: {max_body_bytes: 1000}\n").unwrap();
+    assert_eq!(derived.max_body_memory(), 4000);
+    let set =
+        Settings::from_yaml("limits: {max_body_bytes: 1000}\nserver: {max_body_memory: 3000}\n").unwrap();
+    assert_eq!(set.max_body_memory(), 3000);
+    assert_eq!(
+        error_of("limits: {max_body_bytes: 1000}\nserver: {max_body_memory: 2999}\n"),
+        "configuration: server.max_body_memory: 2999 must be at least 3 x limits.max_body_bytes (1000): a gzip body, what it inflates to, and a buffer growing"
+    );
+}

@@ -1,0 +1,282 @@
+//! Every rule of the settings the types cannot say: each refusal names
+//! the key at fault and the reason, in one line.
+
+use super::{ConfigError, Settings, Source, MAX_DURATION, MAX_SLOTS, MAX_WEIGHT};
+use crate::storage::wal::MAX_PACKET_JSON_BYTES;
+use crate::transport::endpoint::Endpoint;
+use std::collections::HashSet;
+use std::time::Duration;
+
+impl Settings {
+    /// Every rule the types cannot say.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.source == Source::Config {
+            self.check_analyzers()?;
+        }
+        self.check_the_rest()
+    }
+
+    fn check_analyzers(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if self.analyzers.is_empty() {
+            return bad("analyzers".into(), "at least one analyzer is required".into());
+        }
+        let mut ids = HashSet::new();
+        for (i, a) in self.analyzers.iter().enumerate() {
+            let key = |field: &str| format!("analyzers[{i}].{field}");
+            if a.id.trim().is_empty() || a.id.len() > 253 || a.id.contains('/') {
+                return bad(
+                    key("id"),
+                    format!("{:?} must be 1 to 253 characters without '/'", a.id),
+                );
+            }
+            if let Some(concurrency) = a.concurrency {
+                if !(1..=MAX_SLOTS).contains(&concurrency) {
+                    return bad(
+                        key("concurrency"),
+                        format!("{concurrency} is out of range 1..={MAX_SLOTS}"),
+                    );
+                }
+            }
+            if let Some(own) = &a.health_check {
+                for (field, value) in [("interval", own.interval), ("timeout", own.timeout)] {
+                    if let Some(value) = value {
+                        check_duration(&key(&format!("health_check.{field}")), value, Bound::AboveZero)?;
+                    }
+                }
+            }
+            if !ids.insert(a.id.as_str()) {
+                return bad(key("id"), format!("duplicate id {:?}", a.id));
+            }
+            if !(0..=MAX_WEIGHT).contains(&a.weight) {
+                return bad(
+                    key("weight"),
+                    format!("{} is out of range 0..={MAX_WEIGHT}", a.weight),
+                );
+            }
+            match (&a.simulated, &a.endpoint) {
+                (Some(sim), None) => {
+                    for (field, rate) in [
+                        ("failure_rate", sim.failure_rate),
+                        ("health_failure_rate", sim.health_failure_rate),
+                    ] {
+                        if !(0.0..=1.0).contains(&rate) {
+                            return bad(
+                                key(&format!("simulated.{field}")),
+                                format!("{rate} is not between 0 and 1"),
+                            );
+                        }
+                    }
+                }
+                (None, Some(endpoint)) => {
+                    if let Err(why) = Endpoint::parse(endpoint, &a.health_path) {
+                        return bad(key("endpoint"), why);
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    return bad(
+                        key("endpoint"),
+                        "give either `endpoint` or `simulated`, not both".into(),
+                    )
+                }
+                (None, None) => {
+                    return bad(
+                        key("endpoint"),
+                        "an analyzer needs an `endpoint` URL or `simulated` settings".into(),
+                    )
+                }
+            }
+        }
+        if self.analyzers.iter().all(|a| a.weight == 0) {
+            return bad(
+                "analyzers".into(),
+                "total weight is 0: at least one analyzer needs a weight above 0".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn check_the_rest(&self) -> Result<(), ConfigError> {
+        let bad = |key: String, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if self.kubernetes.lease_duration < Duration::from_secs(3) {
+            return bad("kubernetes.lease_duration".into(), "must be at least 3s".into());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad(
+                "listen".into(),
+                format!("{:?} is not an address such as 0.0.0.0:8080", self.listen),
+            );
+        }
+        if self.retry.factor < 1.0 || !self.retry.factor.is_finite() {
+            return bad(
+                "retry.factor".into(),
+                format!("{} must be at least 1", self.retry.factor),
+            );
+        }
+        if let Some(percent) = self.retry.budget_percent {
+            if !(percent > 0.0 && percent <= 100.0) {
+                return bad(
+                    "retry.budget_percent".into(),
+                    format!("{percent} must be above 0 and at most 100"),
+                );
+            }
+        }
+        if self.retry.base_delay.is_zero() && self.retry.max_retries > 0 {
+            return bad("retry.base_delay".into(), "must be above 0".into());
+        }
+        for (key, value, bound) in [
+            ("health.interval", self.health.interval, Bound::AboveZero),
+            ("health.timeout", self.health.timeout, Bound::AboveZero),
+            ("http.timeout", self.http.timeout, Bound::AboveZero),
+            ("checkpoint.interval", self.checkpoint.interval, Bound::AboveZero),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+                Bound::AboveZero,
+            ),
+            (
+                "server.request_timeout",
+                self.server.request_timeout,
+                Bound::AboveZero,
+            ),
+            ("tls.reload_interval", self.tls.reload_interval, Bound::AboveZero),
+            (
+                "kubernetes.status_interval",
+                self.kubernetes.status_interval,
+                Bound::AboveZero,
+            ),
+            (
+                "kubernetes.lease_duration",
+                self.kubernetes.lease_duration,
+                Bound::AboveZero,
+            ),
+            ("retry.base_delay", self.retry.base_delay, Bound::ZeroAllowed),
+            ("retry.max_delay", self.retry.max_delay, Bound::ZeroAllowed),
+            ("health.slow_start", self.health.slow_start, Bound::ZeroAllowed),
+            ("batch.linger", self.batch.linger, Bound::ZeroAllowed),
+            ("wal.commit_delay", self.wal.commit_delay, Bound::ZeroAllowed),
+            (
+                "shutdown.drain_timeout",
+                self.shutdown.drain_timeout,
+                Bound::ZeroAllowed,
+            ),
+        ] {
+            check_duration(key, value, bound)?;
+        }
+        if self.retry.max_delay < self.retry.base_delay {
+            return bad(
+                "retry.max_delay".into(),
+                format!(
+                    "{} is below retry.base_delay ({})",
+                    humantime::format_duration(self.retry.max_delay),
+                    humantime::format_duration(self.retry.base_delay)
+                ),
+            );
+        }
+        for (key, value) in [
+            (
+                "health.unhealthy_threshold",
+                self.health.unhealthy_threshold as usize,
+            ),
+            ("health.healthy_threshold", self.health.healthy_threshold as usize),
+            ("queue.max_in_flight", self.queue.max_in_flight),
+            ("queue.max_in_flight_bytes", self.queue.max_in_flight_bytes),
+            ("wal.segment_bytes", self.wal.segment_bytes as usize),
+            ("queue.analyzer_concurrency", self.queue.analyzer_concurrency),
+            ("limits.max_body_bytes", self.limits.max_body_bytes),
+            (
+                "limits.max_packets_per_request",
+                self.limits.max_packets_per_request,
+            ),
+            (
+                "limits.max_messages_per_packet",
+                self.limits.max_messages_per_packet,
+            ),
+            ("limits.max_packet_bytes", self.limits.max_packet_bytes),
+            ("batch.max_packets", self.batch.max_packets),
+            ("batch.max_bytes", self.batch.max_bytes),
+            ("server.max_connections", self.server.max_connections),
+            ("server.worker_threads", self.server.worker_threads.unwrap_or(1)),
+        ] {
+            if value == 0 {
+                return bad(key.into(), "must be at least 1".into());
+            }
+        }
+        for (key, value) in [
+            ("queue.analyzer_concurrency", self.queue.analyzer_concurrency),
+            ("server.max_connections", self.server.max_connections),
+        ] {
+            if value > MAX_SLOTS {
+                return bad(
+                    key.into(),
+                    format!("{value} is above the most there can be, {MAX_SLOTS}"),
+                );
+            }
+        }
+        if self.limits.max_packet_bytes > MAX_PACKET_JSON_BYTES {
+            return bad(
+                "limits.max_packet_bytes".into(),
+                format!(
+                    "{} is above {MAX_PACKET_JSON_BYTES}, the largest packet a write-ahead log record holds",
+                    self.limits.max_packet_bytes
+                ),
+            );
+        }
+        if let Some(memory) = self.server.max_body_memory {
+            if memory / 3 < self.limits.max_body_bytes {
+                return bad(
+                    "server.max_body_memory".into(),
+                    format!(
+                        "{memory} must be at least 3 x limits.max_body_bytes ({}): a gzip body, what it inflates to, and a buffer growing",
+                        self.limits.max_body_bytes
+                    ),
+                );
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls".into(), "give both `cert` and `key`, or neither".into());
+        }
+        if self.auth.ingest_token_file.is_some() && self.auth.ingest_token.is_some() {
+            return bad(
+                "auth.ingest_token_file".into(),
+                "give the ingestion token as a file or as LD_INGEST_TOKEN, not both".into(),
+            );
+        }
+        if self.auth.admin_token_file.is_some() && self.auth.admin_token.is_some() {
+            return bad(
+                "auth.admin_token_file".into(),
+                "give the admin token as a file or as LD_ADMIN_TOKEN, not both".into(),
+            );
+        }
+        if self.auth.protect_reads && !self.auth.any_token() {
+            return bad(
+                "auth.protect_reads".into(),
+                "needs an ingestion or admin token to check reads against".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a duration setting may be besides at most [`MAX_DURATION`].
+#[derive(Clone, Copy)]
+enum Bound {
+    /// 0 means "off" or "at once".
+    ZeroAllowed,
+    /// An interval or timeout: 0 would spin or fail at once.
+    AboveZero,
+}
+
+fn check_duration(key: &str, value: Duration, bound: Bound) -> Result<(), ConfigError> {
+    if matches!(bound, Bound::AboveZero) && value.is_zero() {
+        return Err(ConfigError(format!("{key}: must be above 0")));
+    }
+    if value > MAX_DURATION {
+        return Err(ConfigError(format!(
+            "{key}: {} is longer than the longest allowed, {}",
+            humantime::format_duration(value),
+            humantime::format_duration(MAX_DURATION)
+        )));
+    }
+    Ok(())
+}
