@@ -307,8 +307,11 @@ async fn a_replayed_packet_that_fails_again_returns_to_the_dead_letter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_never_erase_entries_appended_while_they_run() {
     let _alone = alone().await;
+    // Deliveries in batches, so that each failed one is a single
+    // dead-letter append: the backlog drains in seconds once the load stops.
     let config = Config::new(vec![analyzer("crashy", 1).failing(1.0)])
-        .retry("{base_delay: 1ms, factor: 2, max_retries: 0}");
+        .retry("{base_delay: 1ms, factor: 2, max_retries: 0}")
+        .section("batch", "{max_packets: 10}");
     let server = Server::start(&config).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders = Vec::new();
@@ -346,7 +349,7 @@ async fn replays_never_erase_entries_appended_while_they_run() {
             replays
         })
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut accepted = BTreeSet::new();
     for sender in senders {
