@@ -4,6 +4,7 @@
 
 use super::fleet::Analyzer;
 use super::Dispatcher;
+use crate::transport::ExchangeError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +42,9 @@ pub async fn probe(dispatcher: &Dispatcher, analyzers: &[Arc<Analyzer>]) {
         let timeout = analyzer.probe_timeout;
         let result = match tokio::time::timeout(timeout, analyzer.transport.probe()).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+            Err(_) => Err(ExchangeError::NoAnswer(timeout).into()),
         };
-        let changed = analyzer.health.record_probe(result);
+        let changed = analyzer.health.record_probe(result.map_err(|e| e.to_string()));
         if changed {
             let now = analyzer.health.snapshot();
             if now.healthy {

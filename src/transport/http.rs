@@ -19,7 +19,7 @@
 //! the most recently used taken first, closed after 90 s unused.
 
 use super::endpoint::Endpoint;
-use super::{DeliveryFailure, FailureClass};
+use super::{DeliveryFailure, ExchangeError, FailureClass, ProbeError};
 use crate::dispatch::job::Job;
 use crate::sync::LockUnpoisoned;
 use http1::{Answer, Connection};
@@ -102,38 +102,41 @@ impl Http {
         idempotency_key(batch.iter().map(|job| job.packet.id()), &mut head);
         head.extend_from_slice(b"\r\n");
         match tokio::time::timeout(self.timeout, self.exchange(&head, body)).await {
-            Err(_) => Err(DeliveryFailure::retryable(self.no_answer())),
-            Ok(Err(message)) => Err(DeliveryFailure::retryable(message)),
+            Err(_) => Err(ExchangeError::NoAnswer(self.timeout).into()),
+            Ok(Err(e)) => Err(e.into()),
             Ok(Ok(answer)) if is_success(answer.status) => Ok(()),
             Ok(Ok(answer)) => Err(refusal(answer)),
         }
     }
 
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), ProbeError> {
         let answer = tokio::time::timeout(self.timeout, self.exchange(&self.probe_head, Vec::new()))
             .await
-            .map_err(|_| self.no_answer())??;
+            .map_err(|_| ExchangeError::NoAnswer(self.timeout))??;
         if is_success(answer.status) {
             Ok(())
         } else {
-            Err(format!("{} answered HTTP {}", self.health_url, answer.status))
+            Err(ProbeError::Status {
+                url: self.health_url.clone(),
+                status: answer.status,
+            })
         }
     }
 
     /// One request and its whole answer. The body is let go once it is
     /// written, not held while the analyzer works on it.
-    async fn exchange(&self, head: &[u8], body: Vec<u8>) -> Result<Answer, String> {
+    async fn exchange(&self, head: &[u8], body: Vec<u8>) -> Result<Answer, ExchangeError> {
         let mut connection = self.send(head, &body).await?;
         drop(body);
         let (answer, ended) = connection.receive().await;
-        let answer = answer.map_err(|e| format!("request failed: {e}"))?;
+        let answer = answer.map_err(ExchangeError::Request)?;
         self.keep_unless(ended, connection);
         Ok(answer)
     }
 
     /// Sends a request on a kept-alive connection when there is one that
     /// takes it, otherwise on a new one.
-    async fn send(&self, head: &[u8], body: &[u8]) -> Result<Connection, String> {
+    async fn send(&self, head: &[u8], body: &[u8]) -> Result<Connection, ExchangeError> {
         if let Some(mut connection) = self.take_idle() {
             if connection.send(head, body).await.is_ok() {
                 return Ok(connection);
@@ -143,20 +146,18 @@ impl Http {
         connection
             .send(head, body)
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(ExchangeError::Request)?;
         Ok(connection)
     }
 
-    async fn connect(&self) -> Result<Connection, String> {
+    async fn connect(&self) -> Result<Connection, ExchangeError> {
         let stream = match &self.host {
             Host::Domain(name) => TcpStream::connect((name.as_str(), self.port)).await,
             Host::Ipv4(ip) => TcpStream::connect((*ip, self.port)).await,
             Host::Ipv6(ip) => TcpStream::connect((*ip, self.port)).await,
         }
-        .map_err(|e| format!("cannot connect: {e}"))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(ExchangeError::Connect)?;
+        stream.set_nodelay(true).map_err(ExchangeError::Connect)?;
         Ok(Connection::new(stream))
     }
 
@@ -189,10 +190,6 @@ impl Http {
                 since: now,
             });
         }
-    }
-
-    fn no_answer(&self) -> String {
-        format!("no answer within {}", humantime::format_duration(self.timeout))
     }
 }
 
@@ -276,6 +273,7 @@ fn percent_encode_into(id: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::{idempotency_key, percent_encode_into, Http};
+    use crate::transport::{ExchangeError, ProbeError};
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -373,8 +371,12 @@ mod tests {
         let http = client(addr);
         http.probe().await.unwrap();
         let error = http.probe().await.unwrap_err();
+        assert!(
+            matches!(error, ProbeError::Exchange(ExchangeError::Request(_))),
+            "{error:?}"
+        );
         assert_eq!(
-            error,
+            error.to_string(),
             "request failed: the server closed the connection before answering"
         );
         http.probe().await.unwrap();
@@ -400,7 +402,7 @@ mod tests {
             scripted(|_, r| Then::Answer(if r == 0 { OK } else { "SMTP ready\r\n\r\n" })).await;
         let http = client(addr);
         http.probe().await.unwrap();
-        let error = http.probe().await.unwrap_err();
+        let error = http.probe().await.unwrap_err().to_string();
         assert!(
             error.starts_with("request failed: invalid HTTP answer"),
             "{error}"
@@ -414,12 +416,19 @@ mod tests {
         let addr = gone.local_addr().unwrap();
         drop(gone);
         let error = client(addr).probe().await.unwrap_err();
-        assert!(error.starts_with("cannot connect: "), "{error}");
+        assert!(
+            matches!(error, ProbeError::Exchange(ExchangeError::Connect(_))),
+            "{error:?}"
+        );
+        assert!(error.to_string().starts_with("cannot connect: "), "{error}");
 
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}/", silent.local_addr().unwrap());
         let http = Http::new(&endpoint, "/health", Duration::from_millis(200)).unwrap();
-        assert_eq!(http.probe().await.unwrap_err(), "no answer within 200ms");
+        assert_eq!(
+            http.probe().await.unwrap_err().to_string(),
+            "no answer within 200ms"
+        );
     }
 
     #[test]

@@ -38,9 +38,33 @@ impl FailureClass {
     }
 }
 
-/// A failed delivery: its class, a message for the dead letter, and the
-/// analyzer's own `Retry-After` when it gave one.
-#[derive(Debug, Clone, PartialEq)]
+/// Why an exchange with an analyzer brought no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("request failed: {0}")]
+    Request(#[source] http1::Error),
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    NoAnswer(Duration),
+}
+
+/// Why a health probe found an analyzer unfit.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    #[error("{url} answered HTTP {status}")]
+    Status { url: url::Url, status: u16 },
+    #[error("simulated health check failure")]
+    Simulated,
+}
+
+/// A failed delivery: its class, a message for the dead letter (its
+/// `final_error`, part of that file's contract), and the analyzer's own
+/// `Retry-After` when it gave one.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
 pub struct DeliveryFailure {
     pub class: FailureClass,
     pub message: String,
@@ -65,6 +89,14 @@ impl DeliveryFailure {
     }
 }
 
+impl From<ExchangeError> for DeliveryFailure {
+    /// No answer: the analyzer may not have seen the packets, so it is
+    /// worth trying again.
+    fn from(e: ExchangeError) -> Self {
+        DeliveryFailure::retryable(e.to_string())
+    }
+}
+
 /// The ways to reach an analyzer.
 #[derive(Debug)]
 pub enum Transport {
@@ -82,7 +114,7 @@ impl Transport {
     }
 
     /// One health probe.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), ProbeError> {
         match self {
             Transport::Simulated(s) => s.probe().await,
             Transport::Http(h) => h.probe().await,

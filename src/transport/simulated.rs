@@ -3,7 +3,7 @@
 //! packet with `failure_rate` ("analyzer crashed during processing") and a
 //! health probe with `health_failure_rate`.
 
-use super::DeliveryFailure;
+use super::{DeliveryFailure, ProbeError};
 use crate::dispatch::job::Job;
 use rand::Rng;
 use std::time::Duration;
@@ -40,9 +40,9 @@ impl Simulated {
         Ok(())
     }
 
-    pub async fn probe(&self) -> Result<(), String> {
+    pub async fn probe(&self) -> Result<(), ProbeError> {
         if chance(self.health_failure_rate) {
-            return Err("simulated health check failure".into());
+            return Err(ProbeError::Simulated);
         }
         Ok(())
     }
