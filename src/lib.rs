@@ -27,18 +27,18 @@
 //! `logs-distributor analyzer` runs) and `crates/loadgen` (the load
 //! generator, a binary of its own that the service does not link).
 
-pub mod api;
+pub(crate) mod api;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod k8s;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod model;
-pub mod server;
+pub(crate) mod server;
 pub mod service;
 pub mod shutdown;
 pub mod storage;
-pub mod sync;
-pub mod traffic;
-pub mod transport;
-pub mod write_deadline;
+pub(crate) mod sync;
+pub(crate) mod traffic;
+pub(crate) mod transport;
+pub(crate) mod write_deadline;

@@ -34,13 +34,13 @@
 //! retry budget, when one is set, first.
 
 mod admission;
-pub mod fleet;
-pub mod health;
-pub mod job;
+pub(crate) mod fleet;
+pub(crate) mod health;
+pub(crate) mod job;
 mod lane;
-pub mod prober;
+pub(crate) mod prober;
 mod replay;
-pub mod retry;
+pub(crate) mod retry;
 pub mod routing;
 mod snapshot;
 

@@ -3,10 +3,10 @@
 //! leader's status and Events ([`status`]) and the Lease that elects it
 //! ([`lease`]). [`start`] wires them for `--source kubernetes`.
 
-pub mod controller;
+pub(crate) mod controller;
 pub mod crd;
-pub mod lease;
-pub mod status;
+pub(crate) mod lease;
+pub(crate) mod status;
 
 pub use crd::{Analyzer, AnalyzerSpec, AnalyzerStatus, DeclaredHealth};
 

@@ -1,9 +1,9 @@
 //! What the distributor keeps on its data volume: the write-ahead log, the
 //! dead letter and the checkpoint. File names are the wire contract of the data directory.
 
-pub mod atomic_file;
-pub mod checkpoint;
-pub mod dead_letter;
+pub(crate) mod atomic_file;
+pub(crate) mod checkpoint;
+pub(crate) mod dead_letter;
 pub mod wal;
 
 pub use checkpoint::{AnalyzerCounters, Checkpoint, CheckpointError, Counters};

@@ -9,7 +9,7 @@ pub mod endpoint;
 mod http;
 mod simulated;
 
-pub use http::{Http, IDEMPOTENCY_HEADER};
+pub use http::Http;
 pub use simulated::Simulated;
 
 use crate::dispatch::job::Job;
