@@ -11,6 +11,7 @@ mod validate;
 
 use crate::model::Limits;
 use crate::storage::wal::FsyncMode;
+pub use crate::transport::DeliveryFormat;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -265,6 +266,9 @@ pub struct AnalyzerConfig {
     /// ...or a real one: `http://host:port/path` takes deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// The body format deliveries take: `packets` (the default).
+    #[serde(default, skip_serializing_if = "is_default_format")]
+    pub format: DeliveryFormat,
     /// Deliveries to this analyzer at once [default: queue.analyzer_concurrency].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
@@ -291,6 +295,10 @@ pub struct AnalyzerHealthCheck {
     pub unhealthy_threshold: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_threshold: Option<u32>,
+}
+
+fn is_default_format(format: &DeliveryFormat) -> bool {
+    *format == DeliveryFormat::default()
 }
 
 fn default_health_path() -> String {
@@ -494,6 +502,7 @@ impl Default for Settings {
                 ..SimulatedConfig::default()
             }),
             endpoint: None,
+            format: DeliveryFormat::default(),
             concurrency: None,
             health_path: default_health_path(),
             health_check: None,

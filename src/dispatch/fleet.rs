@@ -157,7 +157,12 @@ impl Analyzer {
         let transport = match (&config.simulated, &config.endpoint) {
             (Some(simulated), _) => Transport::Simulated(simulated_transport(simulated)),
             (None, Some(endpoint)) => Transport::Http(Box::new(
-                Http::new(endpoint, &config.health_path, settings.http.timeout)
+                Http::new(
+                    endpoint,
+                    &config.health_path,
+                    config.format,
+                    settings.http.timeout,
+                )
                     .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
             )),
             (None, None) => anyhow::bail!(

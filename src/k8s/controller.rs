@@ -193,6 +193,7 @@ fn analyzer_config(id: &str, resource: &AnalyzerResource) -> AnalyzerConfig {
             health_failure_rate: s.health_failure_rate,
         }),
         endpoint: spec.endpoint.clone(),
+        format: spec.format.unwrap_or_default(),
         concurrency: None,
         health_path: check.path.clone().unwrap_or_else(|| "/health".into()),
         health_check: Some(AnalyzerHealthCheck {

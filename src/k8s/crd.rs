@@ -7,6 +7,7 @@
 //! positive intervals, and a CEL rule that exactly one of `endpoint` and
 //! `simulated` is set.
 
+use crate::transport::DeliveryFormat;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -53,6 +54,9 @@ pub struct AnalyzerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('http://')").message("endpoint must be an http:// URL"))]
     pub endpoint: Option<String>,
+    /// The body format deliveries take: packets (a JSON array of packets, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DeliveryFormat>,
     /// Run this analyzer inside the distributor as a simulation (demos and tests). Set exactly
     /// one of endpoint and simulated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

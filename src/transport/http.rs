@@ -1,8 +1,8 @@
 //! Delivery to a real analyzer over HTTP, per the analyzer contract:
 //!
-//! - `POST <endpoint>`, `Content-Type: application/json`, body a JSON array
-//!   of packets in the shape `/api/v1/logs` accepts (with `retry_count`),
-//!   each with its `id`: the analyzer drops duplicates by those ids, as
+//! - `POST <endpoint>`, a body in the analyzer's [`DeliveryFormat`] (by
+//!   default a JSON array of packets in the shape `/api/v1/logs` accepts,
+//!   with `retry_count`), each packet with its `id`: the analyzer drops duplicates by those ids, as
 //!   delivery is at-least-once. One bounded `Idempotency-Key` names the
 //!   delivery: the packet's id percent-encoded (bytes outside
 //!   `A-Z a-z 0-9 - . _ ~` as `%XX`) when it holds one packet, otherwise
@@ -19,6 +19,7 @@
 //! the most recently used taken first, closed after 90 s unused.
 
 use super::endpoint::Endpoint;
+use super::format::DeliveryFormat;
 use super::{DeliveryFailure, ExchangeError, FailureClass, ProbeError};
 use crate::dispatch::job::Job;
 use crate::sync::LockUnpoisoned;
@@ -48,6 +49,7 @@ pub struct Http {
     /// request adds itself.
     delivery_head: Vec<u8>,
     probe_head: Vec<u8>,
+    format: DeliveryFormat,
     timeout: Duration,
     /// Kept-alive connections not in use, the most recently used last.
     idle: Mutex<Vec<IdleConnection>>,
@@ -61,7 +63,12 @@ struct IdleConnection {
 
 impl Http {
     /// `endpoint` takes deliveries; `health_path` is resolved against it.
-    pub fn new(endpoint: &str, health_path: &str, timeout: Duration) -> Result<Http, String> {
+    pub fn new(
+        endpoint: &str,
+        health_path: &str,
+        format: DeliveryFormat,
+        timeout: Duration,
+    ) -> Result<Http, String> {
         let Endpoint {
             url: endpoint,
             health_url,
@@ -77,10 +84,11 @@ impl Http {
             .into_bytes()
         };
         let mut delivery_head = head("POST", &endpoint);
-        delivery_head.extend_from_slice(b"Content-Type: application/json\r\n");
+        delivery_head.extend_from_slice(format!("Content-Type: {}\r\n", format.content_type()).as_bytes());
         Ok(Http {
             probe_head: head("GET", &health_url),
             delivery_head,
+            format,
             endpoint,
             health_url,
             host,
@@ -95,7 +103,7 @@ impl Http {
     }
 
     pub async fn deliver(&self, batch: &[Job]) -> Result<(), DeliveryFailure> {
-        let body = encode_body(batch);
+        let body = self.format.write_body(batch);
         let mut head = self.delivery_head.clone();
         head.extend_from_slice(IDEMPOTENCY_HEADER.as_bytes());
         head.extend_from_slice(b": ");
@@ -241,22 +249,6 @@ fn idempotency_key<'a>(mut ids: impl ExactSizeIterator<Item = &'a str>, out: &mu
     }
 }
 
-/// The delivery's body: a JSON array of the packets, each with its retry
-/// count, from the text they were encoded to when accepted.
-fn encode_body(batch: &[Job]) -> Vec<u8> {
-    let size: usize = batch.iter().map(|job| job.packet.json_bytes() + 1).sum();
-    let mut body = Vec::with_capacity(size + 2);
-    body.push(b'[');
-    for (n, job) in batch.iter().enumerate() {
-        if n > 0 {
-            body.push(b',');
-        }
-        job.packet.write_json(job.retries, &mut body);
-    }
-    body.push(b']');
-    body
-}
-
 /// Percent-encodes every byte but RFC 3986's unreserved ones, so that an
 /// id with a comma, spaces or non-ASCII survives a header intact.
 fn percent_encode_into(id: &str, out: &mut Vec<u8>) {
@@ -273,6 +265,7 @@ fn percent_encode_into(id: &str, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::{idempotency_key, percent_encode_into, Http};
+    use crate::transport::format::DeliveryFormat;
     use crate::transport::{ExchangeError, ProbeError};
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
@@ -331,6 +324,7 @@ mod tests {
         Http::new(
             &format!("http://{addr}/ingest"),
             "/health",
+            DeliveryFormat::Packets,
             Duration::from_secs(5),
         )
         .unwrap()
@@ -424,7 +418,7 @@ mod tests {
 
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}/", silent.local_addr().unwrap());
-        let http = Http::new(&endpoint, "/health", Duration::from_millis(200)).unwrap();
+        let http = Http::new(&endpoint, "/health", DeliveryFormat::Packets, Duration::from_millis(200)).unwrap();
         assert_eq!(
             http.probe().await.unwrap_err().to_string(),
             "no answer within 200ms"

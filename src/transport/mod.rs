@@ -6,9 +6,11 @@
 //! probe; each says whether a failure is worth retrying ([`FailureClass`]).
 
 pub mod endpoint;
+pub mod format;
 mod http;
 mod simulated;
 
+pub use format::DeliveryFormat;
 pub use http::Http;
 pub use simulated::Simulated;
 
