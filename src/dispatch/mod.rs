@@ -43,6 +43,8 @@ mod replay;
 pub(crate) mod retry;
 pub mod routing;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
 pub use admission::AdmitError;
 pub use replay::{ReplayError, Replayed};
