@@ -28,6 +28,7 @@ pub struct Metrics {
     pub messages_routed: IntCounterVec,
     pub packets_delivered: IntCounterVec,
     pub delivery_failures: IntCounterVec,
+    pub otlp_rejected_records: IntCounterVec,
     pub packets_retried: IntCounter,
     pub retries_deferred: IntCounter,
     pub packets_dead_lettered: IntCounter,
@@ -160,6 +161,11 @@ impl Metrics {
                 "Failed attempts to hand a packet to an analyzer.",
                 ANALYZER_LABEL,
             ),
+            otlp_rejected_records: counter_vec(
+                "otlp_rejected_records_total",
+                "Log records an OTLP analyzer (format otlp) rejected in a partial success: the rest of each delivery was taken.",
+                ANALYZER_LABEL,
+            ),
             packets_retried: counter("packets_retried_total", "Packets scheduled for another attempt."),
             retries_deferred: counter(
                 "retries_deferred_total",
@@ -231,6 +237,7 @@ impl Metrics {
         let _ = self.messages_routed.remove_label_values(&[id]);
         let _ = self.packets_delivered.remove_label_values(&[id]);
         let _ = self.delivery_failures.remove_label_values(&[id]);
+        let _ = self.otlp_rejected_records.remove_label_values(&[id]);
         let _ = self.analyzer_healthy.remove_label_values(&[id]);
         let _ = self.analyzer_weight.remove_label_values(&[id]);
         let _ = self.delivery_duration.remove_label_values(&[id]);

@@ -266,7 +266,7 @@ pub struct AnalyzerConfig {
     /// ...or a real one: `http://host:port/path` takes deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The body format deliveries take: `packets` (the default).
+    /// The body format deliveries take: `packets` (the default) or `otlp`.
     #[serde(default, skip_serializing_if = "is_default_format")]
     pub format: DeliveryFormat,
     /// Deliveries to this analyzer at once [default: queue.analyzer_concurrency].

@@ -22,7 +22,8 @@ use crate::dispatch::routing::RoutingTable;
 use crate::metrics::AnalyzerMetrics;
 use crate::metrics::Metrics;
 use crate::sync::LockUnpoisoned;
-use crate::transport::{Http, Simulated, Transport};
+use crate::transport::otlp::answer::PartialSuccessTally;
+use crate::transport::{DeliveryFormat, Http, Simulated, Transport};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -156,15 +157,22 @@ impl Analyzer {
     ) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
         let transport = match (&config.simulated, &config.endpoint) {
             (Some(simulated), _) => Transport::Simulated(simulated_transport(simulated)),
-            (None, Some(endpoint)) => Transport::Http(Box::new(
-                Http::new(
+            (None, Some(endpoint)) => {
+                let mut http = Http::new(
                     endpoint,
                     &config.health_path,
                     config.format,
                     settings.http.timeout,
                 )
-                    .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
-            )),
+                .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?;
+                if config.format == DeliveryFormat::Otlp {
+                    let rejected = metrics
+                        .otlp_rejected_records
+                        .with_label_values(&[config.id.as_str()]);
+                    http.count_partial_success(PartialSuccessTally::new(&config.id, rejected));
+                }
+                Transport::Http(Box::new(http))
+            }
             (None, None) => anyhow::bail!(
                 "analyzer {} has neither endpoint nor simulated settings",
                 config.id

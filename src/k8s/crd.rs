@@ -54,7 +54,8 @@ pub struct AnalyzerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('http://')").message("endpoint must be an http:// URL"))]
     pub endpoint: Option<String>,
-    /// The body format deliveries take: packets (a JSON array of packets, the default).
+    /// The body format deliveries take: packets (a JSON array of packets, the default) or otlp
+    /// (OTLP/HTTP protobuf, for an OpenTelemetry receiver's /v1/logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,
     /// Run this analyzer inside the distributor as a simulation (demos and tests). Set exactly
@@ -199,5 +200,18 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("0 to 1000"));
+    }
+
+    #[test]
+    fn an_analyzer_may_take_otlp() {
+        let crd = serde_json::to_value(Analyzer::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let formats = spec["properties"]["format"]["enum"].as_array().unwrap();
+        assert!(formats.contains(&"otlp".into()), "{formats:?}");
+        let spec: AnalyzerSpec = serde_json::from_value(
+            serde_json::json!({"weight": 1, "endpoint": "http://c:4318/v1/logs", "format": "otlp"}),
+        )
+        .unwrap();
+        assert_eq!(spec.format, Some(DeliveryFormat::Otlp));
     }
 }

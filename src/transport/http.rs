@@ -20,6 +20,7 @@
 
 use super::endpoint::Endpoint;
 use super::format::DeliveryFormat;
+use super::otlp::answer::{self as otlp_answer, PartialSuccessTally};
 use super::{DeliveryFailure, ExchangeError, FailureClass, ProbeError};
 use crate::dispatch::job::Job;
 use crate::sync::LockUnpoisoned;
@@ -53,6 +54,8 @@ pub struct Http {
     timeout: Duration,
     /// Kept-alive connections not in use, the most recently used last.
     idle: Mutex<Vec<IdleConnection>>,
+    /// Reads an OTLP receiver's partial successes (`format: otlp`).
+    partial_success: Option<PartialSuccessTally>,
 }
 
 #[derive(Debug)]
@@ -95,7 +98,13 @@ impl Http {
             port,
             timeout,
             idle: Mutex::new(Vec::new()),
+            partial_success: None,
         })
+    }
+
+    /// Has the 2xx answers read for an OTLP receiver's partial successes.
+    pub(crate) fn count_partial_success(&mut self, tally: PartialSuccessTally) {
+        self.partial_success = Some(tally);
     }
 
     pub fn endpoint(&self) -> &Url {
@@ -112,8 +121,13 @@ impl Http {
         match tokio::time::timeout(self.timeout, self.exchange(&head, body)).await {
             Err(_) => Err(ExchangeError::NoAnswer(self.timeout).into()),
             Ok(Err(e)) => Err(e.into()),
-            Ok(Ok(answer)) if is_success(answer.status) => Ok(()),
-            Ok(Ok(answer)) => Err(refusal(answer)),
+            Ok(Ok(answer)) if is_success(answer.status) => {
+                if let Some(tally) = &self.partial_success {
+                    tally.record(&answer.body);
+                }
+                Ok(())
+            }
+            Ok(Ok(answer)) => Err(refusal(answer, self.format)),
         }
     }
 
@@ -206,14 +220,16 @@ fn is_success(status: u16) -> bool {
 }
 
 /// What a non-2xx answer means: retryable or not, the analyzer's
-/// `Retry-After`, and the start of its answer.
-fn refusal(answer: Answer) -> DeliveryFailure {
+/// `Retry-After`, and the start of its answer (an OTLP receiver's
+/// `Status` message when it sent one).
+fn refusal(answer: Answer, format: DeliveryFormat) -> DeliveryFailure {
     let excerpt = &answer.body[..answer.body.len().min(ANSWER_EXCERPT_BYTES)];
-    let message = format!(
-        "analyzer answered HTTP {}: {}",
-        answer.status,
-        String::from_utf8_lossy(excerpt).trim()
-    );
+    let reason = match format {
+        DeliveryFormat::Otlp => otlp_answer::status_message(&answer.body, ANSWER_EXCERPT_BYTES),
+        _ => None,
+    }
+    .unwrap_or_else(|| String::from_utf8_lossy(excerpt).trim().to_owned());
+    let message = format!("analyzer answered HTTP {}: {reason}", answer.status);
     let class = match answer.status {
         408 | 429 | 500..=599 => FailureClass::Retryable,
         413 | 431 => FailureClass::TooLarge,
@@ -418,7 +434,13 @@ mod tests {
 
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}/", silent.local_addr().unwrap());
-        let http = Http::new(&endpoint, "/health", DeliveryFormat::Packets, Duration::from_millis(200)).unwrap();
+        let http = Http::new(
+            &endpoint,
+            "/health",
+            DeliveryFormat::Packets,
+            Duration::from_millis(200),
+        )
+        .unwrap();
         assert_eq!(
             http.probe().await.unwrap_err().to_string(),
             "no answer within 200ms"

@@ -8,6 +8,7 @@
 pub mod endpoint;
 pub mod format;
 mod http;
+pub(crate) mod otlp;
 mod simulated;
 
 pub use format::DeliveryFormat;
