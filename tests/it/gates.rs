@@ -34,3 +34,13 @@ fn disk_faults_is_compiled_out_without_feature_test_root() {
          (make test does).",
     );
 }
+
+#[cfg(not(feature = "test-otel-collector"))]
+#[test]
+fn otel_collector_is_compiled_out_without_feature_test_otel_collector() {
+    announce(
+        "the tests of `otel_collector` are compiled out: they need an OpenTelemetry Collector \
+         built from Go modules (scripts/otelcol.sh builds it once, in minutes, and caches it). \
+         Run them with `cargo test --test it --features test-otel-collector` (make test does).",
+    );
+}

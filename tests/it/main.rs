@@ -2,9 +2,10 @@
 //! helpers they share in `support`.
 //!
 //! `cargo test --test it` runs them all; `cargo test --test it crash::`
-//! one module. The modules that need a control plane or root are built in
-//! only with the cargo features `test-control-plane` and `test-root`
-//! (`make test` turns both on); `gates` says so when they are left out.
+//! one module. The modules that need a control plane, root or an
+//! OpenTelemetry Collector are built in only with the cargo features
+//! `test-control-plane`, `test-root` and `test-otel-collector` (`make test`
+//! turns them all on); `gates` says so when they are left out.
 
 mod support;
 
@@ -14,7 +15,11 @@ mod crash;
 mod delivery;
 #[cfg(feature = "test-root")]
 mod disk_faults;
-#[cfg(not(all(feature = "test-control-plane", feature = "test-root")))]
+#[cfg(not(all(
+    feature = "test-control-plane",
+    feature = "test-root",
+    feature = "test-otel-collector"
+)))]
 mod gates;
 mod hostile;
 mod http_analyzers;
@@ -22,6 +27,8 @@ mod http_analyzers;
 mod kubernetes;
 mod lifecycle;
 mod openapi;
+#[cfg(feature = "test-otel-collector")]
+mod otel_collector;
 mod otlp_delivery;
 mod packaging;
 mod retries;

@@ -1,6 +1,8 @@
 //! What the test modules share, one job per module.
 
 pub mod analyzers;
+#[cfg(feature = "test-otel-collector")]
+pub mod collector;
 pub mod config;
 pub mod distributor;
 pub mod files;

@@ -1,0 +1,280 @@
+//! Real OpenTelemetry Collectors (built from Go modules by
+//! `scripts/otelcol.sh`) on both sides of the distributor:
+//!
+//! - as analyzers: two collectors (OTLP receiver over HTTP, file exporter
+//!   writing OTLP/JSON lines) behind `format: otlp` analyzers weighted 3:1;
+//!   their files are audited record by record.
+//!
+//! Compiled with the feature `test-otel-collector` (`make test` turns it on).
+//! Each test runs alone: exact splits need a machine that answers at once.
+
+use crate::support::collector::{file_records, Collector, FileRecord};
+use crate::support::config::{remote, write_config, Config};
+use crate::support::distributor::Distributor;
+use crate::support::poll::eventually;
+use crate::support::ports::free_port;
+use crate::support::serial;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// How long the collectors' files may take to hold everything delivered.
+const AUDIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A collector as an analyzer: its OTLP receiver on `otlp_port` writing
+/// every record to `out` with the file exporter.
+fn analyzer_collector_config(otlp_port: u16, health_port: u16, out: &Path) -> String {
+    format!(
+        r#"receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{otlp_port}
+exporters:
+  file:
+    path: {out}
+    flush_interval: 100ms
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{health_port}
+service:
+  extensions: [health_check]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+  pipelines:
+    logs:
+      receivers: [otlp]
+      exporters: [file]
+"#,
+        out = out.display()
+    )
+}
+
+/// A collector started as an analyzer, and where its records land.
+struct AnalyzerCollector {
+    collector: Collector,
+    endpoint: String,
+    out: PathBuf,
+}
+
+async fn analyzer_collector(dir: &Path, name: &str) -> AnalyzerCollector {
+    let (otlp_port, health_port) = (free_port(), free_port());
+    let out = dir.join(format!("{name}-out.jsonl"));
+    let config = analyzer_collector_config(otlp_port, health_port, &out);
+    let collector = Collector::start(dir, name, &config, health_port).await;
+    AnalyzerCollector {
+        collector,
+        endpoint: format!("http://127.0.0.1:{otlp_port}/v1/logs"),
+        out,
+    }
+}
+
+/// The packets of the audit: `count` packets of two messages, each message
+/// with metadata of every JSON kind, its own `seq`, levels and sources
+/// varying.
+fn audit_packets(count: usize) -> Vec<Value> {
+    let levels = ["INFO", "ERROR", "WARNING", "DEBUG"];
+    (0..count)
+        .map(|p| {
+            let messages: Vec<Value> = (0..2)
+                .map(|m| {
+                    let seq = p * 2 + m;
+                    json!({
+                        "level": levels[seq % levels.len()],
+                        "message": format!("message {seq} of packet {p}"),
+                        "source": format!("service-{}", p % 3),
+                        "timestamp": format!("2025-01-25T20:30:{:02}.{:09}Z", seq % 60, seq),
+                        "metadata": {
+                            "seq": seq,
+                            "user": format!("user-{p}"),
+                            "ratio": 0.25,
+                            "big": 18_446_744_073_709_551_615u64,
+                            "first": m == 0,
+                            "tags": ["collector", p],
+                            "context": {"region": "eu-west-1", "attempt": {"n": m}},
+                            "nothing": null,
+                        },
+                    })
+                })
+                .collect();
+            json!({"id": format!("otel-{p:04}"), "messages": messages})
+        })
+        .collect()
+}
+
+/// OTLP severity numbers of the levels the audit sends.
+fn severity_number(level: &str) -> u64 {
+    match level {
+        "DEBUG" => 5,
+        "INFO" => 9,
+        "WARNING" => 13,
+        "ERROR" => 17,
+        other => panic!("no severity for {other}"),
+    }
+}
+
+/// The records of each file, once each (by packet id and seq), by the
+/// name of the collector that wrote them.
+fn records_by_collector(
+    collectors: &[&AnalyzerCollector],
+) -> BTreeMap<String, BTreeMap<(String, u64), FileRecord>> {
+    collectors
+        .iter()
+        .map(|c| {
+            let records = file_records(&c.out)
+                .into_iter()
+                .map(|r| {
+                    let id = r.attributes["logs_distributor.packet_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_string();
+                    let seq = r.attributes["seq"].as_u64().unwrap();
+                    ((id, seq), r)
+                })
+                .collect();
+            (c.collector.name.clone(), records)
+        })
+        .collect()
+}
+
+/// Checks one delivered record against the message it came from.
+fn check_record(record: &FileRecord, packet_id: &str, message: &Value) -> Result<(), String> {
+    let mut expected: Map<String, Value> = message["metadata"].as_object().unwrap().clone();
+    // Past i64::MAX an integer goes as a double.
+    expected.insert("big".into(), json!(18_446_744_073_709_551_615.0f64));
+    expected.insert("logs_distributor.packet_id".into(), json!(packet_id));
+    if record.attributes != expected {
+        return Err(format!(
+            "attributes {:?}, expected {expected:?}",
+            record.attributes
+        ));
+    }
+    let service = record.resource.get("service.name");
+    if service != Some(&message["source"]) {
+        return Err(format!(
+            "service.name {service:?}, sent source {}",
+            message["source"]
+        ));
+    }
+    let body = &record.record["body"]["stringValue"];
+    if body != &message["message"] {
+        return Err(format!("body {body}, sent {}", message["message"]));
+    }
+    let level = message["level"].as_str().unwrap();
+    let severity = (&record.record["severityNumber"], &record.record["severityText"]);
+    if severity != (&json!(severity_number(level)), &json!(level)) {
+        return Err(format!("severity {severity:?} for {level}"));
+    }
+    let time: chrono::DateTime<chrono::Utc> = message["timestamp"].as_str().unwrap().parse().unwrap();
+    let nanos = time.timestamp_nanos_opt().unwrap().to_string();
+    if record.record["timeUnixNano"] != json!(nanos) {
+        return Err(format!(
+            "timeUnixNano {}, sent {nanos}",
+            record.record["timeUnixNano"]
+        ));
+    }
+    Ok(())
+}
+
+/// Two collectors behind `format: otlp` analyzers weighted 3:1. Every
+/// message of every packet reaches exactly one of them, with its attributes
+/// typed as sent, its severity, body, time and source; the packets split
+/// exactly 3:1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_as_analyzers_get_every_record_split_by_weight_with_attributes_intact() {
+    let _alone = serial::alone().await;
+    let dir = TempDir::new().unwrap();
+    let three = analyzer_collector(dir.path(), "collector-three").await;
+    let one = analyzer_collector(dir.path(), "collector-one").await;
+    let config = Config::new(vec![
+        remote("three", 3, &three.endpoint).format("otlp"),
+        remote("one", 1, &one.endpoint).format("otlp"),
+    ])
+    .http("{timeout: 5s}");
+    let path = write_config(dir.path(), "distributor.yaml", &config);
+    let distributor = Distributor::start(&path, &dir.path().join("data"), dir.path()).await;
+    // An OTLP receiver serves no health path on its port: the operator
+    // vouches for both.
+    for id in ["three", "one"] {
+        distributor
+            .set_health(id, json!({"healthy": true}))
+            .await
+            .expect(200);
+    }
+
+    const PACKETS: usize = 400;
+    let packets = audit_packets(PACKETS);
+    for chunk in packets.chunks(100) {
+        distributor
+            .post_logs(&Value::Array(chunk.to_vec()))
+            .await
+            .expect(202);
+    }
+    let stats = distributor.drained().await;
+    assert_eq!(stats["analyzers"]["three"]["processed_count"], 300, "{stats}");
+    assert_eq!(stats["analyzers"]["one"]["processed_count"], 100, "{stats}");
+    assert!(distributor.dead_letter().await.is_empty());
+
+    let collectors = [&three, &one];
+    let seen = eventually(
+        "every record in the collectors' files",
+        AUDIT_DEADLINE,
+        || async {
+            let seen = records_by_collector(&collectors);
+            let total: usize = seen.values().map(BTreeMap::len).sum();
+            if total >= PACKETS * 2 {
+                Ok(seen)
+            } else {
+                Err(format!("{total} of {} records", PACKETS * 2))
+            }
+        },
+    )
+    .await;
+
+    let mut packets_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for packet in &packets {
+        let id = packet["id"].as_str().unwrap();
+        for message in packet["messages"].as_array().unwrap() {
+            let key = (id.to_string(), message["metadata"]["seq"].as_u64().unwrap());
+            let holders: Vec<&str> = seen
+                .iter()
+                .filter(|(_, records)| records.contains_key(&key))
+                .map(|(name, _)| name.as_str())
+                .collect();
+            match holders.as_slice() {
+                [holder] => {
+                    packets_of.entry(holder).or_default().insert(id);
+                    if let Err(problem) = check_record(&seen[*holder][&key], id, message) {
+                        problems.push(format!("{key:?} at {holder}: {problem}"));
+                    }
+                }
+                other => problems.push(format!("{key:?} is at {other:?}")),
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems, the first: {:#?}",
+        problems.len(),
+        &problems[..problems.len().min(5)]
+    );
+    let split: BTreeMap<&str, usize> = packets_of.iter().map(|(name, ids)| (*name, ids.len())).collect();
+    assert_eq!(
+        split,
+        BTreeMap::from([("collector-one", 100), ("collector-three", 300)])
+    );
+    for collector in collectors {
+        let log = collector.collector.stderr();
+        assert!(
+            !log.contains("\terror\t"),
+            "{} logged errors:\n{log}",
+            collector.collector.name
+        );
+    }
+}
