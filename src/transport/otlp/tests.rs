@@ -145,6 +145,9 @@ fn every_level_has_its_severity_number_and_name() {
     }
 }
 
+/// A scope's name and the bodies of its records.
+type ScopeGroup = (String, Vec<String>);
+
 #[test]
 fn consecutive_messages_share_their_resource_and_scope_in_order() {
     let scoped = |source: &str, scope: &str| {
@@ -167,7 +170,7 @@ fn consecutive_messages_share_their_resource_and_scope_in_order() {
             ],
         ),
     ]);
-    let shape: Vec<(String, Vec<(String, Vec<String>)>)> = request
+    let shape: Vec<(String, Vec<ScopeGroup>)> = request
         .resource_logs
         .iter()
         .map(|rl| {
