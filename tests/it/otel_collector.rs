@@ -3,19 +3,25 @@
 //!
 //! - as analyzers: two collectors (OTLP receiver over HTTP, file exporter
 //!   writing OTLP/JSON lines) behind `format: otlp` analyzers weighted 3:1;
-//!   their files are audited record by record.
+//!   their files are audited record by record;
+//! - as a client: a collector tails a file (`file_log` receiver) and
+//!   exports it with `otlp_http` (protobuf, gzip) to the distributor's
+//!   `/v1/logs`, in front of two reference analyzers weighted 3:1, across a
+//!   `kill -9` of the distributor; every line is audited at the analyzers.
 //!
 //! Compiled with the feature `test-otel-collector` (`make test` turns it on).
 //! Each test runs alone: exact splits need a machine that answers at once.
 
+use crate::support::analyzers::AnalyzerProcess;
 use crate::support::collector::{file_records, Collector, FileRecord};
 use crate::support::config::{remote, write_config, Config};
 use crate::support::distributor::Distributor;
-use crate::support::poll::eventually;
+use crate::support::poll::{eventually, DEADLINE};
 use crate::support::ports::free_port;
 use crate::support::serial;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -277,4 +283,165 @@ async fn collectors_as_analyzers_get_every_record_split_by_weight_with_attribute
             collector.collector.name
         );
     }
+}
+
+/// A collector as a client: it tails `input` and sends every line to the
+/// distributor's `/v1/logs` with `otlp_http` (protobuf and gzip, its
+/// defaults), retrying without a time limit while the distributor is down.
+fn client_collector_config(input: &Path, distributor_port: u16, health_port: u16) -> String {
+    format!(
+        r#"receivers:
+  file_log:
+    include: [{input}]
+    start_at: beginning
+    poll_interval: 50ms
+    resource:
+      service.name: tailed-app
+exporters:
+  otlp_http:
+    endpoint: http://127.0.0.1:{distributor_port}
+    timeout: 5s
+    retry_on_failure:
+      enabled: true
+      initial_interval: 100ms
+      max_interval: 1s
+      max_elapsed_time: 0
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{health_port}
+service:
+  extensions: [health_check]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: info
+  pipelines:
+    logs:
+      receivers: [file_log]
+      exporters: [otlp_http]
+"#,
+        input = input.display()
+    )
+}
+
+/// The packets a reference analyzer recorded with `--record-messages`:
+/// (packet id, message texts), in the order received.
+fn recorded(analyzer: &AnalyzerProcess) -> Vec<(String, Vec<String>)> {
+    let text = match std::fs::read_to_string(&analyzer.record) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", analyzer.record.display()),
+    };
+    text.lines()
+        .map(|line| {
+            let packet: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let messages = packet["messages"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no messages recorded: {line}"))
+                .iter()
+                .map(|m| {
+                    assert_eq!(m["source"], "tailed-app", "{m}");
+                    m["message"].as_str().unwrap().to_string()
+                })
+                .collect();
+            (packet["id"].as_str().unwrap().to_string(), messages)
+        })
+        .collect()
+}
+
+/// The collector tails a file and exports to `/v1/logs`; the distributor
+/// is killed with SIGKILL halfway through and started again on the same
+/// port and data directory. The collector's retries send again what was
+/// not acknowledged, the write-ahead log keeps what was: every line
+/// reaches the reference analyzers, and the packets split 3:1 by weight
+/// within what one restart of the routing can shift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_tailing_a_file_gets_every_line_to_the_analyzers_across_a_kill_9() {
+    let _alone = serial::alone().await;
+    let dir = TempDir::new().unwrap();
+    let three = AnalyzerProcess::start(dir.path(), "three", &["--record-messages"]).await;
+    let one = AnalyzerProcess::start(dir.path(), "one", &["--record-messages"]).await;
+    let config = Config::new(vec![remote("three", 3, &three.endpoint()), remote("one", 1, &one.endpoint())])
+        .http("{timeout: 5s}");
+    let config = write_config(dir.path(), "distributor.yaml", &config);
+    let data = dir.path().join("data");
+    let mut distributor = Distributor::stopped(free_port(), dir.path());
+    distributor.launch(&config, &data, &[]).await;
+
+    let input = dir.path().join("app.log");
+    let mut file = std::fs::File::create(&input).unwrap();
+    let health_port = free_port();
+    let collector = Collector::start(
+        dir.path(),
+        "client",
+        &client_collector_config(&input, distributor.port, health_port),
+        health_port,
+    )
+    .await;
+
+    const LINES: usize = 3000;
+    const CHUNK: usize = 50;
+    let line = |i: usize| format!("line {i:05} of the tailed file: user=u{} status={}", i % 97, 200 + i % 5);
+    let mut killed_after = None;
+    for (n, start) in (0..LINES).step_by(CHUNK).enumerate() {
+        let chunk: String = (start..start + CHUNK).map(|i| line(i) + "\n").collect();
+        file.write_all(chunk.as_bytes()).unwrap();
+        file.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        if n == LINES / CHUNK / 2 {
+            assert!(distributor.kill9(), "the distributor was running");
+            killed_after = Some(start + CHUNK);
+            // Lines go on being written while it is down.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            distributor.launch(&config, &data, &[]).await;
+        }
+    }
+    let killed_after = killed_after.unwrap();
+
+    let lines: BTreeSet<String> = (0..LINES).map(line).collect();
+    let packets = eventually("every line at the analyzers", DEADLINE * 6, || async {
+        let packets: Vec<(&str, (String, Vec<String>))> = [("three", &three), ("one", &one)]
+            .into_iter()
+            .flat_map(|(name, analyzer)| recorded(analyzer).into_iter().map(move |p| (name, p)))
+            .collect();
+        let arrived: BTreeSet<&String> = packets.iter().flat_map(|(_, (_, messages))| messages).collect();
+        let missing = lines.iter().filter(|l| !arrived.contains(l)).count();
+        if missing == 0 {
+            Ok(packets)
+        } else {
+            Err(format!("{missing} of {LINES} lines missing; collector log:\n{}", collector.stderr()))
+        }
+    })
+    .await;
+
+    let unknown: Vec<&String> = packets
+        .iter()
+        .flat_map(|(_, (_, messages))| messages)
+        .filter(|m| !lines.contains(*m))
+        .collect();
+    assert!(unknown.is_empty(), "lines nobody wrote arrived: {unknown:?}");
+    let deliveries = |name: &str| packets.iter().filter(|(n, _)| *n == name).count();
+    let (to_three, to_one) = (deliveries("three"), deliveries("one"));
+    // Each start of the distributor routes 3:1 exactly, to within one
+    // round of four packets: two starts, two rounds at most.
+    assert!(
+        to_three.abs_diff(3 * to_one) < 8,
+        "{to_three} deliveries to three, {to_one} to one"
+    );
+    let messages = packets.iter().map(|(_, (_, m))| m.len()).sum::<usize>();
+    let distinct: BTreeSet<&str> = packets.iter().map(|(_, (id, _))| id.as_str()).collect();
+    eprintln!(
+        "collector as client: {LINES} lines written (distributor killed after line {killed_after}), \
+         {messages} messages arrived in {} deliveries of {} packets ({to_three} to three, {to_one} to one), \
+         {} lines more than once",
+        packets.len(),
+        distinct.len(),
+        messages - LINES
+    );
+    assert!(
+        !collector.stderr().contains("Dropping data"),
+        "the collector dropped data:\n{}",
+        collector.stderr()
+    );
 }
