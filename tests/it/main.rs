@@ -22,6 +22,7 @@ mod http_analyzers;
 mod kubernetes;
 mod lifecycle;
 mod openapi;
+mod otlp_ingest;
 mod packaging;
 mod retries;
 mod routing;
