@@ -2,9 +2,10 @@
 //! helpers they share in `support`.
 //!
 //! `cargo test --test it` runs them all; `cargo test --test it crash::`
-//! one module. The modules that need a control plane or root are built in
-//! only with the cargo features `test-control-plane` and `test-root`
-//! (`make test` turns both on); `gates` says so when they are left out.
+//! one module. The modules that need a control plane, root or the
+//! OpenTelemetry Python SDK are built in only with the cargo features
+//! `test-control-plane`, `test-root` and `test-otel-sdk` (`make test` turns
+//! them all on); `gates` says so when they are left out.
 
 mod support;
 
@@ -14,7 +15,11 @@ mod crash;
 mod delivery;
 #[cfg(feature = "test-root")]
 mod disk_faults;
-#[cfg(not(all(feature = "test-control-plane", feature = "test-root")))]
+#[cfg(not(all(
+    feature = "test-control-plane",
+    feature = "test-root",
+    feature = "test-otel-sdk"
+)))]
 mod gates;
 mod hostile;
 mod http_analyzers;
@@ -23,6 +28,8 @@ mod kubernetes;
 mod lifecycle;
 mod openapi;
 mod otlp_ingest;
+#[cfg(feature = "test-otel-sdk")]
+mod otlp_sdk;
 mod packaging;
 mod retries;
 mod routing;
