@@ -24,6 +24,7 @@ pub struct Metrics {
     pub packets_received: IntCounter,
     pub messages_received: IntCounter,
     pub packets_rejected: IntCounterVec,
+    pub otlp_log_records: IntCounterVec,
     pub packets_routed: IntCounterVec,
     pub messages_routed: IntCounterVec,
     pub packets_delivered: IntCounterVec,
@@ -98,7 +99,7 @@ impl Metrics {
         let ingest_duration = Histogram::with_opts(
             HistogramOpts::new(
                 name("ingest_duration_seconds"),
-                "Time to answer POST /api/v1/logs.",
+                "Time to answer an ingest request (POST /api/v1/logs, POST /v1/logs).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
@@ -140,6 +141,12 @@ impl Metrics {
                 "packets_rejected_total",
                 "Packets refused at ingest, by reason (invalid, overloaded, shutting_down).",
                 "reason",
+            ),
+            otlp_log_records: counter_vec(
+                "otlp_log_records_total",
+                "OTLP log records of the requests answered 200 at POST /v1/logs, by outcome \
+                 (accepted, rejected: left out for a limit, reported in partial_success).",
+                "outcome",
             ),
             packets_routed: counter_vec(
                 "packets_routed_total",
@@ -273,6 +280,10 @@ mod tests {
         m.ingest_duration.observe(0.002);
         let text = m.render();
         assert!(text.contains("logs_distributor_packets_routed_total{analyzer=\"analyzer-a1\"} 1"));
+        m.otlp_log_records.with_label_values(&["rejected"]).inc_by(3);
+        assert!(m
+            .render()
+            .contains("logs_distributor_otlp_log_records_total{outcome=\"rejected\"} 3"));
         assert!(text.contains("logs_distributor_packets_delivered_total{analyzer=\"analyzer-a1\"} 2"));
         assert!(text.contains("logs_distributor_packets_received_total 1"));
         assert!(text.contains("logs_distributor_ingest_duration_seconds_bucket{le=\"0.0025\"} 1"));

@@ -35,6 +35,16 @@ fn disk_faults_is_compiled_out_without_feature_test_root() {
     );
 }
 
+#[cfg(not(feature = "test-otel-sdk"))]
+#[test]
+fn otlp_sdk_is_compiled_out_without_feature_test_otel_sdk() {
+    announce(
+        "the tests of `otlp_sdk` are compiled out: they install the OpenTelemetry Python SDK \
+         from PyPI into a venv (scripts/otel-python-sdk.sh, which they run) and need python3. \
+         Run them with `cargo test --test it --features test-otel-sdk` (make test does).",
+    );
+}
+
 #[cfg(not(feature = "test-otel-collector"))]
 #[test]
 fn otel_collector_is_compiled_out_without_feature_test_otel_collector() {

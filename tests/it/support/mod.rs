@@ -11,6 +11,7 @@ pub mod http;
 pub mod in_process;
 #[cfg(feature = "test-control-plane")]
 pub mod kube;
+pub mod otlp;
 pub mod packets;
 pub mod poll;
 pub mod ports;
