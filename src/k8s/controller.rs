@@ -193,6 +193,9 @@ fn analyzer_config(id: &str, resource: &AnalyzerResource) -> AnalyzerConfig {
             health_failure_rate: s.health_failure_rate,
         }),
         endpoint: spec.endpoint.clone(),
+        tls: None,
+        auth: None,
+        headers: Default::default(),
         format: spec.format.unwrap_or_default(),
         concurrency: None,
         health_path: check.path.clone().unwrap_or_else(|| "/health".into()),
@@ -201,6 +204,7 @@ fn analyzer_config(id: &str, resource: &AnalyzerResource) -> AnalyzerConfig {
             timeout: check.timeout_seconds.map(seconds),
             unhealthy_threshold: check.unhealthy_threshold.and_then(|n| u32::try_from(n).ok()),
             healthy_threshold: check.healthy_threshold.and_then(|n| u32::try_from(n).ok()),
+            ..AnalyzerHealthCheck::default()
         }),
     }
 }

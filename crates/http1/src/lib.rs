@@ -133,13 +133,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The second half of [`Connection::exchange`]: reads the whole answer
     /// to the request sent.
     pub async fn receive(&mut self) -> (Result<Answer, Error>, bool) {
-        match self.read_answer().await {
+        self.receive_framed(true).await
+    }
+
+    /// [`Connection::receive`] for a `HEAD` request: the answer is its head
+    /// alone, whatever length its `Content-Length` announces (RFC 9110
+    /// 9.3.2), so its body is empty.
+    pub async fn receive_bodiless(&mut self) -> (Result<Answer, Error>, bool) {
+        self.receive_framed(false).await
+    }
+
+    async fn receive_framed(&mut self, with_body: bool) -> (Result<Answer, Error>, bool) {
+        match self.read_answer(with_body).await {
             Ok((answer, keep_alive)) => (Ok(answer), !keep_alive),
             Err(error) => (Err(error), true),
         }
     }
 
-    async fn read_answer(&mut self) -> Result<(Answer, bool), Error> {
+    async fn read_answer(&mut self, with_body: bool) -> Result<(Answer, bool), Error> {
         let head = loop {
             let head = self.read_head().await?;
             // 1xx answers (100 Continue, 103 Early Hints) precede the real one.
@@ -147,13 +158,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 break head;
             }
         };
+        // 204 and 304 answers never carry a body (RFC 9110 6.4.1).
+        let bodiless = !with_body || head.status == 204 || head.status == 304;
         let body = match head.framing {
-            _ if head.status == 204 || head.status == 304 => Bytes::new(),
+            _ if bodiless => Bytes::new(),
             Framing::Length(length) => self.read_exactly(length).await?,
             Framing::Chunked => self.read_chunked().await?,
             Framing::UntilClose => self.read_to_end().await?,
         };
-        let keep_alive = head.keep_alive && !matches!(head.framing, Framing::UntilClose);
+        let keep_alive = head.keep_alive && (bodiless || !matches!(head.framing, Framing::UntilClose));
         Ok((
             Answer {
                 status: head.status,
@@ -165,7 +178,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Writes `head`, the `Content-Length` line and `body`, in as few
-    /// vectored writes as the socket takes, copying none of them.
+    /// vectored writes as the socket takes, copying none of them, and
+    /// flushes.
     async fn write_request(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
         let mut length_line = std::io::Cursor::new([0u8; 48]);
         write!(length_line, "Content-Length: {}\r\n\r\n", body.len())?;
@@ -183,7 +197,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             IoSlice::advance_slices(&mut remaining, written);
         }
-        Ok(())
+        // A TLS stream may hold the last records back until flushed; a
+        // TcpStream's flush does nothing.
+        self.stream.flush().await
     }
 
     async fn read_head(&mut self) -> Result<Head, Error> {
@@ -454,6 +470,24 @@ mod tests {
             (answer.status, &answer.body[..], ended),
             (207, &b"abc0123456789"[..], false)
         );
+    }
+
+    #[tokio::test]
+    async fn the_answer_to_head_is_its_head_alone_and_the_connection_stays() {
+        let (mut connection, server) = connect_to(vec![
+            vec!["HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n"],
+            vec!["HTTP/1.1 204 No Content\r\n\r\n"],
+        ])
+        .await;
+        let head = b"HEAD /health HTTP/1.1\r\nHost: test\r\n";
+        connection.send(head, b"").await.unwrap();
+        let (answer, ended) = connection.receive_bodiless().await;
+        let answer = answer.unwrap();
+        assert_eq!((answer.status, answer.body.len(), ended), (200, 0, false));
+        connection.send(head, b"").await.unwrap();
+        let (answer, ended) = connection.receive_bodiless().await;
+        assert_eq!((answer.unwrap().status, ended), (204, false));
+        assert_eq!(server.await.unwrap().len(), 2);
     }
 
     #[tokio::test]
