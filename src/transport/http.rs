@@ -11,7 +11,8 @@
 //!   extra headers and its `Authorization` ([`Credentials`], re-read when
 //!   their files change) go with it.
 //! - 2xx: every packet delivered. 408, 429, 5xx, timeouts and connection
-//!   errors (a failed TLS handshake too): retryable, honouring
+//!   errors (a failed TLS handshake too), and 401 and 403 when the analyzer
+//!   has credentials (they may be mid-rotation): retryable, honouring
 //!   `Retry-After` (seconds or an HTTP-date).
 //!   413 and 431: too large, 400: a bad packet (the dispatcher splits a
 //!   batch on both). Other statuses: permanent. A refusal keeps the status
@@ -186,7 +187,15 @@ impl Http {
             Err(_) => Err(ExchangeError::NoAnswer(self.timeout).into()),
             Ok(Err(e)) => Err(e.into()),
             Ok(Ok(answer)) if is_success(answer.status) => Ok(()),
-            Ok(Ok(answer)) => Err(refusal(answer)),
+            Ok(Ok(answer)) => {
+                let mut failure = refusal(&answer);
+                if self.credentials.is_some() && matches!(answer.status, 401 | 403) {
+                    // Credentials being rotated: the files or the analyzer
+                    // may be a moment ahead of the other.
+                    failure.class = FailureClass::Retryable;
+                }
+                Err(failure)
+            }
         }
     }
 
@@ -228,7 +237,7 @@ fn is_success(status: u16) -> bool {
 
 /// What a non-2xx answer means: retryable or not, the analyzer's
 /// `Retry-After`, and the start of its answer.
-fn refusal(answer: Answer) -> DeliveryFailure {
+fn refusal(answer: &Answer) -> DeliveryFailure {
     let excerpt = &answer.body[..answer.body.len().min(ANSWER_EXCERPT_BYTES)];
     let message = format!(
         "analyzer answered HTTP {}: {}",

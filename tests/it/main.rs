@@ -8,6 +8,7 @@
 
 mod support;
 
+mod analyzer_tls;
 mod api;
 mod checkpoints;
 mod crash;

@@ -10,7 +10,9 @@ pub mod in_process;
 #[cfg(feature = "test-control-plane")]
 pub mod kube;
 pub mod packets;
+pub mod pki;
 pub mod poll;
 pub mod ports;
 pub mod processes;
+pub mod receiver;
 pub mod serial;
