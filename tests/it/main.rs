@@ -21,6 +21,8 @@ mod hostile;
 mod http_analyzers;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes;
+#[cfg(feature = "test-control-plane")]
+mod kubernetes_secrets;
 mod lifecycle;
 mod openapi;
 mod packaging;
