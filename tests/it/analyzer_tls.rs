@@ -472,3 +472,131 @@ async fn a_passive_analyzer_is_ejected_by_failures_and_returns_after_its_cool_do
     assert!(receiver.probes().is_empty(), "a passive analyzer is never probed");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_tls_files_close_the_idle_connections_made_under_the_old_ones() {
+    let _guard = beside_others().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let receiver = Receiver::start(ReceiverOptions {
+        tls: Some(pki.server("receiver", 1)),
+        health_listener: true,
+        ..ReceiverOptions::default()
+    })
+    .await;
+    let ca = file(dir.path(), "ca.pem", &pki.ca_pem());
+    let kept = remote("kept", 1, &receiver.endpoint())
+        .with(&format!("health_check: {{url: '{}'}}", receiver.health_url()))
+        .with(&format!("tls: {{ca_file: {}}}", yaml_path(&ca)))
+        .with("concurrency: 1");
+    let server = Server::start(&Config::new(vec![kept])).await;
+    for i in 0..3 {
+        server
+            .post_logs(&packets(&format!("kept-{i}"), 1))
+            .await
+            .expect(202);
+        server.drained().await;
+    }
+    assert_eq!(
+        receiver.first_bytes().len(),
+        1,
+        "three deliveries on one kept connection"
+    );
+
+    // The same CA and one more: a change of the file, not of the trust.
+    let mut bundle = pki.ca_pem();
+    bundle.push_str(&Pki::named("another CA").ca_pem());
+    std::fs::write(&ca, bundle).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    server.post_logs(&packets("renewed", 1)).await.expect(202);
+    server.drained().await;
+    assert_eq!(receiver.ids().len(), 4);
+    assert_eq!(
+        receiver.first_bytes().len(),
+        2,
+        "a new connection under the new files; the kept one closed"
+    );
+    server.shutdown().await;
+}
+
+/// docs/analyzers.md, Health checks: an `https://` probe to the endpoint's
+/// host on another port uses the analyzer's TLS settings, client
+/// certificate included; to another host, only its CA bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_to_the_same_host_presents_the_client_certificate_and_to_another_host_does_not() {
+    let _guard = beside_others().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let receiver = Receiver::start(ReceiverOptions {
+        tls: Some(pki.server("receiver", 1)),
+        client_ca: Some(pki.ca_pem()),
+        health_listener: true,
+        health_over_tls: true,
+        ..ReceiverOptions::default()
+    })
+    .await;
+    let ca = file(dir.path(), "ca.pem", &pki.ca_pem());
+    let (cert, key) = (dir.path().join("client.crt"), dir.path().join("client.key"));
+    pki.client("logs-distributor").write(&cert, &key);
+    let tls = format!(
+        "tls: {{ca_file: {}, cert_file: {}, key_file: {}}}",
+        yaml_path(&ca),
+        yaml_path(&cert),
+        yaml_path(&key)
+    );
+    // 127.0.0.1 is the endpoint's host; localhost, the same listener, is
+    // another host by name.
+    let same_host = remote("same-host", 1, &receiver.endpoint())
+        .with(&tls)
+        .with(&format!(
+            "health_check: {{url: '{}'}}",
+            receiver.health_url_at("127.0.0.1")
+        ));
+    let other_host = remote("other-host", 1, &receiver.endpoint())
+        .with(&tls)
+        .with(&format!(
+            "health_check: {{url: '{}'}}",
+            receiver.health_url_at("localhost")
+        ));
+    let server = Server::start(&config(vec![same_host, other_host])).await;
+    let out = wait_healthy(&server, "other-host", false).await;
+    let detail = out["health_detail"].as_str().unwrap();
+    assert!(
+        detail.contains("CertificateRequired"),
+        "no client certificate to another host: {detail}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let same = info(&server, "same-host").await;
+    assert_eq!(same["is_healthy"], true, "{same}");
+    assert_eq!(same["health_reason"], "ProbeSucceeded", "{same}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_credential_or_certificate_file_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-token");
+    for (keys, named) in [
+        (
+            format!("auth: {{token_file: {}}}", yaml_path(&missing)),
+            missing.clone(),
+        ),
+        (
+            format!("tls: {{ca_file: {}}}", yaml_path(&dir.path().join("no-ca.pem"))),
+            dir.path().join("no-ca.pem"),
+        ),
+    ] {
+        let config = Config::new(vec![remote("a", 1, "https://127.0.0.1:9/").with(&keys)]);
+        let mut settings = logs_distributor::config::Settings::from_yaml(&config.yaml()).unwrap();
+        settings.listen = "127.0.0.1:0".into();
+        settings.data_dir = dir.path().join("data");
+        let error = match logs_distributor::service::start(settings).await {
+            Ok(_) => panic!("started without {}", named.display()),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            error.contains(&format!("cannot read {}", named.display())),
+            "{error}"
+        );
+    }
+}

@@ -34,9 +34,12 @@ pub struct ReceiverOptions {
     pub client_ca: Option<String>,
     /// Require this `Authorization` header on deliveries.
     pub authorization: Option<String>,
-    /// Serve health on a plain-HTTP listener of its own (`GET /`), not on
-    /// the delivery port's `/health`.
+    /// Serve health on a listener of its own (`GET /`), not on the
+    /// delivery port's `/health`: plain HTTP...
     pub health_listener: bool,
+    /// ...or over TLS as the delivery port is (the same certificate and
+    /// client CA).
+    pub health_over_tls: bool,
 }
 
 /// One delivery as the receiver took it.
@@ -79,6 +82,7 @@ pub struct Receiver {
     /// The health listener's address, with `health_listener`.
     pub health_addr: Option<SocketAddr>,
     https: bool,
+    health_over_tls: bool,
     shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -105,7 +109,7 @@ impl Receiver {
         let mut tasks = vec![tokio::spawn(accept_loop(
             listener,
             app,
-            acceptor,
+            acceptor.clone(),
             Some(shared.clone()),
         ))];
         let mut health_addr = None;
@@ -113,12 +117,19 @@ impl Receiver {
             let health_app = Router::new().route("/", any(health)).with_state(shared.clone());
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             health_addr = Some(listener.local_addr().unwrap());
-            tasks.push(tokio::spawn(accept_loop(listener, health_app, None, None)));
+            let health_acceptor = acceptor.clone().filter(|_| options.health_over_tls);
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                health_app,
+                health_acceptor,
+                None,
+            )));
         }
         Receiver {
             addr,
             health_addr,
             https: options.tls.is_some(),
+            health_over_tls: options.tls.is_some() && options.health_over_tls,
             shared,
             tasks,
         }
@@ -132,10 +143,15 @@ impl Receiver {
 
     /// The health listener's URL, with `health_listener`.
     pub fn health_url(&self) -> String {
-        format!(
-            "http://127.0.0.1:{}/",
-            self.health_addr.expect("a health listener").port()
-        )
+        self.health_url_at("127.0.0.1")
+    }
+
+    /// The health listener's URL with `host` (`localhost` names the same
+    /// listener as another host).
+    pub fn health_url_at(&self, host: &str) -> String {
+        let scheme = if self.health_over_tls { "https" } else { "http" };
+        let port = self.health_addr.expect("a health listener").port();
+        format!("{scheme}://{host}:{port}/")
     }
 
     /// From now on, require this `Authorization` (or none).
