@@ -80,8 +80,11 @@ impl ClientTls {
             ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']').to_string())
                 .map_err(|_| format!("{name:?} is not a DNS name or an IP address"))?;
         let mut sources = Vec::new();
-        let ca = options.ca_file.clone().inspect(|ca| sources.push(ca.clone()));
-        let identity = match (&options.cert_file, &options.key_file) {
+        let ca_name = options.ca_file.as_ref().map(|ca| {
+            sources.push(ca.clone());
+            ca.describe()
+        });
+        let identity_names = match (&options.cert_file, &options.key_file) {
             (Some(cert), Some(key)) => {
                 sources.push(cert.clone());
                 sources.push(key.clone());
@@ -89,13 +92,18 @@ impl ClientTls {
             }
             _ => None,
         };
-        let ca = ca.map(|ca| ca.describe());
         let config = Reloading::new(format!("TLS files of {what}"), sources, move |contents| {
-            let mut contents = contents.iter();
-            let ca = ca.as_ref().map(|name| (name, contents.next()));
-            let identity = identity
+            // In the order the sources were pushed: the CA bundle, then the
+            // certificate and its key.
+            let mut contents = contents.iter().map(Vec::as_slice);
+            let mut next = |name| Pem {
+                name,
+                bytes: contents.next().unwrap_or_default(),
+            };
+            let ca = ca_name.as_deref().map(&mut next);
+            let identity = identity_names
                 .as_ref()
-                .map(|names| (names, contents.next(), contents.next()));
+                .map(|(cert, key)| (next(cert.as_str()), next(key.as_str())));
             build(ca, identity)
         })?;
         Ok(ClientTls { config, server_name })
@@ -128,21 +136,22 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
-type Named<'a> = &'a String;
+/// A PEM file's name (for messages) and bytes.
+#[derive(Clone, Copy)]
+struct Pem<'a> {
+    name: &'a str,
+    bytes: &'a [u8],
+}
 
-/// A client configuration: the system's roots plus the CA bundle (its name
-/// and bytes), and a client identity (the names and bytes of a certificate
-/// chain and its key).
-fn build(
-    ca: Option<(Named<'_>, Option<&Vec<u8>>)>,
-    identity: Option<(&(String, String), Option<&Vec<u8>>, Option<&Vec<u8>>)>,
-) -> Result<ClientConfig, String> {
+/// A client configuration: the system's roots plus the CA bundle `ca`, and
+/// a client identity (a certificate chain and its key).
+fn build(ca: Option<Pem<'_>>, identity: Option<(Pem<'_>, Pem<'_>)>) -> Result<ClientConfig, String> {
     let mut roots = system_roots().clone();
-    if let Some((name, Some(pem))) = ca {
-        let certificates = certificates(name, pem)?;
+    if let Some(ca) = ca {
+        let certificates = certificates(ca)?;
         let (added, _) = roots.add_parsable_certificates(certificates);
         if added == 0 {
-            return Err(format!("{name}: no usable CA certificate"));
+            return Err(format!("{}: no usable CA certificate", ca.name));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -151,27 +160,30 @@ fn build(
         .map_err(|e| format!("TLS protocol versions: {e}"))?
         .with_root_certificates(roots);
     let mut config = match identity {
-        Some(((cert_name, key_name), Some(cert), Some(key))) => {
-            let chain = certificates(cert_name, cert)?;
-            let key = PrivateKeyDer::from_pem_slice(key)
-                .map_err(|e| format!("{key_name}: no private key in PEM ({e})"))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("{cert_name} and {key_name} do not make a client identity: {e}"))?
+        Some((cert, key)) => {
+            let chain = certificates(cert)?;
+            let private = PrivateKeyDer::from_pem_slice(key.bytes)
+                .map_err(|e| format!("{}: no private key in PEM ({e})", key.name))?;
+            builder.with_client_auth_cert(chain, private).map_err(|e| {
+                format!(
+                    "{} and {} do not make a client identity: {e}",
+                    cert.name, key.name
+                )
+            })?
         }
-        _ => builder.with_no_client_auth(),
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 
 /// Every certificate of a PEM bundle; at least one.
-fn certificates(name: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certificates = CertificateDer::pem_slice_iter(pem)
+fn certificates(pem: Pem<'_>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certificates = CertificateDer::pem_slice_iter(pem.bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{name}: not a PEM certificate bundle ({e})"))?;
+        .map_err(|e| format!("{}: not a PEM certificate bundle ({e})", pem.name))?;
     if certificates.is_empty() {
-        return Err(format!("{name}: no certificate in it"));
+        return Err(format!("{}: no certificate in it", pem.name));
     }
     Ok(certificates)
 }

@@ -136,9 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.receive_framed(true).await
     }
 
-    /// [`Connection::receive`] for a `HEAD` request: the answer is its head
-    /// alone, whatever length its `Content-Length` announces (RFC 9110
-    /// 9.3.2), so its body is empty.
+    /// [`Connection::receive`] after a `HEAD` request: a head alone, whatever its `Content-Length`.
     pub async fn receive_bodiless(&mut self) -> (Result<Answer, Error>, bool) {
         self.receive_framed(false).await
     }
@@ -158,7 +156,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 break head;
             }
         };
-        // 204 and 304 answers never carry a body (RFC 9110 6.4.1).
         let bodiless = !with_body || head.status == 204 || head.status == 304;
         let body = match head.framing {
             _ if bodiless => Bytes::new(),
@@ -178,8 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Writes `head`, the `Content-Length` line and `body`, in as few
-    /// vectored writes as the socket takes, copying none of them, and
-    /// flushes.
+    /// vectored writes as the socket takes, copying none of them.
     async fn write_request(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
         let mut length_line = std::io::Cursor::new([0u8; 48]);
         write!(length_line, "Content-Length: {}\r\n\r\n", body.len())?;
@@ -197,8 +193,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             IoSlice::advance_slices(&mut remaining, written);
         }
-        // A TLS stream may hold the last records back until flushed; a
-        // TcpStream's flush does nothing.
+        // A TLS stream may hold its last records until flushed.
         self.stream.flush().await
     }
 
@@ -474,19 +469,18 @@ mod tests {
 
     #[tokio::test]
     async fn the_answer_to_head_is_its_head_alone_and_the_connection_stays() {
-        let (mut connection, server) = connect_to(vec![
-            vec!["HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n"],
-            vec!["HTTP/1.1 204 No Content\r\n\r\n"],
-        ])
-        .await;
-        let head = b"HEAD /health HTTP/1.1\r\nHost: test\r\n";
-        connection.send(head, b"").await.unwrap();
-        let (answer, ended) = connection.receive_bodiless().await;
-        let answer = answer.unwrap();
-        assert_eq!((answer.status, answer.body.len(), ended), (200, 0, false));
-        connection.send(head, b"").await.unwrap();
-        let (answer, ended) = connection.receive_bodiless().await;
-        assert_eq!((answer.unwrap().status, ended), (204, false));
+        let answers = [
+            "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+        ];
+        let (mut connection, server) = connect_to(answers.map(|answer| vec![answer]).to_vec()).await;
+        let probe = b"HEAD /health HTTP/1.1\r\nHost: test\r\n";
+        for status in [200, 204] {
+            connection.send(probe, b"").await.unwrap();
+            let (answer, ended) = connection.receive_bodiless().await;
+            let answer = answer.unwrap();
+            assert_eq!((answer.status, answer.body.len(), ended), (status, 0, false));
+        }
         assert_eq!(server.await.unwrap().len(), 2);
     }
 
