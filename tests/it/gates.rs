@@ -19,7 +19,7 @@ fn announce(note: &str) {
 #[test]
 fn kubernetes_is_compiled_out_without_feature_test_control_plane() {
     announce(
-        "the tests of `kubernetes` are compiled out: they need a kube-apiserver and etcd \
+        "the tests of `kubernetes` and `kubernetes_secrets` are compiled out: they need a kube-apiserver and etcd \
          (scripts/envtest.sh, which they start when it is not up). Run them with \
          `cargo test --test it --features test-control-plane` (make test does).",
     );

@@ -10,6 +10,7 @@
 
 mod support;
 
+mod analyzer_tls;
 mod api;
 mod checkpoints;
 mod crash;
@@ -27,6 +28,8 @@ mod hostile;
 mod http_analyzers;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes;
+#[cfg(feature = "test-control-plane")]
+mod kubernetes_secrets;
 mod lifecycle;
 mod openapi;
 #[cfg(feature = "test-otel-collector")]

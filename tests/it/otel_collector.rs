@@ -2,8 +2,9 @@
 //! `scripts/otelcol.sh`) on both sides of the distributor:
 //!
 //! - as analyzers: two collectors (OTLP receiver over HTTP, file exporter
-//!   writing OTLP/JSON lines) behind `format: otlp` analyzers weighted 3:1;
-//!   their files are audited record by record;
+//!   writing OTLP/JSON lines) behind `format: otlp` analyzers weighted 3:1,
+//!   the heavier one over HTTPS taking only a bearer token
+//!   (`bearertokenauth`); their files are audited record by record;
 //! - as a client: a collector tails a file (`file_log` receiver) and
 //!   exports it with `otlp_http` (protobuf, gzip) to the distributor's
 //!   `/v1/logs`, in front of two reference analyzers weighted 3:1, across a
@@ -16,6 +17,7 @@ use crate::support::analyzers::AnalyzerProcess;
 use crate::support::collector::{file_records, Collector, FileRecord};
 use crate::support::config::{remote, write_config, Config};
 use crate::support::distributor::Distributor;
+use crate::support::pki::Pki;
 use crate::support::poll::{eventually, DEADLINE};
 use crate::support::ports::free_port;
 use crate::support::serial;
@@ -29,24 +31,71 @@ use tempfile::TempDir;
 /// How long the collectors' files may take to hold everything delivered.
 const AUDIT_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A collector as an analyzer: its OTLP receiver on `otlp_port` writing
-/// every record to `out` with the file exporter.
-fn analyzer_collector_config(otlp_port: u16, health_port: u16, out: &Path) -> String {
+/// HTTPS and a bearer token in front of a collector's OTLP receiver: the
+/// server certificate and key files, the CA file and the token file the
+/// distributor is given.
+struct Secure {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    token: PathBuf,
+}
+
+const TOKEN: &str = "collector-s3cr3t";
+
+impl Secure {
+    fn new(dir: &Path, name: &str) -> Secure {
+        let pki = Pki::new();
+        let file = |suffix: &str| dir.join(format!("{name}-{suffix}"));
+        let secure = Secure {
+            cert: file("cert.pem"),
+            key: file("key.pem"),
+            ca: file("ca.pem"),
+            token: file("token"),
+        };
+        pki.issue(name, 1, &secure.cert, &secure.key);
+        std::fs::write(&secure.ca, pki.ca_pem()).unwrap();
+        std::fs::write(&secure.token, format!("{TOKEN}\n")).unwrap();
+        secure
+    }
+}
+
+/// A collector as an analyzer: its OTLP receiver on `otlp_port` (over
+/// HTTPS, taking only the bearer token, when `secure`) writing every record
+/// to `out` with the file exporter.
+fn analyzer_collector_config(
+    otlp_port: u16,
+    health_port: u16,
+    out: &Path,
+    secure: Option<&Secure>,
+) -> String {
+    let (receiver_security, auth_extension, extensions) = match secure {
+        Some(secure) => (
+            format!(
+                "        tls:\n          cert_file: {}\n          key_file: {}\n        auth:\n          authenticator: bearertokenauth\n",
+                secure.cert.display(),
+                secure.key.display()
+            ),
+            format!("  bearertokenauth:\n    token: {TOKEN}\n"),
+            "[health_check, bearertokenauth]",
+        ),
+        None => (String::new(), String::new(), "[health_check]"),
+    };
     format!(
         r#"receivers:
   otlp:
     protocols:
       http:
         endpoint: 127.0.0.1:{otlp_port}
-exporters:
+{receiver_security}exporters:
   file:
     path: {out}
     flush_interval: 100ms
 extensions:
   health_check:
     endpoint: 127.0.0.1:{health_port}
-service:
-  extensions: [health_check]
+{auth_extension}service:
+  extensions: {extensions}
   telemetry:
     metrics:
       level: none
@@ -65,17 +114,43 @@ service:
 struct AnalyzerCollector {
     collector: Collector,
     endpoint: String,
+    /// Its `health_check` extension, on a port of its own.
+    health_url: String,
+    /// The analyzer's `tls` and `auth` keys when it is behind HTTPS.
+    security: Option<String>,
     out: PathBuf,
 }
 
-async fn analyzer_collector(dir: &Path, name: &str) -> AnalyzerCollector {
+impl AnalyzerCollector {
+    /// The analyzer's YAML keys besides its endpoint: OTLP, probed at the
+    /// collector's health_check extension, and HTTPS with the token.
+    fn keys(&self) -> String {
+        let mut keys = format!("format: otlp, health_check: {{url: {:?}}}", self.health_url);
+        if let Some(security) = &self.security {
+            keys.push_str(", ");
+            keys.push_str(security);
+        }
+        keys
+    }
+}
+
+async fn analyzer_collector(dir: &Path, name: &str, secure: Option<Secure>) -> AnalyzerCollector {
     let (otlp_port, health_port) = (free_port(), free_port());
     let out = dir.join(format!("{name}-out.jsonl"));
-    let config = analyzer_collector_config(otlp_port, health_port, &out);
+    let config = analyzer_collector_config(otlp_port, health_port, &out, secure.as_ref());
     let collector = Collector::start(dir, name, &config, health_port).await;
+    let scheme = if secure.is_some() { "https" } else { "http" };
     AnalyzerCollector {
         collector,
-        endpoint: format!("http://127.0.0.1:{otlp_port}/v1/logs"),
+        endpoint: format!("{scheme}://127.0.0.1:{otlp_port}/v1/logs"),
+        health_url: format!("http://127.0.0.1:{health_port}/"),
+        security: secure.map(|s| {
+            format!(
+                "tls: {{ca_file: {:?}}}, auth: {{token_file: {:?}}}",
+                s.ca.display().to_string(),
+                s.token.display().to_string()
+            )
+        }),
         out,
     }
 }
@@ -187,7 +262,9 @@ fn check_record(record: &FileRecord, packet_id: &str, message: &Value) -> Result
     Ok(())
 }
 
-/// Two collectors behind `format: otlp` analyzers weighted 3:1. Every
+/// Two collectors behind `format: otlp` analyzers weighted 3:1, probed at
+/// their health_check extensions; the heavier one serves its OTLP receiver
+/// over HTTPS only and takes only requests with its bearer token. Every
 /// message of every packet reaches exactly one of them, with its attributes
 /// typed as sent, its severity, body, time and source; the packets split
 /// exactly 3:1.
@@ -195,22 +272,33 @@ fn check_record(record: &FileRecord, packet_id: &str, message: &Value) -> Result
 async fn collectors_as_analyzers_get_every_record_split_by_weight_with_attributes_intact() {
     let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
-    let three = analyzer_collector(dir.path(), "collector-three").await;
-    let one = analyzer_collector(dir.path(), "collector-one").await;
+    // The heavier one over HTTPS with a bearer token.
+    let three = analyzer_collector(
+        dir.path(),
+        "collector-three",
+        Some(Secure::new(dir.path(), "collector-three")),
+    )
+    .await;
+    let one = analyzer_collector(dir.path(), "collector-one", None).await;
     let config = Config::new(vec![
-        remote("three", 3, &three.endpoint).format("otlp"),
-        remote("one", 1, &one.endpoint).format("otlp"),
+        remote("three", 3, &three.endpoint).with(&three.keys()),
+        remote("one", 1, &one.endpoint).with(&one.keys()),
     ])
     .http("{timeout: 5s}");
     let path = write_config(dir.path(), "distributor.yaml", &config);
     let distributor = Distributor::start(&path, &dir.path().join("data"), dir.path()).await;
-    // An OTLP receiver serves no health path on its port: the operator
-    // vouches for both.
+    assert!(three.endpoint.starts_with("https://"), "{}", three.endpoint);
     for id in ["three", "one"] {
-        distributor
-            .set_health(id, json!({"healthy": true}))
-            .await
-            .expect(200);
+        eventually(&format!("a passed probe of {id}"), DEADLINE, || async {
+            let reply = distributor.get("/api/v1/analyzers").await;
+            let info = &reply.json["analyzers"][id];
+            if info["last_health_check"].is_string() && info["in_rotation"] == true {
+                Ok(())
+            } else {
+                Err(reply.text.clone())
+            }
+        })
+        .await;
     }
 
     const PACKETS: usize = 400;
@@ -362,8 +450,13 @@ async fn a_collector_tailing_a_file_gets_every_line_to_the_analyzers_across_a_ki
     let dir = TempDir::new().unwrap();
     let three = AnalyzerProcess::start(dir.path(), "three", &["--record-messages"]).await;
     let one = AnalyzerProcess::start(dir.path(), "one", &["--record-messages"]).await;
-    let config = Config::new(vec![remote("three", 3, &three.endpoint()), remote("one", 1, &one.endpoint())])
-        .http("{timeout: 5s}");
+    let config = Config::new(vec![
+        remote("three", 3, &three.endpoint()),
+        remote("one", 1, &one.endpoint()),
+    ])
+    .http("{timeout: 5s}")
+    // Packets of at most 10 lines: a few hundred packets to split.
+    .limits("{max_messages_per_packet: 10}");
     let config = write_config(dir.path(), "distributor.yaml", &config);
     let data = dir.path().join("data");
     let mut distributor = Distributor::stopped(free_port(), dir.path());
@@ -382,7 +475,13 @@ async fn a_collector_tailing_a_file_gets_every_line_to_the_analyzers_across_a_ki
 
     const LINES: usize = 3000;
     const CHUNK: usize = 50;
-    let line = |i: usize| format!("line {i:05} of the tailed file: user=u{} status={}", i % 97, 200 + i % 5);
+    let line = |i: usize| {
+        format!(
+            "line {i:05} of the tailed file: user=u{} status={}",
+            i % 97,
+            200 + i % 5
+        )
+    };
     let mut killed_after = None;
     for (n, start) in (0..LINES).step_by(CHUNK).enumerate() {
         let chunk: String = (start..start + CHUNK).map(|i| line(i) + "\n").collect();
@@ -410,7 +509,10 @@ async fn a_collector_tailing_a_file_gets_every_line_to_the_analyzers_across_a_ki
         if missing == 0 {
             Ok(packets)
         } else {
-            Err(format!("{missing} of {LINES} lines missing; collector log:\n{}", collector.stderr()))
+            Err(format!(
+                "{missing} of {LINES} lines missing; collector log:\n{}",
+                collector.stderr()
+            ))
         }
     })
     .await;

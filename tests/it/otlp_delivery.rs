@@ -11,6 +11,7 @@ use crate::support::distributor::Distributor;
 use crate::support::http::serve;
 use crate::support::poll::{eventually, DEADLINE};
 use axum::http::{HeaderMap, StatusCode};
+use logs_distributor::otlp::response::Status;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -76,7 +77,7 @@ fn full_success(_: usize) -> (StatusCode, Vec<u8>) {
 
 /// Starts a distributor whose one analyzer, `otlp`, is the receiver at `endpoint`.
 async fn distributor(dir: &TempDir, endpoint: &str) -> Distributor {
-    let config = Config::new(vec![remote("otlp", 1, endpoint).format("otlp")])
+    let config = Config::new(vec![remote("otlp", 1, endpoint).with("format: otlp")])
         .retry("{base_delay: 20ms, factor: 2, max_retries: 3}");
     let path = write_config(dir.path(), "distributor.yaml", &config);
     Distributor::start(&path, &dir.path().join("data"), dir.path()).await
@@ -224,15 +225,6 @@ async fn a_partial_success_is_delivered_counted_and_logged() {
         }
     })
     .await;
-}
-
-/// `google.rpc.Status` as an OTLP receiver answers an error with.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Status {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
 }
 
 fn bad_request(_: usize) -> (StatusCode, Vec<u8>) {

@@ -11,19 +11,10 @@
 //! - an error answer carries a `google.rpc.Status`; its message is the
 //!   reason given in the dead letter's `final_error`.
 
+use crate::otlp::response::Status;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prometheus::IntCounter;
 use prost::Message as _;
-
-/// `google.rpc.Status`, as far as a refusal's reason goes: the code and
-/// the message (the details are skipped when decoding).
-#[derive(Clone, PartialEq, prost::Message)]
-struct Status {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 /// The message of the `google.rpc.Status` an OTLP receiver refused a
 /// delivery with, cut to at most `max_bytes`; `None` when the answer is not

@@ -392,3 +392,133 @@ fn times_before_the_epoch_are_unknown_and_past_u64_are_the_last_nanosecond() {
     );
     assert_eq!(unix_nanos("2700-01-01T00:00:00Z".parse().unwrap()), u64::MAX);
 }
+
+/// OTLP in (`crate::otlp`, what `POST /v1/logs` does) then OTLP out: the
+/// same request comes back, every field and value kind intact, each record
+/// with its packet's id added.
+#[test]
+fn otlp_that_came_in_goes_out_as_it_came() {
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    let any = |value: Value| Some(AnyValue { value: Some(value) });
+    let kv = |key: &str, value: Option<AnyValue>| KeyValue {
+        key: key.into(),
+        value,
+        ..KeyValue::default()
+    };
+    // Keys in order, as the metadata's objects keep them.
+    let record = |n: u8, body: Option<AnyValue>| LogRecord {
+        time_unix_nano: 1_737_837_045_000_000_000 + u64::from(n),
+        observed_time_unix_nano: 1_737_837_046_000_000_000 + u64::from(n),
+        severity_number: 14,
+        severity_text: "Warn2".into(),
+        body,
+        attributes: vec![
+            kv("bool", any(Value::BoolValue(false))),
+            kv("bytes", any(Value::BytesValue(vec![0, 159, 255]))),
+            kv("double", any(Value::DoubleValue(1.0))),
+            kv("empty", Some(AnyValue { value: None })),
+            kv("int", any(Value::IntValue(-7))),
+            kv(
+                "list",
+                any(Value::ArrayValue(ArrayValue {
+                    values: vec![
+                        AnyValue {
+                            value: Some(Value::IntValue(1)),
+                        },
+                        AnyValue { value: None },
+                    ],
+                })),
+            ),
+            kv(
+                "map",
+                any(Value::KvlistValue(KeyValueList {
+                    values: vec![kv("a", any(Value::StringValue("x".into())))],
+                })),
+            ),
+        ],
+        dropped_attributes_count: 2,
+        flags: 1,
+        trace_id: vec![0xab; 16],
+        span_id: vec![0xcd; 8],
+        event_name: "checkout".into(),
+    };
+    let scope = |name: &str| InstrumentationScope {
+        name: name.into(),
+        version: "1.0".into(),
+        attributes: vec![kv("scope.attr", any(Value::IntValue(3)))],
+        dropped_attributes_count: 1,
+    };
+    let resource_logs = |service: &str, scopes: Vec<ScopeLogs>| ResourceLogs {
+        resource: Some(Resource {
+            attributes: vec![
+                kv("host.cpus", any(Value::IntValue(8))),
+                kv("service.name", any(Value::StringValue(service.into()))),
+            ],
+            dropped_attributes_count: 4,
+            ..Resource::default()
+        }),
+        scope_logs: scopes,
+        schema_url: "https://opentelemetry.io/schemas/1.30.0".into(),
+    };
+    let sent = ExportLogsServiceRequest {
+        resource_logs: vec![
+            resource_logs(
+                "checkout",
+                vec![
+                    ScopeLogs {
+                        scope: Some(scope("lib-a")),
+                        log_records: vec![
+                            record(0, any(Value::StringValue("text body".into()))),
+                            record(
+                                1,
+                                any(Value::KvlistValue(KeyValueList {
+                                    values: vec![kv("event", any(Value::StringValue("paid".into())))],
+                                })),
+                            ),
+                        ],
+                        schema_url: "https://example.com/scope".into(),
+                    },
+                    ScopeLogs {
+                        scope: Some(scope("lib-b")),
+                        log_records: vec![record(2, any(Value::DoubleValue(2.5)))],
+                        schema_url: String::new(),
+                    },
+                ],
+            ),
+            resource_logs(
+                "billing",
+                vec![ScopeLogs {
+                    scope: Some(scope("lib-a")),
+                    log_records: vec![record(3, any(Value::BytesValue(b"raw".to_vec())))],
+                    schema_url: String::new(),
+                }],
+            ),
+        ],
+    };
+    let mapped = crate::otlp::from_protobuf(
+        &sent.encode_to_vec(),
+        &crate::model::Limits::default(),
+        usize::MAX,
+        "2025-01-25T20:30:45Z".parse().unwrap(),
+    )
+    .expect("a valid request");
+    assert_eq!(mapped.rejected_records, 0, "{:?}", mapped.rejections);
+    let ids: Vec<String> = mapped.packets.iter().map(|p| p.id().to_owned()).collect();
+    let mut came_back = request(mapped.packets.iter().map(|p| p.decode(0)));
+
+    let mut packet_ids = Vec::new();
+    for record in came_back
+        .resource_logs
+        .iter_mut()
+        .flat_map(|rl| &mut rl.scope_logs)
+        .flat_map(|sl| &mut sl.log_records)
+    {
+        let id = record.attributes.pop().expect("the packet id, last");
+        assert_eq!(id.key, PACKET_ID_ATTRIBUTE);
+        packet_ids.push(id.value.and_then(|v| v.value));
+    }
+    assert_eq!(came_back, sent);
+    // One packet per resource x scope group, each record naming its own.
+    let named = |i: usize| Some(Value::StringValue(ids[i].clone()));
+    assert_eq!(packet_ids, [named(0), named(0), named(1), named(2)]);
+}
