@@ -442,8 +442,9 @@ fn recorded(analyzer: &AnalyzerProcess) -> Vec<(String, Vec<String>)> {
 /// is killed with SIGKILL halfway through and started again on the same
 /// port and data directory. The collector's retries send again what was
 /// not acknowledged, the write-ahead log keeps what was: every line
-/// reaches the reference analyzers, and the packets split 3:1 by weight
-/// within what one restart of the routing can shift.
+/// reaches the reference analyzers, and the packets (at most 10 lines
+/// each, by `limits.max_messages_per_packet`) split 3:1 by weight within
+/// what one restart of the routing can shift.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_tailing_a_file_gets_every_line_to_the_analyzers_across_a_kill_9() {
     let _alone = serial::alone().await;
