@@ -153,7 +153,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
 }
 
 /// The 503 for packets the dispatcher did not take, counted by reason.
-fn refused(state: &AppState, e: AdmitError, count: usize) -> ApiError {
+pub(super) fn refused(state: &AppState, e: AdmitError, count: usize) -> ApiError {
     let reason = match e {
         AdmitError::Full { .. } => "overloaded",
         AdmitError::ShuttingDown => "shutting_down",
@@ -200,7 +200,7 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 
 /// Undoes `Content-Encoding`, never inflating past `limit` bytes; the
 /// compressed body is let go once inflated.
-async fn decode(
+pub(super) async fn decode(
     headers: &HeaderMap,
     body: HeldBody,
     limit: usize,

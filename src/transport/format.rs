@@ -17,6 +17,9 @@ pub enum DeliveryFormat {
     /// analyzer contract of docs/analyzers.md.
     #[default]
     Packets,
+    /// OTLP/HTTP: one `ExportLogsServiceRequest` in protobuf, for an OTLP
+    /// receiver's `/v1/logs` (see docs/analyzers.md for the mapping).
+    Otlp,
 }
 
 impl DeliveryFormat {
@@ -24,6 +27,7 @@ impl DeliveryFormat {
     pub fn content_type(self) -> &'static str {
         match self {
             DeliveryFormat::Packets => "application/json",
+            DeliveryFormat::Otlp => "application/x-protobuf",
         }
     }
 
@@ -31,6 +35,7 @@ impl DeliveryFormat {
     pub fn write_body(self, batch: &[Job]) -> Vec<u8> {
         match self {
             DeliveryFormat::Packets => packets_body(batch),
+            DeliveryFormat::Otlp => super::otlp::write_body(batch),
         }
     }
 }
