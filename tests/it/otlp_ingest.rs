@@ -183,6 +183,17 @@ fn refused(reply: &Reply, code: u16, encoding: &str, says: &str) {
     );
 }
 
+/// A request refused whole: what it is, its content type, body and other
+/// headers, the status and what the Status says.
+type Refusal = (
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    Vec<(&'static str, &'static str)>,
+    u16,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_status_in_their_encoding_and_nothing_is_kept() {
     let setup = OtlpSetup::start(|config, _| {
@@ -192,7 +203,7 @@ async fn bad_requests_get_a_status_in_their_encoding_and_nothing_is_kept() {
     })
     .await;
     let api = setup.api();
-    let cases: Vec<(&str, &str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Refusal> = vec![
         (
             "protobuf garbage",
             PROTOBUF,
