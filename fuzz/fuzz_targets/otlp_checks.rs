@@ -37,7 +37,11 @@ pub fn check(result: &Result<Mapped, RequestError>, records: Option<usize>) {
     for packet in &mapped.packets {
         assert!(packet.message_count() >= 1);
         assert!(packet.message_count() <= limits.max_messages_per_packet);
-        assert!(packet.json_bytes() <= limits.max_packet_bytes, "{}", packet.json_bytes());
+        assert!(
+            packet.json_bytes() <= limits.max_packet_bytes,
+            "{}",
+            packet.json_bytes()
+        );
         crate::roundtrip::check(packet);
         messages += packet.message_count();
         bytes += packet.json_bytes();

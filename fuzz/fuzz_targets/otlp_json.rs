@@ -4,9 +4,9 @@
 //! body that reads is accepted or rejected.
 #![no_main]
 
+mod otlp_checks;
 #[allow(dead_code)] // `validate_all` is for the JSON-array targets.
 mod roundtrip;
-mod otlp_checks;
 
 use libfuzzer_sys::fuzz_target;
 use logs_distributor::otlp::from_json;
@@ -33,7 +33,12 @@ fn count_records(body: &[u8]) -> Option<usize> {
 }
 
 fuzz_target!(|body: &[u8]| {
-    let result = from_json(body, &otlp_checks::limits(), otlp_checks::MAX_OUTPUT_BYTES, otlp_checks::now());
+    let result = from_json(
+        body,
+        &otlp_checks::limits(),
+        otlp_checks::MAX_OUTPUT_BYTES,
+        otlp_checks::now(),
+    );
     // Counted only when the body reads: a request refused whole has no count.
     let records = result.as_ref().ok().and_then(|_| count_records(body));
     otlp_checks::check(&result, records);

@@ -4,9 +4,9 @@
 //! decodes the whole body, every record it holds is accepted or rejected.
 #![no_main]
 
+mod otlp_checks;
 #[allow(dead_code)] // `validate_all` is for the JSON-array targets.
 mod roundtrip;
-mod otlp_checks;
 
 use libfuzzer_sys::fuzz_target;
 use logs_distributor::otlp::from_protobuf;
@@ -14,7 +14,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use prost::Message;
 
 fuzz_target!(|body: &[u8]| {
-    let result = from_protobuf(body, &otlp_checks::limits(), otlp_checks::MAX_OUTPUT_BYTES, otlp_checks::now());
+    let result = from_protobuf(
+        body,
+        &otlp_checks::limits(),
+        otlp_checks::MAX_OUTPUT_BYTES,
+        otlp_checks::now(),
+    );
     let records = ExportLogsServiceRequest::decode(body).ok().map(|request| {
         request
             .resource_logs
