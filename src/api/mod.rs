@@ -11,6 +11,7 @@ mod ingest;
 mod openapi;
 mod ops;
 mod query;
+mod records;
 mod ui;
 
 pub use budget::BodyBudget;
@@ -18,6 +19,7 @@ pub use error::ApiError;
 
 use crate::dispatch::Dispatcher;
 use crate::k8s::KubeState;
+use crate::model::records::RecordRules;
 use crate::model::Limits;
 use crate::traffic::Traffic;
 use axum::extract::DefaultBodyLimit;
@@ -55,6 +57,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     pub limits: Limits,
+    /// How `POST /api/v1/records` maps records (the `records` section).
+    pub records: RecordRules,
     pub started: Instant,
     /// False until start-up recovery has finished.
     pub ready: Arc<AtomicBool>,
@@ -100,6 +104,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(admin_posts)
         .route("/api/v1/logs", post(ingest::submit))
+        .route("/api/v1/records", post(records::submit))
         .route("/api/v1/health", get(query::health))
         .route("/api/v1/stats", get(query::stats))
         .route("/api/v1/analyzers", get(query::analyzers))

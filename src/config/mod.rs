@@ -9,6 +9,7 @@
 mod tests;
 mod validate;
 
+use crate::model::records::RecordRules;
 use crate::model::Limits;
 use crate::storage::wal::FsyncMode;
 pub use crate::transport::DeliveryFormat;
@@ -34,7 +35,7 @@ const MAX_SLOTS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// File with the ingestion token (POST /api/v1/logs).
+    /// File with the ingestion token (POST /api/v1/logs, /api/v1/records).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingest_token_file: Option<PathBuf>,
     /// File with the admin token (health overrides, dead letter); it may ingest too.
@@ -239,6 +240,8 @@ pub struct Settings {
     pub health: HealthConfig,
     pub checkpoint: CheckpointConfig,
     pub limits: Limits,
+    /// How `POST /api/v1/records` maps shippers' records to messages.
+    pub records: RecordRules,
     pub queue: QueueConfig,
     pub shutdown: ShutdownConfig,
     pub http: HttpConfig,
@@ -266,7 +269,7 @@ pub struct AnalyzerConfig {
     /// ...or a real one: `http://host:port/path` takes deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The body format deliveries take: `packets` (the default).
+    /// The body format deliveries take: `packets` (the default) or `ndjson`.
     #[serde(default, skip_serializing_if = "is_default_format")]
     pub format: DeliveryFormat,
     /// Deliveries to this analyzer at once [default: queue.analyzer_concurrency].
@@ -521,6 +524,7 @@ impl Default for Settings {
             health: HealthConfig::default(),
             checkpoint: CheckpointConfig::default(),
             limits: Limits::default(),
+            records: RecordRules::default(),
             queue: QueueConfig::default(),
             shutdown: ShutdownConfig::default(),
             http: HttpConfig::default(),

@@ -48,7 +48,7 @@ fn the_documented_keys_parse() {
     )
     .unwrap();
     assert_eq!(s.analyzers.len(), 1);
-    assert_eq!(s.limits.max_packets_per_request, 50);
+    assert_eq!(s.limits.max_packets_per_request, Some(50));
     assert_eq!(s.queue.max_in_flight, 10);
     let ms = Settings::from_yaml("retry: {base_delay: 150ms}\n").unwrap();
     assert_eq!(ms.retry.base_delay, Duration::from_millis(150));
@@ -187,4 +187,51 @@ fn the_body_memory_holds_the_largest_request() {
         error_of("limits: {max_body_bytes: 1000}\nserver: {max_body_memory: 2999}\n"),
         "configuration: server.max_body_memory: 2999 must be at least 3 x limits.max_body_bytes (1000): a gzip body, what it inflates to, and a buffer growing"
     );
+}
+
+#[test]
+fn the_records_section_parses_and_is_checked() {
+    let s = Settings::from_yaml(
+        "records:\n  message_fields: [text]\n  source_fields: [app, kubernetes.labels.app]\n  default_level: warn\n  default_source: edge\n  max_messages_per_packet: 500\n  invalid: refuse\n",
+    )
+    .unwrap();
+    assert_eq!(s.records.message_fields, ["text"]);
+    assert_eq!(s.records.default_level, crate::model::Level::Warning);
+    assert_eq!(s.records.invalid, crate::model::records::InvalidRecords::Refuse);
+    assert_eq!(s.records.max_messages_per_packet, 500);
+    assert_eq!(
+        s.records.timestamp_fields,
+        RecordRules::default().timestamp_fields,
+        "unset keys keep their defaults"
+    );
+    assert_eq!(Settings::from_yaml(&s.to_yaml()).unwrap(), s);
+    for (yaml, says) in [
+        (
+            "records: {message_fields: []}\n",
+            "configuration: records.message_fields: name at least one field",
+        ),
+        (
+            "records: {max_messages_per_packet: 0}\n",
+            "configuration: records.max_messages_per_packet: 0 is out of range 1..=1000 (limits.max_messages_per_packet)",
+        ),
+        (
+            "records: {default_level: loud}\n",
+            "unknown level \"loud\"",
+        ),
+        ("records: {invalid: drop}\n", "drop"),
+        ("records: {colour: red}\n", "colour"),
+    ] {
+        let error = error_of(yaml);
+        assert!(error.contains(says), "{yaml:?}: {error}");
+    }
+}
+
+#[test]
+fn a_request_the_body_limit_lets_in_must_fit_in_the_queue() {
+    assert_eq!(Settings::default().limits.max_packets_per_request, None);
+    assert_eq!(
+        error_of("limits: {max_body_bytes: 2000}\nqueue: {max_in_flight_bytes: 1999}\n"),
+        "configuration: queue.max_in_flight_bytes: 1999 is below limits.max_body_bytes (2000): a request the body limit lets in could never fit in the queue"
+    );
+    Settings::from_yaml("limits: {max_body_bytes: 2000}\nqueue: {max_in_flight_bytes: 2000}\n").unwrap();
 }

@@ -163,7 +163,7 @@ impl Analyzer {
                     config.format,
                     settings.http.timeout,
                 )
-                    .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
+                .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
             )),
             (None, None) => anyhow::bail!(
                 "analyzer {} has neither endpoint nor simulated settings",

@@ -54,7 +54,8 @@ pub struct AnalyzerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('http://')").message("endpoint must be an http:// URL"))]
     pub endpoint: Option<String>,
-    /// The body format deliveries take: packets (a JSON array of packets, the default).
+    /// The body format deliveries take: packets (a JSON array of packets, the default) or
+    /// ndjson (one message per line as a flat JSON object, with its packet_id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,
     /// Run this analyzer inside the distributor as a simulation (demos and tests). Set exactly

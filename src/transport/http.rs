@@ -418,7 +418,13 @@ mod tests {
 
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}/", silent.local_addr().unwrap());
-        let http = Http::new(&endpoint, "/health", DeliveryFormat::Packets, Duration::from_millis(200)).unwrap();
+        let http = Http::new(
+            &endpoint,
+            "/health",
+            DeliveryFormat::Packets,
+            Duration::from_millis(200),
+        )
+        .unwrap();
         assert_eq!(
             http.probe().await.unwrap_err().to_string(),
             "no answer within 200ms"

@@ -8,6 +8,7 @@
 pub mod endpoint;
 pub mod format;
 mod http;
+mod ndjson;
 mod simulated;
 
 pub use format::DeliveryFormat;
