@@ -21,8 +21,11 @@ mod http_analyzers;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes;
 mod lifecycle;
+mod ndjson_delivery;
 mod openapi;
 mod packaging;
+mod records_ingest;
+mod request_size;
 mod retries;
 mod routing;
 mod security;

@@ -15,6 +15,8 @@ pub struct AnalyzerSpec {
     pub failure_rate: f64,
     /// A real analyzer's URL; when set, the simulated settings are unused.
     pub endpoint: Option<String>,
+    /// A real analyzer's delivery format (`packets` when `None`).
+    pub format: Option<String>,
 }
 
 pub fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
@@ -25,6 +27,7 @@ pub fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
         processing_ms: 0,
         failure_rate: 0.0,
         endpoint: None,
+        format: None,
     }
 }
 
@@ -49,6 +52,12 @@ impl AnalyzerSpec {
 
     pub fn failing(mut self, rate: f64) -> Self {
         self.failure_rate = rate;
+        self
+    }
+
+    /// The delivery format of an analyzer reached over HTTP.
+    pub fn format(mut self, format: &str) -> Self {
+        self.format = Some(format.into());
         self
     }
 }
@@ -142,11 +151,12 @@ impl Config {
         for a in &self.analyzers {
             if let Some(endpoint) = &a.endpoint {
                 text.push_str(&format!(
-                    "  - {{id: {}, name: {}, weight: {}, endpoint: {:?}}}\n",
+                    "  - {{id: {}, name: {}, weight: {}, endpoint: {:?}, format: {}}}\n",
                     a.id,
                     a.name.as_deref().unwrap_or(&a.id),
                     a.weight,
-                    endpoint
+                    endpoint,
+                    a.format.as_deref().unwrap_or("packets")
                 ));
                 continue;
             }

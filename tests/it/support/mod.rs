@@ -13,4 +13,5 @@ pub mod packets;
 pub mod poll;
 pub mod ports;
 pub mod processes;
+pub mod recorder;
 pub mod serial;
