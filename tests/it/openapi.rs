@@ -616,6 +616,32 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
             server.post_raw(logs, headers, body).await.expect(status),
         );
     }
+    // Records: valid and invalid ones (200), nothing usable (400), too
+    // large (413), another media type (415).
+    let records = "/api/v1/records";
+    let record_posts = [
+        (
+            json_type,
+            br#"[{"message":"a","host":"h"},{"log":"b","date":1733390000.5}]"#.to_vec(),
+            200,
+        ),
+        (
+            ndjson_type,
+            b"{\"msg\":\"c\"}\n{\"level\":\"info\"}\nnot json\n".to_vec(),
+            200,
+        ),
+        (json_type, b"not json".to_vec(), 400),
+        (json_type, b"[]".to_vec(), 400),
+        (&[("content-type", "text/plain")][..], b"{}".to_vec(), 415),
+        (zipped, gzip(&[b' '; 70_000]), 413),
+    ];
+    for (headers, body, status) in record_posts {
+        check(
+            "post",
+            records,
+            server.post_raw(records, headers, body).await.expect(status),
+        );
+    }
 
     // Queries, with dead letters in the file.
     eventually("dead letters and nothing in flight", DEADLINE, || async {
@@ -748,6 +774,10 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     check("post", logs, full.expect(503));
     assert_eq!(full.header("retry-after"), Some("1"));
     check("post", replay, server.post(replay, &json!({})).await.expect(503));
+    let full = server
+        .post_raw(records, json_type, br#"{"msg":"no room"}"#.to_vec())
+        .await;
+    check("post", records, full.expect(503));
     server
         .set_health("good", json!({"mode": "auto"}))
         .await

@@ -431,3 +431,73 @@ fn the_rules_are_checked() {
     })
     .starts_with("max_messages_per_packet: 1001 is out of range 1..=1000"));
 }
+
+mod any_body {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Bodies made of the bytes that matter to the scan and the mapping:
+    /// brackets, quotes, escapes, separators, field names and values.
+    fn jsonish() -> impl Strategy<Value = Vec<u8>> {
+        let pieces = prop_oneof![
+            Just(&b"{"[..]),
+            Just(&b"}"[..]),
+            Just(&b"["[..]),
+            Just(&b"]"[..]),
+            Just(&b","[..]),
+            Just(&b":"[..]),
+            Just(&b"\""[..]),
+            Just(&b"\\"[..]),
+            Just(&b"\n"[..]),
+            Just(&b" "[..]),
+            Just(&br#""msg":"m""#[..]),
+            Just(&br#""log":"l""#[..]),
+            Just(&br#""date":1733390000.5"#[..]),
+            Just(&br#""timestamp":"2024-12-05T09:13:20Z""#[..]),
+            Just(&br#""level":40"#[..]),
+            Just(&br#""host":{"name":"h"}"#[..]),
+            Just(&b"1e400"[..]),
+            Just(&b"null"[..]),
+        ];
+        prop::collection::vec(pieces, 0..60).prop_map(|parts| parts.concat())
+    }
+
+    fn holds_invariants(body: &[u8]) {
+        let rules = RecordRules {
+            max_messages_per_packet: 3,
+            ..RecordRules::default()
+        };
+        let limits = Limits::default();
+        for framing in [Framing::Json, Framing::Lines] {
+            let Ok(packed) = pack(body, framing, &rules, &limits, ROOMY, now()) else {
+                continue;
+            };
+            assert_eq!(packed.accepted + packed.invalid.len(), packed.total);
+            let messages: usize = packed.packets.iter().map(EncodedPacket::message_count).sum();
+            assert_eq!(messages, packed.accepted);
+            for packet in &packed.packets {
+                assert!((1..=3).contains(&packet.message_count()));
+                let decoded = packet.decode(0);
+                assert_eq!(
+                    &EncodedPacket::new(&decoded),
+                    packet,
+                    "the encoding survives a round trip"
+                );
+            }
+            let mut indexes = packed.invalid.iter().map(|record| record.index);
+            assert!(indexes.all(|index| index < packed.total));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panic_and_account_for_every_record(body in jsonish()) {
+            holds_invariants(&body);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..200)) {
+            holds_invariants(&body);
+        }
+    }
+}
