@@ -235,8 +235,8 @@ async fn keep_in_dead_letter(
             Ok(())
         }
         Err(e) if accepted_some => Err(ApiError::internal(format!(
-            "the valid records were accepted and will be delivered, but the {} invalid ones could not be \
-             written to the dead letter: {e}; sending the request again delivers the valid ones again",
+            "the valid records were accepted and will be delivered, but the invalid records ({}) could not \
+             be written to the dead letter: {e}; sending the request again delivers the valid ones again",
             invalid.len()
         ))),
         Err(e) => Err(ApiError::unavailable(

@@ -112,6 +112,11 @@ async fn delivered(server: &Server, recorder: &Recorder, ids: &[String]) -> Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vector_events_as_a_json_array_or_newline_delimited_map_field_for_field() {
     let (server, recorder) = recorded(None).await;
+    // Vector's health check: a HEAD that must answer 200 (`healthcheck.uri`).
+    server
+        .send(server.http.head(server.url("/readyz")))
+        .await
+        .expect(200);
     let array = fixtures::text("records/vector-json.json");
     let lines = fixtures::text("records/vector-ndjson.ndjson");
     let from_array = all_accepted(&post(&server, JSON, true, gzip(array.as_bytes())).await, 3);
