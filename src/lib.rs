@@ -4,7 +4,9 @@
 //! A map of the crate, in the order a packet meets it:
 //!
 //! - [`api`]: the axum router; `POST /api/v1/logs` parses and validates
-//!   ([`model`]) and admits packets to the [`dispatch::Dispatcher`].
+//!   ([`model`]) and admits packets to the [`dispatch::Dispatcher`];
+//!   `POST /api/v1/records` maps shippers' records into packets
+//!   ([`model::records`]) and admits them the same way.
 //! - [`dispatch`]: picks an analyzer ([`dispatch::fleet`] over a [`dispatch::routing`] table),
 //!   queues the packet on that analyzer's lane, delivers it through its
 //!   [`transport`], and on failure asks [`dispatch::retry`] when to try again or

@@ -235,3 +235,15 @@ fn a_request_the_body_limit_lets_in_must_fit_in_the_queue() {
     );
     Settings::from_yaml("limits: {max_body_bytes: 2000}\nqueue: {max_in_flight_bytes: 2000}\n").unwrap();
 }
+
+#[test]
+fn the_documented_defaults_are_the_defaults() {
+    let doc = include_str!("../../docs/configuration.md");
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/configuration.md has a yaml block of the defaults");
+    let documented = Settings::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(documented, Settings::default());
+}

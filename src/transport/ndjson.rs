@@ -6,9 +6,10 @@
 //! Each line holds, in this order: `message`, `timestamp` (RFC 3339),
 //! `level`, `source`, `packet_id` (the packet's id, so that a receiver can
 //! drop what it sees again), `retry_count`, then the message's metadata
-//! keys at the top level, in their order. A metadata key named like one of
-//! those fields (or `metadata`) stays under a `metadata` object at the end
-//! of the line, so that no field is ever written twice.
+//! keys at the top level, in the order they were kept (sorted by name). A
+//! metadata key named like one of those fields (or `metadata`) stays under
+//! a `metadata` object at the end of the line, so that no field is ever
+//! written twice.
 
 use crate::dispatch::job::Job;
 use serde::de::{MapAccess, Visitor};
