@@ -408,14 +408,14 @@ async fn too_large_and_unsupported_bodies_are_413_and_415() {
         reply.text
     );
     // Seven records in packets of two: four packets, and the queue holds three.
-    let seven = format!("[{}]", vec![record.as_str(); 7].join(","));
+    let seven = format!("[{}]", [record.as_str(); 7].join(","));
     let reply = post(&server, JSON, false, seven.into_bytes()).await;
     reply.expect(413);
     assert_eq!(
         reply.error(),
         "the request is larger than the whole queue: 4 packets, and queue.max_in_flight is 3; send it in smaller requests; nothing from this request was kept"
     );
-    let six = format!("[{}]", vec![record.as_str(); 6].join(","));
+    let six = format!("[{}]", [record.as_str(); 6].join(","));
     all_accepted(&post(&server, JSON, false, six.into_bytes()).await, 6);
     for (headers, says) in [
         (
