@@ -22,6 +22,9 @@ FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin distributor \
     && mkdir -p /data && chown distributor /data
 COPY --from=build /src/target/release/logs-distributor /usr/local/bin/logs-distributor
+# The system's CA certificates (the build stage's, from Debian's ca-certificates):
+# the roots HTTPS to analyzers verifies against, beside an analyzer's own CA bundle.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 10001
 VOLUME ["/data"]
 ENV LD_LISTEN=0.0.0.0:8080 LD_DATA_DIR=/data LD_LOG_FORMAT=json

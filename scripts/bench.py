@@ -25,7 +25,10 @@ Extra rows:
   - open loop at half the peak of each batched row (with and without
     linger): latency there;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
-    must stay flat (503s, not growth).
+    must stay flat (503s, not growth);
+  - OTLP ingest (scripts/bench_otlp.py): POST /v1/logs at 512 records per
+    request next to an OpenTelemetry Collector forwarding the same load, both
+    to the same collector sink; a table of its own.
 
 Environment: BENCH_DURATION (seconds per row, default 10),
 BENCH_CONCURRENCY (connections, default 64), BENCH_CRITERION=1 to also run
@@ -457,6 +460,8 @@ def main():
                              + (f"; dropped {dropped}" if dropped else "")
                              + (f"; {other}" if other else "")))
         overloaded = overload(bench)
+        import bench_otlp
+        otlp_rows = bench_otlp.run(work)
     finally:
         bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -486,6 +491,8 @@ def main():
     print(f"overload (256 connections x 100 packets, fsync always): {codes.get('202', 0):,} accepted, "
           f"{codes.get('503', 0):,} refused with 503; RSS {start:.0f} MiB at start, "
           f"peak {first_half:.0f} MiB in the first half, {second_half:.0f} MiB in the second half")
+
+    bench_otlp.print_table(otlp_rows)
 
     if os.environ.get("BENCH_CRITERION") == "1":
         for name in ("routing", "validation"):

@@ -284,7 +284,10 @@ check_schema() {
         "--set analyzers[0].name=a,analyzers[0].weight=5000,analyzers[0].simulated.processingTimeMs=1|/analyzers/0/weight"
         "--set-json analyzers=[{\"name\":\"a\",\"weight\":1}]|/analyzers/0"
         "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"http://x/\",\"simulated\":{}}]|/analyzers/0"
-        "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"https://x/\"}]|/analyzers/0/endpoint"
+        "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"ftp://x/\"}]|/analyzers/0/endpoint"
+        "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"https://x/\",\"auth\":{\"bearerToken\":{\"secretKeyRef\":{\"name\":\"t\",\"key\":\"k\"}},\"basic\":{\"secretName\":\"b\"}}}]|/analyzers/0/auth"
+        "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"https://x/\",\"headers\":{\"X(A)\":\"v\"}}]|invalid propertyName 'X(A)'"
+        "--set-json analyzerSecrets=[\"Not_A_Name\"]|/analyzerSecrets/0"
         "--set-json analyzers=[{\"name\":\"A_1\",\"weight\":1,\"simulated\":{}}]|/analyzers/0/name"
         "--set config.retry.max_retry=3|additional properties 'max_retry' not allowed"
         "--set config.wal.fsync=sometimes|/config/wal/fsync"
@@ -374,7 +377,7 @@ check_helm_install() {
     grep -q "port-forward service/$RELEASE 8080:8080" "$WORK/install.out" ||
         fail "the NOTES do not say how to port-forward:" "$WORK/install.out"
     K get analyzers -n "$HELM_NS" -o go-template='{{range .items}}{{.metadata.name}}={{.spec.endpoint}} {{end}}' >"$WORK/installed.txt" 2>&1 || true
-    [[ $(<"$WORK/installed.txt") == "analyzer-a1=http://$RELEASE-analyzer-a1:9000/ analyzer-a2=http://$RELEASE-analyzer-a2:9000/ external=http://analyzer.example.svc:9000/ingest " ]] ||
+    [[ $(<"$WORK/installed.txt") == "analyzer-a1=http://$RELEASE-analyzer-a1:9000/ analyzer-a2=http://$RELEASE-analyzer-a2:9000/ external=http://analyzer.example.svc:9000/ingest otel=https://otel-collector.observability.svc:4318/v1/logs vector=http://vector.observability.svc:8080/ " ]] ||
         fail "helm install did not create the expected Analyzers:" "$WORK/installed.txt"
     quiet "$WORK/upgrade.out" "$HELM" upgrade "$RELEASE" "$CHART" "${args[@]}" --set autoscaling.enabled=false --set replicas=2 ||
         fail "helm upgrade failed:" "$WORK/upgrade.out"

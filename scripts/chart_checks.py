@@ -148,11 +148,19 @@ def rendered_problems(work, ns):
     role = one(default, "Role")
     rules = role.get("rules")
     check(one(default, "RoleBinding").get("roleRef", {}).get("name") == role["metadata"]["name"], "RoleBinding binds the Role")
+    check(not [r for r in rules or [] if {"secrets", "configmaps"} & set(r.get("resources", []))],
+          "by default no Secret or ConfigMap may be read")
 
     allopt = load("all-options")
     check(not by_kind(allopt, "Role") and not by_kind(allopt, "RoleBinding"), "watchAllNamespaces: no Role")
     crole = one(allopt, "ClusterRole")
-    check(crole.get("rules") == rules, "the ClusterRole has exactly the Role's rules")
+    named = [
+        {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["otel-token", "ld-client-tls", "vector-basic"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["otel-ca"], "verbs": ["get", "list", "watch"]},
+    ]
+    check(crole.get("rules") == (rules or []) + named,
+          "the ClusterRole has the Role's rules and reads only the Secrets and ConfigMaps named in the values")
     crb = one(allopt, "ClusterRoleBinding")
     check(crb.get("subjects", [{}])[0].get("namespace") == ns, "the ClusterRoleBinding names the ServiceAccount's namespace")
     asts = one(allopt, "StatefulSet")
@@ -170,9 +178,14 @@ def rendered_problems(work, ns):
     check(sm.get("spec", {}).get("endpoints", [{}])[0].get("port") == "http", "ServiceMonitor scrapes the http port")
     refs = {d["metadata"]["name"]: d for d in by_kind(allopt, "Deployment")}
     az = {o["metadata"]["name"]: o["spec"] for o in by_kind(allopt, "Analyzer")}
+    endpoints = {
+        "external": "http://analyzer.example.svc:9000/ingest",
+        "otel": "https://otel-collector.observability.svc:4318/v1/logs",
+        "vector": "http://vector.observability.svc:8080/",
+    }
     for name, spec in az.items():
-        if name == "external":
-            check(spec.get("endpoint") == "http://analyzer.example.svc:9000/ingest", "an endpoint entry is left alone")
+        if name in endpoints:
+            check(spec.get("endpoint") == endpoints[name], f"{name}: an endpoint entry is left alone")
             continue
         check("simulated" not in spec, f"{name}: served by its reference analyzer, not simulated")
         svc_name = spec.get("endpoint", "").removeprefix("http://").split(":")[0]
@@ -180,6 +193,8 @@ def rendered_problems(work, ns):
         if svc_name in refs:
             args = refs[svc_name]["spec"]["template"]["spec"]["containers"][0]["args"]
             check(args[:3] == ["analyzer", "--listen", "0.0.0.0:9000"], f"{svc_name} args {args}")
+    check(az.get("otel", {}).get("auth") == {"bearerToken": {"secretKeyRef": {"name": "otel-token", "key": "token"}}},
+          "an Analyzer's auth goes to its spec as given")
     dash = [o for o in load("default") if o["kind"] == "ConfigMap" and o["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
     check(len(dash) == 1 and json.loads(list(dash[0]["data"].values())[0]).get("uid"), "a dashboard ConfigMap labelled grafana_dashboard=1 holding JSON")
 

@@ -6,7 +6,8 @@
 //! - [`api`]: the axum router; `POST /api/v1/logs` parses and validates
 //!   ([`model`]) and admits packets to the [`dispatch::Dispatcher`];
 //!   `POST /api/v1/records` maps shippers' records into packets
-//!   ([`model::records`]) and admits them the same way.
+//!   ([`model::records`]) and admits them the same way; `POST /v1/logs` takes
+//!   OTLP/HTTP logs, turned into packets by [`otlp`].
 //! - [`dispatch`]: picks an analyzer ([`dispatch::fleet`] over a [`dispatch::routing`] table),
 //!   queues the packet on that analyzer's lane, delivers it through its
 //!   [`transport`], and on failure asks [`dispatch::retry`] when to try again or
@@ -36,6 +37,7 @@ pub mod dispatch;
 pub mod k8s;
 pub(crate) mod metrics;
 pub mod model;
+pub mod otlp;
 pub(crate) mod server;
 pub mod service;
 pub mod shutdown;

@@ -24,10 +24,12 @@ pub struct Metrics {
     pub packets_received: IntCounter,
     pub messages_received: IntCounter,
     pub packets_rejected: IntCounterVec,
+    pub otlp_log_records: IntCounterVec,
     pub packets_routed: IntCounterVec,
     pub messages_routed: IntCounterVec,
     pub packets_delivered: IntCounterVec,
     pub delivery_failures: IntCounterVec,
+    pub otlp_rejected_records: IntCounterVec,
     pub packets_retried: IntCounter,
     pub retries_deferred: IntCounter,
     pub packets_dead_lettered: IntCounter,
@@ -98,7 +100,7 @@ impl Metrics {
         let ingest_duration = Histogram::with_opts(
             HistogramOpts::new(
                 name("ingest_duration_seconds"),
-                "Time to answer an ingest request (POST /api/v1/logs, POST /api/v1/records).",
+                "Time to answer an ingest request (POST /api/v1/logs, POST /api/v1/records, POST /v1/logs).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
@@ -141,6 +143,12 @@ impl Metrics {
                 "Packets refused at ingest, by reason (invalid, overloaded, shutting_down, recovering, storage_unavailable, too_large).",
                 "reason",
             ),
+            otlp_log_records: counter_vec(
+                "otlp_log_records_total",
+                "OTLP log records of the requests answered 200 at POST /v1/logs, by outcome \
+                 (accepted, rejected: left out for a limit, reported in partial_success).",
+                "outcome",
+            ),
             packets_routed: counter_vec(
                 "packets_routed_total",
                 "Packets handed to an analyzer (each retry counts again).",
@@ -159,6 +167,11 @@ impl Metrics {
             delivery_failures: counter_vec(
                 "delivery_failures_total",
                 "Failed attempts to hand a packet to an analyzer.",
+                ANALYZER_LABEL,
+            ),
+            otlp_rejected_records: counter_vec(
+                "otlp_rejected_records_total",
+                "Log records an OTLP analyzer (format otlp) rejected in a partial success: the rest of each delivery was taken.",
                 ANALYZER_LABEL,
             ),
             packets_retried: counter("packets_retried_total", "Packets scheduled for another attempt."),
@@ -237,6 +250,7 @@ impl Metrics {
         let _ = self.messages_routed.remove_label_values(&[id]);
         let _ = self.packets_delivered.remove_label_values(&[id]);
         let _ = self.delivery_failures.remove_label_values(&[id]);
+        let _ = self.otlp_rejected_records.remove_label_values(&[id]);
         let _ = self.analyzer_healthy.remove_label_values(&[id]);
         let _ = self.analyzer_weight.remove_label_values(&[id]);
         let _ = self.delivery_duration.remove_label_values(&[id]);
@@ -272,6 +286,10 @@ mod tests {
         m.ingest_duration.observe(0.002);
         let text = m.render();
         assert!(text.contains("logs_distributor_packets_routed_total{analyzer=\"analyzer-a1\"} 1"));
+        m.otlp_log_records.with_label_values(&["rejected"]).inc_by(3);
+        assert!(m
+            .render()
+            .contains("logs_distributor_otlp_log_records_total{outcome=\"rejected\"} 3"));
         assert!(text.contains("logs_distributor_packets_delivered_total{analyzer=\"analyzer-a1\"} 2"));
         assert!(text.contains("logs_distributor_packets_received_total 1"));
         assert!(text.contains("logs_distributor_ingest_duration_seconds_bucket{le=\"0.0025\"} 1"));

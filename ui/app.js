@@ -176,6 +176,9 @@
     Ejected: 'ejected after failed deliveries',
     ForcedHealthy: 'forced in by an operator',
     ForcedUnhealthy: 'forced out by an operator',
+    Passive: 'passive: not probed, failed deliveries eject',
+    CooledDown: 'back after its cool-down, on probation',
+    DeliverySucceeded: 'back: a delivery succeeded',
   };
 
   const MODES = {

@@ -1,5 +1,5 @@
 //! The HTTP API: the axum [`app`], its shared [`AppState`], and the
-//! handlers grouped by job (ingest, query, admin, ops).
+//! handlers grouped by job (ingest, OTLP ingest, query, admin, ops).
 
 mod admin;
 pub mod auth;
@@ -10,6 +10,7 @@ mod gzip;
 mod ingest;
 mod openapi;
 mod ops;
+mod otlp;
 mod query;
 mod records;
 mod ui;
@@ -105,6 +106,7 @@ pub fn app(state: AppState) -> Router {
         .merge(admin_posts)
         .route("/api/v1/logs", post(ingest::submit))
         .route("/api/v1/records", post(records::submit))
+        .route("/v1/logs", post(otlp::export))
         .route("/api/v1/health", get(query::health))
         .route("/api/v1/stats", get(query::stats))
         .route("/api/v1/analyzers", get(query::analyzers))

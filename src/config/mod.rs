@@ -12,7 +12,10 @@ mod validate;
 use crate::model::records::RecordRules;
 use crate::model::Limits;
 use crate::storage::wal::FsyncMode;
-pub use crate::transport::DeliveryFormat;
+pub use crate::transport::probe::{ExpectedStatuses, ProbeMethod};
+pub use crate::transport::{
+    credentials::AuthOptions, headers::ExtraHeaders, tls::TlsOptions, DeliveryFormat,
+};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -266,10 +269,19 @@ pub struct AnalyzerConfig {
     /// An in-process simulated analyzer...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<SimulatedConfig>,
-    /// ...or a real one: `http://host:port/path` takes deliveries.
+    /// ...or a real one: `http://` or `https://host:port/path` takes deliveries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The body format deliveries take: `packets` (the default) or `ndjson`.
+    /// HTTPS: CA bundle, client certificate, server name (an `https://` endpoint only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOptions>,
+    /// A bearer token or basic credentials, from files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthOptions>,
+    /// Static extra headers of every delivery.
+    #[serde(default, skip_serializing_if = "ExtraHeaders::is_empty")]
+    pub headers: ExtraHeaders,
+    /// The body format deliveries take: `packets` (the default), `ndjson` or `otlp`.
     #[serde(default, skip_serializing_if = "is_default_format")]
     pub format: DeliveryFormat,
     /// Deliveries to this analyzer at once [default: queue.analyzer_concurrency].
@@ -298,6 +310,18 @@ pub struct AnalyzerHealthCheck {
     pub unhealthy_threshold: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_threshold: Option<u32>,
+    /// The probe's URL, absolute (another port or host) or relative to the endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// GET (the default) or HEAD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<ProbeMethod>,
+    /// Statuses that pass, codes and ranges: `[200, "200-299"]`; default any 2xx.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_statuses: Option<ExpectedStatuses>,
+    /// No probes: failed deliveries eject; a success, or `interval` out, brings it back.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub passive: bool,
 }
 
 fn is_default_format(format: &DeliveryFormat) -> bool {
@@ -505,6 +529,9 @@ impl Default for Settings {
                 ..SimulatedConfig::default()
             }),
             endpoint: None,
+            tls: None,
+            auth: None,
+            headers: ExtraHeaders::default(),
             format: DeliveryFormat::default(),
             concurrency: None,
             health_path: default_health_path(),

@@ -247,3 +247,74 @@ fn the_documented_defaults_are_the_defaults() {
     let documented = Settings::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(documented, Settings::default());
 }
+
+/// An HTTPS analyzer with a token, a header and a probe on another port, as
+/// docs/configuration.md shows it.
+const HTTPS_ANALYZER: &str = "analyzers:
+  - id: otel
+    weight: 1
+    endpoint: https://collector.example:4318/v1/logs
+    tls: {ca_file: /etc/ld/ca.pem, cert_file: /etc/ld/tls.crt, key_file: /etc/ld/tls.key, server_name: collector.internal}
+    auth: {token_file: /var/run/secrets/otel/token}
+    headers: {X-Scope-OrgID: tenant-a}
+    health_check: {url: 'http://collector.example:13133/', method: HEAD, expected_statuses: [200, '202-204']}
+";
+
+#[test]
+fn an_https_analyzer_with_credentials_and_a_probe_url_parses_and_prints_back() {
+    let s = Settings::from_yaml(HTTPS_ANALYZER).unwrap();
+    let otel = &s.analyzers[0];
+    let tls = otel.tls.as_ref().unwrap();
+    assert_eq!(tls.server_name.as_deref(), Some("collector.internal"));
+    assert_eq!(
+        otel.auth.as_ref().unwrap().token_file,
+        Some(crate::transport::material::Material::File(
+            "/var/run/secrets/otel/token".into()
+        ))
+    );
+    assert_eq!(otel.headers.0["X-Scope-OrgID"], "tenant-a");
+    let check = otel.health_check.as_ref().unwrap();
+    assert_eq!(check.method, Some(ProbeMethod::Head));
+    let expected = check.expected_statuses.as_ref().unwrap();
+    assert!(expected.contains(203) && !expected.contains(201));
+    let printed = s.to_yaml();
+    assert!(
+        printed.contains("token_file: /var/run/secrets/otel/token"),
+        "{printed}"
+    );
+    assert_eq!(Settings::from_yaml(&printed).unwrap(), s);
+}
+
+#[test]
+fn bad_analyzer_transports_name_the_key() {
+    let endpoint =
+        |url: &str, rest: &str| format!("analyzers:\n  - {{id: a, weight: 1, endpoint: '{url}', {rest}}}\n");
+    let cases = [
+        (endpoint("https://x/", "tls: {cert_file: /c}"), "analyzers[0].tls: give both `cert_file` and `key_file`"),
+        (endpoint("http://x/", "tls: {ca_file: /c}"), "analyzers[0].tls: http://x/ is an http:// endpoint; TLS settings need https://"),
+        (endpoint("https://x/", "tls: {server_name: 'a b'}"), "analyzers[0].tls.server_name: \"a b\" is not a DNS name"),
+        (endpoint("https://x/", "auth: {}"), "analyzers[0].auth: give `token_file`"),
+        (endpoint("https://x/", "auth: {token_file: /t, username_file: /u}"), "analyzers[0].auth: give one of"),
+        (endpoint("https://x/", "auth: {password_file: /p}"), "analyzers[0].auth: basic credentials need both"),
+        (endpoint("https://x/", "headers: {Content-Type: text/plain}"), "analyzers[0].headers: Content-Type is set by the distributor"),
+        (endpoint("https://x/", "headers: {X-A: \"a\\nb\"}"), "analyzers[0].headers.X-A: the value must be visible ASCII"),
+        (endpoint("https://u:p@x/", "name: a"), "analyzers[0].endpoint: https://x... holds credentials"),
+        (endpoint("https://x/", "health_check: {url: 'ftp://x/'}"), "analyzers[0].health_check.url: ftp://x/ must be an http:// or https:// URL"),
+        (endpoint("https://x/", "health_path: /h, health_check: {url: /ready}"), "analyzers[0].health_check.url: give health_check.url or health_path, not both"),
+        (endpoint("https://x/", "health_check: {expected_statuses: [700]}"), "700 is not an HTTP status"),
+        (endpoint("https://x/", "health_check: {method: POST}"), "POST"),
+        (
+            "analyzers:\n  - {id: a, weight: 1, simulated: {}, headers: {X-A: b}}\n".to_string(),
+            "analyzers[0].simulated: tls, auth and headers are for an analyzer with an `endpoint`",
+        ),
+        (
+            "analyzers:\n  - {id: a, weight: 1, simulated: {}, health_check: {passive: true}}\nhealth: {ejection_threshold: 0}\n".to_string(),
+            "analyzers[0].health_check.passive: a passive analyzer leaves the rotation only on failed deliveries",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let error = error_of(&yaml);
+        assert!(error.contains(expected), "{yaml}: {error}");
+        assert_eq!(error.lines().count(), 1, "{error:?}");
+    }
+}

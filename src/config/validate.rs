@@ -1,7 +1,7 @@
 //! Every rule of the settings the types cannot say: each refusal names
 //! the key at fault and the reason, in one line.
 
-use super::{ConfigError, Settings, Source, MAX_DURATION, MAX_SLOTS, MAX_WEIGHT};
+use super::{AnalyzerConfig, ConfigError, Settings, Source, MAX_DURATION, MAX_SLOTS, MAX_WEIGHT};
 use crate::storage::wal::MAX_PACKET_JSON_BYTES;
 use crate::transport::endpoint::Endpoint;
 use std::collections::HashSet;
@@ -45,6 +45,12 @@ impl Settings {
                     }
                 }
             }
+            if a.health_check.as_ref().is_some_and(|own| own.passive) && self.health.ejection_threshold == 0 {
+                return bad(
+                    key("health_check.passive"),
+                    "a passive analyzer leaves the rotation only on failed deliveries: health.ejection_threshold must be above 0".into(),
+                );
+            }
             if !ids.insert(a.id.as_str()) {
                 return bad(key("id"), format!("duplicate id {:?}", a.id));
             }
@@ -55,6 +61,12 @@ impl Settings {
                 );
             }
             match (&a.simulated, &a.endpoint) {
+                (Some(_), None) if a.tls.is_some() || a.auth.is_some() || !a.headers.is_empty() => {
+                    return bad(
+                        key("simulated"),
+                        "tls, auth and headers are for an analyzer with an `endpoint`".into(),
+                    )
+                }
                 (Some(sim), None) => {
                     for (field, rate) in [
                         ("failure_rate", sim.failure_rate),
@@ -69,9 +81,7 @@ impl Settings {
                     }
                 }
                 (None, Some(endpoint)) => {
-                    if let Err(why) = Endpoint::parse(endpoint, &a.health_path) {
-                        return bad(key("endpoint"), why);
-                    }
+                    check_reach(a, endpoint).map_err(|why| ConfigError(format!("analyzers[{i}].{why}")))?;
                 }
                 (Some(_), Some(_)) => {
                     return bad(
@@ -268,6 +278,31 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The rules of an analyzer reached at `endpoint`: its URLs, TLS settings,
+/// credentials and headers. The error starts with the key, below the
+/// analyzer's (`endpoint: ...`, `tls.server_name: ...`).
+fn check_reach(a: &AnalyzerConfig, endpoint: &str) -> Result<(), String> {
+    let parsed = Endpoint::parse(endpoint).map_err(|why| format!("endpoint: {why}"))?;
+    let own = a.health_check.clone().unwrap_or_default();
+    if own.url.is_some() && a.health_path != "/health" {
+        return Err("health_check.url: give health_check.url or health_path, not both".into());
+    }
+    parsed.health(&a.health_path, own.url.as_deref())?;
+    if let Some(tls) = &a.tls {
+        if !parsed.is_https() {
+            return Err(format!(
+                "tls: {} is an http:// endpoint; TLS settings need https://",
+                parsed.url
+            ));
+        }
+        tls.check()?;
+    }
+    if let Some(auth) = &a.auth {
+        auth.check()?;
+    }
+    a.headers.check()
 }
 
 /// What a duration setting may be besides at most [`MAX_DURATION`].

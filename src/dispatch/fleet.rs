@@ -22,7 +22,8 @@ use crate::dispatch::routing::RoutingTable;
 use crate::metrics::AnalyzerMetrics;
 use crate::metrics::Metrics;
 use crate::sync::LockUnpoisoned;
-use crate::transport::{Http, Simulated, Transport};
+use crate::transport::otlp::answer::PartialSuccessTally;
+use crate::transport::{DeliveryFormat, Http, HttpOptions, ProbeOptions, Simulated, Transport};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,24 +155,48 @@ impl Analyzer {
         settings: &Settings,
         metrics: &Metrics,
     ) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
+        let own = config.health_check.clone().unwrap_or_default();
         let transport = match (&config.simulated, &config.endpoint) {
             (Some(simulated), _) => Transport::Simulated(simulated_transport(simulated)),
-            (None, Some(endpoint)) => Transport::Http(Box::new(
-                Http::new(
+            (None, Some(endpoint)) => {
+                let expected = own.expected_statuses.clone().unwrap_or_default();
+                let mut http = Http::new(HttpOptions {
+                    id: &config.id,
                     endpoint,
-                    &config.health_path,
-                    config.format,
-                    settings.http.timeout,
-                )
-                .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?,
-            )),
+                    format: config.format,
+                    timeout: settings.http.timeout,
+                    tls: config.tls.as_ref(),
+                    auth: config.auth.as_ref(),
+                    headers: &config.headers,
+                    probe: ProbeOptions {
+                        path: &config.health_path,
+                        url: own.url.as_deref(),
+                        method: own.method.unwrap_or_default(),
+                        expected: &expected,
+                    },
+                })
+                .map_err(|e| anyhow::anyhow!("analyzer {}: {e}", config.id))?;
+                if config.format == DeliveryFormat::Otlp {
+                    let rejected = metrics
+                        .otlp_rejected_records
+                        .with_label_values(&[config.id.as_str()]);
+                    http.count_partial_success(PartialSuccessTally::new(&config.id, rejected));
+                }
+                Transport::Http(Box::new(http))
+            }
             (None, None) => anyhow::bail!(
                 "analyzer {} has neither endpoint nor simulated settings",
                 config.id
             ),
         };
-        let own = config.health_check.clone().unwrap_or_default();
         let defaults = &settings.health;
+        if own.passive && defaults.ejection_threshold == 0 {
+            anyhow::bail!(
+                "analyzer {}: a passive analyzer leaves the rotation only on failed deliveries: health.ejection_threshold must be above 0",
+                config.id
+            );
+        }
+        let probe_interval = own.interval.unwrap_or(defaults.interval);
         let policy = HealthPolicy {
             unhealthy_threshold: own
                 .unhealthy_threshold
@@ -179,13 +204,14 @@ impl Analyzer {
                 .max(1),
             healthy_threshold: own.healthy_threshold.unwrap_or(defaults.healthy_threshold).max(1),
             ejection_threshold: defaults.ejection_threshold,
+            passive_cooldown: own.passive.then_some(probe_interval),
         };
         let spec = AnalyzerSpec {
             id: config.id.clone(),
             name: config.name.clone().unwrap_or_else(|| config.id.clone()),
             weight: u32::try_from(config.weight).unwrap_or(0),
             concurrency: config.concurrency.unwrap_or(settings.queue.analyzer_concurrency),
-            probe_interval: own.interval.unwrap_or(defaults.interval),
+            probe_interval,
             probe_timeout: own.timeout.unwrap_or(defaults.timeout),
         };
         Ok(Analyzer::new(
@@ -385,6 +411,7 @@ mod tests {
             unhealthy_threshold: 1,
             healthy_threshold: 1,
             ejection_threshold: 5,
+            passive_cooldown: None,
         };
         let analyzers = weights
             .iter()

@@ -8,6 +8,15 @@
 //!    consecutive failures take it out, `healthy_threshold` successes bring
 //!    it back.
 //!
+//! A passive analyzer (`health_check.passive`: a receiver with no health
+//! endpoint) is never probed; only 2 applies, and it comes back without a
+//! probe: when a delivery to it succeeds (one that was under way when it
+//! was ejected), or once its cool-down (`interval`) has passed since the
+//! ejection. Back after a cool-down, it is on probation: the first
+//! delivery that fails ejects it again at once, for another cool-down; the
+//! first that succeeds ends the probation, and from then on it takes
+//! `ejection_threshold` failures in a row again.
+//!
 //! [`Health`] records these and answers `is_healthy()` without a lock;
 //! every `record_*` call says whether the verdict changed, so the caller
 //! rebuilds the routing table only then. The prober
@@ -19,6 +28,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Who decides an analyzer's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -42,6 +52,12 @@ pub enum HealthReason {
     Ejected,
     ForcedHealthy,
     ForcedUnhealthy,
+    /// Passive: in rotation, never probed; failed deliveries eject it.
+    Passive,
+    /// Passive: back after its cool-down, on probation.
+    CooledDown,
+    /// Passive: back because a delivery to it succeeded.
+    DeliverySucceeded,
 }
 
 /// The health of one analyzer at one moment.
@@ -63,6 +79,8 @@ pub struct HealthPolicy {
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
     pub ejection_threshold: u32,
+    /// `Some(cool-down)`: passive, never probed; an ejection lasts this long.
+    pub passive_cooldown: Option<Duration>,
 }
 
 impl From<&HealthConfig> for HealthPolicy {
@@ -71,6 +89,7 @@ impl From<&HealthConfig> for HealthPolicy {
             unhealthy_threshold: c.unhealthy_threshold.max(1),
             healthy_threshold: c.healthy_threshold.max(1),
             ejection_threshold: c.ejection_threshold,
+            passive_cooldown: None,
         }
     }
 }
@@ -84,6 +103,9 @@ pub struct Health {
     /// Consecutive failed deliveries, touched on every delivery: atomic so
     /// that the success path takes no lock.
     delivery_failures_in_a_row: AtomicU32,
+    /// Passive, back after a cool-down: the next failed delivery ejects.
+    /// Atomic so that the success path reads it without the lock.
+    on_probation: AtomicBool,
     /// Written a few times per probe interval; a std Mutex is enough.
     state: Mutex<State>,
 }
@@ -93,6 +115,8 @@ struct State {
     mode: HealthMode,
     probe_healthy: bool,
     ejected: bool,
+    /// When the current ejection began.
+    ejected_at: Option<Instant>,
     passes_in_a_row: u32,
     probe_failures_in_a_row: u32,
     auto_reason: HealthReason,
@@ -118,13 +142,19 @@ impl Health {
             policy,
             healthy: AtomicBool::new(true),
             delivery_failures_in_a_row: AtomicU32::new(0),
+            on_probation: AtomicBool::new(false),
             state: Mutex::new(State {
                 mode: HealthMode::Auto,
                 probe_healthy: true,
                 ejected: false,
+                ejected_at: None,
                 passes_in_a_row: 0,
                 probe_failures_in_a_row: 0,
-                auto_reason: HealthReason::Starting,
+                auto_reason: if policy.passive_cooldown.is_some() {
+                    HealthReason::Passive
+                } else {
+                    HealthReason::Starting
+                },
                 detail: None,
                 since: Utc::now(),
                 last_check: None,
@@ -169,20 +199,69 @@ impl Health {
         })
     }
 
+    /// Whether this analyzer is passive: never probed.
+    pub fn is_passive(&self) -> bool {
+        self.policy.passive_cooldown.is_some()
+    }
+
     /// Records a delivery result; true when the verdict changed.
     pub fn record_delivery(&self, delivered: bool) -> bool {
+        let passive = self.is_passive();
         if delivered {
             if self.delivery_failures_in_a_row.load(Ordering::Relaxed) != 0 {
                 self.delivery_failures_in_a_row.store(0, Ordering::Relaxed);
+            }
+            if passive && (self.on_probation.load(Ordering::Relaxed) || !self.is_healthy()) {
+                self.on_probation.store(false, Ordering::Relaxed);
+                return self.update(|s, _| {
+                    if s.ejected {
+                        s.ejected = false;
+                        s.ejected_at = None;
+                        s.auto_reason = HealthReason::DeliverySucceeded;
+                    }
+                });
             }
             return false;
         }
         let streak = self.delivery_failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
         let threshold = self.policy.ejection_threshold;
-        if threshold == 0 || streak < threshold {
+        let on_probation = passive && self.on_probation.swap(false, Ordering::Relaxed);
+        if !on_probation && (threshold == 0 || streak < threshold) {
             return false;
         }
-        self.update(|s, _| s.ejected = true)
+        self.update(|s, _| {
+            if !s.ejected {
+                s.ejected = true;
+                s.ejected_at = Some(Instant::now());
+            }
+        })
+    }
+
+    /// Passive: brings an ejected analyzer back, on probation, once its
+    /// cool-down has passed by `now`; true when the verdict changed.
+    pub fn end_cooldown(&self, now: Instant) -> bool {
+        let Some(cooldown) = self.policy.passive_cooldown else {
+            return false;
+        };
+        self.update(|s, _| {
+            let over = s
+                .ejected_at
+                .is_some_and(|at| now.saturating_duration_since(at) >= cooldown);
+            if s.ejected && over {
+                s.ejected = false;
+                s.ejected_at = None;
+                s.auto_reason = HealthReason::CooledDown;
+                self.delivery_failures_in_a_row.store(0, Ordering::Relaxed);
+                self.on_probation.store(true, Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// Passive: when the current ejection's cool-down ends, if ejected.
+    pub fn cooldown_ends(&self) -> Option<Instant> {
+        let cooldown = self.policy.passive_cooldown?;
+        let s = self.lock();
+        s.ejected.then_some(s.ejected_at?.checked_add(cooldown)?)
     }
 
     /// Sets the operator's mode; true when the verdict changed.
@@ -231,7 +310,85 @@ mod tests {
             unhealthy_threshold: unhealthy,
             healthy_threshold: healthy,
             ejection_threshold: ejection,
+            passive_cooldown: None,
         })
+    }
+
+    fn passive(ejection: u32, cooldown: Duration) -> Health {
+        Health::new(HealthPolicy {
+            ejection_threshold: ejection,
+            passive_cooldown: Some(cooldown),
+            ..health(1, 1, 0).policy
+        })
+    }
+
+    #[test]
+    fn a_passive_analyzer_comes_back_when_a_delivery_succeeds() {
+        let h = passive(2, Duration::from_secs(30));
+        assert!(h.is_passive());
+        assert_eq!(h.snapshot().reason, HealthReason::Passive);
+        assert!(!h.record_delivery(false));
+        assert!(h.record_delivery(false), "the second failure in a row ejects");
+        assert_eq!(h.snapshot().reason, HealthReason::Ejected);
+        assert!(h.cooldown_ends().is_some());
+        assert!(!h.record_delivery(false), "a failure while out changes nothing");
+        assert!(
+            h.record_delivery(true),
+            "a delivery under way when it left succeeded"
+        );
+        assert!(h.is_healthy());
+        assert_eq!(h.snapshot().reason, HealthReason::DeliverySucceeded);
+        assert_eq!(h.cooldown_ends(), None);
+        assert!(!h.record_delivery(false), "the streak starts again from zero");
+    }
+
+    #[test]
+    fn a_passive_analyzer_comes_back_after_its_cool_down_on_probation() {
+        let cooldown = Duration::from_secs(30);
+        let h = passive(3, cooldown);
+        for _ in 0..2 {
+            assert!(!h.record_delivery(false));
+        }
+        assert!(h.record_delivery(false));
+        let ends = h.cooldown_ends().unwrap();
+        assert!(
+            !h.end_cooldown(ends - Duration::from_millis(1)),
+            "not before the cool-down ends"
+        );
+        assert!(!h.is_healthy());
+        assert!(h.end_cooldown(ends));
+        assert!(h.is_healthy());
+        assert_eq!(h.snapshot().reason, HealthReason::CooledDown);
+        assert!(h.record_delivery(false), "on probation one failure ejects again");
+        let again = h.cooldown_ends().unwrap();
+        assert!(again >= ends, "a new cool-down from the new ejection");
+        assert!(h.end_cooldown(again));
+        assert!(
+            !h.record_delivery(true),
+            "a success ends the probation; already in rotation"
+        );
+        assert!(!h.record_delivery(false));
+        assert!(!h.record_delivery(false));
+        assert!(
+            h.record_delivery(false),
+            "off probation it takes the threshold again"
+        );
+    }
+
+    #[test]
+    fn an_active_analyzer_needs_a_probe_to_come_back_after_an_ejection() {
+        let h = health(1, 1, 1);
+        assert!(h.record_delivery(false));
+        assert!(
+            !h.record_delivery(true),
+            "a delivery success does not bring it back"
+        );
+        assert!(
+            !h.end_cooldown(Instant::now() + Duration::from_secs(3600)),
+            "no cool-down"
+        );
+        assert!(!h.is_healthy());
+        assert!(h.record_probe(Ok(())));
     }
 
     #[test]

@@ -204,7 +204,9 @@ impl Dispatcher {
         // delivery that took nothing, or that met a retryable failure, does.
         let well = delivered_any && failed.iter().all(|(_, f)| f.class != FailureClass::Retryable);
         if analyzer.health.record_delivery(well) {
-            if let Some((_, failure)) = failed.last() {
+            if well {
+                tracing::info!(analyzer = %analyzer.id, "passive analyzer back in rotation: a delivery succeeded");
+            } else if let Some((_, failure)) = failed.last() {
                 tracing::warn!(analyzer = %analyzer.id, error = ?failure.message, "analyzer ejected after consecutive delivery failures");
             }
             self.rotation_changed();

@@ -43,6 +43,8 @@ mod replay;
 pub(crate) mod retry;
 pub mod routing;
 mod snapshot;
+#[cfg(test)]
+mod tests;
 
 pub use admission::AdmitError;
 pub use replay::{ReplayError, Replayed};
@@ -328,6 +330,11 @@ impl Dispatcher {
                 return self.in_flight.load(Ordering::Acquire) == 0;
             }
         }
+    }
+
+    /// `queue.max_in_flight_bytes`: the most JSON of packets in flight.
+    pub fn max_in_flight_bytes(&self) -> usize {
+        self.settings.max_in_flight_bytes
     }
 
     pub fn pipeline(&self) -> Pipeline {

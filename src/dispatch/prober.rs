@@ -1,6 +1,7 @@
 //! The prober: probes each analyzer's health endpoint when its interval is
 //! due, feeds the verdicts to its [`Health`](super::health::Health), and
-//! rebuilds the rotation when one changed.
+//! rebuilds the rotation when one changed. A passive analyzer is never
+//! probed: the prober brings it back once its cool-down has passed.
 
 use super::fleet::Analyzer;
 use super::Dispatcher;
@@ -16,8 +17,19 @@ pub async fn run_prober(dispatcher: Arc<Dispatcher>) {
     loop {
         let now = std::time::Instant::now();
         let analyzers = dispatcher.fleet().all();
-        let due: Vec<_> = analyzers
-            .iter()
+        let (passive, active): (Vec<_>, Vec<_>) = analyzers.iter().partition(|a| a.health.is_passive());
+        let mut cooled_down = false;
+        for analyzer in passive {
+            if analyzer.health.end_cooldown(now) {
+                tracing::info!(analyzer = %analyzer.id, "passive analyzer back in rotation after its cool-down");
+                cooled_down = true;
+            }
+        }
+        if cooled_down {
+            dispatcher.rotation_changed();
+        }
+        let due: Vec<_> = active
+            .into_iter()
             .filter(|a| a.next_probe() <= now)
             .cloned()
             .collect();
@@ -27,7 +39,10 @@ pub async fn run_prober(dispatcher: Arc<Dispatcher>) {
         probe(&dispatcher, &due).await;
         let next = analyzers
             .iter()
-            .map(|a| a.next_probe())
+            .map(|a| match a.health.is_passive() {
+                true => a.health.cooldown_ends().unwrap_or(now + LOOK_AGAIN),
+                false => a.next_probe(),
+            })
             .min()
             .unwrap_or(now + LOOK_AGAIN)
             .min(std::time::Instant::now() + LOOK_AGAIN);

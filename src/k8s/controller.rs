@@ -2,26 +2,35 @@
 //!
 //! Every event of the watch is applied to the fleet at once: a new Analyzer
 //! joins the rotation, a weight or `spec.health` change reshapes it, a
-//! changed endpoint or simulation replaces the analyzer (its queued packets
-//! are re-routed), a deleted Analyzer leaves (same). After each (re)list the
-//! fleet is made to match the list exactly. While the API server cannot be
-//! reached, routing goes on with the last known table and the watch
-//! reconnects with backoff.
+//! changed endpoint, simulation, TLS or credentials replace the analyzer
+//! (its queued packets are re-routed), a deleted Analyzer leaves (same).
+//! After each (re)list the fleet is made to match the list exactly. While
+//! the API server cannot be reached, routing goes on with the last known
+//! table and the watch reconnects with backoff.
+//!
+//! The Secrets an Analyzer references are read and watched by
+//! [`Store`]; a change of one applies the Analyzers that reference it again
+//! (a rotated token or certificate rebuilds the analyzer). An Analyzer
+//! whose Secret (or key) is missing or unreadable is not built, or leaves
+//! the rotation if it was; one that does not build from its spec and
+//! Secrets (a bad certificate) keeps its running version if it has one.
+//! Either way the reason is logged and kept for its status (`Ready` False).
 
-use super::crd::{Analyzer as AnalyzerResource, AnalyzerSpec, DeclaredHealth};
+use super::crd::{Analyzer as AnalyzerResource, DeclaredHealth};
+use super::resolve::{analyzer_config, references, Unbuilt};
+use super::secrets::{ObjectRef, Store};
 use super::KubeState;
-use crate::config::{AnalyzerConfig, AnalyzerHealthCheck, Settings, SimulatedConfig};
+use crate::config::{AnalyzerConfig, Settings};
 use crate::dispatch::fleet::{Analyzer, LaneReceiver};
 use crate::dispatch::health::HealthMode;
 use crate::dispatch::Dispatcher;
 use futures_util::StreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, ResourceExt};
-use std::collections::BTreeMap;
+use kube::{Api, Client, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// What the controller built for one Analyzer, to tell a change of weight
 /// or health (applied in place) from a change of transport (rebuilt).
@@ -30,6 +39,7 @@ struct Built {
 }
 
 pub struct Watch {
+    pub client: Client,
     pub dispatcher: Arc<Dispatcher>,
     pub settings: Arc<Settings>,
     pub state: Arc<KubeState>,
@@ -50,28 +60,36 @@ impl Watch {
     /// Follows the Analyzers of `api` until the task is dropped.
     pub async fn run(self: Arc<Self>, api: Api<AnalyzerResource>) {
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
+        let (mut store, mut changed_objects) = Store::new(self.client.clone());
         let mut listing: Option<Vec<AnalyzerResource>> = None;
         // The server ends each watch after WATCH_TIMEOUT, so a silent API
         // server is noticed by the client's read timeout (see `k8s::start`).
         let config = watcher::Config::default().timeout(super::WATCH_TIMEOUT_SECONDS);
         let stream = watcher::watcher(api, config).default_backoff();
         futures_util::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => match event {
+                    Some(event) => event,
+                    None => return,
+                },
+                Some(object) = changed_objects.recv() => {
+                    self.object_changed(&mut built, &mut store, &object).await;
+                    continue;
+                }
+            };
             match event {
                 Ok(Event::Init) => listing = Some(Vec::new()),
                 Ok(Event::InitApply(resource)) => listing.get_or_insert_with(Vec::new).push(resource),
                 Ok(Event::InitDone) => {
                     let resources = listing.take().unwrap_or_default();
-                    self.sync_all(&mut built, &resources);
+                    self.sync_all(&mut built, &mut store, &resources).await;
                     self.state.connected.store(true, Ordering::Release);
                     self.state.synced.store(true, Ordering::Release);
                 }
                 Ok(Event::Apply(resource)) => {
-                    match self.apply(&mut built, &resource) {
-                        Applied::Unchanged => {}
-                        Applied::Reshaped => self.dispatcher.rotation_changed(),
-                        Applied::New(analyzer, lane) => self.dispatcher.add_analyzer(analyzer, lane),
-                    }
+                    let applied = self.apply(&mut built, &mut store, &resource).await;
+                    self.place(applied);
                     self.state.connected.store(true, Ordering::Release);
                 }
                 Ok(Event::Delete(resource)) => {
@@ -88,13 +106,56 @@ impl Watch {
                     self.state.watch_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            self.forget_unreferenced(&mut store);
         }
+    }
+
+    /// Puts what applying one Analyzer gave into the fleet.
+    fn place(&self, applied: Applied) {
+        match applied {
+            Applied::Unchanged => {}
+            Applied::Reshaped => self.dispatcher.rotation_changed(),
+            Applied::New(analyzer, lane) => self.dispatcher.add_analyzer(analyzer, lane),
+        }
+    }
+
+    /// A referenced Secret or ConfigMap changed: applies again every
+    /// Analyzer that references it.
+    async fn object_changed(
+        &self,
+        built: &mut BTreeMap<String, Built>,
+        store: &mut Store,
+        object: &ObjectRef,
+    ) {
+        for (_, resource) in self.state.resources() {
+            if references(&resource).contains(object) {
+                tracing::info!(%object, analyzer = %resource.name_any(), "a referenced object changed; applying the Analyzer again");
+                let applied = self.apply(built, store, &resource).await;
+                self.place(applied);
+            }
+        }
+    }
+
+    /// Stops watching the objects no Analyzer references any more.
+    fn forget_unreferenced(&self, store: &mut Store) {
+        let referenced: BTreeSet<ObjectRef> = self
+            .state
+            .resources()
+            .iter()
+            .flat_map(|(_, resource)| references(resource))
+            .collect();
+        store.retain(&referenced);
     }
 
     /// Makes the fleet match `resources` exactly, as one change of the
     /// routing table: new analyzers join together (see
     /// `Dispatcher::add_analyzers`).
-    fn sync_all(&self, built: &mut BTreeMap<String, Built>, resources: &[AnalyzerResource]) {
+    async fn sync_all(
+        &self,
+        built: &mut BTreeMap<String, Built>,
+        store: &mut Store,
+        resources: &[AnalyzerResource],
+    ) {
         let listed: Vec<String> = resources.iter().map(|r| self.id_of(r)).collect();
         let gone: Vec<String> = built.keys().filter(|id| !listed.contains(id)).cloned().collect();
         for id in gone {
@@ -106,7 +167,7 @@ impl Watch {
         let mut added = Vec::new();
         let mut reshaped = false;
         for resource in resources {
-            match self.apply(built, resource) {
+            match self.apply(built, store, resource).await {
                 Applied::Unchanged => {}
                 Applied::Reshaped => reshaped = true,
                 Applied::New(analyzer, lane) => added.push((analyzer, lane)),
@@ -123,10 +184,24 @@ impl Watch {
 
     /// Applies one Analyzer to what the controller built; the caller puts a
     /// new analyzer in the fleet or rebuilds the rotation.
-    fn apply(&self, built: &mut BTreeMap<String, Built>, resource: &AnalyzerResource) -> Applied {
+    async fn apply(
+        &self,
+        built: &mut BTreeMap<String, Built>,
+        store: &mut Store,
+        resource: &AnalyzerResource,
+    ) -> Applied {
         let id = self.id_of(resource);
         self.state.remember(&id, resource);
-        let config = analyzer_config(&id, resource);
+        let config = match analyzer_config(&id, resource, store).await {
+            Ok(config) => config,
+            Err(unbuilt) => {
+                self.unbuilt(&id, unbuilt);
+                if built.remove(&id).is_some() && self.dispatcher.remove_analyzer(&id) {
+                    tracing::warn!(analyzer = %id, "out of the rotation until its Secrets can be read");
+                }
+                return Applied::Unchanged;
+            }
+        };
         let mode = match resource.spec.health {
             DeclaredHealth::Auto => HealthMode::Auto,
             DeclaredHealth::ForceHealthy => HealthMode::ForceHealthy,
@@ -158,14 +233,27 @@ impl Watch {
                             transport: transport_part(&config),
                         },
                     );
+                    self.state.clear_unbuilt(&id);
                     tracing::info!(analyzer = %id, weight, "Analyzer applied");
                     Applied::New(analyzer, lane)
                 }
                 Err(e) => {
-                    tracing::error!(analyzer = %id, error = %e, "cannot build the analyzer of this Analyzer");
+                    let unbuilt = Unbuilt {
+                        reason: "InvalidConfiguration",
+                        message: format!("{e:#}"),
+                    };
+                    self.unbuilt(&id, unbuilt);
                     Applied::Unchanged
                 }
             },
+        }
+    }
+
+    /// Records why `id` cannot be built, logging it when it is new.
+    fn unbuilt(&self, id: &str, unbuilt: Unbuilt) {
+        let (reason, message) = (unbuilt.reason, unbuilt.message.clone());
+        if self.state.set_unbuilt(id, unbuilt) {
+            tracing::error!(analyzer = %id, reason, error = %message, "cannot build the analyzer of this Analyzer");
         }
     }
 }
@@ -177,37 +265,6 @@ enum Applied {
     Reshaped,
     /// A new analyzer (or one with a new transport), not in the fleet yet.
     New(Arc<Analyzer>, LaneReceiver),
-}
-
-/// The configuration of an Analyzer resource, as the YAML file would say it.
-fn analyzer_config(id: &str, resource: &AnalyzerResource) -> AnalyzerConfig {
-    let spec: &AnalyzerSpec = &resource.spec;
-    let check = spec.health_check.clone().unwrap_or_default();
-    AnalyzerConfig {
-        id: id.to_string(),
-        name: Some(spec.display_name.clone().unwrap_or_else(|| resource.name_any())),
-        weight: i64::from(spec.weight),
-        simulated: spec.simulated.as_ref().map(|s| SimulatedConfig {
-            processing_time_ms: u64::try_from(s.processing_time_ms).unwrap_or(0),
-            failure_rate: s.failure_rate,
-            health_failure_rate: s.health_failure_rate,
-        }),
-        endpoint: spec.endpoint.clone(),
-        format: spec.format.unwrap_or_default(),
-        concurrency: None,
-        health_path: check.path.clone().unwrap_or_else(|| "/health".into()),
-        health_check: Some(AnalyzerHealthCheck {
-            interval: check.interval_seconds.map(seconds),
-            timeout: check.timeout_seconds.map(seconds),
-            unhealthy_threshold: check.unhealthy_threshold.and_then(|n| u32::try_from(n).ok()),
-            healthy_threshold: check.healthy_threshold.and_then(|n| u32::try_from(n).ok()),
-        }),
-    }
-}
-
-/// Whole seconds from the schema (which keeps them positive).
-fn seconds(n: i32) -> Duration {
-    Duration::from_secs(u64::try_from(n).unwrap_or(1))
 }
 
 /// The parts of a configuration that need a new analyzer when they change

@@ -4,11 +4,18 @@
 //!
 //! Validation lives in the schema so that the API server refuses a bad
 //! Analyzer at `kubectl apply`: weight bounds, rates between 0 and 1,
-//! positive intervals, and a CEL rule that exactly one of `endpoint` and
-//! `simulated` is set.
+//! positive intervals, and CEL rules: exactly one of `endpoint` and
+//! `simulated`, an `http://` or `https://` endpoint, `tls` only with
+//! `https://`, one source per CA bundle and one kind of credentials,
+//! header names that are legal and not the distributor's own, expected
+//! statuses that are HTTP statuses or ranges of them.
+//!
+//! Secrets (`spec.tls`, `spec.auth`) are referenced by name in the
+//! Analyzer's namespace; the controller reads them (see `k8s::secrets`).
 
 use crate::transport::DeliveryFormat;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,6 +46,8 @@ pub const GROUP: &str = "logs-distributor.dev";
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("has(self.endpoint) != has(self.simulated)").message("set exactly one of spec.endpoint and spec.simulated"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || (has(self.endpoint) && self.endpoint.startsWith('https://'))").message("spec.tls needs an https:// endpoint"))]
+#[x_kube(validation = Rule::new("!has(self.auth) && !has(self.headers) || has(self.endpoint)").message("spec.auth and spec.headers need an endpoint"))]
 #[serde(rename_all = "camelCase")]
 pub struct AnalyzerSpec {
     /// Name shown by the distributor's API and status page; the resource's name when unset.
@@ -49,13 +58,31 @@ pub struct AnalyzerSpec {
     /// packets 4:3:2:1). 0 takes the analyzer out of rotation without deleting it.
     #[schemars(range(min = 0, max = 1000))]
     pub weight: i32,
-    /// URL that packets are POSTed to, e.g. http://analyzer-a.logs:9000/. Set exactly one of
-    /// endpoint and simulated.
+    /// URL that packets are POSTed to, e.g. http://analyzer-a.logs:9000/ or
+    /// https://otel-collector.observability:4318/v1/logs. Set exactly one of endpoint and
+    /// simulated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('http://')").message("endpoint must be an http:// URL"))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("endpoint must be an http:// or https:// URL"))]
     pub endpoint: Option<String>,
-    /// The body format deliveries take: packets (a JSON array of packets, the default) or
-    /// ndjson (one message per line as a flat JSON object, with its packet_id).
+    /// TLS to an https:// endpoint: a CA bundle trusted besides the system's roots, a client
+    /// certificate (mTLS), the server name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Credentials sent with every delivery: a bearer token or basic credentials, from a
+    /// Secret of the Analyzer's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// Static extra headers of every delivery, e.g. X-Scope-OrgID: tenant-a. Not Host,
+    /// Content-Length, Content-Type, Authorization (use auth) or the hop-by-hop headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 32))]
+    #[x_kube(validation = Rule::new("self.all(name, name.matches('^[A-Za-z0-9!#$%&*+.^_|~`\\x27-]+$'))").message("a header name must be an HTTP token"))]
+    #[x_kube(validation = Rule::new("self.all(name, !(name.lowerAscii() in ['host', 'content-length', 'content-type', 'content-encoding', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect', 'idempotency-key', 'authorization']))").message("Host, Content-Length, Content-Type, Authorization (use spec.auth), Idempotency-Key and the hop-by-hop headers are set by the distributor"))]
+    #[x_kube(validation = Rule::new("self.all(name, self[name].matches('^[ -~]*$') && self[name] == self[name].trim())").message("a header value must be visible ASCII and spaces, without leading or trailing spaces"))]
+    pub headers: Option<std::collections::BTreeMap<String, HeaderValue>>,
+    /// The body format deliveries take: packets (a JSON array of packets, the default),
+    /// ndjson (one message per line as a flat JSON object, with its packet_id) or otlp
+    /// (OTLP/HTTP protobuf, for an OpenTelemetry receiver's /v1/logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,
     /// Run this analyzer inside the distributor as a simulation (demos and tests). Set exactly
@@ -89,13 +116,152 @@ pub struct SimulatedSpec {
     pub health_failure_rate: f64,
 }
 
-/// Health probing, with Kubernetes probe semantics.
+/// A header value: at most 4096 characters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(transparent)]
+pub struct HeaderValue(#[schemars(length(max = 4096))] pub String);
+
+/// A key of a Secret or ConfigMap of the Analyzer's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyReference {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// TLS to an https:// endpoint.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A PEM bundle of CA certificates trusted besides the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaBundleSpec>,
+    /// The client certificate presented when the analyzer asks for one (mTLS): a Secret of
+    /// type kubernetes.io/tls (keys tls.crt and tls.key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<SecretNameSpec>,
+    /// The name the analyzer's certificate must carry, and the SNI sent; default: the
+    /// endpoint's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub server_name: Option<String>,
+}
+
+/// Where a CA bundle is: a key of a Secret or of a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretKeyRef) != has(self.configMapKeyRef)").message("set exactly one of secretKeyRef and configMapKeyRef"))]
+pub struct CaBundleSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyReference>,
+}
+
+/// A Secret of the Analyzer's namespace, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretNameSpec {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// Credentials: exactly one of a bearer token and basic credentials.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.bearerToken) != has(self.basic)").message("set exactly one of bearerToken and basic"))]
+pub struct AuthSpec {
+    /// Authorization: Bearer with the token in a Secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<BearerTokenSpec>,
+    /// Authorization: Basic with a Secret's username and password (a Secret of type
+    /// kubernetes.io/basic-auth has these keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuthSpec>,
+}
+
+/// A bearer token in a Secret key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BearerTokenSpec {
+    pub secret_key_ref: KeyReference,
+}
+
+/// Basic credentials in a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuthSpec {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// The key of the username [default: username].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_key: Option<String>,
+    /// The key of the password [default: password].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_key: Option<String>,
+}
+
+/// One expected status of a probe: a number (204) or a status or range as text ("204",
+/// "200-299").
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(transparent)]
+pub struct ExpectedStatus(pub IntOrString);
+
+/// Either an integer or a string of at most 7 characters (`"200-299"`): the
+/// bound keeps the CEL rule over the list within the API server's budget.
+impl JsonSchema for ExpectedStatus {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ExpectedStatus".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A status (204) or a status or range as text (\"204\", \"200-299\").",
+            "x-kubernetes-int-or-string": true,
+            "maxLength": 7,
+        })
+    }
+}
+
+/// The method of a health probe.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ProbeMethodSpec {
+    Get,
+    Head,
+}
+
+/// Health probing, with Kubernetes probe semantics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.passive) && self.passive) || !has(self.path) && !has(self.url) && !has(self.method) && !has(self.expectedStatuses)").message("a passive analyzer is not probed: leave out path, url, method and expectedStatuses"))]
+#[x_kube(validation = Rule::new("!has(self.path) || !has(self.url)").message("set path or url, not both"))]
 pub struct HealthCheckSpec {
-    /// Path probed with GET, resolved against the endpoint; 2xx is healthy.
+    /// Path probed, resolved against the endpoint [default: /health].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The probe's URL instead of path: absolute (another port or host, e.g. an OpenTelemetry
+    /// Collector's health_check extension on :13133) or relative to the endpoint. The
+    /// endpoint's headers and credentials go only to the endpoint's own scheme, host and
+    /// port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.contains('://') || self.startsWith('http://') || self.startsWith('https://')").message("url must be http:// or https://, or a path"))]
+    pub url: Option<String>,
+    /// GET (the default) or HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<ProbeMethodSpec>,
+    /// Statuses that pass: codes and ranges, e.g. [200, "200-299"]; default any 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(s, type(s) == int ? s >= 100 && s <= 599 : s.matches('^[1-5][0-9][0-9](-[1-5][0-9][0-9])?$'))").message("each expected status is a status (100 to 599) or a range such as \"200-299\""))]
+    pub expected_statuses: Option<Vec<ExpectedStatus>>,
+    /// No probes: failed deliveries in a row (the distributor's health.ejection_threshold)
+    /// take the analyzer out; a delivery that succeeds, or intervalSeconds out (a cool-down),
+    /// brings it back, on probation: its next failed delivery takes it out again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive: Option<bool>,
     /// Seconds between probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
@@ -133,8 +299,10 @@ pub struct AnalyzerStatus {
     /// Whether the analyzer is healthy (in rotation when its weight is above 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
-    /// The Ready condition, with reasons ProbeSucceeded, ProbeFailed, Ejected, ForcedHealthy,
-    /// ForcedUnhealthy.
+    /// The Ready condition, with reasons Starting, ProbeSucceeded, ProbeFailed, Ejected,
+    /// ForcedHealthy, ForcedUnhealthy, Passive, CooledDown, DeliverySucceeded; False with
+    /// SecretNotFound, SecretForbidden or InvalidConfiguration when the analyzer cannot be
+    /// built from its spec and Secrets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The spec generation this status describes.
@@ -200,5 +368,73 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("0 to 1000"));
+        let rules = spec["x-kubernetes-validations"].to_string();
+        assert!(
+            rules.contains("self.endpoint.startsWith('https://')"),
+            "tls only with https: {rules}"
+        );
+        let endpoint = spec["properties"]["endpoint"]["x-kubernetes-validations"].to_string();
+        assert!(endpoint.contains("self.startsWith('https://')"), "{endpoint}");
+        let properties = &spec["properties"];
+        for (path, rule) in [
+            (&properties["auth"], "has(self.bearerToken) != has(self.basic)"),
+            (
+                &properties["tls"]["properties"]["ca"],
+                "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+            ),
+            (&properties["headers"], "name.lowerAscii() in ['host'"),
+            (&properties["healthCheck"], "!has(self.path) || !has(self.url)"),
+            (
+                &properties["healthCheck"]["properties"]["expectedStatuses"],
+                "type(s) == int",
+            ),
+        ] {
+            let rules = path["x-kubernetes-validations"].to_string();
+            assert!(rules.contains(rule), "{rule} not in {rules}");
+        }
+        let statuses = &properties["healthCheck"]["properties"]["expectedStatuses"];
+        assert_eq!(statuses["items"]["x-kubernetes-int-or-string"], true);
+        assert_eq!(statuses["maxItems"], 32, "bounded, for the CEL cost budget");
+        assert_eq!(properties["headers"]["maxProperties"], 32);
+    }
+
+    #[test]
+    fn an_analyzer_with_tls_auth_headers_and_a_health_url_reads_from_yaml() {
+        let analyzer: Analyzer = serde_saphyr::from_str(
+            "apiVersion: logs-distributor.dev/v1alpha1\nkind: Analyzer\nmetadata: {name: otel}\nspec:\n  weight: 1\n  endpoint: https://otel:4318/v1/logs\n  tls:\n    ca: {configMapKeyRef: {name: otel-ca, key: ca.crt}}\n    clientCertificate: {secretName: ld-client}\n    serverName: otel.internal\n  auth: {bearerToken: {secretKeyRef: {name: otel-token, key: token}}}\n  headers: {X-Scope-OrgID: tenant-a}\n  healthCheck: {url: 'http://otel:13133/', method: HEAD, expectedStatuses: [200, '202-204']}\n",
+        )
+        .unwrap();
+        let spec = analyzer.spec;
+        assert_eq!(
+            spec.tls.unwrap().client_certificate.unwrap().secret_name,
+            "ld-client"
+        );
+        assert_eq!(
+            spec.auth.unwrap().bearer_token.unwrap().secret_key_ref.key,
+            "token"
+        );
+        assert_eq!(spec.headers.unwrap()["X-Scope-OrgID"].0, "tenant-a");
+        let check = spec.health_check.unwrap();
+        assert_eq!(check.method, Some(ProbeMethodSpec::Head));
+        assert_eq!(check.expected_statuses.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_analyzer_may_take_every_delivery_format() {
+        let crd = serde_json::to_value(Analyzer::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let formats = spec["properties"]["format"]["enum"].as_array().unwrap();
+        assert_eq!(formats, &["packets", "ndjson", "otlp"].map(serde_json::Value::from));
+        for (name, format) in [
+            ("packets", DeliveryFormat::Packets),
+            ("ndjson", DeliveryFormat::Ndjson),
+            ("otlp", DeliveryFormat::Otlp),
+        ] {
+            let spec: AnalyzerSpec = serde_json::from_value(
+                serde_json::json!({"weight": 1, "endpoint": "http://c:4318/v1/logs", "format": name}),
+            )
+            .unwrap();
+            assert_eq!(spec.format, Some(format));
+        }
     }
 }

@@ -1,11 +1,14 @@
 //! Kubernetes: the `Analyzer` custom resource ([`crd`]), the watch that
-//! turns Analyzers into the live routing table ([`controller`]), the
-//! leader's status and Events ([`status`]) and the Lease that elects it
-//! ([`lease`]). [`start`] wires them for `--source kubernetes`.
+//! turns Analyzers into the live routing table ([`controller`]), with the
+//! Secrets they reference ([`secrets`], [`resolve`]), the leader's status
+//! and Events ([`status`]) and the Lease that elects it ([`lease`]).
+//! [`start`] wires them for `--source kubernetes`.
 
 pub(crate) mod controller;
 pub mod crd;
 pub(crate) mod lease;
+pub(crate) mod resolve;
+pub(crate) mod secrets;
 pub(crate) mod status;
 
 pub use crd::{Analyzer, AnalyzerSpec, AnalyzerStatus, DeclaredHealth};
@@ -16,6 +19,7 @@ use crate::sync::LockUnpoisoned;
 use crate::traffic::Traffic;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
+use resolve::Unbuilt;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
@@ -43,6 +47,8 @@ pub struct KubeState {
     pub watch_errors: AtomicU64,
     /// The Analyzer resources by fleet id, as last seen.
     resources: Mutex<BTreeMap<String, Analyzer>>,
+    /// Why some of them cannot be built, by fleet id.
+    unbuilt: Mutex<BTreeMap<String, Unbuilt>>,
 }
 
 impl KubeState {
@@ -52,6 +58,24 @@ impl KubeState {
 
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
+        self.clear_unbuilt(id);
+    }
+
+    /// Records why `id` cannot be built; true when that is news.
+    pub fn set_unbuilt(&self, id: &str, unbuilt: Unbuilt) -> bool {
+        self.unbuilt
+            .lock_unpoisoned()
+            .insert(id.to_string(), unbuilt.clone())
+            != Some(unbuilt)
+    }
+
+    pub fn clear_unbuilt(&self, id: &str) {
+        self.unbuilt.lock_unpoisoned().remove(id);
+    }
+
+    /// Why `id` cannot be built, if it cannot.
+    pub fn unbuilt(&self, id: &str) -> Option<Unbuilt> {
+        self.unbuilt.lock_unpoisoned().get(id).cloned()
     }
 
     pub fn resource(&self, id: &str) -> Option<Analyzer> {
@@ -97,6 +121,7 @@ pub async fn start(
     let identity = config.identity.clone();
     tracing::info!(namespace = %home, all_namespaces = config.all_namespaces, %identity, "reading analyzers from Analyzer resources");
     let watch = Arc::new(controller::Watch {
+        client: client.clone(),
         dispatcher: dispatcher.clone(),
         settings: settings.clone(),
         state: state.clone(),

@@ -1,9 +1,11 @@
 //! The leader's report: Analyzer status (the status subresource, merge
 //! patch) at once on every health change and every `every` otherwise, and
 //! a Kubernetes Event on every health transition (Normal `Recovered`,
-//! Warning `Unhealthy`).
+//! Warning `Unhealthy`). An Analyzer that cannot be built (a Secret
+//! missing) gets `Ready` False with the reason.
 
 use super::crd::{Analyzer as AnalyzerResource, AnalyzerStatus};
+use super::resolve::Unbuilt;
 use super::KubeState;
 use crate::dispatch::fleet::HealthEvent;
 use crate::dispatch::Dispatcher;
@@ -54,6 +56,9 @@ impl StatusWriter {
         let shares = self.traffic.recent_shares();
         for (id, resource) in self.state.resources() {
             let Some(analyzer) = self.dispatcher.fleet().get(&id) else {
+                if let Some(unbuilt) = self.state.unbuilt(&id) {
+                    self.write_unbuilt(&id, &resource, unbuilt).await;
+                }
                 continue;
             };
             let health = analyzer.health.snapshot();
@@ -86,15 +91,47 @@ impl StatusWriter {
                 error_count: i64::try_from(analyzer.metrics.errors.get()).ok(),
                 traffic_share: Some(shares.get(&id).copied().unwrap_or(0.0)),
             };
-            let api: Api<AnalyzerResource> =
-                Api::namespaced(self.client.clone(), &resource.namespace().unwrap_or_default());
-            let patch = Patch::Merge(json!({ "status": status }));
-            if let Err(e) = api
-                .patch_status(&resource.name_any(), &PatchParams::default(), &patch)
-                .await
-            {
-                tracing::warn!(analyzer = %id, error = %e, "cannot write Analyzer status");
-            }
+            self.patch(&id, &resource, status).await;
+        }
+    }
+
+    /// The status of an Analyzer that cannot be built: `Ready` False with
+    /// the reason (`SecretNotFound`...).
+    async fn write_unbuilt(&self, id: &str, resource: &AnalyzerResource, unbuilt: Unbuilt) {
+        let previous = resource
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        let since = match previous {
+            Some(c) if c.status == "False" => c.last_transition_time,
+            _ => Time(Timestamp::now()),
+        };
+        let status = AnalyzerStatus {
+            healthy: Some(false),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: unbuilt.reason.into(),
+                message: unbuilt.message,
+                last_transition_time: since,
+                observed_generation: resource.metadata.generation,
+            }],
+            observed_generation: resource.metadata.generation,
+            traffic_share: Some(0.0),
+            ..AnalyzerStatus::default()
+        };
+        self.patch(id, resource, status).await;
+    }
+
+    async fn patch(&self, id: &str, resource: &AnalyzerResource, status: AnalyzerStatus) {
+        let api: Api<AnalyzerResource> =
+            Api::namespaced(self.client.clone(), &resource.namespace().unwrap_or_default());
+        let patch = Patch::Merge(json!({ "status": status }));
+        if let Err(e) = api
+            .patch_status(&resource.name_any(), &PatchParams::default(), &patch)
+            .await
+        {
+            tracing::warn!(analyzer = %id, error = %e, "cannot write Analyzer status");
         }
     }
 

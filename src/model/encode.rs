@@ -33,27 +33,41 @@ impl MessageFields<'_> {
     /// Appends the message as JSON, byte for byte what serde_json writes
     /// for the same [`LogMessage`].
     fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"level\":\"");
-        out.extend_from_slice(self.level.name().as_bytes());
-        out.extend_from_slice(b"\",\"message\":");
-        write_str(self.message, out);
-        out.extend_from_slice(b",\"source\":");
-        write_str(self.source, out);
-        out.extend_from_slice(b",\"timestamp\":");
-        let mut text = [0u8; 30];
-        match rfc3339::write(&self.timestamp, &mut text) {
-            Some(len) => {
-                out.push(b'"');
-                out.extend_from_slice(&text[..len]);
-                out.push(b'"');
-            }
-            None => serde_json::to_writer(&mut *out, &self.timestamp).expect("a timestamp always serialises"),
-        }
+        write_message_head(self.level, self.message, self.source, self.timestamp, out);
         if let Some(metadata) = self.metadata {
             out.extend_from_slice(b",\"metadata\":");
             serde_json::to_writer(&mut *out, metadata).expect("metadata always serialises");
         }
         out.push(b'}');
+    }
+}
+
+/// Appends a message's JSON up to its metadata, as serde_json writes a
+/// [`LogMessage`]: `{"level":…,"message":…,"source":…,"timestamp":…`,
+/// without the closing brace. What follows is `,"metadata":{…}` (keys in
+/// byte order, as serde_json writes a map) or nothing, then `}`.
+pub(crate) fn write_message_head(
+    level: Level,
+    message: &str,
+    source: &str,
+    timestamp: DateTime<Utc>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"{\"level\":\"");
+    out.extend_from_slice(level.name().as_bytes());
+    out.extend_from_slice(b"\",\"message\":");
+    write_str(message, out);
+    out.extend_from_slice(b",\"source\":");
+    write_str(source, out);
+    out.extend_from_slice(b",\"timestamp\":");
+    let mut text = [0u8; 30];
+    match rfc3339::write(&timestamp, &mut text) {
+        Some(len) => {
+            out.push(b'"');
+            out.extend_from_slice(&text[..len]);
+            out.push(b'"');
+        }
+        None => serde_json::to_writer(&mut *out, &timestamp).expect("a timestamp always serialises"),
     }
 }
 
@@ -149,7 +163,7 @@ impl EncodedPacket {
 }
 
 /// Writes an [`EncodedPacket`] message by message.
-pub(super) struct PacketEncoder {
+pub(crate) struct PacketEncoder {
     id: String,
     messages: usize,
     out: Vec<u8>,
@@ -157,7 +171,7 @@ pub(super) struct PacketEncoder {
 
 impl PacketEncoder {
     /// `text_bytes`: about how long the messages will be, to size the buffer.
-    pub(super) fn new(id: String, text_bytes: usize) -> PacketEncoder {
+    pub(crate) fn new(id: String, text_bytes: usize) -> PacketEncoder {
         let mut out = Vec::with_capacity(id.len() + text_bytes + 32);
         out.extend_from_slice(b"\"id\":");
         write_str(&id, &mut out);
@@ -188,16 +202,26 @@ impl PacketEncoder {
         Ok(())
     }
 
-    pub(super) fn message_count(&self) -> usize {
+    /// Appends a message already written as JSON: [`write_message_head`],
+    /// then its metadata if any, then `}`.
+    pub(crate) fn push_json(&mut self, message: &[u8]) {
+        if self.messages > 0 {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(message);
+        self.messages += 1;
+    }
+
+    pub(crate) fn message_count(&self) -> usize {
         self.messages
     }
 
     /// What [`EncodedPacket::json_bytes`] will be once finished.
-    pub(super) fn json_bytes(&self) -> usize {
+    pub(crate) fn json_bytes(&self) -> usize {
         self.out.len() + 1 + RETRY_COUNT_BYTES
     }
 
-    pub(super) fn finish(mut self) -> EncodedPacket {
+    pub(crate) fn finish(mut self) -> EncodedPacket {
         self.out.push(b']');
         EncodedPacket {
             id: self.id,

@@ -19,6 +19,7 @@ mod validate;
 mod wire;
 
 pub use encode::EncodedPacket;
+pub(crate) use encode::{write_message_head, PacketEncoder};
 pub use split::{split_json_array, split_ndjson, BodyError};
 pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
 pub use wire::{Level, LogMessage, LogPacket};

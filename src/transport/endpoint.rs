@@ -1,39 +1,74 @@
-//! An analyzer's address: the URL that takes deliveries and the health URL
-//! resolved against it, checked once. Configuration validation and the
+//! An analyzer's addresses: the URL that takes deliveries and the URL its
+//! health is probed at, checked once. Configuration validation and the
 //! HTTP transport read the same rules from here.
+//!
+//! Both are `http://` or `https://` URLs without credentials in them
+//! (credentials go in `auth`, from files: a URL is shown by the API, the
+//! status page and the logs). The probe URL is `health_check.url` when
+//! given, absolute (another port or host: an OpenTelemetry Collector's
+//! health_check extension on :13133) or relative to the endpoint; else
+//! `health_path` resolved against the endpoint.
 
 use url::{Host, Url};
 
-/// A checked delivery endpoint and the host and port to connect to.
+/// A checked URL and the host and port to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub url: Url,
-    pub health_url: Url,
     pub host: Host<String>,
     pub port: u16,
 }
 
 impl Endpoint {
-    /// `endpoint` takes deliveries; `health_path` is resolved against it.
-    pub fn parse(endpoint: &str, health_path: &str) -> Result<Endpoint, String> {
+    /// A delivery endpoint.
+    pub fn parse(endpoint: &str) -> Result<Endpoint, String> {
         let url = Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
-        if url.scheme() != "http" {
-            return Err(format!("{url} must be an http:// URL"));
+        Endpoint::from_url(url)
+    }
+
+    fn from_url(url: Url) -> Result<Endpoint, String> {
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "{}://{}... holds credentials: give them in `auth` (from files), not in the URL",
+                url.scheme(),
+                url.host_str().unwrap_or_default()
+            ));
         }
-        let health_url = url
-            .join(health_path)
-            .map_err(|e| format!("health path {health_path:?} does not resolve against {url}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("{url} must be an http:// or https:// URL"));
+        }
         let host = url
             .host()
             .ok_or_else(|| format!("{url} names no host"))?
             .to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
-        Ok(Endpoint {
-            url,
-            health_url,
-            host,
-            port,
-        })
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| format!("{url} has no port"))?;
+        Ok(Endpoint { url, host, port })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.url.scheme() == "https"
+    }
+
+    /// The URL probes go to: `url` (absolute, or relative to this endpoint)
+    /// when given, else `path` resolved against this endpoint.
+    pub fn health(&self, path: &str, url: Option<&str>) -> Result<Endpoint, String> {
+        let (text, key) = match url {
+            Some(url) => (url, "health_check.url"),
+            None => (path, "health_path"),
+        };
+        let resolved = self
+            .url
+            .join(text)
+            .map_err(|e| format!("{key}: {text:?} does not resolve against {}: {e}", self.url))?;
+        Endpoint::from_url(resolved).map_err(|e| format!("{key}: {e}"))
+    }
+
+    /// Whether `other` is reached at the same scheme, host and port: the
+    /// same connections, TLS settings and credentials serve both.
+    pub fn same_origin(&self, other: &Endpoint) -> bool {
+        self.url.scheme() == other.url.scheme() && self.host == other.host && self.port == other.port
     }
 }
 
@@ -42,25 +77,65 @@ mod tests {
     use super::*;
 
     #[test]
+    fn http_and_https_endpoints_with_their_ports() {
+        let plain = Endpoint::parse("http://analyzer:9000/ingest/logs").unwrap();
+        assert_eq!((plain.port, plain.is_https()), (9000, false));
+        let secure = Endpoint::parse("https://collector.example/v1/logs").unwrap();
+        assert_eq!((secure.port, secure.is_https()), (443, true));
+        assert_eq!(secure.host, Host::Domain("collector.example".to_string()));
+        let ip = Endpoint::parse("https://[::1]:4318/").unwrap();
+        assert_eq!(ip.port, 4318);
+    }
+
+    #[test]
     fn the_health_path_resolves_against_the_endpoint() {
-        let endpoint = Endpoint::parse("http://analyzer:9000/ingest/logs", "/health").unwrap();
-        assert_eq!(endpoint.health_url.as_str(), "http://analyzer:9000/health");
-        assert_eq!(endpoint.port, 9000);
-        let relative = Endpoint::parse("http://analyzer/ingest/logs", "ready").unwrap();
-        assert_eq!(relative.health_url.as_str(), "http://analyzer/ingest/ready");
-        assert_eq!(relative.port, 80);
+        let endpoint = Endpoint::parse("http://analyzer:9000/ingest/logs").unwrap();
+        assert_eq!(
+            endpoint.health("/health", None).unwrap().url.as_str(),
+            "http://analyzer:9000/health"
+        );
+        let relative = Endpoint::parse("http://analyzer/ingest/logs").unwrap();
+        let ready = relative.health("ready", None).unwrap();
+        assert_eq!(ready.url.as_str(), "http://analyzer/ingest/ready");
+        assert_eq!(ready.port, 80);
+        assert!(relative.same_origin(&ready));
+    }
+
+    #[test]
+    fn a_health_url_may_name_another_port_host_or_scheme() {
+        let endpoint = Endpoint::parse("https://collector:4318/v1/logs").unwrap();
+        let extension = endpoint
+            .health("/health", Some("http://collector:13133/"))
+            .unwrap();
+        assert_eq!(extension.url.as_str(), "http://collector:13133/");
+        assert!(!endpoint.same_origin(&extension));
+        let path = endpoint.health("/health", Some("/status?verbose=1")).unwrap();
+        assert_eq!(path.url.as_str(), "https://collector:4318/status?verbose=1");
+        assert!(endpoint.same_origin(&path));
+        let same_host_other_port = endpoint.health("/", Some("https://collector:8443/")).unwrap();
+        assert!(!endpoint.same_origin(&same_host_other_port));
+        let error = endpoint.health("/", Some("ftp://collector/")).unwrap_err();
+        assert!(
+            error.starts_with("health_check.url: ftp://collector/ must be an http:// or https:// URL"),
+            "{error}"
+        );
     }
 
     #[test]
     fn what_cannot_be_delivered_to_is_refused_with_the_reason() {
         for (endpoint, reason) in [
-            ("analyzer:9000", "must be an http:// URL"),
+            ("analyzer:9000", "must be an http:// or https:// URL"),
             ("not a url", "is not a URL"),
-            ("ftp://analyzer/", "must be an http:// URL"),
-            ("https://analyzer/", "must be an http:// URL"),
+            ("ftp://analyzer/", "must be an http:// or https:// URL"),
+            (
+                "https://user:pass@analyzer/",
+                "holds credentials: give them in `auth`",
+            ),
+            ("http://token@analyzer/", "holds credentials"),
         ] {
-            let error = Endpoint::parse(endpoint, "/health").unwrap_err();
+            let error = Endpoint::parse(endpoint).unwrap_err();
             assert!(error.contains(reason), "{endpoint}: {error}");
+            assert!(!error.contains("pass@"), "the password is not repeated: {error}");
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum DeliveryFormat {
     /// `level`, `source`, `packet_id`, `retry_count`, the metadata's keys):
     /// what Vector's `http_server` source and Logstash's `http` input take.
     Ndjson,
+    /// OTLP/HTTP: one `ExportLogsServiceRequest` in protobuf, for an OTLP
+    /// receiver's `/v1/logs` (see docs/analyzers.md for the mapping).
+    Otlp,
 }
 
 impl DeliveryFormat {
@@ -29,6 +32,7 @@ impl DeliveryFormat {
         match self {
             DeliveryFormat::Packets => "application/json",
             DeliveryFormat::Ndjson => "application/x-ndjson",
+            DeliveryFormat::Otlp => "application/x-protobuf",
         }
     }
 
@@ -37,6 +41,7 @@ impl DeliveryFormat {
         match self {
             DeliveryFormat::Packets => packets_body(batch),
             DeliveryFormat::Ndjson => super::ndjson::body(batch),
+            DeliveryFormat::Otlp => super::otlp::write_body(batch),
         }
     }
 }
@@ -69,6 +74,9 @@ mod tests {
         let named: DeliveryFormat = serde_json::from_str("\"ndjson\"").unwrap();
         assert_eq!(named, DeliveryFormat::Ndjson);
         assert_eq!(DeliveryFormat::Ndjson.content_type(), "application/x-ndjson");
+        let named: DeliveryFormat = serde_json::from_str("\"otlp\"").unwrap();
+        assert_eq!(named, DeliveryFormat::Otlp);
+        assert_eq!(DeliveryFormat::Otlp.content_type(), "application/x-protobuf");
         assert!(serde_json::from_str::<DeliveryFormat>("\"xml\"").is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! Delivery to a real analyzer over HTTP, per the analyzer contract:
+//! Delivery to a real analyzer over HTTP or HTTPS, per the analyzer contract:
 //!
 //! - `POST <endpoint>`, a body in the analyzer's [`DeliveryFormat`] (by
 //!   default a JSON array of packets in the shape `/api/v1/logs` accepts,
@@ -7,95 +7,177 @@
 //!   delivery: the packet's id percent-encoded (bytes outside
 //!   `A-Z a-z 0-9 - . _ ~` as `%XX`) when it holds one packet, otherwise
 //!   `sha256:` and the hex SHA-256 of its ids, each followed by a zero byte,
-//!   in the body's order (see [`idempotency_key`]).
+//!   in the body's order (see [`idempotency`]). The analyzer's static
+//!   extra headers and its `Authorization` ([`Credentials`], re-read when
+//!   their files change) go with it.
 //! - 2xx: every packet delivered. 408, 429, 5xx, timeouts and connection
-//!   errors: retryable, honouring `Retry-After` (seconds or an HTTP-date).
+//!   errors (a failed TLS handshake too), and 401 and 403 when the analyzer
+//!   has credentials (they may be mid-rotation): retryable, honouring
+//!   `Retry-After` (seconds or an HTTP-date).
 //!   413 and 431: too large, 400: a bad packet (the dispatcher splits a
 //!   batch on both). Other statuses: permanent. A refusal keeps the status
 //!   and the first 1 KiB of the answer as the dead letter's `final_error`.
-//! - Health: `GET <health_url>`, healthy on 2xx.
+//! - Health: `GET` or `HEAD` of the probe URL, healthy on an expected
+//!   status (any 2xx by default). A probe to the endpoint's origin shares
+//!   its connections and carries its headers and credentials; a probe to
+//!   another origin has connections of its own, carries neither, and for
+//!   `https://` uses the analyzer's TLS settings when it is the same host
+//!   (only its CA bundle otherwise).
 //!
-//! Each analyzer keeps its own pool of kept-alive connections ([`http1`]),
-//! the most recently used taken first, closed after 90 s unused.
+//! Each origin keeps its own pool of kept-alive connections ([`Origin`]).
 
+use super::credentials::{AuthOptions, Credentials};
 use super::endpoint::Endpoint;
 use super::format::DeliveryFormat;
+use super::headers::ExtraHeaders;
+use super::idempotency;
+use super::otlp::answer::{self as otlp_answer, PartialSuccessTally};
+use super::pool::{Answered, Origin};
+use super::probe::{ExpectedStatuses, ProbeMethod};
+use super::tls::{ClientTls, TlsOptions};
 use super::{DeliveryFailure, ExchangeError, FailureClass, ProbeError};
 use crate::dispatch::job::Job;
-use crate::sync::LockUnpoisoned;
-use http1::{Answer, Connection};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use url::{Host, Position, Url};
+use http1::Answer;
+use std::sync::Arc;
+use std::time::Duration;
+use url::{Position, Url};
 
-/// The header that names a delivery's packets (see [`idempotency_key`]).
-pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
-/// What starts the key of a delivery of several packets; `:` is always
-/// percent-encoded in a one-packet key, so the two kinds never meet.
-const BATCH_KEY_PREFIX: &str = "sha256:";
 /// How much of an analyzer's refusal is kept as `final_error`.
 const ANSWER_EXCERPT_BYTES: usize = 1024;
-/// How long an unused pooled connection is kept open.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// An HTTP analyzer as its configuration describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpOptions<'a> {
+    /// The analyzer's id, for logs.
+    pub id: &'a str,
+    /// Where deliveries go: an `http://` or `https://` URL.
+    pub endpoint: &'a str,
+    pub format: DeliveryFormat,
+    /// Longest wait for an answer.
+    pub timeout: Duration,
+    /// Only with an `https://` endpoint.
+    pub tls: Option<&'a TlsOptions>,
+    pub auth: Option<&'a AuthOptions>,
+    pub headers: &'a ExtraHeaders,
+    pub probe: ProbeOptions<'a>,
+}
+
+/// How an HTTP analyzer's health is probed.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeOptions<'a> {
+    /// Resolved against the endpoint, unless `url` is given.
+    pub path: &'a str,
+    /// Absolute, or relative to the endpoint.
+    pub url: Option<&'a str>,
+    pub method: ProbeMethod,
+    pub expected: &'a ExpectedStatuses,
+}
 
 #[derive(Debug)]
 pub struct Http {
     endpoint: Url,
-    health_url: Url,
-    host: Host<String>,
-    port: u16,
-    /// The heads of a delivery and of a probe, up to the headers each
-    /// request adds itself.
+    deliveries: Arc<Origin>,
+    /// The head of a delivery up to the headers each request adds itself
+    /// (credentials, `Idempotency-Key`).
     delivery_head: Vec<u8>,
-    probe_head: Vec<u8>,
+    credentials: Option<Credentials>,
     format: DeliveryFormat,
     timeout: Duration,
-    /// Kept-alive connections not in use, the most recently used last.
-    idle: Mutex<Vec<IdleConnection>>,
+    probe: Probe,
+    /// Reads an OTLP receiver's partial successes (`format: otlp`).
+    partial_success: Option<PartialSuccessTally>,
 }
 
 #[derive(Debug)]
-struct IdleConnection {
-    connection: Connection,
-    since: Instant,
+struct Probe {
+    url: Url,
+    /// Up to the credentials, when they go.
+    head: Vec<u8>,
+    answered: Answered,
+    expected: ExpectedStatuses,
+    /// The deliveries' own origin when it is the same.
+    origin: Arc<Origin>,
+    with_credentials: bool,
 }
 
 impl Http {
-    /// `endpoint` takes deliveries; `health_path` is resolved against it.
-    pub fn new(
-        endpoint: &str,
-        health_path: &str,
-        format: DeliveryFormat,
-        timeout: Duration,
-    ) -> Result<Http, String> {
-        let Endpoint {
-            url: endpoint,
-            health_url,
-            host,
-            port,
-        } = Endpoint::parse(endpoint, health_path)?;
-        let head = |method: &str, url: &Url| {
-            http1::request_head(
-                method,
-                &url[Position::BeforePath..Position::AfterQuery],
-                &url[Position::BeforeHost..Position::AfterPort],
-            )
-            .into_bytes()
+    /// Checks the addresses and reads the TLS and credential files.
+    pub fn new(options: HttpOptions<'_>) -> Result<Http, String> {
+        let endpoint = Endpoint::parse(options.endpoint)?;
+        options.headers.check()?;
+        let host = endpoint.url.host_str().unwrap_or_default().to_string();
+        let tls = match (options.tls, endpoint.is_https()) {
+            (Some(_), false) => {
+                return Err(format!(
+                    "tls: {} is an http:// endpoint; TLS settings need https://",
+                    endpoint.url
+                ))
+            }
+            (tls, true) => Some(ClientTls::new(
+                &tls.cloned().unwrap_or_default(),
+                &host,
+                options.id,
+            )?),
+            (None, false) => None,
         };
-        let mut delivery_head = head("POST", &endpoint);
-        delivery_head.extend_from_slice(format!("Content-Type: {}\r\n", format.content_type()).as_bytes());
+        let credentials = options
+            .auth
+            .map(|auth| Credentials::new(auth, options.id))
+            .transpose()?;
+        let health = endpoint.health(options.probe.path, options.probe.url)?;
+        let deliveries = Arc::new(Origin::new(&endpoint, tls));
+        let same_origin = endpoint.same_origin(&health);
+        let probe_origin = if same_origin {
+            deliveries.clone()
+        } else {
+            let tls = if health.is_https() {
+                let own = options.tls.cloned().unwrap_or_default();
+                let probe_tls = if health.host == endpoint.host {
+                    own
+                } else {
+                    own.trust_only()
+                };
+                let probe_host = health.url.host_str().unwrap_or_default();
+                let what = format!("{} (probes)", options.id);
+                Some(ClientTls::new(&probe_tls, probe_host, &what)?)
+            } else {
+                None
+            };
+            Arc::new(Origin::new(&health, tls))
+        };
+        let mut delivery_head = request_head("POST", &endpoint.url);
+        delivery_head
+            .extend_from_slice(format!("Content-Type: {}\r\n", options.format.content_type()).as_bytes());
+        options.headers.write_lines(&mut delivery_head);
+        let mut probe_head = request_head(options.probe.method.as_str(), &health.url);
+        if same_origin {
+            options.headers.write_lines(&mut probe_head);
+        }
         Ok(Http {
-            probe_head: head("GET", &health_url),
+            endpoint: endpoint.url,
+            deliveries,
             delivery_head,
-            format,
-            endpoint,
-            health_url,
-            host,
-            port,
-            timeout,
-            idle: Mutex::new(Vec::new()),
+            credentials,
+            format: options.format,
+            timeout: options.timeout,
+            probe: Probe {
+                url: health.url,
+                head: probe_head,
+                answered: match options.probe.method {
+                    ProbeMethod::Get => Answered::WithBody,
+                    ProbeMethod::Head => Answered::HeadOnly,
+                },
+                expected: options.probe.expected.clone(),
+                origin: probe_origin,
+                with_credentials: same_origin,
+            },
+            partial_success: None,
         })
+    }
+
+    /// Has the 2xx answers read for an OTLP receiver's partial successes.
+    pub(crate) fn count_partial_success(&mut self, tally: PartialSuccessTally) {
+        self.partial_success = Some(tally);
     }
 
     pub fn endpoint(&self) -> &Url {
@@ -105,100 +187,62 @@ impl Http {
     pub async fn deliver(&self, batch: &[Job]) -> Result<(), DeliveryFailure> {
         let body = self.format.write_body(batch);
         let mut head = self.delivery_head.clone();
-        head.extend_from_slice(IDEMPOTENCY_HEADER.as_bytes());
-        head.extend_from_slice(b": ");
-        idempotency_key(batch.iter().map(|job| job.packet.id()), &mut head);
-        head.extend_from_slice(b"\r\n");
-        match tokio::time::timeout(self.timeout, self.exchange(&head, body)).await {
+        if let Some(credentials) = &self.credentials {
+            head.extend_from_slice(&credentials.header_line());
+        }
+        idempotency::write_header_line(batch.iter().map(|job| job.packet.id()), &mut head);
+        let exchange = self.deliveries.exchange(&head, body, Answered::WithBody);
+        match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Err(ExchangeError::NoAnswer(self.timeout).into()),
             Ok(Err(e)) => Err(e.into()),
-            Ok(Ok(answer)) if is_success(answer.status) => Ok(()),
-            Ok(Ok(answer)) => Err(refusal(answer)),
+            Ok(Ok(answer)) if is_success(answer.status) => {
+                if let Some(tally) = &self.partial_success {
+                    tally.record(&answer.body);
+                }
+                Ok(())
+            }
+            Ok(Ok(answer)) => {
+                let mut failure = refusal(&answer, self.format);
+                if self.credentials.is_some() && matches!(answer.status, 401 | 403) {
+                    // Credentials being rotated: the files or the analyzer
+                    // may be a moment ahead of the other.
+                    failure.class = FailureClass::Retryable;
+                }
+                Err(failure)
+            }
         }
     }
 
     pub async fn probe(&self) -> Result<(), ProbeError> {
-        let answer = tokio::time::timeout(self.timeout, self.exchange(&self.probe_head, Vec::new()))
+        let probe = &self.probe;
+        let mut head = probe.head.clone();
+        if let (true, Some(credentials)) = (probe.with_credentials, &self.credentials) {
+            head.extend_from_slice(&credentials.header_line());
+        }
+        let exchange = probe.origin.exchange(&head, Vec::new(), probe.answered);
+        let answer = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| ExchangeError::NoAnswer(self.timeout))??;
-        if is_success(answer.status) {
+        if probe.expected.contains(answer.status) {
             Ok(())
         } else {
             Err(ProbeError::Status {
-                url: self.health_url.clone(),
+                url: probe.url.clone(),
                 status: answer.status,
+                expected: probe.expected.to_string(),
             })
         }
     }
+}
 
-    /// One request and its whole answer. The body is let go once it is
-    /// written, not held while the analyzer works on it.
-    async fn exchange(&self, head: &[u8], body: Vec<u8>) -> Result<Answer, ExchangeError> {
-        let mut connection = self.send(head, &body).await?;
-        drop(body);
-        let (answer, ended) = connection.receive().await;
-        let answer = answer.map_err(ExchangeError::Request)?;
-        self.keep_unless(ended, connection);
-        Ok(answer)
-    }
-
-    /// Sends a request on a kept-alive connection when there is one that
-    /// takes it, otherwise on a new one.
-    async fn send(&self, head: &[u8], body: &[u8]) -> Result<Connection, ExchangeError> {
-        if let Some(mut connection) = self.take_idle() {
-            if connection.send(head, body).await.is_ok() {
-                return Ok(connection);
-            }
-        }
-        let mut connection = self.connect().await?;
-        connection
-            .send(head, body)
-            .await
-            .map_err(ExchangeError::Request)?;
-        Ok(connection)
-    }
-
-    async fn connect(&self) -> Result<Connection, ExchangeError> {
-        let stream = match &self.host {
-            Host::Domain(name) => TcpStream::connect((name.as_str(), self.port)).await,
-            Host::Ipv4(ip) => TcpStream::connect((*ip, self.port)).await,
-            Host::Ipv6(ip) => TcpStream::connect((*ip, self.port)).await,
-        }
-        .map_err(ExchangeError::Connect)?;
-        stream.set_nodelay(true).map_err(ExchangeError::Connect)?;
-        Ok(Connection::new(stream))
-    }
-
-    /// The most recently used idle connection that is still open.
-    fn take_idle(&self) -> Option<Connection> {
-        let mut idle = self.idle.lock_unpoisoned();
-        while let Some(IdleConnection {
-            mut connection,
-            since,
-        }) = idle.pop()
-        {
-            if since.elapsed() < POOL_IDLE_TIMEOUT && !connection.has_ended() {
-                return Some(connection);
-            }
-        }
-        None
-    }
-
-    /// Puts `connection` back for the next request unless it has `ended`;
-    /// closes those idle for longer than [`POOL_IDLE_TIMEOUT`].
-    fn keep_unless(&self, ended: bool, connection: Connection) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock_unpoisoned();
-        // Oldest first: those put back longest ago.
-        let expired = idle.partition_point(|entry| now.duration_since(entry.since) >= POOL_IDLE_TIMEOUT);
-        idle.drain(..expired);
-        if !ended {
-            idle.push(IdleConnection {
-                connection,
-                since: now,
-            });
-        }
-    }
+/// The request line and `Host` header of a request to `url`.
+fn request_head(method: &str, url: &Url) -> Vec<u8> {
+    http1::request_head(
+        method,
+        &url[Position::BeforePath..Position::AfterQuery],
+        &url[Position::BeforeHost..Position::AfterPort],
+    )
+    .into_bytes()
 }
 
 fn is_success(status: u16) -> bool {
@@ -206,14 +250,16 @@ fn is_success(status: u16) -> bool {
 }
 
 /// What a non-2xx answer means: retryable or not, the analyzer's
-/// `Retry-After`, and the start of its answer.
-fn refusal(answer: Answer) -> DeliveryFailure {
+/// `Retry-After`, and the start of its answer (an OTLP receiver's
+/// `Status` message when it sent one).
+fn refusal(answer: &Answer, format: DeliveryFormat) -> DeliveryFailure {
     let excerpt = &answer.body[..answer.body.len().min(ANSWER_EXCERPT_BYTES)];
-    let message = format!(
-        "analyzer answered HTTP {}: {}",
-        answer.status,
-        String::from_utf8_lossy(excerpt).trim()
-    );
+    let reason = match format {
+        DeliveryFormat::Otlp => otlp_answer::status_message(&answer.body, ANSWER_EXCERPT_BYTES),
+        _ => None,
+    }
+    .unwrap_or_else(|| String::from_utf8_lossy(excerpt).trim().to_owned());
+    let message = format!("analyzer answered HTTP {}: {reason}", answer.status);
     let class = match answer.status {
         408 | 429 | 500..=599 => FailureClass::Retryable,
         413 | 431 => FailureClass::TooLarge,
@@ -225,47 +271,14 @@ fn refusal(answer: Answer) -> DeliveryFailure {
     failure
 }
 
-/// Writes the `Idempotency-Key` of a delivery of the packets with `ids`:
-/// the id, percent-encoded, for one packet (at most three times
-/// `limits.max_id_bytes`); for several, `sha256:` and 64 hex digits, the
-/// SHA-256 of the ids, each followed by a zero byte (no id holds one). A
-/// retry sends the same packets in the same order, so it has the same key.
-fn idempotency_key<'a>(mut ids: impl ExactSizeIterator<Item = &'a str>, out: &mut Vec<u8>) {
-    if ids.len() == 1 {
-        if let Some(id) = ids.next() {
-            percent_encode_into(id, out);
-        }
-        return;
-    }
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    for id in ids {
-        digest.update(id.as_bytes());
-        digest.update(&[0]);
-    }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.extend_from_slice(BATCH_KEY_PREFIX.as_bytes());
-    for byte in digest.finish().as_ref() {
-        out.extend_from_slice(&[HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xF)]]);
-    }
-}
-
-/// Percent-encodes every byte but RFC 3986's unreserved ones, so that an
-/// id with a comma, spaces or non-ASCII survives a header intact.
-fn percent_encode_into(id: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for byte in id.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xF)]]);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{idempotency_key, percent_encode_into, Http};
+    use super::{Http, HttpOptions, ProbeOptions};
+    use crate::transport::credentials::AuthOptions;
     use crate::transport::format::DeliveryFormat;
+    use crate::transport::headers::ExtraHeaders;
+    use crate::transport::material::Material;
+    use crate::transport::probe::{ExpectedStatuses, ProbeMethod};
     use crate::transport::{ExchangeError, ProbeError};
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
@@ -274,6 +287,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    const NO_CONTENT: &str = "HTTP/1.1 204 No Content\r\n\r\n";
 
     /// What the scripted analyzer does with a request.
     enum Then {
@@ -285,21 +299,27 @@ mod tests {
     /// A real analyzer on loopback that does `plan(c, r)` with the `r`th
     /// request on its `c`th connection. It answers the number of requests
     /// it has read on each connection.
-    async fn scripted(plan: fn(usize, usize) -> Then) -> (SocketAddr, Arc<Mutex<Vec<usize>>>) {
+    async fn scripted(plan: fn(usize, usize) -> Then) -> (SocketAddr, Arc<Mutex<Vec<usize>>>, Heads) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let heads = Heads::default();
         let seen = requests.clone();
+        let read = heads.clone();
         tokio::spawn(async move {
             for c in 0.. {
                 let (mut socket, _) = listener.accept().await.unwrap();
                 seen.lock().unwrap().push(0);
                 let seen = seen.clone();
+                let read = read.clone();
                 tokio::spawn(async move {
                     let mut buffer = [0u8; 4096];
                     // Probes carry no body: each head ends with an empty line.
                     while let Ok(n @ 1..) = socket.read(&mut buffer).await {
                         assert!(buffer[..n].ends_with(b"\r\n\r\n"));
+                        read.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
                         let r = {
                             let mut seen = seen.lock().unwrap();
                             seen[c] += 1;
@@ -317,22 +337,47 @@ mod tests {
                 });
             }
         });
-        (addr, requests)
+        (addr, requests, heads)
+    }
+
+    /// Every request head a scripted analyzer read, in order.
+    type Heads = Arc<Mutex<Vec<String>>>;
+
+    fn options<'a>(
+        endpoint: &'a str,
+        expected: &'a ExpectedStatuses,
+        headers: &'a ExtraHeaders,
+    ) -> HttpOptions<'a> {
+        HttpOptions {
+            id: "test",
+            endpoint,
+            format: DeliveryFormat::Packets,
+            timeout: Duration::from_secs(5),
+            tls: None,
+            auth: None,
+            headers,
+            probe: ProbeOptions {
+                path: "/health",
+                url: None,
+                method: ProbeMethod::Get,
+                expected,
+            },
+        }
     }
 
     fn client(addr: SocketAddr) -> Http {
-        Http::new(
-            &format!("http://{addr}/ingest"),
-            "/health",
-            DeliveryFormat::Packets,
-            Duration::from_secs(5),
-        )
+        let endpoint = format!("http://{addr}/ingest");
+        Http::new(options(
+            &endpoint,
+            &ExpectedStatuses::default(),
+            &ExtraHeaders::default(),
+        ))
         .unwrap()
     }
 
     #[tokio::test]
     async fn requests_share_one_kept_connection() {
-        let (addr, requests) = scripted(|_, _| Then::Answer(OK)).await;
+        let (addr, requests, _) = scripted(|_, _| Then::Answer(OK)).await;
         let http = client(addr);
         for _ in 0..3 {
             http.probe().await.unwrap();
@@ -342,7 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_kept_connection_the_analyzer_closed_while_idle_is_not_used() {
-        let (addr, requests) = scripted(|_, _| Then::AnswerAndClose(OK)).await;
+        let (addr, requests, _) = scripted(|_, _| Then::AnswerAndClose(OK)).await;
         let http = client(addr);
         for _ in 0..3 {
             http.probe().await.unwrap();
@@ -354,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_closed_after_the_request_went_out_fails_that_request_only() {
-        let (addr, requests) = scripted(|c, r| {
+        let (addr, requests, _) = scripted(|c, r| {
             if (c, r) == (0, 1) {
                 Then::Close
             } else {
@@ -379,20 +424,20 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_that_says_close_is_not_kept() {
-        let (addr, requests) = scripted(|_, _| {
+        let (addr, requests, _) = scripted(|_, _| {
             Then::Answer("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
         })
         .await;
         let http = client(addr);
         http.probe().await.unwrap();
         http.probe().await.unwrap();
-        assert_eq!(http.idle.lock().unwrap().len(), 0);
+        assert_eq!(http.deliveries.idle_count(), 0);
         assert_eq!(*requests.lock().unwrap(), [1, 1]);
     }
 
     #[tokio::test]
     async fn a_bad_answer_is_an_error() {
-        let (addr, requests) =
+        let (addr, requests, _) =
             scripted(|_, r| Then::Answer(if r == 0 { OK } else { "SMTP ready\r\n\r\n" })).await;
         let http = client(addr);
         http.probe().await.unwrap();
@@ -418,49 +463,90 @@ mod tests {
 
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}/", silent.local_addr().unwrap());
-        let http = Http::new(
-            &endpoint,
-            "/health",
-            DeliveryFormat::Packets,
-            Duration::from_millis(200),
-        )
-        .unwrap();
+        let (expected, headers) = (ExpectedStatuses::default(), ExtraHeaders::default());
+        let mut options = options(&endpoint, &expected, &headers);
+        options.timeout = Duration::from_millis(200);
+        let http = Http::new(options).unwrap();
         assert_eq!(
             http.probe().await.unwrap_err().to_string(),
             "no answer within 200ms"
         );
     }
 
-    #[test]
-    fn ids_are_percent_encoded_for_the_header() {
-        let encode = |id: &str| {
-            let mut out = Vec::new();
-            percent_encode_into(id, &mut out);
-            String::from_utf8(out).unwrap()
+    #[tokio::test]
+    async fn a_head_probe_reads_no_body_and_keeps_its_connection() {
+        // The answer announces 42 bytes a HEAD answer never carries.
+        let (addr, requests, heads) =
+            scripted(|_, _| Then::Answer("HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")).await;
+        let endpoint = format!("http://{addr}/ingest");
+        let expected = ExpectedStatuses::default();
+        let headers = ExtraHeaders::default();
+        let mut options = options(&endpoint, &expected, &headers);
+        options.probe.method = ProbeMethod::Head;
+        options.timeout = Duration::from_secs(2);
+        let http = Http::new(options).unwrap();
+        for _ in 0..3 {
+            http.probe().await.unwrap();
+        }
+        assert_eq!(*requests.lock().unwrap(), [3]);
+        assert!(heads.lock().unwrap()[0].starts_with("HEAD /health HTTP/1.1\r\n"));
+    }
+
+    #[tokio::test]
+    async fn only_the_expected_statuses_pass_a_probe() {
+        let (addr, _, _) = scripted(|_, r| Then::Answer(if r == 0 { NO_CONTENT } else { OK })).await;
+        let endpoint = format!("http://{addr}/ingest");
+        let expected: ExpectedStatuses = serde_json::from_str("[204]").unwrap();
+        let headers = ExtraHeaders::default();
+        let http = Http::new(options(&endpoint, &expected, &headers)).unwrap();
+        http.probe().await.unwrap();
+        let error = http.probe().await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("http://{addr}/health answered HTTP 200, expected 204")
+        );
+    }
+
+    #[tokio::test]
+    async fn headers_and_credentials_go_to_the_endpoints_origin_only() {
+        let (delivery, _, delivery_heads) = scripted(|_, _| Then::Answer(OK)).await;
+        let (elsewhere, _, elsewhere_heads) = scripted(|_, _| Then::Answer(OK)).await;
+        let endpoint = format!("http://{delivery}/ingest");
+        let expected = ExpectedStatuses::default();
+        let headers: ExtraHeaders = serde_json::from_str(r#"{"X-Scope-OrgID": "tenant-a"}"#).unwrap();
+        let auth = AuthOptions {
+            token_file: Some(Material::inline("test", b"t0ken\n".to_vec())),
+            ..AuthOptions::default()
         };
-        assert_eq!(encode("abc-123_x.y~z"), "abc-123_x.y~z");
-        assert_eq!(encode("a,b"), "a%2Cb");
-        assert_eq!(encode(" lead"), "%20lead");
-        assert_eq!(encode("é"), "%C3%A9");
+        let mut same = options(&endpoint, &expected, &headers);
+        same.auth = Some(&auth);
+        same.probe.url = Some("/ready");
+        Http::new(same).unwrap().probe().await.unwrap();
+        let other_url = format!("http://{elsewhere}/");
+        let mut other = same;
+        other.probe.url = Some(&other_url);
+        Http::new(other).unwrap().probe().await.unwrap();
+        assert_eq!(
+            delivery_heads.lock().unwrap()[0],
+            format!("GET /ready HTTP/1.1\r\nHost: {delivery}\r\nX-Scope-OrgID: tenant-a\r\nAuthorization: Bearer t0ken\r\nContent-Length: 0\r\n\r\n")
+        );
+        assert_eq!(
+            elsewhere_heads.lock().unwrap()[0],
+            format!("GET / HTTP/1.1\r\nHost: {elsewhere}\r\nContent-Length: 0\r\n\r\n")
+        );
     }
 
     #[test]
-    fn a_batch_key_is_a_bounded_hash_of_its_ids_in_order() {
-        let key = |ids: &[&str]| {
-            let mut out = Vec::new();
-            idempotency_key(ids.iter().copied(), &mut out);
-            String::from_utf8(out).unwrap()
-        };
-        assert_eq!(key(&["a,b"]), "a%2Cb", "one packet: its id");
-        // SHA-256 of "a\0b\0", by sha256sum.
+    fn tls_settings_need_an_https_endpoint() {
+        let expected = ExpectedStatuses::default();
+        let headers = ExtraHeaders::default();
+        let tls = crate::transport::tls::TlsOptions::default();
+        let mut plain = options("http://analyzer:9000/", &expected, &headers);
+        plain.tls = Some(&tls);
+        let error = Http::new(plain).unwrap_err();
         assert_eq!(
-            key(&["a", "b"]),
-            "sha256:8fb20ef63ced4145fc2e983ffe597d1dcff39154c3bf21f0fa9dde6a0c50fdc9"
+            error,
+            "tls: http://analyzer:9000/ is an http:// endpoint; TLS settings need https://"
         );
-        assert_ne!(key(&["a", "b"]), key(&["b", "a"]), "the order counts");
-        assert_ne!(key(&["ab", ""]), key(&["a", "b"]), "ids stay apart");
-        let long: Vec<String> = (0..256).map(|i| format!("{i:0>256}")).collect();
-        let long: Vec<&str> = long.iter().map(String::as_str).collect();
-        assert_eq!(key(&long).len(), 7 + 64);
     }
 }

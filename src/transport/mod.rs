@@ -5,14 +5,23 @@
 //! delivers a batch of packets bound for one analyzer and answers a health
 //! probe; each says whether a failure is worth retrying ([`FailureClass`]).
 
+pub mod credentials;
 pub mod endpoint;
 pub mod format;
+pub mod headers;
 mod http;
+mod idempotency;
+pub mod material;
 mod ndjson;
+pub(crate) mod otlp;
+mod pool;
+pub mod probe;
 mod simulated;
+mod stream;
+pub mod tls;
 
 pub use format::DeliveryFormat;
-pub use http::Http;
+pub use http::{Http, HttpOptions, ProbeOptions};
 pub use simulated::Simulated;
 
 use crate::dispatch::job::Job;
@@ -46,6 +55,8 @@ impl FailureClass {
 pub enum ExchangeError {
     #[error("cannot connect: {0}")]
     Connect(#[source] std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
     #[error("request failed: {0}")]
     Request(#[source] http1::Error),
     #[error("no answer within {}", humantime::format_duration(*.0))]
@@ -57,8 +68,13 @@ pub enum ExchangeError {
 pub enum ProbeError {
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
-    #[error("{url} answered HTTP {status}")]
-    Status { url: url::Url, status: u16 },
+    #[error("{url} answered HTTP {status}, expected {expected}")]
+    Status {
+        url: url::Url,
+        status: u16,
+        /// The statuses that pass, as the configuration lists them.
+        expected: String,
+    },
     #[error("simulated health check failure")]
     Simulated,
 }

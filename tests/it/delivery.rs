@@ -26,6 +26,7 @@ async fn reference_analyzer(name: &str) -> SocketAddr {
         latency_ms: 0,
         failure_rate: 0.0,
         record: None,
+        record_messages: false,
         fail_first: 0,
         respond_status: None,
     };

@@ -19,7 +19,7 @@ fn announce(note: &str) {
 #[test]
 fn kubernetes_is_compiled_out_without_feature_test_control_plane() {
     announce(
-        "the tests of `kubernetes` are compiled out: they need a kube-apiserver and etcd \
+        "the tests of `kubernetes` and `kubernetes_secrets` are compiled out: they need a kube-apiserver and etcd \
          (scripts/envtest.sh, which they start when it is not up). Run them with \
          `cargo test --test it --features test-control-plane` (make test does).",
     );
@@ -32,5 +32,25 @@ fn disk_faults_is_compiled_out_without_feature_test_root() {
         "the tests of `disk_faults` are compiled out: they need root (they mount a tmpfs \
          and fill it). Run them as root with `cargo test --test it --features test-root` \
          (make test does).",
+    );
+}
+
+#[cfg(not(feature = "test-otel-sdk"))]
+#[test]
+fn otlp_sdk_is_compiled_out_without_feature_test_otel_sdk() {
+    announce(
+        "the tests of `otlp_sdk` are compiled out: they install the OpenTelemetry Python SDK \
+         from PyPI into a venv (scripts/otel-python-sdk.sh, which they run) and need python3. \
+         Run them with `cargo test --test it --features test-otel-sdk` (make test does).",
+    );
+}
+
+#[cfg(not(feature = "test-otel-collector"))]
+#[test]
+fn otel_collector_is_compiled_out_without_feature_test_otel_collector() {
+    announce(
+        "the tests of `otel_collector` are compiled out: they need an OpenTelemetry Collector \
+         built from Go modules (scripts/otelcol.sh builds it once, in minutes, and caches it). \
+         Run them with `cargo test --test it --features test-otel-collector` (make test does).",
     );
 }

@@ -552,6 +552,19 @@ async fn the_api_server_refuses_invalid_analyzers() {
         json!({"weight": 0, "endpoint": "http://127.0.0.1:9/"}),
     ))
     .await;
+    ns.apply_ok(&with_spec(
+        "valid-https",
+        json!({
+            "weight": 0,
+            "endpoint": "https://127.0.0.1:9/v1/logs",
+            "tls": {"ca": {"configMapKeyRef": {"name": "ca", "key": "ca.crt"}},
+                    "clientCertificate": {"secretName": "client"}, "serverName": "collector"},
+            "auth": {"basic": {"secretName": "credentials"}},
+            "headers": {"X-Scope-OrgID": "tenant-a"},
+            "healthCheck": {"url": "http://127.0.0.1:13133/", "method": "HEAD", "expectedStatuses": [200, "202-204"]},
+        }),
+    ))
+    .await;
 }
 
 // ---------------------------------------------------------------- kubectl output

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ndjson_analyzer_receives_every_message_as_one_line_with_its_packet_id_across_a_retry() {
     let (recorder, endpoint) = Recorder::start(vec![StatusCode::SERVICE_UNAVAILABLE]).await;
-    let config = Config::new(vec![remote("lines", 1, &endpoint).format("ndjson")])
+    let config = Config::new(vec![remote("lines", 1, &endpoint).with("format: ndjson")])
         .section("records", "{max_messages_per_packet: 4}");
     let server = Server::start(&config).await;
     let records: Vec<Value> = (0..10)
@@ -100,7 +100,7 @@ async fn an_ndjson_analyzer_receives_every_message_as_one_line_with_its_packet_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_named_like_a_field_of_the_line_stays_under_metadata() {
     let (recorder, endpoint) = Recorder::start(vec![]).await;
-    let config = Config::new(vec![remote("lines", 1, &endpoint).format("ndjson")]);
+    let config = Config::new(vec![remote("lines", 1, &endpoint).with("format: ndjson")]);
     let server = Server::start(&config).await;
     let packet = json!([{"id": "p-1", "messages": [{"level": "info", "message": "m", "source": "api",
         "timestamp": "2024-12-05T09:13:20Z",

@@ -15,10 +15,12 @@
 use crate::support::config::{analyzer, Config};
 use crate::support::http::Reply;
 use crate::support::in_process::Server;
+use crate::support::otlp::log_request;
 use crate::support::packets::{packet, packets};
 use crate::support::poll::{eventually, DEADLINE};
 use flate2::write::GzEncoder;
 use flate2::Compression;
+use prost::Message;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -643,6 +645,47 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
         );
     }
 
+    // OTLP: each answer, in each encoding.
+    let otlp = "/v1/logs";
+    let protobuf: &[(&str, &str)] = &[("content-type", "application/x-protobuf")];
+    let protobuf_zipped: &[(&str, &str)] = &[
+        ("content-type", "application/x-protobuf"),
+        ("content-encoding", "gzip"),
+    ];
+    let request = log_request("otlp", &["one", "two"]).encode_to_vec();
+    let too_long = log_request("otlp", &["fine", &"x".repeat(10_001)]).encode_to_vec();
+    let otlp_json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"j"}}]}]}]}"#;
+    let mut partial_seen = false;
+    let otlp_posts = [
+        (protobuf, request.clone(), 200),
+        (protobuf, too_long, 200),
+        (json_type, otlp_json.to_vec(), 200),
+        (
+            json_type,
+            format!(
+                r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{{"stringValue":"{}"}}}}]}}]}}]}}"#,
+                "y".repeat(10_001)
+            )
+            .into_bytes(),
+            200,
+        ),
+        (protobuf, b"\xff\xff".to_vec(), 400),
+        (json_type, b"{\"resourceLogs\": 1}".to_vec(), 400),
+        (&[("content-type", "text/plain")][..], request.clone(), 415),
+        (&[][..], request.clone(), 415),
+        (protobuf_zipped, gzip(&[0; 70_000]), 413),
+        (json_type, vec![b' '; 66_000], 413),
+    ];
+    for (headers, body, status) in otlp_posts {
+        let reply = server.post_raw(otlp, headers, body).await;
+        check("post", otlp, reply.expect(status));
+        partial_seen |= reply.json.get("partialSuccess").is_some();
+    }
+    assert!(
+        partial_seen,
+        "a partial success in JSON is checked against its schema"
+    );
+
     // Queries, with dead letters in the file.
     eventually("dead letters and nothing in flight", DEADLINE, || async {
         let stats = server.stats().await;
@@ -778,6 +821,11 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
         .post_raw(records, json_type, br#"{"msg":"no room"}"#.to_vec())
         .await;
     check("post", records, full.expect(503));
+    for headers in [protobuf, json_type] {
+        let full = server.post_raw(otlp, headers, request.clone()).await;
+        check("post", otlp, full.expect(503));
+        assert_eq!(full.header("retry-after"), Some("1"));
+    }
     server
         .set_health("good", json!({"mode": "auto"}))
         .await
@@ -834,6 +882,7 @@ async fn the_answers_of_the_token_checks_match_the_document() {
     let server = Server::start(&Config::four(0).section("auth", &auth)).await;
     let operations = [
         ("post", "/api/v1/logs", "/api/v1/logs", Some(packets("t", 1))),
+        ("post", "/v1/logs", "/v1/logs", Some(json!({"resourceLogs": []}))),
         (
             "post",
             "/api/v1/analyzers/{id}/health",

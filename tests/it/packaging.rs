@@ -96,6 +96,10 @@ fn the_dockerfile_copies_what_the_build_needs() {
         );
     }
     assert!(dockerfile.contains("USER 10001"), "runs as non-root");
+    assert!(
+        dockerfile.contains("/etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt"),
+        "the system's CA certificates, for HTTPS to analyzers"
+    );
     assert!(dockerfile.contains("--locked"));
 }
 

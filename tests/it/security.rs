@@ -7,12 +7,12 @@ use crate::support::distributor::Distributor;
 use crate::support::http::Reply;
 use crate::support::in_process::Server;
 use crate::support::packets::packets;
+use crate::support::pki::Pki;
 use crate::support::poll::{eventually, DEADLINE};
 use crate::support::processes::command;
 use crate::support::serial::beside_others;
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -405,56 +405,6 @@ async fn sigterm_ends_the_process_within_the_drain_timeout_while_clients_never_r
 
 // ---------------------------------------------------------------- TLS
 
-struct Pki {
-    ca_cert: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
-    ca_params: rcgen::CertificateParams,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "logs-distributor test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        Pki {
-            ca_cert,
-            ca_key,
-            ca_params,
-        }
-    }
-
-    /// A server certificate for localhost and 127.0.0.1 named `cn`; writes
-    /// the key, then the certificate; answers the certificate's DER.
-    fn issue(&self, cn: &str, serial: u64, cert: &Path, key: &Path) -> Vec<u8> {
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        params.serial_number = Some(rcgen::SerialNumber::from(serial));
-        let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca_key);
-        let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
-        std::fs::write(key, leaf_key.serialize_pem()).unwrap();
-        std::fs::write(cert, leaf.pem()).unwrap();
-        leaf.der().to_vec()
-    }
-
-    fn client(&self) -> tokio_rustls::TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_cert.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-    }
-}
-
 /// One HTTPS request; answers the response text and the server's certificate.
 async fn https_get(
     connector: &tokio_rustls::TlsConnector,
@@ -488,7 +438,7 @@ async fn tls_serves_https_refuses_plain_http_and_picks_up_a_new_certificate() {
         .section("server", "{header_read_timeout: 1s}");
     let server = Server::start(&config).await;
     let addr = server.running().addr();
-    let connector = pki.client();
+    let connector = pki.connector();
     // A connection that never starts its handshake is closed after the header-read timeout.
     let mut silent = TcpStream::connect(addr).await.unwrap();
 

@@ -133,13 +133,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// The second half of [`Connection::exchange`]: reads the whole answer
     /// to the request sent.
     pub async fn receive(&mut self) -> (Result<Answer, Error>, bool) {
-        match self.read_answer().await {
+        self.receive_framed(true).await
+    }
+
+    /// [`Connection::receive`] after a `HEAD` request: a head alone, whatever its `Content-Length`.
+    pub async fn receive_bodiless(&mut self) -> (Result<Answer, Error>, bool) {
+        self.receive_framed(false).await
+    }
+
+    async fn receive_framed(&mut self, with_body: bool) -> (Result<Answer, Error>, bool) {
+        match self.read_answer(with_body).await {
             Ok((answer, keep_alive)) => (Ok(answer), !keep_alive),
             Err(error) => (Err(error), true),
         }
     }
 
-    async fn read_answer(&mut self) -> Result<(Answer, bool), Error> {
+    async fn read_answer(&mut self, with_body: bool) -> Result<(Answer, bool), Error> {
         let head = loop {
             let head = self.read_head().await?;
             // 1xx answers (100 Continue, 103 Early Hints) precede the real one.
@@ -147,13 +156,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 break head;
             }
         };
+        let bodiless = !with_body || head.status == 204 || head.status == 304;
         let body = match head.framing {
-            _ if head.status == 204 || head.status == 304 => Bytes::new(),
+            _ if bodiless => Bytes::new(),
             Framing::Length(length) => self.read_exactly(length).await?,
             Framing::Chunked => self.read_chunked().await?,
             Framing::UntilClose => self.read_to_end().await?,
         };
-        let keep_alive = head.keep_alive && !matches!(head.framing, Framing::UntilClose);
+        let keep_alive = head.keep_alive && (bodiless || !matches!(head.framing, Framing::UntilClose));
         Ok((
             Answer {
                 status: head.status,
@@ -183,7 +193,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             IoSlice::advance_slices(&mut remaining, written);
         }
-        Ok(())
+        // A TLS stream may hold its last records until flushed.
+        self.stream.flush().await
     }
 
     async fn read_head(&mut self) -> Result<Head, Error> {
@@ -454,6 +465,23 @@ mod tests {
             (answer.status, &answer.body[..], ended),
             (207, &b"abc0123456789"[..], false)
         );
+    }
+
+    #[tokio::test]
+    async fn the_answer_to_head_is_its_head_alone_and_the_connection_stays() {
+        let answers = [
+            "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+        ];
+        let (mut connection, server) = connect_to(answers.map(|answer| vec![answer]).to_vec()).await;
+        let probe = b"HEAD /health HTTP/1.1\r\nHost: test\r\n";
+        for status in [200, 204] {
+            connection.send(probe, b"").await.unwrap();
+            let (answer, ended) = connection.receive_bodiless().await;
+            let answer = answer.unwrap();
+            assert_eq!((answer.status, answer.body.len(), ended), (status, 0, false));
+        }
+        assert_eq!(server.await.unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -76,6 +76,11 @@ pub struct LoadgenArgs {
     /// Send application/x-ndjson bodies (one packet per line) instead of a JSON array.
     #[arg(long)]
     pub ndjson: bool,
+
+    /// Send OTLP/HTTP logs (application/x-protobuf ExportLogsServiceRequests, for a /v1/logs
+    /// target): each packet is one resource of --messages-per-packet records; 200 is success.
+    #[arg(long, conflicts_with_all = ["ndjson", "record"])]
+    pub otlp: bool,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -125,7 +130,7 @@ pub(crate) mod tests {
         assert_eq!(args.message_bytes, 200);
         assert_eq!(args.timeout, Duration::from_secs(5));
         assert!(args.record.is_none());
-        assert!(!args.json && !args.quiet && !args.gzip && !args.ndjson);
+        assert!(!args.json && !args.quiet && !args.gzip && !args.ndjson && !args.otlp);
     }
 
     #[test]
@@ -155,6 +160,8 @@ pub(crate) mod tests {
             &["--duration", "0s"],
             &["--packets", "0"],
             &["--packets-per-request", "0"],
+            &["--otlp", "--ndjson"],
+            &["--otlp", "--record", "ids.jsonl"],
         ] {
             let argv = std::iter::once("loadgen").chain(flags.iter().copied());
             assert!(Cli::try_parse_from(argv).is_err(), "{flags:?} should be rejected");

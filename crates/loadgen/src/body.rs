@@ -1,9 +1,10 @@
-//! Request bodies: synthetic packets as a JSON array or NDJSON, built from
-//! templates rendered once, so that a request costs little more than
-//! writing its packet ids.
+//! Request bodies: synthetic packets as a JSON array, NDJSON or OTLP
+//! protobuf, built from templates rendered once, so that a request costs
+//! little more than writing its packet ids.
 
 use crate::args::LoadgenArgs;
 use crate::gzip::GzipEncoder;
+use crate::otlp;
 use bytes::{BufMut, Bytes, BytesMut};
 use rand::seq::IndexedRandom;
 use serde::Serialize;
@@ -20,11 +21,15 @@ const WORDS: &str = "request served upstream cache miss latency user session tok
 pub(crate) enum BodyFormat {
     JsonArray,
     Ndjson,
+    /// An OTLP `ExportLogsServiceRequest`: one resource per packet, no ids.
+    Otlp,
 }
 
 impl BodyFormat {
     pub(crate) fn from_args(args: &LoadgenArgs) -> Self {
-        if args.ndjson {
+        if args.otlp {
+            Self::Otlp
+        } else if args.ndjson {
             Self::Ndjson
         } else {
             Self::JsonArray
@@ -35,6 +40,7 @@ impl BodyFormat {
         match self {
             Self::JsonArray => "application/json",
             Self::Ndjson => "application/x-ndjson",
+            Self::Otlp => "application/x-protobuf",
         }
     }
 
@@ -43,6 +49,7 @@ impl BodyFormat {
         match self {
             Self::JsonArray => (b"[", b",", b"]"),
             Self::Ndjson => (b"", b"\n", b"\n"),
+            Self::Otlp => (b"", b"", b""),
         }
     }
 }
@@ -65,7 +72,8 @@ struct MessageMetadata {
 pub(crate) struct BodyWriter {
     /// `{"id":"lg-<run>-`: the packet number follows.
     id_opening: Vec<u8>,
-    /// `","messages":[...]}`: the rest of a packet, in a few variants of levels and texts.
+    /// `","messages":[...]}`: the rest of a packet, in a few variants of levels and texts
+    /// (OTLP: the whole packet, which has no id).
     packet_tails: Vec<Vec<u8>>,
     format: BodyFormat,
     buffer: BytesMut,
@@ -86,6 +94,11 @@ impl BodyWriter {
                         metadata: MessageMetadata { worker: worker_id },
                     })
                     .collect();
+                if format == BodyFormat::Otlp {
+                    let records: Vec<(&str, String)> =
+                        messages.into_iter().map(|m| (m.level, m.message)).collect();
+                    return otlp::encoded_packet(&records, worker_id);
+                }
                 let messages = serde_json::to_string(&messages).expect("message templates serialize to JSON");
                 format!("\",\"messages\":{messages}}}").into_bytes()
             })
@@ -112,8 +125,10 @@ impl BodyWriter {
             if packet != first_packet {
                 self.buffer.put_slice(separator);
             }
-            self.buffer.put_slice(&self.id_opening);
-            put_decimal(&mut self.buffer, packet);
+            if self.format != BodyFormat::Otlp {
+                self.buffer.put_slice(&self.id_opening);
+                put_decimal(&mut self.buffer, packet);
+            }
             let variant = (packet % self.packet_tails.len() as u64) as usize;
             self.buffer.put_slice(&self.packet_tails[variant]);
         }
@@ -233,6 +248,24 @@ mod tests {
             .map(|line| serde_json::from_str::<Value>(line).expect("each line is JSON")["id"].to_string())
             .collect();
         assert_eq!(ids, ["\"lg-test-0\"", "\"lg-test-1\"", "\"lg-test-2\""]);
+    }
+
+    #[test]
+    fn otlp_body_is_one_request_with_a_resource_per_packet() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use prost::Message as _;
+        let args = parse(&["--otlp", "--messages-per-packet", "512", "--message-bytes", "30"]);
+        let format = BodyFormat::from_args(&args);
+        assert_eq!(format.content_type(), "application/x-protobuf");
+        let mut writer = BodyWriter::new("lg-test-", 0, &args, format);
+        let body = writer.render(0, 3);
+        let request = ExportLogsServiceRequest::decode(&body[..]).expect("a protobuf request");
+        assert_eq!(request.resource_logs.len(), 3);
+        for resource_logs in &request.resource_logs {
+            let records = &resource_logs.scope_logs[0].log_records;
+            assert_eq!(records.len(), 512);
+            assert!(records.iter().all(|r| r.severity_number > 0));
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //! Printed to stdout as a table, or as JSON with `--json`:
 //! * `requests`: requests sent, answered or not; `packets_sent` likewise.
 //! * `packets_accepted`: the sum of `successful` over the answers (a 202 counts
-//!   every packet of its request as accepted); `packets_per_sec` and
+//!   every packet of its request as accepted; with `--otlp`, a 200 does); `packets_per_sec` and
 //!   `messages_per_sec` are accepted packets and messages per second.
 //! * `status_codes`: answers per HTTP status, plus `error` for requests that got
 //!   no answer (connection failure or `--timeout`).
@@ -54,13 +54,14 @@
 //!
 //! `args` (the command line), `target` (resolving and connecting), `plan`
 //! and `schedule` (what each request carries and when it goes), `body` and
-//! `gzip` (request bodies), `worker` (the load threads and their workers),
+//! `gzip` (request bodies; `otlp` for `--otlp`), `worker` (the load threads and their workers),
 //! `stats` (counts and latencies), `report` (the outcome), `record`
 //! (`--record`) and `progress` (the progress bar).
 
 mod args;
 mod body;
 mod gzip;
+mod otlp;
 mod plan;
 mod progress;
 mod record;

@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     pub(crate) request_head: Vec<u8>,
     pub(crate) timeout: Duration,
     pub(crate) budget: PacketBudget,
+    /// `--otlp`: a 200 is the success answer.
+    pub(crate) otlp: bool,
     next_request: AtomicU64,
     /// Closed loop: no request starts after this instant.
     deadline: Option<Instant>,
@@ -40,6 +42,7 @@ impl Shared {
             target,
             request_head,
             timeout: args.timeout,
+            otlp: args.otlp,
             budget: PacketBudget {
                 total_packets: args.packets,
                 packets_per_request: u64::from(args.packets_per_request),

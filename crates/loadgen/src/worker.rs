@@ -222,6 +222,8 @@ impl Worker {
         match answer.status {
             // 202 means every packet was accepted: read the body only to record ids.
             202 if self.recorder.is_none() => self.stats.borrow_mut().packets_accepted += packets,
+            // OTLP/HTTP: 200 takes every record (a partial success is counted as a success).
+            200 if self.shared.otlp => self.stats.borrow_mut().packets_accepted += packets,
             202 | 207 | 400 => self.account_summary(&answer, packets).await,
             _ => {}
         }

@@ -7,7 +7,8 @@
 //!   `failure_rate`, for the first `--fail-first` deliveries, or while its
 //!   health is switched off; or always `--respond-status`). With `--record`,
 //!   each received packet id is appended to the file as a JSON line and
-//!   fsynced before the answer, so a test can audit what arrived.
+//!   fsynced before the answer, so a test can audit what arrived; with
+//!   `--record-messages` too, the line holds the packet's messages as well.
 //! - `GET /health`: 200 when healthy, 503 when switched off.
 //! - `POST /admin/health` `{"healthy": bool}`: switch its own health.
 //! - `GET /stats`: requests, packets and messages received, duplicates seen.
@@ -47,6 +48,10 @@ pub struct AnalyzerArgs {
     /// Append each received packet id to FILE as a JSON line, fsynced.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// With --record: each line holds the packet's messages too
+    /// (`{"id": ..., "messages": [...]}`).
+    #[arg(long, requires = "record")]
+    pub record_messages: bool,
     /// Answer the first N deliveries 503 (then behave normally).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub fail_first: u64,
@@ -80,6 +85,13 @@ struct Seen {
 struct PacketView {
     id: String,
     messages: Vec<serde::de::IgnoredAny>,
+}
+
+/// A packet as `--record-messages` records it.
+#[derive(Deserialize, serde::Serialize)]
+struct RecordedPacket {
+    id: String,
+    messages: Box<serde_json::value::RawValue>,
 }
 
 /// Builds the analyzer's router (for tests that host it in-process).
@@ -166,17 +178,31 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
                 .into_response()
         }
     };
+    let recorded = if me.args.record_messages {
+        match serde_json::from_slice::<Vec<RecordedPacket>>(&body) {
+            Ok(recorded) => Some(recorded),
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": format!("not a packet array: {e}")})),
+                )
+                    .into_response()
+            }
+        }
+    } else {
+        None
+    };
     let messages: usize = packets.iter().map(|p| p.messages.len()).sum();
     let count = packets.len();
     // Recording fsyncs: off the async workers, so /health stays quick.
     // Without a record it is a few set inserts, not worth a thread hop.
     let remembered = if me.args.record.is_some() {
         let recorder = me.clone();
-        tokio::task::spawn_blocking(move || recorder.remember(&packets))
+        tokio::task::spawn_blocking(move || recorder.remember(&packets, recorded.as_deref()))
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     } else {
-        me.remember(&packets)
+        me.remember(&packets, None)
     };
     if let Err(e) = remembered {
         return (
@@ -192,15 +218,20 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
 }
 
 impl Analyzer {
-    fn remember(&self, packets: &[PacketView]) -> std::io::Result<()> {
+    /// Counts the ids seen and records them (with their messages when
+    /// `recorded` holds them).
+    fn remember(&self, packets: &[PacketView], recorded: Option<&[RecordedPacket]>) -> std::io::Result<()> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut lines = Vec::new();
-        for packet in packets {
+        for (i, packet) in packets.iter().enumerate() {
             if !seen.ids.insert(packet.id.clone()) {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
             }
             if seen.record.is_some() {
-                serde_json::to_writer(&mut lines, &json!({"id": packet.id}))?;
+                match recorded.and_then(|all| all.get(i)) {
+                    Some(whole) => serde_json::to_writer(&mut lines, whole)?,
+                    None => serde_json::to_writer(&mut lines, &json!({"id": packet.id}))?,
+                }
                 lines.push(b'\n');
             }
         }

@@ -1,7 +1,7 @@
 //! Reference analyzers (`logs-distributor analyzer`), each its own process
 //! on 127.0.0.1, recording every packet it receives in a file.
 
-use crate::support::files::read_records;
+use crate::support::files::{read_recorded_packets, read_records};
 use crate::support::poll::DEADLINE;
 use crate::support::ports::free_port;
 use crate::support::processes::command;
@@ -182,6 +182,12 @@ impl AnalyzerProcess {
     /// The ids in its record file, in the order received.
     pub fn records(&self) -> Vec<String> {
         read_records(&self.record)
+    }
+
+    /// The packets in its record file, messages included (started with
+    /// `--record-messages`), in the order received.
+    pub fn recorded_packets(&self) -> Vec<Value> {
+        read_recorded_packets(&self.record)
     }
 
     /// What the process wrote to stderr so far (the current run).

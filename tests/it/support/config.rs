@@ -15,8 +15,8 @@ pub struct AnalyzerSpec {
     pub failure_rate: f64,
     /// A real analyzer's URL; when set, the simulated settings are unused.
     pub endpoint: Option<String>,
-    /// A real analyzer's delivery format (`packets` when `None`).
-    pub format: Option<String>,
+    /// More keys of the analyzer's YAML flow mapping (`tls: {...}, auth: {...}`).
+    pub keys: Option<String>,
 }
 
 pub fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
@@ -27,7 +27,7 @@ pub fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
         processing_ms: 0,
         failure_rate: 0.0,
         endpoint: None,
-        format: None,
+        keys: None,
     }
 }
 
@@ -55,9 +55,12 @@ impl AnalyzerSpec {
         self
     }
 
-    /// The delivery format of an analyzer reached over HTTP.
-    pub fn format(mut self, format: &str) -> Self {
-        self.format = Some(format.into());
+    /// Adds keys to the analyzer's YAML: `with("auth: {token_file: /t}")`.
+    pub fn with(mut self, yaml: &str) -> Self {
+        self.keys = Some(match self.keys.take() {
+            Some(keys) => format!("{keys}, {yaml}"),
+            None => yaml.to_string(),
+        });
         self
     }
 }
@@ -149,19 +152,23 @@ impl Config {
     pub fn yaml(&self) -> String {
         let mut text = String::from("analyzers:\n");
         for a in &self.analyzers {
+            let keys = a
+                .keys
+                .as_deref()
+                .map(|keys| format!(", {keys}"))
+                .unwrap_or_default();
             if let Some(endpoint) = &a.endpoint {
                 text.push_str(&format!(
-                    "  - {{id: {}, name: {}, weight: {}, endpoint: {:?}, format: {}}}\n",
+                    "  - {{id: {}, name: {}, weight: {}, endpoint: {:?}{keys}}}\n",
                     a.id,
                     a.name.as_deref().unwrap_or(&a.id),
                     a.weight,
                     endpoint,
-                    a.format.as_deref().unwrap_or("packets")
                 ));
                 continue;
             }
             text.push_str(&format!(
-                "  - {{id: {}, name: {}, weight: {}, simulated: {{processing_time_ms: {}, failure_rate: {:?}, health_failure_rate: 0.0}}}}\n",
+                "  - {{id: {}, name: {}, weight: {}, simulated: {{processing_time_ms: {}, failure_rate: {:?}, health_failure_rate: 0.0}}{keys}}}\n",
                 a.id,
                 a.name.as_deref().unwrap_or(&a.id),
                 a.weight,

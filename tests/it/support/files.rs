@@ -46,6 +46,29 @@ pub fn dead_letter_ids(entries: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The packets of a reference analyzer's record file written with
+/// `--record-messages` (`{"id": ..., "messages": [...]}` a line), in the
+/// order received; no file is no packets.
+pub fn read_recorded_packets(path: &Path) -> Vec<Value> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", path.display()),
+    };
+    text.lines()
+        .map(|line| {
+            let packet: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{}: {line:?} is not JSON: {e}", path.display()));
+            assert!(
+                packet["messages"].is_array(),
+                "{}: {line:?} has no messages (was --record-messages given?)",
+                path.display()
+            );
+            packet
+        })
+        .collect()
+}
+
 /// The ids of a reference analyzer's record file, one JSON line
 /// `{"id": ...}` each, in the order received; no file is no ids. A line
 /// that is not such an object fails the test.

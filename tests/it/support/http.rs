@@ -9,12 +9,13 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// An answer: status, headers, raw text and the text parsed as JSON
-/// (`Value::Null` when it is not JSON).
+/// An answer: status, headers, the body's bytes, its text and the text
+/// parsed as JSON (`Value::Null` when it is not JSON).
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    pub bytes: Vec<u8>,
     pub text: String,
     pub json: Value,
 }
@@ -25,11 +26,13 @@ impl Reply {
     pub async fn read(response: reqwest::Response) -> Result<Reply, reqwest::Error> {
         let status = response.status();
         let headers = response.headers().clone();
-        let text = response.text().await?;
+        let bytes = response.bytes().await?.to_vec();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok(Reply {
             status,
             headers,
+            bytes,
             text,
             json,
         })

@@ -293,7 +293,7 @@ impl Drop for Namespace {
                 "delete",
                 "-n",
                 &self.name,
-                "analyzers,leases,events,rolebindings,roles,serviceaccounts",
+                "analyzers,leases,events,rolebindings,roles,serviceaccounts,secrets,configmaps",
                 "--all",
                 "--wait=false",
             ],

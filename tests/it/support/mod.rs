@@ -1,6 +1,8 @@
 //! What the test modules share, one job per module.
 
 pub mod analyzers;
+#[cfg(feature = "test-otel-collector")]
+pub mod collector;
 pub mod config;
 pub mod distributor;
 pub mod files;
@@ -9,9 +11,12 @@ pub mod http;
 pub mod in_process;
 #[cfg(feature = "test-control-plane")]
 pub mod kube;
+pub mod otlp;
 pub mod packets;
+pub mod pki;
 pub mod poll;
 pub mod ports;
 pub mod processes;
 pub mod recorder;
+pub mod receiver;
 pub mod serial;
