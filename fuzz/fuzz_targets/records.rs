@@ -16,14 +16,14 @@ mod roundtrip;
 use chrono::{TimeZone, Utc};
 use libfuzzer_sys::fuzz_target;
 use logs_distributor::config::QueueConfig;
-use logs_distributor::model::records::{pack, Bounds, Framing, RecordRules};
-use logs_distributor::model::Limits;
+use logs_distributor::model::records::{pack, Framing, RecordRules};
+use logs_distributor::model::{Limits, QueueBounds};
 
 fuzz_target!(|body: &[u8]| {
     let rules = RecordRules::default();
     let limits = Limits::default();
     let queue = QueueConfig::default();
-    let bounds = Bounds {
+    let bounds = QueueBounds {
         max_packets: queue.max_in_flight,
         max_bytes: queue.max_in_flight_bytes,
     };

@@ -10,7 +10,7 @@ use super::body::{self, HeldBody};
 use super::budget::BodyBudget;
 use super::{gzip, ApiError, AppState};
 use crate::dispatch::AdmitError;
-use crate::model::{split_json_array, split_ndjson, BodyError, PacketError};
+use crate::model::{split_json_array, split_ndjson, BodyError, LargerThanQueue, PacketError};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -93,24 +93,22 @@ pub(super) async fn read_body<T>(
 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (format, body) = read_body(state, headers, body, body_format).await?;
-    let (queue_packets, _) = state.dispatcher.queue_bounds();
+    let bounds = state.dispatcher.queue_bounds();
     let configured = state.limits.max_packets_per_request.unwrap_or(usize::MAX);
-    let max_packets = configured.min(queue_packets);
+    let max_packets = configured.min(bounds.max_packets);
     let raw = match format {
         BodyFormat::JsonArray => split_json_array(&body, max_packets),
         BodyFormat::Ndjson => split_ndjson(&body, max_packets),
     }
     .map_err(|e| match e {
-        BodyError::TooManyPackets { .. } if configured <= queue_packets => ApiError::new(
+        BodyError::TooManyPackets { .. } if configured <= bounds.max_packets => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{e} (limits.max_packets_per_request)"),
         ),
-        BodyError::TooManyPackets { max } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "request holds more than {max} packets, more than the whole queue holds (queue.max_in_flight); send them in smaller requests"
-            ),
-        ),
+        BodyError::TooManyPackets { max } => {
+            let too_large = LargerThanQueue::Packets { max };
+            refused(state, too_large.into(), max + 1)
+        }
         other => ApiError::bad_request(other.to_string()),
     })?;
     // No room for this request: refuse before validating, so that overload

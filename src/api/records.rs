@@ -14,9 +14,7 @@
 
 use super::ingest::{self, media_type, refused, NDJSON_TYPES, RETRY_AFTER_SHUTDOWN};
 use super::{ApiError, AppState};
-use crate::model::records::{
-    pack, pieces, Bounds, Framing, InvalidRecord, InvalidRecords, Packed, RecordsError,
-};
+use crate::model::records::{pack, pieces, Framing, InvalidRecord, InvalidRecords, Packed, RecordsError};
 use crate::model::LogPacket;
 use axum::body::Body;
 use axum::extract::State;
@@ -106,11 +104,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         .check_room(packets_at_least, body.len())
         .map_err(|e| refused(state, e, packets_at_least))?;
 
-    let (max_packets, max_bytes) = state.dispatcher.queue_bounds();
-    let bounds = Bounds {
-        max_packets,
-        max_bytes,
-    };
+    let bounds = state.dispatcher.queue_bounds();
     let now = Utc::now();
     let packed = if body.len() > MAP_INLINE_BYTES {
         let shared = state.clone();
@@ -129,7 +123,10 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         accepted,
         packets,
         invalid,
-    } = packed.map_err(|e| too_large_or_unusable(state, e))?;
+    } = packed.map_err(|e| match e {
+        RecordsError::LargerThanQueue(too_large) => refused(state, too_large.into(), packets_at_least),
+        unusable => unusable_body(state, unusable),
+    })?;
 
     let metrics = state.dispatcher.metrics();
     if let (Some(first), InvalidRecords::Refuse) = (invalid.first(), rules.invalid) {
@@ -172,33 +169,15 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     Ok((StatusCode::OK, Json(report)).into_response())
 }
 
-/// 400 for a body with nothing usable; 413 for one the queue could never hold.
-fn too_large_or_unusable(state: &AppState, e: RecordsError) -> ApiError {
-    let rejected = |reason: &str| {
-        state
-            .dispatcher
-            .metrics()
-            .packets_rejected
-            .with_label_values(&[reason])
-            .inc();
-    };
-    match e {
-        RecordsError::Empty | RecordsError::NotJson { .. } => {
-            rejected("invalid");
-            ApiError::bad_request(e.to_string())
-        }
-        RecordsError::TooManyPackets { .. } | RecordsError::TooManyBytes { .. } => {
-            rejected("too_large");
-            let key = match e {
-                RecordsError::TooManyPackets { .. } => "queue.max_in_flight",
-                _ => "queue.max_in_flight_bytes",
-            };
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("{e}: more than the whole queue holds ({key}); send them in smaller requests"),
-            )
-        }
-    }
+/// 400 for a body with nothing usable.
+fn unusable_body(state: &AppState, e: RecordsError) -> ApiError {
+    state
+        .dispatcher
+        .metrics()
+        .packets_rejected
+        .with_label_values(&["invalid"])
+        .inc();
+    ApiError::bad_request(e.to_string())
 }
 
 /// Writes the invalid records to the dead letter, durably. When that fails

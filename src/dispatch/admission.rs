@@ -5,7 +5,7 @@
 
 use super::job::Job;
 use super::{Dispatcher, InFlight};
-use crate::model::EncodedPacket;
+use crate::model::{EncodedPacket, LargerThanQueue, QueueBounds};
 use crate::storage::dead_letter::Room;
 use crate::storage::wal::{DurableAppend, Record, WalError};
 use crate::storage::Unfinished;
@@ -28,7 +28,7 @@ pub enum AdmitError {
     StorageUnavailable(String),
     /// More than the queue holds even when empty: it can never be taken.
     #[error("the request is larger than the whole queue: {0}; send it in smaller requests")]
-    LargerThanQueue(String),
+    LargerThanQueue(#[from] LargerThanQueue),
 }
 
 impl AdmitError {
@@ -37,25 +37,6 @@ impl AdmitError {
         AdmitError::Full {
             capacity: format!("{max} {unit} in flight"),
         }
-    }
-}
-
-impl Dispatcher {
-    /// Refuses for good a request of `packets` packets of `bytes` bytes
-    /// that the queue could not hold even when empty.
-    fn within_the_queue(&self, packets: usize, bytes: usize) -> Result<(), AdmitError> {
-        let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
-        if packets > max_packets {
-            return Err(AdmitError::LargerThanQueue(format!(
-                "{packets} packets, and queue.max_in_flight is {max_packets}"
-            )));
-        }
-        if bytes > max_bytes {
-            return Err(AdmitError::LargerThanQueue(format!(
-                "{bytes} bytes of packets, and queue.max_in_flight_bytes is {max_bytes}"
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -197,7 +178,7 @@ impl Dispatcher {
     /// the whole queue is refused for good (`LargerThanQueue`); any other
     /// fits once enough in flight has finished.
     pub fn check_room(&self, packets: usize, bytes: usize) -> Result<(), AdmitError> {
-        self.within_the_queue(packets, bytes)?;
+        self.queue_bounds().check(packets, bytes)?;
         let room = self.room();
         if packets > room.packets {
             return Err(AdmitError::full(self.settings.max_in_flight, "packets"));
@@ -210,7 +191,7 @@ impl Dispatcher {
 
     /// Counts `count` packets of `bytes` in, if both limits allow.
     fn reserve(&self, count: usize, bytes: usize) -> Result<(), AdmitError> {
-        self.within_the_queue(count, bytes)?;
+        self.queue_bounds().check(count, bytes)?;
         let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
@@ -244,8 +225,11 @@ impl Dispatcher {
     }
 
     /// The most one request may hold: what the queue holds when empty.
-    pub fn queue_bounds(&self) -> (usize, usize) {
-        (self.settings.max_in_flight, self.settings.max_in_flight_bytes)
+    pub fn queue_bounds(&self) -> QueueBounds {
+        QueueBounds {
+            max_packets: self.settings.max_in_flight,
+            max_bytes: self.settings.max_in_flight_bytes,
+        }
     }
 
     /// Takes back the packets a restart recovered (checkpoint plus log),

@@ -424,7 +424,10 @@ mod tests {
         let crd = serde_json::to_value(Analyzer::crd()).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let formats = spec["properties"]["format"]["enum"].as_array().unwrap();
-        assert_eq!(formats, &["packets", "ndjson", "otlp"].map(serde_json::Value::from));
+        assert_eq!(
+            formats,
+            &["packets", "ndjson", "otlp"].map(serde_json::Value::from)
+        );
         for (name, format) in [
             ("packets", DeliveryFormat::Packets),
             ("ndjson", DeliveryFormat::Ndjson),

@@ -10,7 +10,11 @@
 //!
 //! Shippers' flat JSON records take another way in ([`records`]): each is
 //! mapped to a message, and the messages are packed in order.
+//!
+//! No request may bring in more than the whole queue holds
+//! ([`QueueBounds`]), whichever route it takes.
 
+mod bounds;
 mod encode;
 pub mod records;
 mod rfc3339;
@@ -18,6 +22,7 @@ mod split;
 mod validate;
 mod wire;
 
+pub use bounds::{LargerThanQueue, QueueBounds};
 pub use encode::EncodedPacket;
 pub(crate) use encode::{write_message_head, PacketEncoder};
 pub use split::{split_json_array, split_ndjson, BodyError};

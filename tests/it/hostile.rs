@@ -577,7 +577,7 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
             .post_raw(logs, &json_type, hundred_thousand.into_bytes())
             .await,
         413,
-        ["request holds more than 20000 packets, more than the whole queue holds (queue.max_in_flight); send them in smaller requests"]
+        ["the request is larger than the whole queue: more than 20000 packets (queue.max_in_flight); send it in smaller requests; nothing from this request was kept"]
     );
     let hundred_thousand_lines = format!("{minimal}\n").repeat(100_000);
     case!(
@@ -586,7 +586,7 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
             .post_raw(logs, &ndjson_type, hundred_thousand_lines.into_bytes())
             .await,
         413,
-        ["request holds more than 20000 packets, more than the whole queue holds (queue.max_in_flight); send them in smaller requests"]
+        ["the request is larger than the whole queue: more than 20000 packets (queue.max_in_flight); send it in smaller requests; nothing from this request was kept"]
     );
     let padded = serde_json::to_string(&json!({"messages": [message(&"m".repeat(100))]})).unwrap();
     let too_big = format!("[{}]", vec![padded.as_str(); 100_000].join(","));

@@ -413,7 +413,12 @@ async fn too_large_and_unsupported_bodies_are_413_and_415() {
     reply.expect(413);
     assert_eq!(
         reply.error(),
-        "the request is larger than the whole queue: 4 packets, and queue.max_in_flight is 3; send it in smaller requests; nothing from this request was kept"
+        "the request is larger than the whole queue: more than 3 packets (queue.max_in_flight); send it in smaller requests; nothing from this request was kept"
+    );
+    let metrics = server.get("/metrics").await.text;
+    assert!(
+        metrics.contains("logs_distributor_packets_rejected_total{reason=\"too_large\"} 4"),
+        "{metrics}"
     );
     let six = format!("[{}]", [record.as_str(); 6].join(","));
     all_accepted(&post(&server, JSON, false, six.into_bytes()).await, 6);

@@ -9,8 +9,8 @@
 //! be mapped is an [`InvalidRecord`], kept with its text and the reason.
 //!
 //! What a request may take is bounded by the queue it must fit in
-//! ([`Bounds`]): mapping stops at the first packet or byte past it, so a
-//! body of millions of tiny records costs no more than the queue holds.
+//! ([`QueueBounds`]): mapping stops at the first packet or byte past it, so
+//! a body of millions of tiny records costs no more than the queue holds.
 
 mod fields;
 mod pack;
@@ -21,7 +21,7 @@ mod time;
 
 pub use scan::{pieces, Framing, Piece};
 
-use super::{EncodedPacket, Level, Limits, LogMessage, LogPacket};
+use super::{EncodedPacket, LargerThanQueue, Level, Limits, LogMessage, LogPacket, QueueBounds};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -117,14 +117,6 @@ impl RecordRules {
     }
 }
 
-/// The most one request may take: what the queue can hold at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
-    pub max_packets: usize,
-    /// Bytes of packet JSON, and of the invalid records' dead-letter entries.
-    pub max_bytes: usize,
-}
-
 /// Why a whole body of records was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordsError {
@@ -132,10 +124,10 @@ pub enum RecordsError {
     Empty,
     #[error("body holds no JSON: record 0: {first}")]
     NotJson { first: String },
-    #[error("the records need more than {max} packets")]
-    TooManyPackets { max: usize },
-    #[error("the records take more than {max} bytes as packets and dead letters")]
-    TooManyBytes { max: usize },
+    /// The records, as packets and dead letters, would not fit in the
+    /// whole queue.
+    #[error("the records make {0}")]
+    LargerThanQueue(#[from] LargerThanQueue),
 }
 
 /// A record that could not be mapped: where it was, why, and its text.
@@ -193,13 +185,14 @@ pub struct Packed {
 }
 
 /// Maps every record of `body` and packs the valid ones, in order, within
-/// `bounds`; `now` stands in for missing timestamps.
+/// `bounds` (the invalid records' dead-letter entries count as bytes);
+/// `now` stands in for missing timestamps.
 pub fn pack(
     body: &[u8],
     framing: Framing,
     rules: &RecordRules,
     limits: &Limits,
-    bounds: Bounds,
+    bounds: QueueBounds,
     now: DateTime<Utc>,
 ) -> Result<Packed, RecordsError> {
     let mut packer = pack::Packer::new(rules.max_messages_per_packet, limits.max_packet_bytes);
@@ -236,16 +229,7 @@ pub fn pack(
             invalid_bytes += record.bytes();
             invalid.push(record);
         }
-        if packer.packet_count() > bounds.max_packets {
-            return Err(RecordsError::TooManyPackets {
-                max: bounds.max_packets,
-            });
-        }
-        if packer.bytes() + invalid_bytes > bounds.max_bytes {
-            return Err(RecordsError::TooManyBytes {
-                max: bounds.max_bytes,
-            });
-        }
+        bounds.check(packer.packet_count(), packer.bytes() + invalid_bytes)?;
     }
     if total == 0 {
         return Err(RecordsError::Empty);

@@ -9,7 +9,7 @@ fn now() -> DateTime<Utc> {
     "2025-01-25T20:30:45Z".parse().unwrap()
 }
 
-const ROOMY: Bounds = Bounds {
+const ROOMY: QueueBounds = QueueBounds {
     max_packets: 1_000_000,
     max_bytes: usize::MAX,
 };
@@ -374,21 +374,21 @@ fn a_huge_number_of_records_stops_at_the_bounds() {
     assert_eq!(packed.packets.len(), count / 100);
     let rules = RecordRules::default();
     let limits = Limits::default();
-    let few = Bounds {
+    let few = QueueBounds {
         max_packets: 10,
         max_bytes: usize::MAX,
     };
     assert_eq!(
         pack(body.as_bytes(), Framing::Json, &rules, &limits, few, now()).unwrap_err(),
-        RecordsError::TooManyPackets { max: 10 }
+        RecordsError::LargerThanQueue(LargerThanQueue::Packets { max: 10 })
     );
-    let small = Bounds {
+    let small = QueueBounds {
         max_packets: usize::MAX,
         max_bytes: 100_000,
     };
     assert_eq!(
         pack(body.as_bytes(), Framing::Json, &rules, &limits, small, now()).unwrap_err(),
-        RecordsError::TooManyBytes { max: 100_000 }
+        RecordsError::LargerThanQueue(LargerThanQueue::Bytes { max: 100_000 })
     );
     // Invalid records count against the bytes too: a body of millions of
     // tiny scalars stops at the bound, whatever its length.
@@ -396,7 +396,7 @@ fn a_huge_number_of_records_stops_at_the_bounds() {
     let started = std::time::Instant::now();
     assert_eq!(
         pack(scalars.as_bytes(), Framing::Json, &rules, &limits, small, now()).unwrap_err(),
-        RecordsError::TooManyBytes { max: 100_000 }
+        RecordsError::LargerThanQueue(LargerThanQueue::Bytes { max: 100_000 })
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }

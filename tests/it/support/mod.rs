@@ -17,6 +17,6 @@ pub mod pki;
 pub mod poll;
 pub mod ports;
 pub mod processes;
-pub mod recorder;
 pub mod receiver;
+pub mod recorder;
 pub mod serial;
