@@ -318,3 +318,29 @@ fn bad_analyzer_transports_name_the_key() {
         assert_eq!(error.lines().count(), 1, "{error:?}");
     }
 }
+
+#[test]
+fn the_receivers_of_analyzers_md_are_a_valid_configuration_with_their_formats() {
+    let doc = include_str!("../../docs/analyzers.md");
+    let yaml = doc
+        .split("## Receivers")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/analyzers.md has a yaml block of receivers");
+    let settings = Settings::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let formats: Vec<(&str, DeliveryFormat)> = settings
+        .analyzers
+        .iter()
+        .map(|a| (a.id.as_str(), a.format))
+        .collect();
+    assert_eq!(
+        formats,
+        [
+            ("otel", DeliveryFormat::Otlp),
+            ("vector", DeliveryFormat::Ndjson),
+            ("fluent-bit", DeliveryFormat::Packets),
+            ("logstash", DeliveryFormat::Ndjson),
+        ]
+    );
+}
