@@ -37,7 +37,7 @@ fuzz_target!(|body: &[u8]| {
         assert_eq!(messages, packed.accepted);
         for packet in &packed.packets {
             assert!(packet.json_bytes() <= limits.max_packet_bytes);
-            assert!((1..=rules.max_messages_per_packet).contains(&packet.message_count()));
+            assert!((1..=rules.messages_per_packet(&limits)).contains(&packet.message_count()));
             roundtrip::check(packet);
         }
         for invalid in &packed.invalid {

@@ -98,7 +98,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     // No room for this request: refused before its records are mapped,
     // so that overload costs a scan of the body, not the mapping.
     let records = pieces(&body, framing).count();
-    let packets_at_least = records.div_ceil(rules.max_messages_per_packet);
+    let packets_at_least = records.div_ceil(rules.messages_per_packet(&state.limits));
     state
         .dispatcher
         .check_room(packets_at_least, body.len())

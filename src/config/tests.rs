@@ -198,7 +198,7 @@ fn the_records_section_parses_and_is_checked() {
     assert_eq!(s.records.message_fields, ["text"]);
     assert_eq!(s.records.default_level, crate::model::Level::Warning);
     assert_eq!(s.records.invalid, crate::model::records::InvalidRecords::Refuse);
-    assert_eq!(s.records.max_messages_per_packet, 500);
+    assert_eq!(s.records.max_messages_per_packet, Some(500));
     assert_eq!(
         s.records.timestamp_fields,
         RecordRules::default().timestamp_fields,

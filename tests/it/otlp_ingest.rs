@@ -328,7 +328,6 @@ async fn a_request_larger_than_the_whole_queue_is_413_and_one_that_fits_is_taken
     let setup = OtlpSetup::start(|config, _| {
         config
             .limits("{max_messages_per_packet: 2}")
-            .section("records", "{max_messages_per_packet: 2}")
             .queue("{max_in_flight: 3}")
     })
     .await;

@@ -26,6 +26,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+/// Messages in a packet of records when `records.max_messages_per_packet`
+/// is unset (and `limits.max_messages_per_packet` allows as many).
+pub const DEFAULT_MESSAGES_PER_PACKET: usize = 100;
+
 /// What happens to records that cannot be mapped.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -56,8 +60,11 @@ pub struct RecordRules {
     pub default_level: Level,
     /// The source of a record without one.
     pub default_source: String,
-    /// Most messages in a packet made of records.
-    pub max_messages_per_packet: usize,
+    /// Most messages in a packet made of records; unset:
+    /// [`DEFAULT_MESSAGES_PER_PACKET`], or `limits.max_messages_per_packet`
+    /// when that is lower (see [`RecordRules::messages_per_packet`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_messages_per_packet: Option<usize>,
     /// What happens to a record that cannot be mapped.
     pub invalid: InvalidRecords,
 }
@@ -79,7 +86,7 @@ impl Default for RecordRules {
             ]),
             default_level: Level::Info,
             default_source: "unknown".into(),
-            max_messages_per_packet: 100,
+            max_messages_per_packet: None,
             invalid: InvalidRecords::DeadLetter,
         }
     }
@@ -107,13 +114,21 @@ impl RecordRules {
         if self.default_source.trim().is_empty() {
             return Err("default_source: must not be empty".into());
         }
-        if !(1..=limits.max_messages_per_packet).contains(&self.max_messages_per_packet) {
-            return Err(format!(
-                "max_messages_per_packet: {} is out of range 1..={} (limits.max_messages_per_packet)",
-                self.max_messages_per_packet, limits.max_messages_per_packet
-            ));
+        match self.max_messages_per_packet {
+            Some(max) if !(1..=limits.max_messages_per_packet).contains(&max) => Err(format!(
+                "max_messages_per_packet: {max} is out of range 1..={} (limits.max_messages_per_packet)",
+                limits.max_messages_per_packet
+            )),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The most messages a packet of records holds: the configured number,
+    /// or when none is, the default within `limits.max_messages_per_packet`.
+    pub fn messages_per_packet(&self, limits: &Limits) -> usize {
+        self.max_messages_per_packet
+            .unwrap_or(DEFAULT_MESSAGES_PER_PACKET)
+            .min(limits.max_messages_per_packet)
     }
 }
 
@@ -195,7 +210,7 @@ pub fn pack(
     bounds: QueueBounds,
     now: DateTime<Utc>,
 ) -> Result<Packed, RecordsError> {
-    let mut packer = pack::Packer::new(rules.max_messages_per_packet, limits.max_packet_bytes);
+    let mut packer = pack::Packer::new(rules.messages_per_packet(limits), limits.max_packet_bytes);
     let mut invalid = Vec::new();
     let mut invalid_bytes = 0;
     let (mut total, mut accepted, mut json_values) = (0, 0, 0);

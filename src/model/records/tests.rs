@@ -426,10 +426,38 @@ fn the_rules_are_checked() {
         "default_source: must not be empty"
     );
     assert!(bad(RecordRules {
-        max_messages_per_packet: 1001,
+        max_messages_per_packet: Some(1001),
         ..RecordRules::default()
     })
     .starts_with("max_messages_per_packet: 1001 is out of range 1..=1000"));
+}
+
+#[test]
+fn unset_messages_per_packet_is_the_default_within_the_limits() {
+    let rules = RecordRules::default();
+    let limits = |max_messages_per_packet| Limits {
+        max_messages_per_packet,
+        ..Limits::default()
+    };
+    assert_eq!(
+        rules.messages_per_packet(&limits(1000)),
+        DEFAULT_MESSAGES_PER_PACKET
+    );
+    assert_eq!(rules.messages_per_packet(&limits(10)), 10);
+    assert_eq!(
+        rules.check(&limits(10)),
+        Ok(()),
+        "a lower limit is followed, not refused"
+    );
+    let set = RecordRules {
+        max_messages_per_packet: Some(500),
+        ..rules
+    };
+    assert_eq!(set.messages_per_packet(&limits(1000)), 500);
+    assert!(
+        set.check(&limits(10)).is_err(),
+        "a number set above the limit is refused"
+    );
 }
 
 mod any_body {
@@ -464,7 +492,7 @@ mod any_body {
 
     fn holds_invariants(body: &[u8]) {
         let rules = RecordRules {
-            max_messages_per_packet: 3,
+            max_messages_per_packet: Some(3),
             ..RecordRules::default()
         };
         let limits = Limits::default();
