@@ -32,7 +32,7 @@ lint: ## Format check and clippy with warnings as errors
 
 .PHONY: fuzz
 
-fuzz: ## Fuzz the ingest parser, NDJSON splitter, WAL decoder and HTTP/1.1 answer reader, 60 s each
+fuzz: ## Fuzz the ingest parser, NDJSON splitter, records splitter, WAL decoder and HTTP/1.1 answer reader, 60 s each
 	scripts/fuzz.sh
 
 bench: ## Throughput and latency on loopback (release build); prints a table

@@ -9,7 +9,7 @@
 
 use chrono::Utc;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use logs_distributor::model::Limits;
+use logs_distributor::model::{Limits, QueueBounds};
 use logs_distributor::otlp::{from_json, from_protobuf};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -126,7 +126,7 @@ fn map(c: &mut Criterion) {
         format!("from_protobuf, 512 records ({} bytes)", protobuf.len()),
         |b| {
             b.iter(|| {
-                let mapped = from_protobuf(black_box(&protobuf), &limits, usize::MAX, now).unwrap();
+                let mapped = from_protobuf(black_box(&protobuf), &limits, QueueBounds::NONE, now).unwrap();
                 assert_eq!(mapped.accepted_records, RECORDS);
                 mapped
             })
@@ -134,7 +134,7 @@ fn map(c: &mut Criterion) {
     );
     group.bench_function(format!("from_json, 512 records ({} bytes)", json.len()), |b| {
         b.iter(|| {
-            let mapped = from_json(black_box(&json), &limits, usize::MAX, now).unwrap();
+            let mapped = from_json(black_box(&json), &limits, QueueBounds::NONE, now).unwrap();
             assert_eq!(mapped.accepted_records, RECORDS);
             mapped
         })

@@ -54,8 +54,7 @@ fn validate(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(body.len() as u64));
     group.bench_function("split_json_array + validate, 100 packets x 3 x 200 B", |b| {
         b.iter(|| {
-            let raw = split_json_array(black_box(&body), limits.max_packets_per_request)
-                .expect("a JSON array within limits");
+            let raw = split_json_array(black_box(&body), 100).expect("a JSON array within limits");
             let valid = raw
                 .iter()
                 .enumerate()

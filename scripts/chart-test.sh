@@ -285,6 +285,7 @@ check_schema() {
         "--set-json analyzers=[{\"name\":\"a\",\"weight\":1}]|/analyzers/0"
         "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"http://x/\",\"simulated\":{}}]|/analyzers/0"
         "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"ftp://x/\"}]|/analyzers/0/endpoint"
+        "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"http://x/\",\"format\":\"xml\"}]|/analyzers/0/format"
         "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"https://x/\",\"auth\":{\"bearerToken\":{\"secretKeyRef\":{\"name\":\"t\",\"key\":\"k\"}},\"basic\":{\"secretName\":\"b\"}}}]|/analyzers/0/auth"
         "--set-json analyzers=[{\"name\":\"a\",\"weight\":1,\"endpoint\":\"https://x/\",\"headers\":{\"X(A)\":\"v\"}}]|invalid propertyName 'X(A)'"
         "--set-json analyzerSecrets=[\"Not_A_Name\"]|/analyzerSecrets/0"

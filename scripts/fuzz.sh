@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes the ingest parser (JSON array), the NDJSON splitter, the OTLP
-# protobuf and OTLP/JSON readers (with the mapping to packets), the WAL record
-# decoder and the http1 client's answer reader with cargo-fuzz, FUZZ_SECONDS
+# Fuzzes the ingest parser (JSON array), the NDJSON splitter, the records
+# splitter and mapping (/api/v1/records), the OTLP protobuf and OTLP/JSON
+# readers (with the mapping to packets), the WAL record decoder and the http1
+# client's answer reader with cargo-fuzz, FUZZ_SECONDS
 # (default 60) each, and prints
 # the executions each reached. Exits non-zero on the first crash (libFuzzer
 # leaves the input under fuzz/artifacts/<target>/).
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 SANITIZER=${FUZZ_SANITIZER:-none}
-TARGETS=${FUZZ_TARGETS:-ingest ndjson otlp_protobuf otlp_json wal_decode http1_answer}
+TARGETS=${FUZZ_TARGETS:-ingest ndjson records otlp_protobuf otlp_json wal_decode http1_answer}
 CACHE=${LD_CACHE:-$HOME/.cache/logs-distributor}
 ROOT=$CACHE/cargo-fuzz
 export PATH=$ROOT/bin:$PATH

@@ -5,7 +5,9 @@
 //!
 //! - [`api`]: the axum router; `POST /api/v1/logs` parses and validates
 //!   ([`model`]) and admits packets to the [`dispatch::Dispatcher`];
-//!   `POST /v1/logs` takes OTLP/HTTP logs, turned into packets by [`otlp`].
+//!   `POST /api/v1/records` maps shippers' records into packets
+//!   ([`model::records`]) and admits them the same way; `POST /v1/logs` takes
+//!   OTLP/HTTP logs, turned into packets by [`otlp`].
 //! - [`dispatch`]: picks an analyzer ([`dispatch::fleet`] over a [`dispatch::routing`] table),
 //!   queues the packet on that analyzer's lane, delivers it through its
 //!   [`transport`], and on failure asks [`dispatch::retry`] when to try again or

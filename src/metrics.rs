@@ -33,6 +33,7 @@ pub struct Metrics {
     pub packets_retried: IntCounter,
     pub retries_deferred: IntCounter,
     pub packets_dead_lettered: IntCounter,
+    pub records_invalid: IntCounterVec,
     pub analyzer_healthy: IntGaugeVec,
     pub analyzer_weight: IntGaugeVec,
     pub queue_depth: IntGaugeVec,
@@ -99,7 +100,7 @@ impl Metrics {
         let ingest_duration = Histogram::with_opts(
             HistogramOpts::new(
                 name("ingest_duration_seconds"),
-                "Time to answer an ingest request (POST /api/v1/logs, POST /v1/logs).",
+                "Time to answer an ingest request (POST /api/v1/logs, POST /api/v1/records, POST /v1/logs).",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
@@ -139,7 +140,7 @@ impl Metrics {
             messages_received: counter("messages_received_total", "Messages in the accepted packets."),
             packets_rejected: counter_vec(
                 "packets_rejected_total",
-                "Packets refused at ingest, by reason (invalid, overloaded, shutting_down).",
+                "Packets refused at ingest, by reason (invalid, overloaded, shutting_down, recovering, storage_unavailable, too_large).",
                 "reason",
             ),
             otlp_log_records: counter_vec(
@@ -181,6 +182,11 @@ impl Metrics {
             packets_dead_lettered: counter(
                 "packets_dead_lettered_total",
                 "Packets written to failed_packets.json.",
+            ),
+            records_invalid: counter_vec(
+                "records_invalid_total",
+                "Records of POST /api/v1/records that could not be mapped, by outcome (dead_lettered, refused).",
+                "outcome",
             ),
             analyzer_healthy: gauge_vec(
                 "analyzer_healthy",

@@ -148,6 +148,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     let state = AppState::new(api::Shared {
         dispatcher: dispatcher.clone(),
         limits: settings.limits.clone(),
+        records: settings.records.clone(),
         started: Instant::now(),
         ready: ready.clone(),
         traffic: traffic.clone(),

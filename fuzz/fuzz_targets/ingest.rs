@@ -6,10 +6,11 @@
 mod roundtrip;
 
 use libfuzzer_sys::fuzz_target;
-use logs_distributor::model::{split_json_array, Limits};
+use logs_distributor::config::QueueConfig;
+use logs_distributor::model::split_json_array;
 
 fuzz_target!(|body: &[u8]| {
-    if let Ok(packets) = split_json_array(body, Limits::default().max_packets_per_request) {
+    if let Ok(packets) = split_json_array(body, QueueConfig::default().max_in_flight) {
         roundtrip::validate_all(&packets);
     }
 });

@@ -4,7 +4,7 @@
 //! and by bytes, a record rejected), and what a mapping must hold.
 
 use chrono::{TimeZone, Utc};
-use logs_distributor::model::Limits;
+use logs_distributor::model::{Limits, QueueBounds};
 use logs_distributor::otlp::{Mapped, RequestError};
 
 /// Small limits, so that short inputs split packets and reject records.
@@ -17,8 +17,12 @@ pub fn limits() -> Limits {
     }
 }
 
-/// The most JSON one request's packets may make.
-pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+/// The most one request's packets may make: small enough that long inputs
+/// reach it.
+pub const BOUNDS: QueueBounds = QueueBounds {
+    max_packets: 64,
+    max_bytes: 1 << 20,
+};
 
 pub fn now() -> chrono::DateTime<Utc> {
     Utc.timestamp_opt(1_750_000_000, 0).unwrap()
@@ -46,7 +50,7 @@ pub fn check(result: &Result<Mapped, RequestError>, records: Option<usize>) {
         messages += packet.message_count();
         bytes += packet.json_bytes();
     }
-    assert!(bytes <= MAX_OUTPUT_BYTES);
+    assert!(BOUNDS.check(mapped.packets.len(), bytes).is_ok());
     assert_eq!(messages, mapped.accepted_records);
     assert_eq!(mapped.rejected_records > 0, mapped.rejection_message().is_some());
     if let Some(records) = records {

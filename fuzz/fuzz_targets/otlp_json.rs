@@ -36,7 +36,7 @@ fuzz_target!(|body: &[u8]| {
     let result = from_json(
         body,
         &otlp_checks::limits(),
-        otlp_checks::MAX_OUTPUT_BYTES,
+        otlp_checks::BOUNDS,
         otlp_checks::now(),
     );
     // Counted only when the body reads: a request refused whole has no count.

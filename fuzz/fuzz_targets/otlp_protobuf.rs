@@ -17,7 +17,7 @@ fuzz_target!(|body: &[u8]| {
     let result = from_protobuf(
         body,
         &otlp_checks::limits(),
-        otlp_checks::MAX_OUTPUT_BYTES,
+        otlp_checks::BOUNDS,
         otlp_checks::now(),
     );
     let records = ExportLogsServiceRequest::decode(body).ok().map(|request| {

@@ -1,4 +1,4 @@
-//! The checks shared by the `ingest` and `ndjson` targets (each pulls them
+//! The checks shared by the `ingest`, `ndjson` and `records` targets (each pulls them
 //! in with `mod roundtrip;`; this is not a fuzz target of its own): every
 //! packet of a split body is validated ([`validate_all`]), and each one
 //! that validates must survive a round trip ([`check`]).

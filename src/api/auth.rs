@@ -3,8 +3,8 @@
 //! changes, checked at most once a second) or from the environment.
 //!
 //! Which scope a request needs is decided by its route:
-//! - ingest: `POST /api/v1/logs` and `POST /v1/logs` (OTLP) — the ingestion
-//!   or the admin token;
+//! - ingest: `POST /api/v1/logs`, `POST /api/v1/records` and `POST /v1/logs`
+//!   (OTLP) — the ingestion or the admin token;
 //! - admin: `POST /api/v1/analyzers/{id}/health`, `POST /api/v1/dead-letter/replay`,
 //!   `GET /api/v1/dead-letter` — the admin token only;
 //! - read: everything else — open, unless `auth.protect_reads` (then either
@@ -42,7 +42,9 @@ pub enum Scope {
 pub fn scope_of(method: &Method, route: Option<&str>) -> Scope {
     let reading = method == Method::GET || method == Method::HEAD;
     match route {
-        Some("/api/v1/logs") | Some("/v1/logs") if method == Method::POST => Scope::Ingest,
+        Some("/api/v1/logs") | Some("/api/v1/records") | Some("/v1/logs") if method == Method::POST => {
+            Scope::Ingest
+        }
         Some("/api/v1/analyzers/{id}/health") | Some("/api/v1/dead-letter/replay")
             if method == Method::POST =>
         {
@@ -303,6 +305,7 @@ mod tests {
     #[test]
     fn scopes_follow_the_routes() {
         assert_eq!(scope_of(&Method::POST, Some("/api/v1/logs")), Scope::Ingest);
+        assert_eq!(scope_of(&Method::POST, Some("/api/v1/records")), Scope::Ingest);
         assert_eq!(scope_of(&Method::POST, Some("/v1/logs")), Scope::Ingest);
         assert_eq!(scope_of(&Method::GET, Some("/api/v1/dead-letter")), Scope::Admin);
         assert_eq!(

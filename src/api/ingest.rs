@@ -10,7 +10,7 @@ use super::body::{self, HeldBody};
 use super::budget::BodyBudget;
 use super::{gzip, ApiError, AppState};
 use crate::dispatch::AdmitError;
-use crate::model::{split_json_array, split_ndjson, PacketError};
+use crate::model::{split_json_array, split_ndjson, BodyError, LargerThanQueue, PacketError};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -20,9 +20,9 @@ use chrono::Utc;
 use serde::Serialize;
 
 /// Seconds a client is asked to wait when the distributor is full.
-const RETRY_AFTER_FULL: u32 = 1;
+pub(super) const RETRY_AFTER_FULL: u32 = 1;
 /// Seconds a client is asked to wait while the distributor shuts down.
-const RETRY_AFTER_SHUTDOWN: u32 = 5;
+pub(super) const RETRY_AFTER_SHUTDOWN: u32 = 5;
 
 #[derive(Serialize)]
 struct SubmitReport {
@@ -67,10 +67,17 @@ pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Bod
     response
 }
 
-async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+/// The request's body, read whole and decoded, once the distributor is
+/// ready and accepting; `content` is checked in between (415).
+pub(super) async fn read_body<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    content: impl FnOnce(&HeaderMap) -> Result<T, ApiError>,
+) -> Result<(T, HeldBody), ApiError> {
     // Read whole before any answer: one given while the client is still
     // sending could be lost to the connection's reset. (Its own error, such
-    // as 413, comes after the checks below, as it did.)
+    // as 413, comes after the checks below.)
     let body = body::read_whole(headers, body, state.limits.max_body_bytes, &state.body_budget).await;
     state.require_ready()?;
     if !state.dispatcher.is_accepting() {
@@ -79,14 +86,31 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             RETRY_AFTER_SHUTDOWN,
         ));
     }
-    let format = body_format(headers)?;
+    let content = content(headers)?;
     let body = decode(headers, body?, state.limits.max_body_bytes, &state.body_budget).await?;
-    let max_packets = state.limits.max_packets_per_request;
+    Ok((content, body))
+}
+
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let (format, body) = read_body(state, headers, body, body_format).await?;
+    let bounds = state.dispatcher.queue_bounds();
+    let configured = state.limits.max_packets_per_request.unwrap_or(usize::MAX);
+    let max_packets = configured.min(bounds.max_packets);
     let raw = match format {
         BodyFormat::JsonArray => split_json_array(&body, max_packets),
         BodyFormat::Ndjson => split_ndjson(&body, max_packets),
     }
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    .map_err(|e| match e {
+        BodyError::TooManyPackets { .. } if configured <= bounds.max_packets => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{e} (limits.max_packets_per_request)"),
+        ),
+        BodyError::TooManyPackets { max } => {
+            let too_large = LargerThanQueue::Packets { max };
+            refused(state, too_large.into(), max + 1)
+        }
+        other => ApiError::bad_request(other.to_string()),
+    })?;
     // No room for this request: refuse before validating, so that overload
     // does not burn the time the deliveries need on packets that cannot be
     // kept. (The body's length stands in for the packets' encoded size.)
@@ -152,13 +176,16 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     Ok((status, Json(report)).into_response())
 }
 
-/// The 503 for packets the dispatcher did not take, counted by reason.
+/// The answer for packets the dispatcher did not take, counted by reason:
+/// 503 with `Retry-After` while it may take them later, 413 for a request
+/// larger than the whole queue.
 pub(super) fn refused(state: &AppState, e: AdmitError, count: usize) -> ApiError {
     let reason = match e {
         AdmitError::Full { .. } => "overloaded",
         AdmitError::ShuttingDown => "shutting_down",
         AdmitError::Recovering => "recovering",
         AdmitError::StorageUnavailable(_) => "storage_unavailable",
+        AdmitError::LargerThanQueue(_) => "too_large",
     };
     state
         .dispatcher
@@ -167,6 +194,12 @@ pub(super) fn refused(state: &AppState, e: AdmitError, count: usize) -> ApiError
         .with_label_values(&[reason])
         .inc_by(count as u64);
     let wait = match e {
+        AdmitError::LargerThanQueue(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{e}; nothing from this request was kept"),
+            )
+        }
         AdmitError::Full { .. } => RETRY_AFTER_FULL,
         AdmitError::ShuttingDown | AdmitError::Recovering | AdmitError::StorageUnavailable(_) => {
             RETRY_AFTER_SHUTDOWN
@@ -175,22 +208,35 @@ pub(super) fn refused(state: &AppState, e: AdmitError, count: usize) -> ApiError
     ApiError::unavailable(format!("{e}; nothing from this request was kept"), wait)
 }
 
+/// The media type of `Content-Type` (lower case, without parameters), or
+/// `None` when there is none.
+pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let text = headers.get(header::CONTENT_TYPE)?.to_str().unwrap_or_default();
+    Some(
+        text.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// The media types taken as NDJSON.
+pub(super) const NDJSON_TYPES: [&str; 4] = [
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/jsonlines",
+    "application/x-jsonlines",
+];
+
 fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+    let Some(essence) = media_type(headers) else {
         return Ok(BodyFormat::JsonArray);
     };
-    let text = value.to_str().unwrap_or_default();
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let text = headers[header::CONTENT_TYPE].to_str().unwrap_or_default();
     match essence.as_str() {
         "application/json" => Ok(BodyFormat::JsonArray),
-        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" | "application/x-jsonlines" => {
-            Ok(BodyFormat::Ndjson)
-        }
+        ndjson if NDJSON_TYPES.contains(&ndjson) => Ok(BodyFormat::Ndjson),
         _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("Content-Type {text:?} is not supported: send application/json (an array of packets) or application/x-ndjson (one packet per line)"),

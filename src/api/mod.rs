@@ -12,6 +12,7 @@ mod openapi;
 mod ops;
 mod otlp;
 mod query;
+mod records;
 mod ui;
 
 pub use budget::BodyBudget;
@@ -19,6 +20,7 @@ pub use error::ApiError;
 
 use crate::dispatch::Dispatcher;
 use crate::k8s::KubeState;
+use crate::model::records::RecordRules;
 use crate::model::Limits;
 use crate::traffic::Traffic;
 use axum::extract::DefaultBodyLimit;
@@ -56,6 +58,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     pub limits: Limits,
+    /// How `POST /api/v1/records` maps records (the `records` section).
+    pub records: RecordRules,
     pub started: Instant,
     /// False until start-up recovery has finished.
     pub ready: Arc<AtomicBool>,
@@ -101,6 +105,7 @@ pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(admin_posts)
         .route("/api/v1/logs", post(ingest::submit))
+        .route("/api/v1/records", post(records::submit))
         .route("/v1/logs", post(otlp::export))
         .route("/api/v1/health", get(query::health))
         .route("/api/v1/stats", get(query::stats))

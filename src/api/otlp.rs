@@ -2,8 +2,10 @@
 //! OTLP/JSON (`application/json`), optionally `Content-Encoding: gzip`.
 //! The records become packets ([`crate::otlp`]) that are admitted as
 //! `POST /api/v1/logs` admits its own: the 200 goes out once they are in
-//! the write-ahead log, and a full, recovering or stopping distributor
-//! answers 503 with `Retry-After`, counted as that route counts them.
+//! the write-ahead log, a full, recovering or stopping distributor
+//! answers 503 with `Retry-After`, and a request larger than the whole
+//! queue 413 (the mapping stops at the queue's bounds), counted as that
+//! route counts them.
 //!
 //! Every answer is in the request's encoding, as the OTLP specification
 //! asks: an `ExportLogsServiceResponse` (with `partial_success` when
@@ -72,16 +74,14 @@ async fn accept(
         .check_room(1, body.len())
         .map_err(|e| refused(state, e, 1))?;
 
-    let (limits, max_output, now) = (&state.limits, dispatcher.max_in_flight_bytes(), Utc::now());
+    let (limits, bounds, now) = (&state.limits, dispatcher.queue_bounds(), Utc::now());
     let mapped = match encoding {
-        Encoding::Protobuf => otlp::from_protobuf(&body, limits, max_output, now),
-        Encoding::Json => otlp::from_json(&body, limits, max_output, now),
+        Encoding::Protobuf => otlp::from_protobuf(&body, limits, bounds, now),
+        Encoding::Json => otlp::from_json(&body, limits, bounds, now),
     }
     .map_err(|e| match e {
         RequestError::Invalid(reason) => ApiError::bad_request(reason),
-        too_large @ RequestError::TooLarge { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, too_large.to_string())
-        }
+        RequestError::LargerThanQueue(too_large) => refused(state, too_large.into(), 1),
     })?;
     // The body is not needed past the mapping: not kept while the packets
     // wait for the log.

@@ -5,16 +5,19 @@
 //! Everything is checked once, at start-up, by [`Settings::check`]: a bad
 //! file stops the process with one line naming the key at fault.
 
+mod analyzer;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+use crate::model::records::RecordRules;
 use crate::model::Limits;
 use crate::storage::wal::FsyncMode;
 pub use crate::transport::probe::{ExpectedStatuses, ProbeMethod};
 pub use crate::transport::{
     credentials::AuthOptions, headers::ExtraHeaders, tls::TlsOptions, DeliveryFormat,
 };
+pub use analyzer::{AnalyzerConfig, AnalyzerHealthCheck, SimulatedConfig};
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -37,7 +40,7 @@ const MAX_SLOTS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// File with the ingestion token (POST /api/v1/logs).
+    /// File with the ingestion token (POST /api/v1/logs, /api/v1/records).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ingest_token_file: Option<PathBuf>,
     /// File with the admin token (health overrides, dead letter); it may ingest too.
@@ -242,6 +245,8 @@ pub struct Settings {
     pub health: HealthConfig,
     pub checkpoint: CheckpointConfig,
     pub limits: Limits,
+    /// How `POST /api/v1/records` maps shippers' records to messages.
+    pub records: RecordRules,
     pub queue: QueueConfig,
     pub shutdown: ShutdownConfig,
     pub http: HttpConfig,
@@ -252,85 +257,6 @@ pub struct Settings {
     pub auth: AuthConfig,
     pub server: ServerConfig,
     pub tls: TlsConfig,
-}
-
-/// One analyzer: who it is, its share of traffic, and how it is reached.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyzerConfig {
-    pub id: String,
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Share of traffic, 0 to 1000; 0 takes the analyzer out of rotation.
-    pub weight: i64,
-    /// An in-process simulated analyzer...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub simulated: Option<SimulatedConfig>,
-    /// ...or a real one: `http://` or `https://host:port/path` takes deliveries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// HTTPS: CA bundle, client certificate, server name (an `https://` endpoint only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsOptions>,
-    /// A bearer token or basic credentials, from files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<AuthOptions>,
-    /// Static extra headers of every delivery.
-    #[serde(default, skip_serializing_if = "ExtraHeaders::is_empty")]
-    pub headers: ExtraHeaders,
-    /// The body format deliveries take: `packets` (the default) or `otlp`.
-    #[serde(default, skip_serializing_if = "is_default_format")]
-    pub format: DeliveryFormat,
-    /// Deliveries to this analyzer at once [default: queue.analyzer_concurrency].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<usize>,
-    /// Health probe path, resolved against `endpoint`.
-    #[serde(
-        default = "default_health_path",
-        skip_serializing_if = "is_default_health_path"
-    )]
-    pub health_path: String,
-    /// This analyzer's own probe settings, over the `health` section's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<AnalyzerHealthCheck>,
-}
-
-/// Probe settings of one analyzer; each unset key takes the `health` section's.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AnalyzerHealthCheck {
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Duration>,
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unhealthy_threshold: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub healthy_threshold: Option<u32>,
-    /// The probe's URL, absolute (another port or host) or relative to the endpoint.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    /// GET (the default) or HEAD.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<ProbeMethod>,
-    /// Statuses that pass, codes and ranges: `[200, "200-299"]`; default any 2xx.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected_statuses: Option<ExpectedStatuses>,
-    /// No probes: failed deliveries eject; a success, or `interval` out, brings it back.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub passive: bool,
-}
-
-fn is_default_format(format: &DeliveryFormat) -> bool {
-    *format == DeliveryFormat::default()
-}
-
-fn default_health_path() -> String {
-    "/health".into()
-}
-
-fn is_default_health_path(path: &str) -> bool {
-    path == "/health"
 }
 
 /// Settings of the HTTP transport, for every analyzer with an `endpoint`.
@@ -346,27 +272,6 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// An in-process analyzer that sleeps and fails at random, as the original did.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SimulatedConfig {
-    pub processing_time_ms: u64,
-    /// Chance (0 to 1) that processing a packet fails.
-    pub failure_rate: f64,
-    /// Chance (0 to 1) that a health probe fails.
-    pub health_failure_rate: f64,
-}
-
-impl Default for SimulatedConfig {
-    fn default() -> Self {
-        SimulatedConfig {
-            processing_time_ms: 100,
-            failure_rate: 0.05,
-            health_failure_rate: 0.05,
         }
     }
 }
@@ -517,23 +422,7 @@ impl Default for ShutdownConfig {
 
 impl Default for Settings {
     fn default() -> Self {
-        let simulated = |id: &str, name: &str, weight: i64, processing_time_ms: u64| AnalyzerConfig {
-            id: id.into(),
-            name: Some(name.into()),
-            weight,
-            simulated: Some(SimulatedConfig {
-                processing_time_ms,
-                ..SimulatedConfig::default()
-            }),
-            endpoint: None,
-            tls: None,
-            auth: None,
-            headers: ExtraHeaders::default(),
-            format: DeliveryFormat::default(),
-            concurrency: None,
-            health_path: default_health_path(),
-            health_check: None,
-        };
+        let simulated = AnalyzerConfig::default_simulated;
         Settings {
             listen: "0.0.0.0:8080".into(),
             data_dir: PathBuf::from("./data"),
@@ -548,6 +437,7 @@ impl Default for Settings {
             health: HealthConfig::default(),
             checkpoint: CheckpointConfig::default(),
             limits: Limits::default(),
+            records: RecordRules::default(),
             queue: QueueConfig::default(),
             shutdown: ShutdownConfig::default(),
             http: HttpConfig::default(),

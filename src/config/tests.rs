@@ -48,7 +48,7 @@ fn the_documented_keys_parse() {
     )
     .unwrap();
     assert_eq!(s.analyzers.len(), 1);
-    assert_eq!(s.limits.max_packets_per_request, 50);
+    assert_eq!(s.limits.max_packets_per_request, Some(50));
     assert_eq!(s.queue.max_in_flight, 10);
     let ms = Settings::from_yaml("retry: {base_delay: 150ms}\n").unwrap();
     assert_eq!(ms.retry.base_delay, Duration::from_millis(150));
@@ -189,6 +189,65 @@ fn the_body_memory_holds_the_largest_request() {
     );
 }
 
+#[test]
+fn the_records_section_parses_and_is_checked() {
+    let s = Settings::from_yaml(
+        "records:\n  message_fields: [text]\n  source_fields: [app, kubernetes.labels.app]\n  default_level: warn\n  default_source: edge\n  max_messages_per_packet: 500\n  invalid: refuse\n",
+    )
+    .unwrap();
+    assert_eq!(s.records.message_fields, ["text"]);
+    assert_eq!(s.records.default_level, crate::model::Level::Warning);
+    assert_eq!(s.records.invalid, crate::model::records::InvalidRecords::Refuse);
+    assert_eq!(s.records.max_messages_per_packet, Some(500));
+    assert_eq!(
+        s.records.timestamp_fields,
+        RecordRules::default().timestamp_fields,
+        "unset keys keep their defaults"
+    );
+    assert_eq!(Settings::from_yaml(&s.to_yaml()).unwrap(), s);
+    for (yaml, says) in [
+        (
+            "records: {message_fields: []}\n",
+            "configuration: records.message_fields: name at least one field",
+        ),
+        (
+            "records: {max_messages_per_packet: 0}\n",
+            "configuration: records.max_messages_per_packet: 0 is out of range 1..=1000 (limits.max_messages_per_packet)",
+        ),
+        (
+            "records: {default_level: loud}\n",
+            "unknown level \"loud\"",
+        ),
+        ("records: {invalid: drop}\n", "drop"),
+        ("records: {colour: red}\n", "colour"),
+    ] {
+        let error = error_of(yaml);
+        assert!(error.contains(says), "{yaml:?}: {error}");
+    }
+}
+
+#[test]
+fn a_request_the_body_limit_lets_in_must_fit_in_the_queue() {
+    assert_eq!(Settings::default().limits.max_packets_per_request, None);
+    assert_eq!(
+        error_of("limits: {max_body_bytes: 2000}\nqueue: {max_in_flight_bytes: 1999}\n"),
+        "configuration: queue.max_in_flight_bytes: 1999 is below limits.max_body_bytes (2000): a request the body limit lets in could never fit in the queue"
+    );
+    Settings::from_yaml("limits: {max_body_bytes: 2000}\nqueue: {max_in_flight_bytes: 2000}\n").unwrap();
+}
+
+#[test]
+fn the_documented_defaults_are_the_defaults() {
+    let doc = include_str!("../../docs/configuration.md");
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/configuration.md has a yaml block of the defaults");
+    let documented = Settings::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(documented, Settings::default());
+}
+
 /// An HTTPS analyzer with a token, a header and a probe on another port, as
 /// docs/configuration.md shows it.
 const HTTPS_ANALYZER: &str = "analyzers:
@@ -258,4 +317,30 @@ fn bad_analyzer_transports_name_the_key() {
         assert!(error.contains(expected), "{yaml}: {error}");
         assert_eq!(error.lines().count(), 1, "{error:?}");
     }
+}
+
+#[test]
+fn the_receivers_of_analyzers_md_are_a_valid_configuration_with_their_formats() {
+    let doc = include_str!("../../docs/analyzers.md");
+    let yaml = doc
+        .split("## Receivers")
+        .nth(1)
+        .and_then(|rest| rest.split("```yaml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("docs/analyzers.md has a yaml block of receivers");
+    let settings = Settings::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let formats: Vec<(&str, DeliveryFormat)> = settings
+        .analyzers
+        .iter()
+        .map(|a| (a.id.as_str(), a.format))
+        .collect();
+    assert_eq!(
+        formats,
+        [
+            ("otel", DeliveryFormat::Otlp),
+            ("vector", DeliveryFormat::Ndjson),
+            ("fluent-bit", DeliveryFormat::Packets),
+            ("logstash", DeliveryFormat::Ndjson),
+        ]
+    );
 }

@@ -196,7 +196,7 @@ impl Settings {
             ("limits.max_body_bytes", self.limits.max_body_bytes),
             (
                 "limits.max_packets_per_request",
-                self.limits.max_packets_per_request,
+                self.limits.max_packets_per_request.unwrap_or(1),
             ),
             (
                 "limits.max_messages_per_packet",
@@ -231,6 +231,18 @@ impl Settings {
                     self.limits.max_packet_bytes
                 ),
             );
+        }
+        if self.queue.max_in_flight_bytes < self.limits.max_body_bytes {
+            return bad(
+                "queue.max_in_flight_bytes".into(),
+                format!(
+                    "{} is below limits.max_body_bytes ({}): a request the body limit lets in could never fit in the queue",
+                    self.queue.max_in_flight_bytes, self.limits.max_body_bytes
+                ),
+            );
+        }
+        if let Err(why) = self.records.check(&self.limits) {
+            return Err(ConfigError(format!("records.{why}")));
         }
         if let Some(memory) = self.server.max_body_memory {
             if memory / 3 < self.limits.max_body_bytes {

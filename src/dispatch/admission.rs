@@ -5,7 +5,7 @@
 
 use super::job::Job;
 use super::{Dispatcher, InFlight};
-use crate::model::EncodedPacket;
+use crate::model::{EncodedPacket, LargerThanQueue, QueueBounds};
 use crate::storage::dead_letter::Room;
 use crate::storage::wal::{DurableAppend, Record, WalError};
 use crate::storage::Unfinished;
@@ -26,6 +26,9 @@ pub enum AdmitError {
     Recovering,
     #[error("storage unavailable: {0}")]
     StorageUnavailable(String),
+    /// More than the queue holds even when empty: it can never be taken.
+    #[error("the request is larger than the whole queue: {0}; send it in smaller requests")]
+    LargerThanQueue(#[from] LargerThanQueue),
 }
 
 impl AdmitError {
@@ -171,21 +174,24 @@ impl Dispatcher {
     /// Whether `packets` packets of about `bytes` bytes would fit now: a
     /// cheap check before a request is validated, so that a request that
     /// cannot fit is refused before its packets are parsed. (`admit` makes
-    /// the exact reservation; this one only looks.)
+    /// the exact reservation; this one only looks.) A request larger than
+    /// the whole queue is refused for good (`LargerThanQueue`); any other
+    /// fits once enough in flight has finished.
     pub fn check_room(&self, packets: usize, bytes: usize) -> Result<(), AdmitError> {
-        let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
-        if self.in_flight.load(Ordering::Acquire) + packets > max_packets {
-            return Err(AdmitError::full(max_packets, "packets"));
+        self.queue_bounds().check(packets, bytes)?;
+        let room = self.room();
+        if packets > room.packets {
+            return Err(AdmitError::full(self.settings.max_in_flight, "packets"));
         }
-        let bytes_now = self.in_flight_bytes.load(Ordering::Acquire);
-        if bytes_now != 0 && bytes_now + bytes > max_bytes {
-            return Err(AdmitError::full(max_bytes, "bytes"));
+        if bytes > room.bytes {
+            return Err(AdmitError::full(self.settings.max_in_flight_bytes, "bytes"));
         }
         Ok(())
     }
 
     /// Counts `count` packets of `bytes` in, if both limits allow.
     fn reserve(&self, count: usize, bytes: usize) -> Result<(), AdmitError> {
+        self.queue_bounds().check(count, bytes)?;
         let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
@@ -195,9 +201,7 @@ impl Dispatcher {
         let room = self
             .in_flight_bytes
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
-                // One request may always go through when nothing is in flight,
-                // however large: the body limit already bounds it.
-                (now == 0 || now + bytes <= max_bytes).then_some(now + bytes)
+                (now + bytes <= max_bytes).then_some(now + bytes)
             });
         if room.is_err() {
             self.in_flight.fetch_sub(count, Ordering::AcqRel);
@@ -208,18 +212,23 @@ impl Dispatcher {
 
     /// How much more may be admitted now.
     pub(super) fn room(&self) -> Room {
-        let bytes_now = self.in_flight_bytes.load(Ordering::Acquire);
         Room {
             packets: self
                 .settings
                 .max_in_flight
                 .saturating_sub(self.in_flight.load(Ordering::Acquire)),
-            // As in `reserve`: with nothing in flight, any size goes.
-            bytes: if bytes_now == 0 {
-                usize::MAX
-            } else {
-                self.settings.max_in_flight_bytes.saturating_sub(bytes_now)
-            },
+            bytes: self
+                .settings
+                .max_in_flight_bytes
+                .saturating_sub(self.in_flight_bytes.load(Ordering::Acquire)),
+        }
+    }
+
+    /// The most one request may hold: what the queue holds when empty.
+    pub fn queue_bounds(&self) -> QueueBounds {
+        QueueBounds {
+            max_packets: self.settings.max_in_flight,
+            max_bytes: self.settings.max_in_flight_bytes,
         }
     }
 
@@ -272,12 +281,7 @@ impl Dispatcher {
                         live.get().packet.id()
                     ),
                 }
-                Job {
-                    seq,
-                    packet,
-                    retries,
-                    holds_budget: false,
-                }
+                Job::new(seq, packet, retries)
             })
             .collect()
     }

@@ -16,6 +16,18 @@ pub struct Job {
     pub(super) holds_budget: bool,
 }
 
+impl Job {
+    /// A packet entering delivery: no place in the retry budget yet.
+    pub fn new(seq: u64, packet: Arc<EncodedPacket>, retries: u32) -> Job {
+        Job {
+            seq,
+            packet,
+            retries,
+            holds_budget: false,
+        }
+    }
+}
+
 /// What an analyzer's lane carries.
 #[derive(Debug)]
 pub enum LaneItem {

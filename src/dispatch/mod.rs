@@ -332,11 +332,6 @@ impl Dispatcher {
         }
     }
 
-    /// `queue.max_in_flight_bytes`: the most JSON of packets in flight.
-    pub fn max_in_flight_bytes(&self) -> usize {
-        self.settings.max_in_flight_bytes
-    }
-
     pub fn pipeline(&self) -> Pipeline {
         let analyzers = self.fleet.all();
         Pipeline {

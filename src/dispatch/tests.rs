@@ -153,19 +153,15 @@ async fn admission_takes_all_of_a_request_or_none_of_it() {
 }
 
 #[tokio::test]
-async fn one_request_above_the_byte_limit_passes_only_into_an_empty_queue() {
+async fn a_request_larger_than_the_whole_queue_is_refused_for_good_and_one_within_it_waits() {
     let h = Harness::start(STUCK, |s| s.queue.max_in_flight_bytes = 1000);
     let d = &h.dispatcher;
-    let big = vec![packet(0, &"x".repeat(2000))];
-    let small = vec![packet(1, "small")];
-    assert_eq!(
-        d.admit(big.clone()).await.unwrap().len(),
-        1,
-        "an empty queue takes any size"
-    );
-    let refused = d.admit(small).await.unwrap_err();
+    let refused = d.admit(vec![packet(0, &"x".repeat(2000))]).await.unwrap_err();
+    assert!(matches!(refused, AdmitError::LargerThanQueue(_)), "{refused:?}");
+    assert_eq!(d.pipeline().in_flight, 0, "not even an empty queue takes it");
+    assert_eq!(d.admit(vec![packet(1, &"x".repeat(600))]).await.unwrap().len(), 1);
+    let refused = d.admit(vec![packet(2, &"x".repeat(600))]).await.unwrap_err();
     assert!(matches!(refused, AdmitError::Full { ref capacity } if capacity.contains("bytes")));
-    assert!(d.admit(big).await.is_err());
     assert_eq!(d.pipeline().in_flight, 1);
 }
 

@@ -80,7 +80,8 @@ pub struct AnalyzerSpec {
     #[x_kube(validation = Rule::new("self.all(name, !(name.lowerAscii() in ['host', 'content-length', 'content-type', 'content-encoding', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'expect', 'idempotency-key', 'authorization']))").message("Host, Content-Length, Content-Type, Authorization (use spec.auth), Idempotency-Key and the hop-by-hop headers are set by the distributor"))]
     #[x_kube(validation = Rule::new("self.all(name, self[name].matches('^[ -~]*$') && self[name] == self[name].trim())").message("a header value must be visible ASCII and spaces, without leading or trailing spaces"))]
     pub headers: Option<std::collections::BTreeMap<String, HeaderValue>>,
-    /// The body format deliveries take: packets (a JSON array of packets, the default) or otlp
+    /// The body format deliveries take: packets (a JSON array of packets, the default),
+    /// ndjson (one message per line as a flat JSON object, with its packet_id) or otlp
     /// (OTLP/HTTP protobuf, for an OpenTelemetry receiver's /v1/logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,
@@ -419,15 +420,24 @@ mod tests {
     }
 
     #[test]
-    fn an_analyzer_may_take_otlp() {
+    fn an_analyzer_may_take_every_delivery_format() {
         let crd = serde_json::to_value(Analyzer::crd()).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         let formats = spec["properties"]["format"]["enum"].as_array().unwrap();
-        assert!(formats.contains(&"otlp".into()), "{formats:?}");
-        let spec: AnalyzerSpec = serde_json::from_value(
-            serde_json::json!({"weight": 1, "endpoint": "http://c:4318/v1/logs", "format": "otlp"}),
-        )
-        .unwrap();
-        assert_eq!(spec.format, Some(DeliveryFormat::Otlp));
+        assert_eq!(
+            formats,
+            &["packets", "ndjson", "otlp"].map(serde_json::Value::from)
+        );
+        for (name, format) in [
+            ("packets", DeliveryFormat::Packets),
+            ("ndjson", DeliveryFormat::Ndjson),
+            ("otlp", DeliveryFormat::Otlp),
+        ] {
+            let spec: AnalyzerSpec = serde_json::from_value(
+                serde_json::json!({"weight": 1, "endpoint": "http://c:4318/v1/logs", "format": name}),
+            )
+            .unwrap();
+            assert_eq!(spec.format, Some(format));
+        }
     }
 }

@@ -130,6 +130,14 @@ impl EncodedPacket {
         self.fields.len() + RETRY_COUNT_BYTES
     }
 
+    /// The packet's messages: the JSON array they were encoded to.
+    pub fn messages_json(&self) -> &[u8] {
+        let mut id = Vec::with_capacity(self.id.len() + 2);
+        write_str(&self.id, &mut id);
+        let start = b"\"id\":".len() + id.len() + b",\"messages\":".len();
+        &self.fields[start..]
+    }
+
     /// Appends the packet's fields and `"retry_count"`, without braces, so
     /// that a caller can add fields of its own.
     pub fn write_fields(&self, retry_count: u32, out: &mut Vec<u8>) {
@@ -177,6 +185,21 @@ impl PacketEncoder {
         }
         message.write_json(&mut self.out);
         self.messages += 1;
+    }
+
+    /// Pushes `message` if the packet stays within `max_bytes` (its
+    /// [`EncodedPacket::json_bytes`] once finished); otherwise leaves the
+    /// packet as it was and answers the bytes it would have taken.
+    pub(super) fn push_within(&mut self, message: &MessageFields<'_>, max_bytes: usize) -> Result<(), usize> {
+        let before = self.out.len();
+        self.push(message);
+        let bytes = self.json_bytes();
+        if bytes > max_bytes {
+            self.out.truncate(before);
+            self.messages -= 1;
+            return Err(bytes);
+        }
+        Ok(())
     }
 
     /// Appends a message already written as JSON: [`write_message_head`],

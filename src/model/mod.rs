@@ -7,13 +7,22 @@
 //! and validated on its own ([`Limits::validate`]), giving either an
 //! [`EncodedPacket`] (written straight from the request's text) or a
 //! [`PacketError`] naming the field at fault.
+//!
+//! Shippers' flat JSON records take another way in ([`records`]): each is
+//! mapped to a message, and the messages are packed in order.
+//!
+//! No request may bring in more than the whole queue holds
+//! ([`QueueBounds`]), whichever route it takes.
 
+mod bounds;
 mod encode;
+pub mod records;
 mod rfc3339;
 mod split;
 mod validate;
 mod wire;
 
+pub use bounds::{LargerThanQueue, QueueBounds};
 pub use encode::EncodedPacket;
 pub(crate) use encode::{write_message_head, PacketEncoder};
 pub use split::{split_json_array, split_ndjson, BodyError};
@@ -122,6 +131,11 @@ mod tests {
     fn encoded_packet_matches_serde(encoded: &EncodedPacket, packet: &LogPacket) {
         assert_eq!(encoded.id(), packet.id);
         assert_eq!(encoded.message_count(), packet.messages.len());
+        assert_eq!(
+            std::str::from_utf8(encoded.messages_json()).unwrap(),
+            serde_json::to_string(&packet.messages).unwrap(),
+            "the messages' JSON is the array serde writes"
+        );
         for retries in [0, 7, u32::MAX] {
             let mut json = Vec::new();
             encoded.write_json(retries, &mut json);

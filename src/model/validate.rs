@@ -75,7 +75,10 @@ impl fmt::Display for PacketError {
 pub struct Limits {
     /// Largest request body, after decompression.
     pub max_body_bytes: usize,
-    pub max_packets_per_request: usize,
+    /// Most packets in one request; unset: as many as `queue.max_in_flight`
+    /// holds (a request is bounded by its bytes, not by a count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_packets_per_request: Option<usize>,
     pub max_messages_per_packet: usize,
     /// Largest `message` text, in bytes.
     pub max_message_bytes: usize,
@@ -89,7 +92,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: 10 * 1024 * 1024,
-            max_packets_per_request: 1000,
+            max_packets_per_request: None,
             max_messages_per_packet: 1000,
             max_message_bytes: 10_000,
             max_packet_bytes: 1024 * 1024,
@@ -241,7 +244,7 @@ fn id_or_new(id: Option<&str>) -> String {
 pub const MAX_METADATA_DEPTH: usize = 32;
 
 /// Levels of arrays and objects in `value` (a scalar is 0).
-fn nesting(value: &serde_json::Value) -> usize {
+pub(super) fn nesting(value: &serde_json::Value) -> usize {
     match value {
         serde_json::Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
         serde_json::Value::Object(map) => 1 + map.values().map(nesting).max().unwrap_or(0),

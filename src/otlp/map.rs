@@ -12,7 +12,9 @@
 
 use super::natural::{write_object, write_str, write_value};
 use super::{Mapped, RequestError};
-use crate::model::{write_message_head, EncodedPacket, Level, Limits, PacketEncoder, MAX_METADATA_DEPTH};
+use crate::model::{
+    write_message_head, EncodedPacket, Level, Limits, PacketEncoder, QueueBounds, MAX_METADATA_DEPTH,
+};
 use chrono::{DateTime, Utc};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
@@ -72,8 +74,8 @@ struct Group {
 pub(super) struct Mapper<'l> {
     limits: &'l Limits,
     now: DateTime<Utc>,
-    /// The most JSON the packets of one request may add up to.
-    max_output_bytes: usize,
+    /// The most the packets of one request may add up to.
+    bounds: QueueBounds,
     /// `json_bytes` of a packet with no message yet (ids are UUIDs, all
     /// of one length).
     empty_packet_bytes: usize,
@@ -89,11 +91,11 @@ pub(super) struct Mapper<'l> {
 }
 
 impl<'l> Mapper<'l> {
-    pub(super) fn new(limits: &'l Limits, max_output_bytes: usize, now: DateTime<Utc>) -> Mapper<'l> {
+    pub(super) fn new(limits: &'l Limits, bounds: QueueBounds, now: DateTime<Utc>) -> Mapper<'l> {
         Mapper {
             limits,
             now,
-            max_output_bytes,
+            bounds,
             empty_packet_bytes: PacketEncoder::new(uuid::Uuid::nil().to_string(), 0).json_bytes(),
             group: Group::default(),
             packet: None,
@@ -209,11 +211,9 @@ impl<'l> Mapper<'l> {
         });
         packet.push_json(&self.message);
         self.mapped.accepted_records += 1;
-        if self.output_bytes + packet.json_bytes() > self.max_output_bytes {
-            return Err(RequestError::TooLarge {
-                limit: self.max_output_bytes,
-            });
-        }
+        let packets = self.mapped.packets.len() + 1;
+        self.bounds
+            .check(packets, self.output_bytes + packet.json_bytes())?;
         Ok(())
     }
 

@@ -22,7 +22,7 @@ mod natural;
 mod proto;
 pub mod response;
 
-use crate::model::{EncodedPacket, Limits};
+use crate::model::{EncodedPacket, LargerThanQueue, Limits, QueueBounds};
 use chrono::{DateTime, Utc};
 
 /// A request's records as packets.
@@ -65,24 +65,21 @@ pub enum RequestError {
     /// The body does not decode (400).
     #[error("{0}")]
     Invalid(String),
-    /// Its packets would not fit in flight even alone (413).
-    #[error(
-        "the request's log records make more than {limit} bytes of packets, more than may be in \
-         flight at once (queue.max_in_flight_bytes): send fewer records per request"
-    )]
-    TooLarge { limit: usize },
+    /// Its packets would not fit in the whole queue (413).
+    #[error("the request's log records make {0}")]
+    LargerThanQueue(#[from] LargerThanQueue),
 }
 
 /// The packets of a protobuf `ExportLogsServiceRequest`, each within
-/// `limits`, all together at most `max_output_bytes` of JSON; `now` is the
-/// time of records that carry none.
+/// `limits`, all together within `bounds`; `now` is the time of records
+/// that carry none.
 pub fn from_protobuf(
     body: &[u8],
     limits: &Limits,
-    max_output_bytes: usize,
+    bounds: QueueBounds,
     now: DateTime<Utc>,
 ) -> Result<Mapped, RequestError> {
-    let mut mapper = map::Mapper::new(limits, max_output_bytes, now);
+    let mut mapper = map::Mapper::new(limits, bounds, now);
     proto::decode(body, &mut mapper)?;
     Ok(mapper.finish())
 }
@@ -92,10 +89,10 @@ pub fn from_protobuf(
 pub fn from_json(
     body: &[u8],
     limits: &Limits,
-    max_output_bytes: usize,
+    bounds: QueueBounds,
     now: DateTime<Utc>,
 ) -> Result<Mapped, RequestError> {
-    let mut mapper = map::Mapper::new(limits, max_output_bytes, now);
+    let mut mapper = map::Mapper::new(limits, bounds, now);
     json::decode(body, &mut mapper)?;
     Ok(mapper.finish())
 }

@@ -17,6 +17,10 @@ pub enum DeliveryFormat {
     /// analyzer contract of docs/analyzers.md.
     #[default]
     Packets,
+    /// One message per line as a flat JSON object (`message`, `timestamp`,
+    /// `level`, `source`, `packet_id`, `retry_count`, the metadata's keys):
+    /// what Vector's `http_server` source and Logstash's `http` input take.
+    Ndjson,
     /// OTLP/HTTP: one `ExportLogsServiceRequest` in protobuf, for an OTLP
     /// receiver's `/v1/logs` (see docs/analyzers.md for the mapping).
     Otlp,
@@ -27,6 +31,7 @@ impl DeliveryFormat {
     pub fn content_type(self) -> &'static str {
         match self {
             DeliveryFormat::Packets => "application/json",
+            DeliveryFormat::Ndjson => "application/x-ndjson",
             DeliveryFormat::Otlp => "application/x-protobuf",
         }
     }
@@ -35,6 +40,7 @@ impl DeliveryFormat {
     pub fn write_body(self, batch: &[Job]) -> Vec<u8> {
         match self {
             DeliveryFormat::Packets => packets_body(batch),
+            DeliveryFormat::Ndjson => super::ndjson::body(batch),
             DeliveryFormat::Otlp => super::otlp::write_body(batch),
         }
     }
@@ -65,6 +71,12 @@ mod tests {
         assert_eq!(DeliveryFormat::default(), DeliveryFormat::Packets);
         let named: DeliveryFormat = serde_json::from_str("\"packets\"").unwrap();
         assert_eq!(named, DeliveryFormat::Packets);
+        let named: DeliveryFormat = serde_json::from_str("\"ndjson\"").unwrap();
+        assert_eq!(named, DeliveryFormat::Ndjson);
+        assert_eq!(DeliveryFormat::Ndjson.content_type(), "application/x-ndjson");
+        let named: DeliveryFormat = serde_json::from_str("\"otlp\"").unwrap();
+        assert_eq!(named, DeliveryFormat::Otlp);
+        assert_eq!(DeliveryFormat::Otlp.content_type(), "application/x-protobuf");
         assert!(serde_json::from_str::<DeliveryFormat>("\"xml\"").is_err());
     }
 }

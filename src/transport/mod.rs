@@ -12,6 +12,7 @@ pub mod headers;
 mod http;
 mod idempotency;
 pub mod material;
+mod ndjson;
 pub(crate) mod otlp;
 mod pool;
 pub mod probe;

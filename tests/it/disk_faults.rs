@@ -13,6 +13,10 @@
 //! - With just enough room for a checkpoint but not for a request, a
 //!   checkpoint taken while a refused request waits for its failing append
 //!   must not bring those packets back after a crash.
+//! - `POST /api/v1/records` with room for its valid records in the log but
+//!   not for its invalid one in the dead letter answers 500 saying so; the
+//!   valid records are delivered, and the invalid one is kept once there
+//!   is room.
 
 use crate::support::analyzers::AnalyzerProcess as Analyzer;
 use crate::support::distributor::Distributor;
@@ -483,4 +487,67 @@ async fn a_checkpoint_never_brings_back_packets_refused_for_a_full_disk() {
         kept.len(),
         accepted.lock().unwrap().len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_whose_invalid_ones_cannot_be_dead_lettered_answer_500_and_the_valid_ones_are_delivered() {
+    let _gate = beside_others().await;
+    let dir = tempfile::Builder::new()
+        .prefix("disk-full-records-")
+        .tempdir()
+        .expect("temp dir");
+    let tmpfs = Tmpfs::mount(&dir.path().join("data"));
+    let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
+    let config = write_config(dir.path(), &analyzer, "1h");
+    let mut distributor = Distributor::stopped(free_port(), &dir.path().join("logs"));
+    distributor
+        .launch(&config, &tmpfs.path, &["--fsync", "always"])
+        .await;
+
+    // 256 KiB left: room for a small packet in the log, not for a dead
+    // letter of 600 KB.
+    std::fs::write(tmpfs.path.join("spare"), vec![0u8; 256 * 1024]).expect("write the spare");
+    tmpfs.fill("filler");
+    std::fs::remove_file(tmpfs.path.join("spare")).expect("delete the spare");
+    let records = serde_json::json!([{"msg": "fits", "host": "h"}, {"log": "x".repeat(600_000)}]);
+    let reply = post(&distributor.http, &distributor.url("/api/v1/records"), &records)
+        .await
+        .expect("POST /api/v1/records");
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", reply.text);
+    let error = reply.json["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "the valid records were accepted and will be delivered, but the invalid records (1) could not be written to the dead letter: "
+        ) && error.ends_with("sending the request again delivers the valid ones again"),
+        "{error}"
+    );
+    let stats = distributor.drained_within(Duration::from_secs(10)).await;
+    assert_eq!(stats["total_messages_received"], 1, "{stats}");
+    assert_eq!(stats["total_dead_lettered"], 0, "{stats}");
+    assert_eq!(
+        read_records(&analyzer.record).len(),
+        1,
+        "the valid record was delivered"
+    );
+    let dead = get(&distributor.http, &distributor.url("/api/v1/dead-letter"))
+        .await
+        .expect("GET /api/v1/dead-letter");
+    assert_eq!(dead.json["total"], 0, "{}", dead.text);
+
+    // Room again: the same request is taken whole.
+    std::fs::remove_file(tmpfs.path.join("filler")).expect("delete the filler");
+    let reply = post(&distributor.http, &distributor.url("/api/v1/records"), &records)
+        .await
+        .expect("POST /api/v1/records");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.json["dead_lettered"], 1, "{}", reply.text);
+    let dead = get(&distributor.http, &distributor.url("/api/v1/dead-letter"))
+        .await
+        .expect("GET /api/v1/dead-letter");
+    assert_eq!(dead.json["total"], 1, "{}", dead.text);
+    assert_eq!(
+        dead.json["packets"][0]["packet"]["messages"][0]["message"],
+        records[1].to_string()
+    );
+    assert_alive_and_healthy(&mut distributor).await;
 }

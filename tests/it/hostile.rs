@@ -572,12 +572,12 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
     let hundred_thousand = format!("[{}]", vec![minimal.as_str(); 100_000].join(","));
     assert!(hundred_thousand.len() < BODY_LIMIT);
     case!(
-        "100 000 packets in 6 MB",
+        "100 000 packets in 6 MB (more than queue.max_in_flight)",
         server
             .post_raw(logs, &json_type, hundred_thousand.into_bytes())
             .await,
-        400,
-        ["request holds more than 1000 packets: at most 1000 are allowed per request"]
+        413,
+        ["the request is larger than the whole queue: more than 20000 packets (queue.max_in_flight); send it in smaller requests; nothing from this request was kept"]
     );
     let hundred_thousand_lines = format!("{minimal}\n").repeat(100_000);
     case!(
@@ -585,8 +585,8 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
         server
             .post_raw(logs, &ndjson_type, hundred_thousand_lines.into_bytes())
             .await,
-        400,
-        ["request holds more than 1000 packets: at most 1000 are allowed per request"]
+        413,
+        ["the request is larger than the whole queue: more than 20000 packets (queue.max_in_flight); send it in smaller requests; nothing from this request was kept"]
     );
     let padded = serde_json::to_string(&json!({"messages": [message(&"m".repeat(100))]})).unwrap();
     let too_big = format!("[{}]", vec![padded.as_str(); 100_000].join(","));
@@ -1104,7 +1104,7 @@ async fn bodies_inflating_to_millions_of_tiny_packets_are_refused_within_a_memor
     );
     let counted = answers
         .iter()
-        .filter(|a| a.contains("more than 1000 packets"))
+        .filter(|a| a.contains("more than 20000 packets"))
         .count();
     assert!(counted > 0, "none refused for its packet count: {answers:?}");
     process.post_logs(&packets("after-zeros", 10)).await.expect(202);

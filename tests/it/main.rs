@@ -31,6 +31,7 @@ mod kubernetes;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes_secrets;
 mod lifecycle;
+mod ndjson_delivery;
 mod openapi;
 #[cfg(feature = "test-otel-collector")]
 mod otel_collector;
@@ -39,6 +40,8 @@ mod otlp_ingest;
 #[cfg(feature = "test-otel-sdk")]
 mod otlp_sdk;
 mod packaging;
+mod records_ingest;
+mod request_size;
 mod retries;
 mod routing;
 mod security;

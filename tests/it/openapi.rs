@@ -15,7 +15,7 @@
 use crate::support::config::{analyzer, Config};
 use crate::support::http::Reply;
 use crate::support::in_process::Server;
-use crate::support::otlp::log_request;
+use crate::support::otlp::{attribute, log_request, string};
 use crate::support::packets::{packet, packets};
 use crate::support::poll::{eventually, DEADLINE};
 use flate2::write::GzEncoder;
@@ -574,7 +574,7 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     // small body limit make 503 and 413 cheap to provoke.
     let config = Config::new(vec![analyzer("good", 3), analyzer("bad", 1).failing(1.0)])
         .retry("{base_delay: 10ms, max_retries: 0}")
-        .queue("{max_in_flight: 20}")
+        .queue("{max_in_flight: 20, max_in_flight_bytes: 65536}")
         .limits("{max_body_bytes: 65536}");
     let server = Server::start(&config).await;
     let mut seen: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();
@@ -618,6 +618,32 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
             server.post_raw(logs, headers, body).await.expect(status),
         );
     }
+    // Records: valid and invalid ones (200), nothing usable (400), too
+    // large (413), another media type (415).
+    let records = "/api/v1/records";
+    let record_posts = [
+        (
+            json_type,
+            br#"[{"message":"a","host":"h"},{"log":"b","date":1733390000.5}]"#.to_vec(),
+            200,
+        ),
+        (
+            ndjson_type,
+            b"{\"msg\":\"c\"}\n{\"level\":\"info\"}\nnot json\n".to_vec(),
+            200,
+        ),
+        (json_type, b"not json".to_vec(), 400),
+        (json_type, b"[]".to_vec(), 400),
+        (&[("content-type", "text/plain")][..], b"{}".to_vec(), 415),
+        (zipped, gzip(&[b' '; 70_000]), 413),
+    ];
+    for (headers, body, status) in record_posts {
+        check(
+            "post",
+            records,
+            server.post_raw(records, headers, body).await.expect(status),
+        );
+    }
 
     // OTLP: each answer, in each encoding.
     let otlp = "/v1/logs";
@@ -629,6 +655,16 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     let request = log_request("otlp", &["one", "two"]).encode_to_vec();
     let too_long = log_request("otlp", &["fine", &"x".repeat(10_001)]).encode_to_vec();
     let otlp_json = br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"j"}}]}]}]}"#;
+    // The resource is in every message: 40 records under a body of 3 KB
+    // make more packet bytes than the whole queue holds.
+    let larger_than_queue = {
+        let mut request = log_request("otlp", &["r"; 40]);
+        let resource = request.resource_logs[0].resource.as_mut().unwrap();
+        resource
+            .attributes
+            .push(attribute("big", string(&"b".repeat(2000))));
+        request.encode_to_vec()
+    };
     let mut partial_seen = false;
     let otlp_posts = [
         (protobuf, request.clone(), 200),
@@ -649,6 +685,7 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
         (&[][..], request.clone(), 415),
         (protobuf_zipped, gzip(&[0; 70_000]), 413),
         (json_type, vec![b' '; 66_000], 413),
+        (protobuf, larger_than_queue, 413),
     ];
     for (headers, body, status) in otlp_posts {
         let reply = server.post_raw(otlp, headers, body).await;
@@ -791,6 +828,10 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     check("post", logs, full.expect(503));
     assert_eq!(full.header("retry-after"), Some("1"));
     check("post", replay, server.post(replay, &json!({})).await.expect(503));
+    let full = server
+        .post_raw(records, json_type, br#"{"msg":"no room"}"#.to_vec())
+        .await;
+    check("post", records, full.expect(503));
     for headers in [protobuf, json_type] {
         let full = server.post_raw(otlp, headers, request.clone()).await;
         check("post", otlp, full.expect(503));

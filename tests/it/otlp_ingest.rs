@@ -287,7 +287,7 @@ async fn bad_requests_get_a_status_in_their_encoding_and_nothing_is_kept() {
         (
             // The resource is in every message: 20 small records make more
             // than 8 KiB of packets.
-            "records that map to more than may be in flight",
+            "records that map to more bytes than the whole queue holds",
             PROTOBUF,
             {
                 let mut request = log_request("svc", &["a"; 20]);
@@ -300,7 +300,8 @@ async fn bad_requests_get_a_status_in_their_encoding_and_nothing_is_kept() {
             },
             vec![],
             413,
-            "more than may be in flight at once (queue.max_in_flight_bytes)",
+            "the request is larger than the whole queue: more than 8192 bytes (queue.max_in_flight_bytes); \
+             send it in smaller requests",
         ),
     ];
     for (what, content_type, body, headers, code, says) in cases {
@@ -316,6 +317,45 @@ async fn bad_requests_get_a_status_in_their_encoding_and_nothing_is_kept() {
     let stats = api.stats().await;
     assert_eq!(stats["total_packets_received"], 0, "{stats}");
     assert!(setup.recorded_messages().is_empty());
+}
+
+/// The queue's bounds hold `/v1/logs` as they hold the other ingest
+/// routes: records that make more packets than the whole queue holds are
+/// 413 (retrying cannot help), in the request's encoding, counted as
+/// `too_large`; a request that fits is taken whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_larger_than_the_whole_queue_is_413_and_one_that_fits_is_taken() {
+    let setup = OtlpSetup::start(|config, _| {
+        config
+            .limits("{max_messages_per_packet: 2}")
+            .queue("{max_in_flight: 3}")
+    })
+    .await;
+    let api = setup.api();
+    let says = "the request is larger than the whole queue: more than 3 packets (queue.max_in_flight); \
+                send it in smaller requests; nothing from this request was kept";
+    // 7 records make 4 packets of at most 2 messages: one more than the queue.
+    let reply = post_otlp(api, PROTOBUF, protobuf("svc", &["big"; 7]), &[]).await;
+    refused(&reply, 413, PROTOBUF, says);
+    let records: Vec<Value> = (0..7).map(|_| json!({"body": {"stringValue": "big"}})).collect();
+    let otlp_json = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]});
+    let reply = post_otlp(api, JSON, serde_json::to_vec(&otlp_json).unwrap(), &[]).await;
+    refused(&reply, 413, JSON, says);
+    assert_eq!(
+        metric(
+            &setup,
+            "logs_distributor_packets_rejected_total{reason=\"too_large\"}"
+        )
+        .await,
+        2,
+        "each refused request counts as one packet, their number not being known"
+    );
+
+    let reply = post_otlp(api, PROTOBUF, protobuf("svc", &["fits"; 6]), &[]).await;
+    assert_eq!(partial_success(&reply, PROTOBUF), (0, String::new()));
+    let messages = setup.delivered(6).await;
+    assert!(messages.iter().all(|m| m["message"] == "fits"), "{messages:?}");
+    assert_eq!(api.stats().await["total_packets_received"], 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

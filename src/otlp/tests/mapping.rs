@@ -484,14 +484,38 @@ fn ids_of_the_wrong_length_fail_the_request() {
 }
 
 #[test]
-fn packets_past_the_room_in_flight_fail_the_request_as_too_large() {
-    let records: Vec<LogRecord> = (0..50).map(|i| record(&format!("message {i}"))).collect();
+fn packets_past_the_whole_queue_fail_the_request_as_larger_than_the_queue() {
+    let records: Vec<LogRecord> = (0..250).map(|i| record(&format!("message {i}"))).collect();
     let body = request(vec![group(service("s"), vec![scope_logs(None, records)])]).encode_to_vec();
-    let fits = from_protobuf(&body, &Limits::default(), 1 << 20, now()).unwrap();
-    let total: usize = fits.packets.iter().map(EncodedPacket::json_bytes).sum();
-    assert!(from_protobuf(&body, &Limits::default(), total, now()).is_ok());
+    let limits = Limits {
+        max_messages_per_packet: 100,
+        ..Limits::default()
+    };
+    let fits = from_protobuf(&body, &limits, ROOM, now()).unwrap();
+    let (packets, bytes) = (
+        fits.packets.len(),
+        fits.packets.iter().map(EncodedPacket::json_bytes).sum::<usize>(),
+    );
+    assert_eq!(packets, 3, "100 messages a packet");
+    let exact = QueueBounds {
+        max_packets: packets,
+        max_bytes: bytes,
+    };
+    assert!(from_protobuf(&body, &limits, exact, now()).is_ok());
+    let fewer_packets = QueueBounds {
+        max_packets: packets - 1,
+        ..exact
+    };
     assert_eq!(
-        from_protobuf(&body, &Limits::default(), total - 1, now()).unwrap_err(),
-        RequestError::TooLarge { limit: total - 1 }
+        from_protobuf(&body, &limits, fewer_packets, now()).unwrap_err(),
+        RequestError::LargerThanQueue(LargerThanQueue::Packets { max: packets - 1 })
+    );
+    let fewer_bytes = QueueBounds {
+        max_bytes: bytes - 1,
+        ..exact
+    };
+    assert_eq!(
+        from_protobuf(&body, &limits, fewer_bytes, now()).unwrap_err(),
+        RequestError::LargerThanQueue(LargerThanQueue::Bytes { max: bytes - 1 })
     );
 }

@@ -8,7 +8,7 @@ mod mapping;
 mod protobuf;
 
 use super::{from_json, from_protobuf, Mapped, RequestError};
-use crate::model::{EncodedPacket, Limits};
+use crate::model::{EncodedPacket, LargerThanQueue, Limits, QueueBounds};
 use chrono::{DateTime, Utc};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 /// Plenty of room for a request's packets.
-const ROOM: usize = 1 << 30;
+const ROOM: QueueBounds = QueueBounds::NONE;
 
 fn now() -> DateTime<Utc> {
     "2025-01-25T20:30:45Z".parse().unwrap()

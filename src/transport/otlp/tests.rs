@@ -498,7 +498,7 @@ fn otlp_that_came_in_goes_out_as_it_came() {
     let mapped = crate::otlp::from_protobuf(
         &sent.encode_to_vec(),
         &crate::model::Limits::default(),
-        usize::MAX,
+        crate::model::QueueBounds::NONE,
         "2025-01-25T20:30:45Z".parse().unwrap(),
     )
     .expect("a valid request");

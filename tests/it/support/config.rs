@@ -163,7 +163,7 @@ impl Config {
                     a.id,
                     a.name.as_deref().unwrap_or(&a.id),
                     a.weight,
-                    endpoint
+                    endpoint,
                 ));
                 continue;
             }

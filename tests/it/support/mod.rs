@@ -18,4 +18,5 @@ pub mod poll;
 pub mod ports;
 pub mod processes;
 pub mod receiver;
+pub mod recorder;
 pub mod serial;
