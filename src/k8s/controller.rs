@@ -218,6 +218,7 @@ impl Watch {
                 let reweighted = analyzer.weight() != weight;
                 analyzer.set_weight(weight);
                 let remoded = analyzer.health.set_mode(mode);
+                self.state.set_applied(&id, resource.metadata.generation);
                 if reweighted || remoded {
                     Applied::Reshaped
                 } else {
@@ -233,7 +234,7 @@ impl Watch {
                             transport: transport_part(&config),
                         },
                     );
-                    self.state.clear_unbuilt(&id);
+                    self.state.set_applied(&id, resource.metadata.generation);
                     tracing::info!(analyzer = %id, weight, "Analyzer applied");
                     Applied::New(analyzer, lane)
                 }

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 
 /// The name of the Lease that elects the status writer.
 pub const LEASE_NAME: &str = "logs-distributor-leader";
+
 /// The controller name on Events.
 pub const CONTROLLER_NAME: &str = "logs-distributor";
 /// A watch the API server ends after this long (then it is renewed).
@@ -49,6 +50,9 @@ pub struct KubeState {
     resources: Mutex<BTreeMap<String, Analyzer>>,
     /// Why some of them cannot be built, by fleet id.
     unbuilt: Mutex<BTreeMap<String, Unbuilt>>,
+    /// The generation of each Analyzer that runs now, by fleet id (absent:
+    /// none of its generations has been applied by this replica).
+    applied: Mutex<BTreeMap<String, i64>>,
 }
 
 impl KubeState {
@@ -59,6 +63,21 @@ impl KubeState {
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
         self.clear_unbuilt(id);
+        self.applied.lock_unpoisoned().remove(id);
+    }
+
+    /// Records that `generation` of `id`'s spec runs now: it was built, or
+    /// its weight and health applied in place.
+    pub fn set_applied(&self, id: &str, generation: Option<i64>) {
+        self.clear_unbuilt(id);
+        if let Some(generation) = generation {
+            self.applied.lock_unpoisoned().insert(id.to_string(), generation);
+        }
+    }
+
+    /// The generation of `id`'s spec that runs now, if one was applied.
+    pub fn applied_generation(&self, id: &str) -> Option<i64> {
+        self.applied.lock_unpoisoned().get(id).copied()
     }
 
     /// Records why `id` cannot be built; true when that is news.
@@ -69,7 +88,7 @@ impl KubeState {
             != Some(unbuilt)
     }
 
-    pub fn clear_unbuilt(&self, id: &str) {
+    fn clear_unbuilt(&self, id: &str) {
         self.unbuilt.lock_unpoisoned().remove(id);
     }
 
@@ -147,6 +166,7 @@ pub async fn start(
             },
         ),
         every: config.status_interval,
+        announced: Default::default(),
     };
     Ok(vec![
         tokio::spawn(watch.run(analyzers)),
@@ -154,3 +174,4 @@ pub async fn start(
         tokio::spawn(writer.run()),
     ])
 }
+

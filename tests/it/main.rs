@@ -30,6 +30,8 @@ mod http_analyzers;
 mod kubernetes;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes_secrets;
+#[cfg(feature = "test-control-plane")]
+mod kubernetes_status;
 mod lifecycle;
 mod openapi;
 #[cfg(feature = "test-otel-collector")]
