@@ -399,9 +399,13 @@ mod tests {
         assert_eq!(statuses["items"]["x-kubernetes-int-or-string"], true);
         assert_eq!(statuses["maxItems"], 32, "bounded, for the CEL cost budget");
         assert_eq!(properties["headers"]["maxProperties"], 32);
-        let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+        let conditions =
+            &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], "map", "{conditions}");
-        assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"])
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use std::sync::atomic::Ordering;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,9 +112,12 @@ impl StatusWriter {
     /// reason, message and generation (also across leaders: a condition
     /// already in the status was announced by whoever wrote it).
     async fn announce_unbuilt(&mut self, id: &str, resource: &AnalyzerResource, condition: &Condition) {
-        let key = (condition.reason.clone(), condition.message.clone(), condition.observed_generation);
-        let written = ready_condition(resource)
-            .map(|c| (c.reason, c.message, c.observed_generation));
+        let key = (
+            condition.reason.clone(),
+            condition.message.clone(),
+            condition.observed_generation,
+        );
+        let written = ready_condition(resource).map(|c| (c.reason, c.message, c.observed_generation));
         if self.announced.get(id) == Some(&key) || written.as_ref() == Some(&key) {
             self.announced.insert(id.to_string(), key);
             return;

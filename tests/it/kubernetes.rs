@@ -13,8 +13,8 @@ use crate::support::analyzers::AnalyzerProcess;
 use crate::support::fixtures;
 use crate::support::http::{processed, Api};
 use crate::support::kube::{
-    self, analyzers_where, distributor, event_about, KUBECTL_POLL, four_defaults, kube_readiness, simulated, weights,
-    Cluster, Namespace, PrivateCluster,
+    self, analyzers_where, distributor, event_about, four_defaults, kube_readiness, simulated, weights,
+    Cluster, Namespace, PrivateCluster, KUBECTL_POLL,
 };
 use crate::support::packets::packets;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};

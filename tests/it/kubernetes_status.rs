@@ -67,8 +67,7 @@ async fn a_spec_that_cannot_be_built_says_why_once_and_keeps_the_applied_generat
     let cluster = shared().await;
     let ns = Namespace::create(&cluster, "status-broken").await;
     let receiver = Receiver::start(ReceiverOptions::default()).await;
-    ns.apply_ok(&http_analyzer("edited", &receiver.endpoint()))
-        .await;
+    ns.apply_ok(&http_analyzer("edited", &receiver.endpoint())).await;
     ns.apply_ok(&http_analyzer("born-broken", UNBUILDABLE_ENDPOINT))
         .await;
     let dir = tempfile::tempdir().unwrap();
@@ -77,9 +76,14 @@ async fn a_spec_that_cannot_be_built_says_why_once_and_keeps_the_applied_generat
         all.as_object().map(|a| a.keys().collect::<Vec<_>>()) == Some(vec![&"edited".to_string()])
     })
     .await;
-    analyzer_where(&ns, "edited", "edited Ready True at generation 1", |status, ready| {
-        ready["status"] == "True" && status["observedGeneration"] == 1 && ready["observedGeneration"] == 1
-    })
+    analyzer_where(
+        &ns,
+        "edited",
+        "edited Ready True at generation 1",
+        |status, ready| {
+            ready["status"] == "True" && status["observedGeneration"] == 1 && ready["observedGeneration"] == 1
+        },
+    )
     .await;
 
     // Never built: Ready False with the cause, no applied generation, an Event.
@@ -96,7 +100,10 @@ async fn a_spec_that_cannot_be_built_says_why_once_and_keeps_the_applied_generat
     );
     assert_eq!(ready["observedGeneration"], 1, "{status}");
     assert_eq!(status["healthy"], false, "{status}");
-    assert!(status.get("observedGeneration").is_none(), "nothing applied: {status}");
+    assert!(
+        status.get("observedGeneration").is_none(),
+        "nothing applied: {status}"
+    );
     let event = event_about(&ns, "born-broken", "Warning", "InvalidConfiguration").await;
     assert_eq!(event["message"], ready["message"], "{event}");
 
@@ -110,7 +117,10 @@ async fn a_spec_that_cannot_be_built_says_why_once_and_keeps_the_applied_generat
     let status = &edited["status"];
     let ready = &status["conditions"][0];
     assert_eq!(edited["metadata"]["generation"], 2);
-    assert_eq!(status["observedGeneration"], 1, "generation 2 is not applied: {status}");
+    assert_eq!(
+        status["observedGeneration"], 1,
+        "generation 2 is not applied: {status}"
+    );
     assert_eq!(ready["reason"], "InvalidConfiguration", "{status}");
     let message = ready["message"].as_str().unwrap();
     assert!(
@@ -134,16 +144,22 @@ async fn a_spec_that_cannot_be_built_says_why_once_and_keeps_the_applied_generat
     // Fixed: generation 3 is applied.
     ns.patch_analyzer("edited", &json!({"spec": {"endpoint": receiver.endpoint()}}))
         .await;
-    let fixed = analyzer_where(&ns, "edited", "edited Ready True at generation 3", |status, ready| {
-        ready["status"] == "True" && status["observedGeneration"] == 3
-    })
+    let fixed = analyzer_where(
+        &ns,
+        "edited",
+        "edited Ready True at generation 3",
+        |status, ready| ready["status"] == "True" && status["observedGeneration"] == 3,
+    )
     .await;
     assert_eq!(fixed["status"]["conditions"][0]["observedGeneration"], 3);
     ns.patch_analyzer("born-broken", &json!({"spec": {"endpoint": receiver.endpoint()}}))
         .await;
-    analyzer_where(&ns, "born-broken", "born-broken Ready True at generation 2", |status, ready| {
-        ready["status"] == "True" && status["observedGeneration"] == 2
-    })
+    analyzer_where(
+        &ns,
+        "born-broken",
+        "born-broken Ready True at generation 2",
+        |status, ready| ready["status"] == "True" && status["observedGeneration"] == 2,
+    )
     .await;
 }
 
@@ -161,18 +177,34 @@ async fn the_api_server_keeps_one_condition_per_type() {
     let out = ns
         .kubectl(
             &[
-                "patch", "analyzer", "a", "--subresource=status", "--type", "merge", "-p",
+                "patch",
+                "analyzer",
+                "a",
+                "--subresource=status",
+                "--type",
+                "merge",
+                "-p",
                 &patch.to_string(),
             ],
             None,
         )
         .await;
-    assert!(!out.status.success(), "two Ready conditions accepted: {}", out.stdout);
+    assert!(
+        !out.status.success(),
+        "two Ready conditions accepted: {}",
+        out.stdout
+    );
     assert!(out.stderr.contains("Duplicate value"), "{}", out.stderr);
     let one = json!({"status": {"conditions": [condition("True")]}});
     ns.kubectl(
         &[
-            "patch", "analyzer", "a", "--subresource=status", "--type", "merge", "-p",
+            "patch",
+            "analyzer",
+            "a",
+            "--subresource=status",
+            "--type",
+            "merge",
+            "-p",
             &one.to_string(),
         ],
         None,

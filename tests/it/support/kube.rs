@@ -366,7 +366,9 @@ pub async fn events_about(ns: &Namespace, name: &str, reason: &str) -> Vec<Value
         .cloned()
         .unwrap_or_default()
         .into_iter()
-        .filter(|e| e["regarding"]["kind"] == "Analyzer" && e["regarding"]["name"] == name && e["reason"] == reason)
+        .filter(|e| {
+            e["regarding"]["kind"] == "Analyzer" && e["regarding"]["name"] == name && e["reason"] == reason
+        })
         .collect()
 }
 
