@@ -1,7 +1,10 @@
 //! Kubernetes: the `Analyzer` custom resource ([`crd`]), the watch that
 //! turns Analyzers into the live routing table ([`controller`]), with the
 //! Secrets they reference ([`secrets`], [`resolve`]), the leader's status
-//! and Events ([`status`]) and the Lease that elects it ([`lease`]).
+//! and Events ([`status`]) and the Lease that elects it ([`lease`]). A
+//! label selector (`kubernetes.analyzer_selector`) picks the Analyzers of
+//! one distributor, and each distributor has a Lease of its own
+//! (`kubernetes.lease_name`), so several share a namespace.
 //! [`start`] wires them for `--source kubernetes`.
 
 pub(crate) mod controller;
@@ -17,6 +20,7 @@ use crate::config::{KubernetesConfig, Settings};
 use crate::dispatch::Dispatcher;
 use crate::sync::LockUnpoisoned;
 use crate::traffic::Traffic;
+use kube::api::ListParams;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use resolve::Unbuilt;
@@ -24,9 +28,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
-
-/// The name of the Lease that elects the status writer.
-pub const LEASE_NAME: &str = "logs-distributor-leader";
 
 /// The controller name on Events.
 pub const CONTROLLER_NAME: &str = "logs-distributor";
@@ -138,17 +139,20 @@ pub async fn start(
         Api::namespaced(client.clone(), &home)
     };
     let identity = config.identity.clone();
-    tracing::info!(namespace = %home, all_namespaces = config.all_namespaces, %identity, "reading analyzers from Analyzer resources");
+    let selector = config.analyzer_selector.trim().to_string();
+    check_selector(&analyzers, &selector).await?;
+    tracing::info!(namespace = %home, all_namespaces = config.all_namespaces, %identity, analyzer_selector = %selector, lease = %config.lease_name, "reading analyzers from Analyzer resources");
     let watch = Arc::new(controller::Watch {
         client: client.clone(),
         dispatcher: dispatcher.clone(),
         settings: settings.clone(),
         state: state.clone(),
         qualify_ids: config.all_namespaces,
+        selector,
     });
     let election = lease::Election {
         api: Api::namespaced(client.clone(), &home),
-        name: LEASE_NAME.into(),
+        name: config.lease_name.clone(),
         identity: identity.clone(),
         duration: config.lease_duration,
         state: state.clone(),
@@ -175,3 +179,23 @@ pub async fn start(
     ])
 }
 
+/// Refuses a label selector the API server refuses (a typo would otherwise
+/// leave the watch failing forever); an unreachable server is not an error
+/// here: the watch waits for it.
+async fn check_selector(analyzers: &Api<Analyzer>, selector: &str) -> anyhow::Result<()> {
+    if selector.is_empty() {
+        return Ok(());
+    }
+    let params = ListParams::default().labels(selector).limit(1);
+    match analyzers.list_metadata(&params).await {
+        Err(kube::Error::Api(status)) if status.code == 400 => Err(anyhow::anyhow!(
+            "kubernetes.analyzer_selector {selector:?}: the API server refuses it: {}",
+            status.message
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check kubernetes.analyzer_selector yet");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}
