@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The controller name on Events.
 pub const CONTROLLER_NAME: &str = "logs-distributor";
@@ -114,14 +115,24 @@ impl KubeState {
     }
 }
 
-/// Starts the watch, the election and the status writer; answers their
-/// tasks (to abort at shutdown).
+/// The tasks of the Kubernetes side.
+pub struct Tasks {
+    /// The watch and the status writer: aborted at shutdown.
+    pub background: Vec<JoinHandle<()>>,
+    /// The election: it ends by itself once `stop` is cancelled, after
+    /// releasing the Lease (awaited at shutdown).
+    pub election: JoinHandle<()>,
+}
+
+/// Starts the watch, the election and the status writer; the election
+/// releases the Lease when `stop` is cancelled.
 pub async fn start(
     settings: Arc<Settings>,
     dispatcher: Arc<Dispatcher>,
     traffic: Arc<Traffic>,
     state: Arc<KubeState>,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    stop: CancellationToken,
+) -> anyhow::Result<Tasks> {
     let config: &KubernetesConfig = &settings.kubernetes;
     let mut kube_config = kube::Config::infer()
         .await
@@ -172,11 +183,10 @@ pub async fn start(
         every: config.status_interval,
         announced: Default::default(),
     };
-    Ok(vec![
-        tokio::spawn(watch.run(analyzers)),
-        tokio::spawn(election.run()),
-        tokio::spawn(writer.run()),
-    ])
+    Ok(Tasks {
+        background: vec![tokio::spawn(watch.run(analyzers)), tokio::spawn(writer.run())],
+        election: tokio::spawn(election.run(stop)),
+    })
 }
 
 /// Refuses a label selector the API server refuses (a typo would otherwise
