@@ -218,8 +218,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             stop: checkpointer_stop,
             task: checkpointer,
         },
-        background,
-        election,
+        Background {
+            tasks: background,
+            election,
+        },
         server_stop,
         server,
     ));
@@ -317,13 +319,21 @@ struct ServerStop {
     close: CancellationToken,
 }
 
+/// The tasks that run beside the server until shutdown.
+struct Background {
+    /// Aborted once the drain is over.
+    tasks: Vec<JoinHandle<()>>,
+    /// The leader election, which ends by itself on the stop after
+    /// releasing the Lease: awaited.
+    election: Option<JoinHandle<()>>,
+}
+
 async fn shut_down_when_told(
     stop: CancellationToken,
     dispatcher: Arc<Dispatcher>,
     drain_timeout: std::time::Duration,
     checkpointer: Checkpointer,
-    background: Vec<JoinHandle<()>>,
-    election: Option<JoinHandle<()>>,
+    background: Background,
     server_stop: ServerStop,
     mut server: JoinHandle<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
@@ -333,12 +343,12 @@ async fn shut_down_when_told(
     let in_flight = dispatcher.pipeline().in_flight;
     tracing::info!(in_flight, timeout = %humantime::format_duration(drain_timeout), "shutting down: draining in-flight packets");
     let drained = dispatcher.drain(drain_timeout).await;
-    for task in &background {
+    for task in &background.tasks {
         task.abort();
     }
     // The election hands the Lease back as soon as the stop is told (while
     // the drain runs); its release is bounded by a third of the Lease.
-    if let Some(election) = election {
+    if let Some(election) = background.election {
         if let Err(e) = election.await {
             tracing::error!(error = %e, "the leader election task failed");
         }
