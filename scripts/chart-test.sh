@@ -181,7 +181,7 @@ EOF
 VARIANTS=(
     "default|"
     "all-options|-f $CHART/ci/all-options-values.yaml"
-    "watch-all-namespaces|--set watchAllNamespaces=true"
+    "watch-all-namespaces|--set watchAllNamespaces=true --set-string analyzerSelector="
     "reference-analyzers|--set referenceAnalyzers.enabled=true --set networkPolicy.enabled=true"
     "no-persistence|--set persistence.enabled=false --set podDisruptionBudget.enabled=false --set grafanaDashboard.enabled=false"
     "no-analyzers|--set-json analyzers=[] --set serviceAccount.create=false --set serviceAccount.name=existing"
@@ -250,7 +250,7 @@ check_config() {
                 if (p[1] == 1 && !((2, p[2]) in key)) print p[2]
             }
         }' "$WORK/binary.effective" "$WORK/config-default.conf" |
-        grep -Ev '^(listen|data_dir|log_format|source|analyzers|kubernetes\.(namespace|all_namespaces|identity))$' | sort || true)
+        grep -Ev '^(listen|data_dir|log_format|source|analyzers|kubernetes\.(namespace|all_namespaces|identity|analyzer_selector|lease_name))$' | sort || true)
     [[ -z $missing ]] || fail "keys of the binary's configuration missing from values.yaml config: $(tr '\n' ' ' <<<"$missing")"
     render "$MANIFEST_NS" "$WORK/config-all.yaml" -s templates/configmap.yaml -f "$CHART/ci/all-options-values.yaml" ||
         fail "helm template failed"
@@ -432,8 +432,9 @@ e2e_drained() {
     json_check "$WORK/stats.json" 'd["in_flight"] == 0 and d["total_packets_received"] == 1000'
 }
 
+# The counts the leader wrote, on the Analyzers of check_e2e's $selector.
 e2e_status_written() {
-    K get analyzers -n "$NS" -o go-template='{{range .items}}{{.metadata.name}}={{.status.processedCount}} {{end}}' >"$WORK/status.txt" || return 1
+    K get analyzers -n "$NS" -l "$selector" -o go-template='{{range .items}}{{.metadata.name}}={{.status.processedCount}} {{end}}' >"$WORK/status.txt" || return 1
     cat "$WORK/status.txt"
     [[ $(<"$WORK/status.txt") == "analyzer-a1=400 analyzer-a2=300 analyzer-a3=200 analyzer-a4=100 " ]]
 }
@@ -446,8 +447,21 @@ check_e2e() {
     render "$NS" "$WORK/e2e-config.yaml" -s templates/configmap.yaml --set config.kubernetes.status_interval=1s \
         2>"$WORK/e2e.err" || fail "helm template failed:" "$WORK/e2e.err"
     config_of "$WORK/e2e-config.yaml" "$WORK/e2e.conf" || fail "no config.yaml in the ConfigMap"
+    # The release's selector and Lease, as the StatefulSet passes them.
+    render "$NS" "$WORK/e2e-sts.yaml" -s templates/statefulset.yaml 2>"$WORK/e2e.err" || fail "helm template failed:" "$WORK/e2e.err"
+    local selector lease
+    selector=$(K create --dry-run=client -f "$WORK/e2e-sts.yaml" -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="LD_ANALYZER_SELECTOR")].value}')
+    lease=$(K create --dry-run=client -f "$WORK/e2e-sts.yaml" -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="LD_LEASE_NAME")].value}')
+    [[ -n $selector && -n $lease ]] || fail "no LD_ANALYZER_SELECTOR or LD_LEASE_NAME in the StatefulSet"
     quiet "$WORK/e2e-apply.out" K apply -n "$NS" -f "$WORK/e2e.yaml" || fail "kubectl apply failed:" "$WORK/e2e-apply.out"
-    K get analyzers -n "$NS" -o go-template='{{range .items}}{{.metadata.name}}={{.spec.weight}} {{end}}' >"$WORK/weights.txt" 2>&1 || true
+    # An Analyzer of another release in the same namespace: the split below holds only if it stays out.
+    quiet "$WORK/e2e-other.out" K apply -n "$NS" -f - <<'EOF' || fail "kubectl apply failed:" "$WORK/e2e-other.out"
+apiVersion: logs-distributor.dev/v1alpha1
+kind: Analyzer
+metadata: {name: other-release, labels: {logs-distributor.dev/release: other}}
+spec: {weight: 500, simulated: {processingTimeMs: 0, failureRate: 0, healthFailureRate: 0}}
+EOF
+    K get analyzers -n "$NS" -l "$selector" -o go-template='{{range .items}}{{.metadata.name}}={{.spec.weight}} {{end}}' >"$WORK/weights.txt" 2>&1 || true
     [[ $(<"$WORK/weights.txt") == "analyzer-a1=40 analyzer-a2=30 analyzer-a3=20 analyzer-a4=10 " ]] ||
         fail "the default Analyzers are not in place:" "$WORK/weights.txt"
     # The defaults fail 5% of deliveries and probes at random; an exact split needs them not to.
@@ -475,6 +489,7 @@ EOF
     BASE=http://127.0.0.1:$port
     KUBECONFIG=$WORK/sa.kubeconfig POD_NAME=chart-test-0 LD_LOG_FORMAT=json \
         target/debug/logs-distributor --source kubernetes --namespace "$NS" --listen "127.0.0.1:$port" \
+        --analyzer-selector "$selector" --lease-name "$lease" \
         --data-dir "$WORK/data" --config "$WORK/e2e.conf" >"$WORK/distributor.log" 2>&1 &
     DISTRIBUTOR_PID=$!
     until_ok 30 "/readyz" http GET "$BASE/readyz"
@@ -486,7 +501,7 @@ EOF
     json_check "$WORK/stats.json" '{k: (v["routed_count"], v["processed_count"]) for k, v in d["analyzers"].items()} == {"analyzer-a1": (400, 400), "analyzer-a2": (300, 300), "analyzer-a3": (200, 200), "analyzer-a4": (100, 100)} and d["total_retries"] == 0 and d["total_dead_lettered"] == 0' \
         >"$WORK/split.out" || { cat "$WORK/stats.json" >>"$WORK/split.out"; fail "1000 packets did not split 400/300/200/100:" "$WORK/split.out"; }
     until_ok 30 "the leader to write processedCount 400/300/200/100 into the Analyzers' status" e2e_status_written
-    K get lease logs-distributor-leader -n "$NS" -o jsonpath='{.spec.holderIdentity}' >"$WORK/lease.txt" 2>&1 || true
+    K get lease "$lease" -n "$NS" -o jsonpath='{.spec.holderIdentity}' >"$WORK/lease.txt" 2>&1 || true
     [[ $(<"$WORK/lease.txt") == chart-test-0 ]] || fail "the leader Lease is not held by chart-test-0:" "$WORK/lease.txt"
     ! grep -q '"level":"ERROR"' "$WORK/distributor.log" || fail "the distributor logged errors:" "$WORK/distributor.log"
     kill -TERM "$DISTRIBUTOR_PID"

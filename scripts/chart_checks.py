@@ -125,6 +125,12 @@ def rendered_problems(work, ns):
     check(env.get("LD_LOG_FORMAT") == "json", "LD_LOG_FORMAT=json")
     check(env.get("LD_CONFIG") == "/etc/logs-distributor/config.yaml", "LD_CONFIG")
     check("LD_ALL_NAMESPACES" not in env, "no LD_ALL_NAMESPACES by default")
+    release = sts["metadata"]["labels"]["app.kubernetes.io/instance"]
+    check(env.get("LD_ANALYZER_SELECTOR") == f"logs-distributor.dev/release={release}",
+          f"LD_ANALYZER_SELECTOR selects the release's label: {env.get('LD_ANALYZER_SELECTOR')}")
+    check(env.get("LD_LEASE_NAME") == f"{sts['metadata']['name']}-leader", f"LD_LEASE_NAME: {env.get('LD_LEASE_NAME')}")
+    check(all(o["metadata"]["labels"].get("logs-distributor.dev/release") == release for o in by_kind(default, "Analyzer")),
+          "the chart's Analyzers carry the release label")
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     check(mounts.get("/data") == "data", "/data mounted from the data volume")
     check(mounts.get("/etc/logs-distributor") == "config", "config mounted at /etc/logs-distributor")
@@ -151,6 +157,8 @@ def rendered_problems(work, ns):
     check(not [r for r in rules or [] if {"secrets", "configmaps"} & set(r.get("resources", []))],
           "by default no Secret or ConfigMap may be read")
 
+    every = one(load("watch-all-namespaces"), "StatefulSet")
+    check(env_of(every).get("LD_ANALYZER_SELECTOR") == "", "analyzerSelector \"\" selects every Analyzer")
     allopt = load("all-options")
     check(not by_kind(allopt, "Role") and not by_kind(allopt, "RoleBinding"), "watchAllNamespaces: no Role")
     crole = one(allopt, "ClusterRole")

@@ -72,6 +72,13 @@ pub struct ServeArgs {
     /// This replica's name in the leader Lease [default: $POD_NAME or $HOSTNAME]
     #[arg(long, env = "LD_IDENTITY")]
     pub identity: Option<String>,
+    /// Route to the Analyzers this label selector picks (as `kubectl -l`; empty: every one)
+    /// [default: kubernetes.analyzer_selector]
+    #[arg(long, env = "LD_ANALYZER_SELECTOR")]
+    pub analyzer_selector: Option<String>,
+    /// The leader Lease's name, one per distributor [default: kubernetes.lease_name]
+    #[arg(long, env = "LD_LEASE_NAME")]
+    pub lease_name: Option<String>,
     /// File holding the bearer token for ingestion (re-read when it changes); the token itself
     /// may come from LD_INGEST_TOKEN instead
     #[arg(long, env = "LD_INGEST_TOKEN_FILE", value_name = "FILE")]
@@ -132,6 +139,12 @@ impl ServeArgs {
         }
         if let Some(identity) = &self.identity {
             settings.kubernetes.identity = identity.clone();
+        }
+        if let Some(selector) = &self.analyzer_selector {
+            settings.kubernetes.analyzer_selector = selector.clone();
+        }
+        if let Some(name) = &self.lease_name {
+            settings.kubernetes.lease_name = name.clone();
         }
         if let Some(file) = &self.ingest_token_file {
             settings.auth.ingest_token_file = Some(file.clone());

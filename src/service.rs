@@ -10,7 +10,8 @@
 //! the periodic checkpoints (one being written finishes) → write a final
 //! checkpoint of what is left → stop the server: stop accepting, and close
 //! the connections still open once `shutdown.drain_timeout` has passed
-//! since the signal.
+//! since the signal. With `--source kubernetes` the leader hands its Lease
+//! back as soon as the stop is told, so a peer takes over status at once.
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
@@ -178,17 +179,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .checkpoint_to(&checkpoint_path)
         .await
         .context("cannot write the checkpoint after recovery")?;
-    let mut kube_tasks = match &kube {
+    let (mut kube_tasks, election) = match &kube {
         Some(state) => {
-            k8s::start(
+            let tasks = k8s::start(
                 Arc::new(settings.clone()),
                 dispatcher.clone(),
                 traffic.clone(),
                 state.clone(),
+                stop.clone(),
             )
-            .await?
+            .await?;
+            (tasks.background, Some(tasks.election))
         }
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
     ready.store(true, Ordering::Release);
     tracing::info!(%addr, tls = tls.is_some(), data_dir = %settings.data_dir.display(), source = ?settings.source, "logs-distributor ready");
@@ -216,7 +219,10 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
             stop: checkpointer_stop,
             task: checkpointer,
         },
-        background,
+        Background {
+            tasks: background,
+            election,
+        },
         server_stop,
         server,
     ));
@@ -314,12 +320,21 @@ struct ServerStop {
     close: CancellationToken,
 }
 
+/// The tasks that run beside the server until shutdown.
+struct Background {
+    /// Aborted once the drain is over.
+    tasks: Vec<JoinHandle<()>>,
+    /// The leader election, which ends by itself on the stop after
+    /// releasing the Lease: awaited.
+    election: Option<JoinHandle<()>>,
+}
+
 async fn shut_down_when_told(
     stop: CancellationToken,
     dispatcher: Arc<Dispatcher>,
     drain_timeout: std::time::Duration,
     checkpointer: Checkpointer,
-    background: Vec<JoinHandle<()>>,
+    background: Background,
     server_stop: ServerStop,
     mut server: JoinHandle<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
@@ -329,8 +344,15 @@ async fn shut_down_when_told(
     let in_flight = dispatcher.pipeline().in_flight;
     tracing::info!(in_flight, timeout = %humantime::format_duration(drain_timeout), "shutting down: draining in-flight packets");
     let drained = dispatcher.drain(drain_timeout).await;
-    for task in &background {
+    for task in &background.tasks {
         task.abort();
+    }
+    // The election hands the Lease back as soon as the stop is told (while
+    // the drain runs); its release is bounded by a third of the Lease.
+    if let Some(election) = background.election {
+        if let Err(e) = election.await {
+            tracing::error!(error = %e, "the leader election task failed");
+        }
     }
     // A periodic checkpoint being written finishes first: the final one is
     // then the last written.

@@ -148,6 +148,11 @@ pub struct KubernetesConfig {
     pub all_namespaces: bool,
     /// This replica's name in the leader Lease.
     pub identity: String,
+    /// The Analyzers this distributor routes to: a label selector as `kubectl -l` takes it
+    /// (`logs-distributor.dev/release=blue`, `tier in (a, b)`); empty: every Analyzer.
+    pub analyzer_selector: String,
+    /// The Lease that elects the replica writing status: one per distributor (release).
+    pub lease_name: String,
     /// A leader that has not renewed for this long loses the Lease.
     #[serde(with = "humantime_serde")]
     pub lease_duration: Duration,
@@ -165,6 +170,8 @@ impl Default for KubernetesConfig {
             namespace: None,
             all_namespaces: false,
             identity,
+            analyzer_selector: String::new(),
+            lease_name: "logs-distributor-leader".into(),
             lease_duration: Duration::from_secs(15),
             status_interval: Duration::from_secs(10),
         }

@@ -105,6 +105,8 @@ fn settings_that_would_break_the_running_service_name_the_key() {
             "kubernetes: {status_interval: 0s}\n",
             "kubernetes.status_interval",
         ),
+        ("kubernetes: {lease_name: Leader_1}\n", "kubernetes.lease_name"),
+        ("kubernetes: {lease_name: ''}\n", "kubernetes.lease_name"),
         ("retry: {max_delay: 3years}\n", "retry.max_delay"),
         (
             "retry: {base_delay: 800days, max_delay: 900days}\n",

@@ -111,6 +111,13 @@ impl Settings {
         if self.kubernetes.lease_duration < Duration::from_secs(3) {
             return bad("kubernetes.lease_duration".into(), "must be at least 3s".into());
         }
+        if !is_object_name(&self.kubernetes.lease_name) {
+            return bad(
+                "kubernetes.lease_name".into(),
+                "must be a Kubernetes object name (lower-case letters, digits, '-' and '.', at most 253)"
+                    .into(),
+            );
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad(
                 "listen".into(),
@@ -326,4 +333,15 @@ fn check_duration(key: &str, value: Duration, bound: Bound) -> Result<(), Config
         )));
     }
     Ok(())
+}
+
+/// A DNS subdomain, as Kubernetes names most objects (a Lease among them).
+fn is_object_name(name: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    name.len() <= 253
+        && edge(name.chars().next())
+        && edge(name.chars().last())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }

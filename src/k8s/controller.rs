@@ -45,6 +45,8 @@ pub struct Watch {
     pub state: Arc<KubeState>,
     /// Prefix ids with the namespace (when watching all namespaces).
     pub qualify_ids: bool,
+    /// The label selector of the Analyzers to follow (empty: all).
+    pub selector: String,
 }
 
 impl Watch {
@@ -64,7 +66,11 @@ impl Watch {
         let mut listing: Option<Vec<AnalyzerResource>> = None;
         // The server ends each watch after WATCH_TIMEOUT, so a silent API
         // server is noticed by the client's read timeout (see `k8s::start`).
-        let config = watcher::Config::default().timeout(super::WATCH_TIMEOUT_SECONDS);
+        let mut config = watcher::Config::default().timeout(super::WATCH_TIMEOUT_SECONDS);
+        if !self.selector.is_empty() {
+            // An Analyzer relabelled out of the selector is a deletion here.
+            config = config.labels(&self.selector);
+        }
         let stream = watcher::watcher(api, config).default_backoff();
         futures_util::pin_mut!(stream);
         loop {
@@ -218,6 +224,7 @@ impl Watch {
                 let reweighted = analyzer.weight() != weight;
                 analyzer.set_weight(weight);
                 let remoded = analyzer.health.set_mode(mode);
+                self.state.set_applied(&id, resource.metadata.generation);
                 if reweighted || remoded {
                     Applied::Reshaped
                 } else {
@@ -233,7 +240,7 @@ impl Watch {
                             transport: transport_part(&config),
                         },
                     );
-                    self.state.clear_unbuilt(&id);
+                    self.state.set_applied(&id, resource.metadata.generation);
                     tracing::info!(analyzer = %id, weight, "Analyzer applied");
                     Applied::New(analyzer, lane)
                 }

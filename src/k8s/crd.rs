@@ -301,11 +301,15 @@ pub struct AnalyzerStatus {
     pub healthy: Option<bool>,
     /// The Ready condition, with reasons Starting, ProbeSucceeded, ProbeFailed, Ejected,
     /// ForcedHealthy, ForcedUnhealthy, Passive, CooledDown, DeliverySucceeded; False with
-    /// SecretNotFound, SecretForbidden or InvalidConfiguration when the analyzer cannot be
-    /// built from its spec and Secrets.
+    /// SecretNotFound, ConfigMapNotFound, SecretForbidden, SecretUnreadable or
+    /// InvalidConfiguration when the analyzer cannot be built from its spec and Secrets.
+    /// A list keyed by type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The spec generation this status describes.
+    /// The generation of the spec that runs: it moves only when a generation has been
+    /// applied (a spec that cannot be built leaves it; its Ready condition names the
+    /// generation it describes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// When the analyzer was last probed (RFC 3339).
@@ -396,6 +400,13 @@ mod tests {
         assert_eq!(statuses["items"]["x-kubernetes-int-or-string"], true);
         assert_eq!(statuses["maxItems"], 32, "bounded, for the CEL cost budget");
         assert_eq!(properties["headers"]["maxProperties"], 32);
+        let conditions =
+            &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map", "{conditions}");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"])
+        );
     }
 
     #[test]

@@ -3,8 +3,13 @@
 //!
 //! Each replica tries every `duration / 3`: it creates the Lease when there
 //! is none, renews it when it holds it, and takes it over when the holder
-//! has not renewed for `duration`. Updates carry the Lease's
-//! `resourceVersion`, so two replicas cannot both win a takeover.
+//! has not renewed for `duration`, or that its holder released. Updates
+//! carry the Lease's `resourceVersion`, so two replicas cannot both win a
+//! takeover.
+//!
+//! At shutdown the holder releases the Lease (no holder, renewed now,
+//! lasting one second), so a peer takes it at its next try instead of
+//! waiting for `duration` to run out.
 
 use super::KubeState;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -15,6 +20,7 @@ use kube::Api;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 pub struct Election {
     pub api: Api<Lease>,
@@ -25,12 +31,16 @@ pub struct Election {
 }
 
 impl Election {
-    /// Competes for the Lease until the task is dropped.
-    pub async fn run(self) {
+    /// Competes for the Lease until `stop` is cancelled; then releases it
+    /// if this replica holds it.
+    pub async fn run(self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.duration / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => break,
+            }
             // A round that cannot finish within a third of the Lease must
             // not leave us claiming it: another replica may take it meanwhile.
             let round = tokio::time::timeout(self.duration / 3, self.try_lead()).await;
@@ -46,6 +56,45 @@ impl Election {
             if was != leading {
                 tracing::info!(identity = %self.identity, leading, "leadership changed");
             }
+        }
+        self.release().await;
+    }
+
+    /// Stops leading and hands the Lease back, if this replica holds it.
+    async fn release(&self) {
+        if !self.state.leader.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::time::timeout(self.duration / 3, self.clear_holder()).await {
+            Ok(Ok(true)) => tracing::info!(identity = %self.identity, "released the leader Lease"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot release the leader Lease; it expires instead"),
+            Err(_) => tracing::warn!("releasing the leader Lease timed out; it expires instead"),
+        }
+    }
+
+    /// Clears the holder of the Lease when it is this replica; true when
+    /// it was released.
+    async fn clear_holder(&self) -> Result<bool, kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            return Ok(false);
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(false);
+        }
+        let now = MicroTime(Timestamp::now());
+        lease.spec = Some(LeaseSpec {
+            holder_identity: None,
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            ..spec
+        });
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

@@ -1,7 +1,10 @@
 //! Kubernetes: the `Analyzer` custom resource ([`crd`]), the watch that
 //! turns Analyzers into the live routing table ([`controller`]), with the
 //! Secrets they reference ([`secrets`], [`resolve`]), the leader's status
-//! and Events ([`status`]) and the Lease that elects it ([`lease`]).
+//! and Events ([`status`]) and the Lease that elects it ([`lease`]). A
+//! label selector (`kubernetes.analyzer_selector`) picks the Analyzers of
+//! one distributor, and each distributor has a Lease of its own
+//! (`kubernetes.lease_name`), so several share a namespace.
 //! [`start`] wires them for `--source kubernetes`.
 
 pub(crate) mod controller;
@@ -17,6 +20,7 @@ use crate::config::{KubernetesConfig, Settings};
 use crate::dispatch::Dispatcher;
 use crate::sync::LockUnpoisoned;
 use crate::traffic::Traffic;
+use kube::api::ListParams;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 use resolve::Unbuilt;
@@ -24,9 +28,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-/// The name of the Lease that elects the status writer.
-pub const LEASE_NAME: &str = "logs-distributor-leader";
 /// The controller name on Events.
 pub const CONTROLLER_NAME: &str = "logs-distributor";
 /// A watch the API server ends after this long (then it is renewed).
@@ -49,6 +52,9 @@ pub struct KubeState {
     resources: Mutex<BTreeMap<String, Analyzer>>,
     /// Why some of them cannot be built, by fleet id.
     unbuilt: Mutex<BTreeMap<String, Unbuilt>>,
+    /// The generation of each Analyzer that runs now, by fleet id (absent:
+    /// none of its generations has been applied by this replica).
+    applied: Mutex<BTreeMap<String, i64>>,
 }
 
 impl KubeState {
@@ -59,6 +65,21 @@ impl KubeState {
     pub fn forget(&self, id: &str) {
         self.lock().remove(id);
         self.clear_unbuilt(id);
+        self.applied.lock_unpoisoned().remove(id);
+    }
+
+    /// Records that `generation` of `id`'s spec runs now: it was built, or
+    /// its weight and health applied in place.
+    pub fn set_applied(&self, id: &str, generation: Option<i64>) {
+        self.clear_unbuilt(id);
+        if let Some(generation) = generation {
+            self.applied.lock_unpoisoned().insert(id.to_string(), generation);
+        }
+    }
+
+    /// The generation of `id`'s spec that runs now, if one was applied.
+    pub fn applied_generation(&self, id: &str) -> Option<i64> {
+        self.applied.lock_unpoisoned().get(id).copied()
     }
 
     /// Records why `id` cannot be built; true when that is news.
@@ -69,7 +90,7 @@ impl KubeState {
             != Some(unbuilt)
     }
 
-    pub fn clear_unbuilt(&self, id: &str) {
+    fn clear_unbuilt(&self, id: &str) {
         self.unbuilt.lock_unpoisoned().remove(id);
     }
 
@@ -94,14 +115,24 @@ impl KubeState {
     }
 }
 
-/// Starts the watch, the election and the status writer; answers their
-/// tasks (to abort at shutdown).
+/// The tasks of the Kubernetes side.
+pub struct Tasks {
+    /// The watch and the status writer: aborted at shutdown.
+    pub background: Vec<JoinHandle<()>>,
+    /// The election: it ends by itself once `stop` is cancelled, after
+    /// releasing the Lease (awaited at shutdown).
+    pub election: JoinHandle<()>,
+}
+
+/// Starts the watch, the election and the status writer; the election
+/// releases the Lease when `stop` is cancelled.
 pub async fn start(
     settings: Arc<Settings>,
     dispatcher: Arc<Dispatcher>,
     traffic: Arc<Traffic>,
     state: Arc<KubeState>,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    stop: CancellationToken,
+) -> anyhow::Result<Tasks> {
     let config: &KubernetesConfig = &settings.kubernetes;
     let mut kube_config = kube::Config::infer()
         .await
@@ -119,17 +150,20 @@ pub async fn start(
         Api::namespaced(client.clone(), &home)
     };
     let identity = config.identity.clone();
-    tracing::info!(namespace = %home, all_namespaces = config.all_namespaces, %identity, "reading analyzers from Analyzer resources");
+    let selector = config.analyzer_selector.trim().to_string();
+    check_selector(&analyzers, &selector).await?;
+    tracing::info!(namespace = %home, all_namespaces = config.all_namespaces, %identity, analyzer_selector = %selector, lease = %config.lease_name, "reading analyzers from Analyzer resources");
     let watch = Arc::new(controller::Watch {
         client: client.clone(),
         dispatcher: dispatcher.clone(),
         settings: settings.clone(),
         state: state.clone(),
         qualify_ids: config.all_namespaces,
+        selector,
     });
     let election = lease::Election {
         api: Api::namespaced(client.clone(), &home),
-        name: LEASE_NAME.into(),
+        name: config.lease_name.clone(),
         identity: identity.clone(),
         duration: config.lease_duration,
         state: state.clone(),
@@ -147,10 +181,31 @@ pub async fn start(
             },
         ),
         every: config.status_interval,
+        announced: Default::default(),
     };
-    Ok(vec![
-        tokio::spawn(watch.run(analyzers)),
-        tokio::spawn(election.run()),
-        tokio::spawn(writer.run()),
-    ])
+    Ok(Tasks {
+        background: vec![tokio::spawn(watch.run(analyzers)), tokio::spawn(writer.run())],
+        election: tokio::spawn(election.run(stop)),
+    })
+}
+
+/// Refuses a label selector the API server refuses (a typo would otherwise
+/// leave the watch failing forever); an unreachable server is not an error
+/// here: the watch waits for it.
+async fn check_selector(analyzers: &Api<Analyzer>, selector: &str) -> anyhow::Result<()> {
+    if selector.is_empty() {
+        return Ok(());
+    }
+    let params = ListParams::default().labels(selector).limit(1);
+    match analyzers.list_metadata(&params).await {
+        Err(kube::Error::Api(status)) if status.code == 400 => Err(anyhow::anyhow!(
+            "kubernetes.analyzer_selector {selector:?}: the API server refuses it: {}",
+            status.message
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check kubernetes.analyzer_selector yet");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
 }

@@ -13,8 +13,8 @@ use crate::support::analyzers::AnalyzerProcess;
 use crate::support::fixtures;
 use crate::support::http::{processed, Api};
 use crate::support::kube::{
-    self, analyzers_where, distributor, four_defaults, kube_readiness, simulated, weights, Cluster,
-    Namespace, PrivateCluster,
+    self, analyzers_where, distributor, event_about, four_defaults, kube_readiness, simulated, weights,
+    Cluster, Namespace, PrivateCluster, KUBECTL_POLL,
 };
 use crate::support::packets::packets;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};
@@ -23,9 +23,6 @@ use crate::support::serial::beside_others;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-/// Between two kubectl polls.
-const KUBECTL_POLL: Duration = Duration::from_millis(200);
 
 async fn shared() -> Cluster {
     tokio::task::spawn_blocking(Cluster::shared)
@@ -115,42 +112,6 @@ fn ready_condition(status: &Value) -> Value {
         .and_then(|all| all.iter().find(|c| c["type"] == "Ready"))
         .cloned()
         .unwrap_or(Value::Null)
-}
-
-/// Waits for an Event about Analyzer `name` with `type_` and `reason`.
-async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) -> Value {
-    eventually_every(
-        &format!("a {type_} {reason} Event about {name}"),
-        DEADLINE,
-        KUBECTL_POLL,
-        || async {
-            let out = ns.kubectl(&["get", "events", "-o", "json"], None).await;
-            let events: Value = serde_json::from_str(out.ok("kubectl get events")).expect("JSON");
-            let items = events["items"].as_array().cloned().unwrap_or_default();
-            items
-                .iter()
-                .find(|e| {
-                    e["involvedObject"]["kind"] == "Analyzer"
-                        && e["involvedObject"]["name"] == name
-                        && e["type"] == type_
-                        && e["reason"] == reason
-                })
-                .cloned()
-                .ok_or_else(|| {
-                    let seen: Vec<String> = items
-                        .iter()
-                        .map(|e| {
-                            format!(
-                                "{} {} {} {}",
-                                e["involvedObject"]["name"], e["type"], e["reason"], e["message"]
-                            )
-                        })
-                        .collect();
-                    format!("{seen:?}")
-                })
-        },
-    )
-    .await
 }
 
 // ---------------------------------------------------------------- routing

@@ -2,21 +2,21 @@
 //! against a real kube-apiserver (`scripts/envtest.sh`) and a receiver on
 //! loopback that requires them: the token is read from the Secret, a
 //! rotated Secret is applied without a restart, a missing Secret keeps the
-//! analyzer out with `Ready` False `SecretNotFound` until it appears, and
-//! with RBAC that names the readable Secrets (`resourceNames`, as the
-//! chart's `analyzerSecrets` renders it) only those are read.
+//! analyzer out with `Ready` False `SecretNotFound` (and a Warning Event)
+//! until it appears, and with RBAC that names the readable Secrets
+//! (`resourceNames`, as the chart's `analyzerSecrets` renders it) only
+//! those are read.
 
 use crate::support::http::{processed, Api};
-use crate::support::kube::{self, analyzers_where, distributor_with_config, simulated, Cluster, Namespace};
+use crate::support::kube::{
+    self, analyzers_where, distributor_with_config, event_about, simulated, Cluster, Namespace, KUBECTL_POLL,
+};
 use crate::support::packets::packets;
 use crate::support::poll::{eventually_every, DEADLINE};
 use crate::support::receiver::{Receiver, ReceiverOptions};
 use crate::support::serial::beside_others;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-/// Between two kubectl polls.
-const KUBECTL_POLL: Duration = Duration::from_millis(200);
 
 /// Retries far enough apart and many enough to outlast a rotation: a 401
 /// from an analyzer with credentials is retried, not dead-lettered.
@@ -164,6 +164,11 @@ async fn an_analyzer_whose_secret_is_missing_stays_out_and_says_why_until_it_app
     assert_eq!(ready["status"], "False");
     assert_eq!(
         ready["message"],
+        format!("Secret {}/late-token does not exist", ns.name)
+    );
+    let event = event_about(&ns, "waiting", "Warning", "SecretNotFound").await;
+    assert_eq!(
+        event["message"],
         format!("Secret {}/late-token does not exist", ns.name)
     );
     let log = d.stderr();

@@ -29,7 +29,13 @@ mod http_analyzers;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes;
 #[cfg(feature = "test-control-plane")]
+mod kubernetes_lease;
+#[cfg(feature = "test-control-plane")]
+mod kubernetes_releases;
+#[cfg(feature = "test-control-plane")]
 mod kubernetes_secrets;
+#[cfg(feature = "test-control-plane")]
+mod kubernetes_status;
 mod lifecycle;
 mod ndjson_delivery;
 mod openapi;

@@ -103,6 +103,25 @@ it: one or more <integer><unit> with unit h, m, s or ms ("10s", "1m30s", "500ms"
 {{- end -}}
 {{- end -}}
 
+{{/* The label that ties an Analyzer to a release (the default analyzerSelector). */}}
+{{- define "logs-distributor.releaseLabel" -}}
+logs-distributor.dev/release: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The label selector of this release's Analyzers (LD_ANALYZER_SELECTOR). */}}
+{{- define "logs-distributor.analyzerSelector" -}}
+{{- if kindIs "invalid" .Values.analyzerSelector -}}
+{{- printf "logs-distributor.dev/release=%s" .Release.Name -}}
+{{- else -}}
+{{- .Values.analyzerSelector -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The leader Lease of this release (LD_LEASE_NAME). */}}
+{{- define "logs-distributor.leaseName" -}}
+{{- printf "%s-leader" (include "logs-distributor.fullname" .) -}}
+{{- end -}}
+
 {{/* The configuration file the distributor reads (LD_CONFIG). */}}
 {{- define "logs-distributor.config" -}}
 {{- toYaml .Values.config -}}

@@ -8,7 +8,7 @@
 
 use crate::support::distributor::Distributor;
 use crate::support::http::Api;
-use crate::support::poll::eventually;
+use crate::support::poll::{eventually, eventually_every, DEADLINE};
 use crate::support::processes::{run, Finished};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -312,6 +312,64 @@ impl Drop for Namespace {
             Some(&finalized.to_string()),
         );
     }
+}
+
+// ---------------------------------------------------------------- status and Events
+
+/// Between two kubectl polls.
+pub const KUBECTL_POLL: Duration = Duration::from_millis(200);
+
+/// Waits for an Event about Analyzer `name` with `type_` and `reason`.
+pub async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) -> Value {
+    eventually_every(
+        &format!("a {type_} {reason} Event about {name}"),
+        DEADLINE,
+        KUBECTL_POLL,
+        || async {
+            let out = ns.kubectl(&["get", "events", "-o", "json"], None).await;
+            let events: Value = serde_json::from_str(out.ok("kubectl get events")).expect("JSON");
+            let items = events["items"].as_array().cloned().unwrap_or_default();
+            items
+                .iter()
+                .find(|e| {
+                    e["involvedObject"]["kind"] == "Analyzer"
+                        && e["involvedObject"]["name"] == name
+                        && e["type"] == type_
+                        && e["reason"] == reason
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    let seen: Vec<String> = items
+                        .iter()
+                        .map(|e| {
+                            format!(
+                                "{} {} {} {}",
+                                e["involvedObject"]["name"], e["type"], e["reason"], e["message"]
+                            )
+                        })
+                        .collect();
+                    format!("{seen:?}")
+                })
+        },
+    )
+    .await
+}
+
+/// The Events (`events.k8s.io/v1`) regarding Analyzer `name` with `reason`.
+pub async fn events_about(ns: &Namespace, name: &str, reason: &str) -> Vec<Value> {
+    let out = ns
+        .kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"], None)
+        .await;
+    let events: Value = serde_json::from_str(out.ok("kubectl get events")).expect("JSON");
+    events["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e["regarding"]["kind"] == "Analyzer" && e["regarding"]["name"] == name && e["reason"] == reason
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------- manifests
