@@ -16,7 +16,8 @@
 //! - `POST /api/v1/records` with room for its valid records in the log but
 //!   not for its invalid one in the dead letter answers 500 saying so; the
 //!   valid records are delivered, and the invalid one is kept once there
-//!   is room.
+//!   is room; `failed_packets.json` stays one JSON array throughout (the
+//!   half-written entry is cut back).
 
 use crate::support::analyzers::AnalyzerProcess as Analyzer;
 use crate::support::distributor::Distributor;
@@ -533,6 +534,11 @@ async fn records_whose_invalid_ones_cannot_be_dead_lettered_answer_500_and_the_v
         .await
         .expect("GET /api/v1/dead-letter");
     assert_eq!(dead.json["total"], 0, "{}", dead.text);
+    assert_eq!(
+        dead_letter_on_disk(&tmpfs.path).len(),
+        0,
+        "the failed append left the file as it was"
+    );
 
     // Room again: the same request is taken whole.
     std::fs::remove_file(tmpfs.path.join("filler")).expect("delete the filler");
@@ -549,5 +555,17 @@ async fn records_whose_invalid_ones_cannot_be_dead_lettered_answer_500_and_the_v
         dead.json["packets"][0]["packet"]["messages"][0]["message"],
         records[1].to_string()
     );
+    assert_eq!(dead_letter_on_disk(&tmpfs.path).len(), 1);
     assert_alive_and_healthy(&mut distributor).await;
+}
+
+/// `failed_packets.json` as a reader of the file sees it: one JSON array.
+fn dead_letter_on_disk(data_dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read(data_dir.join("failed_packets.json")).expect("read failed_packets.json");
+    serde_json::from_slice(&text).unwrap_or_else(|e| {
+        panic!(
+            "failed_packets.json is not a JSON array ({e}); it ends with {:?}",
+            String::from_utf8_lossy(&text[text.len().saturating_sub(80)..])
+        )
+    })
 }

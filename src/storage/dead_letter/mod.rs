@@ -158,9 +158,29 @@ struct Inner {
     /// Byte offset just after the last entry (where `\n]\n` begins), or of
     /// the `]` line when there is none.
     end: u64,
+    /// A failed append left bytes past `end` that could not be cut back
+    /// yet; the next append that succeeds cuts the file after its tail.
+    tail_unknown: bool,
 }
 
 impl Inner {
+    /// After a failed append (a full disk, an I/O error), puts the tail
+    /// back at `end` and cuts what the write left past it, so the file is
+    /// the same array as before; when even that fails, the next append
+    /// that succeeds does it.
+    fn restore_tail(&mut self) {
+        let tail: &[u8] = if self.starts.is_empty() { b"]\n" } else { CLOSE };
+        let restored = self
+            .file
+            .write_all_at(tail, self.end)
+            .and_then(|()| self.file.set_len(self.end + tail.len() as u64))
+            .and_then(|()| self.file.sync_data());
+        if let Err(error) = restored {
+            tracing::warn!(%error, "the dead letter's tail could not be restored after a failed append; the next append restores it");
+            self.tail_unknown = true;
+        }
+    }
+
     /// Where entry `i`'s text ends (before its separator or the tail).
     fn entry_end(&self, i: usize) -> u64 {
         match self.starts.get(i + 1) {
@@ -306,8 +326,17 @@ impl DeadLetter {
         chunk.extend_from_slice(CLOSE);
         // One positioned write over the old "]" tail (see the module doc for
         // what a kill in the middle of it leaves).
-        inner.file.write_all_at(&chunk, inner.end)?;
-        inner.file.sync_data()?;
+        let written = inner.file.write_all_at(&chunk, inner.end).and_then(|()| {
+            if inner.tail_unknown {
+                inner.file.set_len(new_end + CLOSE.len() as u64)?;
+            }
+            inner.file.sync_data()
+        });
+        if let Err(error) = written {
+            inner.restore_tail();
+            return Err(error);
+        }
+        inner.tail_unknown = false;
         inner.end = new_end;
         inner.starts.extend(starts);
         Ok(entries)
@@ -457,5 +486,10 @@ fn rewrite(
     };
     out.commit()?;
     let file = OpenOptions::new().read(true).write(true).open(path)?;
-    Ok(Some(Inner { file, starts, end }))
+    Ok(Some(Inner {
+        file,
+        starts,
+        end,
+        tail_unknown: false,
+    }))
 }

@@ -118,7 +118,12 @@ pub(super) fn index(path: &Path) -> io::Result<Option<Inner>> {
         file.write_all_at(tail, end)?;
         file.sync_all()?;
     }
-    Ok(Some(Inner { file, starts, end }))
+    Ok(Some(Inner {
+        file,
+        starts,
+        end,
+        tail_unknown: false,
+    }))
 }
 
 /// Appends what cannot be read as an entry to the quarantine file, durably,
