@@ -10,8 +10,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-pub const PREFIX: &str = "logs_distributor";
-pub const ANALYZER_LABEL: &str = "analyzer";
+pub(crate) const PREFIX: &str = "logs_distributor";
+pub(crate) const ANALYZER_LABEL: &str = "analyzer";
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[

@@ -31,7 +31,7 @@ use tower_service::Service;
 /// accepting and waits for the open connections to finish what they are
 /// doing, until `close` is cancelled: then every connection still open is
 /// closed, answered or not.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     server: ServerConfig,
@@ -155,7 +155,7 @@ where
 /// A certificate and key in PEM files, and the TLS configuration built from
 /// them; [`TlsFiles::watch`] rebuilds it when either file changes, for new
 /// connections (open ones keep theirs).
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     cert: PathBuf,
     key: PathBuf,
     every: Duration,
@@ -164,7 +164,7 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// `None` when TLS is not configured; an error when the files do not make a configuration.
-    pub fn from_config(config: &TlsConfig) -> anyhow::Result<Option<Arc<TlsFiles>>> {
+    pub(crate) fn from_config(config: &TlsConfig) -> anyhow::Result<Option<Arc<TlsFiles>>> {
         let (Some(cert), Some(key)) = (&config.cert, &config.key) else {
             return Ok(None);
         };

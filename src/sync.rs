@@ -7,7 +7,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-pub trait LockUnpoisoned<T> {
+pub(crate) trait LockUnpoisoned<T> {
     /// The guard, whether or not an earlier holder panicked.
     fn lock_unpoisoned(&self) -> MutexGuard<'_, T>;
 }

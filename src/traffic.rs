@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 /// How far back the ring reaches.
 const HISTORY: Duration = Duration::from_secs(300);
 /// The window of "recent" shares.
-pub const SHARE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const SHARE_WINDOW: Duration = Duration::from_secs(60);
 /// Time between samples.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// The lifetime counters at one moment.
 #[derive(Debug, Clone)]

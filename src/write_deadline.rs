@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// `inner` with writes bounded by `limit` (see the module).
-pub struct WriteDeadline<S> {
+pub(crate) struct WriteDeadline<S> {
     inner: S,
     limit: Duration,
     /// When output waiting for the client gives up; armed while it waits.
@@ -30,7 +30,7 @@ pub struct WriteDeadline<S> {
 }
 
 impl<S> WriteDeadline<S> {
-    pub fn new(inner: S, limit: Duration) -> WriteDeadline<S> {
+    pub(crate) fn new(inner: S, limit: Duration) -> WriteDeadline<S> {
         WriteDeadline {
             inner,
             limit,

@@ -25,12 +25,12 @@ struct HealthOverride {
 }
 
 #[derive(Serialize)]
-pub struct HealthChanged {
+pub(super) struct HealthChanged {
     message: String,
     analyzer: AnalyzerInfo,
 }
 
-pub async fn set_health(
+pub(super) async fn set_health(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -102,14 +102,14 @@ struct ReplayRequest {
 }
 
 #[derive(Serialize)]
-pub struct ReplayReport {
+pub(super) struct ReplayReport {
     message: String,
     replayed: usize,
     replayed_ids: Vec<String>,
     not_found: Vec<String>,
 }
 
-pub async fn replay(
+pub(super) async fn replay(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<ReplayReport>), ApiError> {

@@ -30,7 +30,7 @@ const FILE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Ingest,
     Admin,
     Read,
@@ -39,7 +39,7 @@ pub enum Scope {
 }
 
 /// The scope of a request, from its matched route and method.
-pub fn scope_of(method: &Method, route: Option<&str>) -> Scope {
+pub(crate) fn scope_of(method: &Method, route: Option<&str>) -> Scope {
     let reading = method == Method::GET || method == Method::HEAD;
     match route {
         Some("/api/v1/logs") | Some("/api/v1/records") | Some("/v1/logs") if method == Method::POST => {
@@ -57,7 +57,7 @@ pub fn scope_of(method: &Method, route: Option<&str>) -> Scope {
 }
 
 /// The configured tokens.
-pub struct Auth {
+pub(crate) struct Auth {
     ingest: Option<Token>,
     admin: Option<Token>,
     protect_reads: bool,
@@ -65,7 +65,7 @@ pub struct Auth {
 
 impl Auth {
     /// Reads the token files once; a missing or empty file stops the start.
-    pub fn from_config(config: &AuthConfig) -> anyhow::Result<Auth> {
+    pub(crate) fn from_config(config: &AuthConfig) -> anyhow::Result<Auth> {
         let token = |file: &Option<PathBuf>, value: &Option<String>| -> anyhow::Result<Option<Token>> {
             Ok(match (file, value) {
                 (Some(path), _) => Some(Token::File(TokenFile::open(path)?)),
@@ -92,7 +92,7 @@ impl Auth {
 
     /// No tokens at all: everything open.
     #[cfg(test)]
-    pub fn open() -> Auth {
+    pub(crate) fn open() -> Auth {
         Auth {
             ingest: None,
             admin: None,
@@ -101,12 +101,12 @@ impl Auth {
     }
 
     /// Whether every request passes: no token is set and reads are open.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.ingest.is_none() && self.admin.is_none() && !self.protect_reads
     }
 
     /// `Ok` when the presented token (if any) may use `scope`.
-    pub fn check(&self, scope: Scope, presented: Option<&[u8]>) -> Result<(), Denied> {
+    pub(crate) fn check(&self, scope: Scope, presented: Option<&[u8]>) -> Result<(), Denied> {
         let accepted: &[&Option<Token>] = match scope {
             Scope::Open => return Ok(()),
             Scope::Read if !self.protect_reads => return Ok(()),
@@ -136,7 +136,7 @@ impl Auth {
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
+pub(crate) enum Denied {
     /// No bearer token: 401.
     Missing,
     /// A token, but not one this route takes: 403.
@@ -168,7 +168,7 @@ impl IntoResponse for Denied {
 }
 
 /// The middleware: checks the request's token against its route's scope.
-pub async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str());
     let scope = scope_of(request.method(), route);
     let presented = bearer(&request);

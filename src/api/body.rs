@@ -27,19 +27,19 @@ use http_body_util::BodyExt;
 const RESERVE_AHEAD: usize = 8;
 
 /// A body in memory and the share of the body budget that covers it.
-pub struct HeldBody {
+pub(super) struct HeldBody {
     bytes: Bytes,
     grant: Grant,
 }
 
 impl HeldBody {
     /// `bytes`, covered by `grant`.
-    pub fn new(bytes: Bytes, grant: Grant) -> HeldBody {
+    pub(super) fn new(bytes: Bytes, grant: Grant) -> HeldBody {
         HeldBody { bytes, grant }
     }
 
     /// The bytes, and the grant to keep for as long as they are.
-    pub fn into_parts(self) -> (Bytes, Grant) {
+    pub(super) fn into_parts(self) -> (Bytes, Grant) {
         (self.bytes, self.grant)
     }
 }
@@ -66,7 +66,7 @@ impl std::ops::Deref for HeldBody {
 /// could lose it to the connection's reset). 503 when the budget has no
 /// room for it: the rest of the body is then read and dropped before the
 /// answer, for the same reason.
-pub async fn read_whole(
+pub(super) async fn read_whole(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
@@ -104,7 +104,7 @@ pub async fn read_whole(
 /// Middleware for routes whose handlers take their body through axum's
 /// extractors: the body is read here, within the budget, and its grant
 /// held until the handler has answered.
-pub async fn within_budget(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn within_budget(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let held = match read_whole(
         &parts.headers,

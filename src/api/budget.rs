@@ -13,20 +13,20 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How long a body waits for room before its request is refused.
-pub const WAIT: Duration = Duration::from_secs(1);
+pub(super) const WAIT: Duration = Duration::from_secs(1);
 /// Seconds a client refused for want of room is asked to wait.
 const RETRY_AFTER: u32 = 1;
 
 /// The shared budget; a clone is one reference count.
 #[derive(Clone)]
-pub struct BodyBudget {
+pub(crate) struct BodyBudget {
     bytes: Arc<Semaphore>,
     total: usize,
 }
 
 impl BodyBudget {
     /// A budget of `total` bytes (at most [`Semaphore::MAX_PERMITS`]).
-    pub fn new(total: usize) -> BodyBudget {
+    pub(crate) fn new(total: usize) -> BodyBudget {
         let total = total.min(Semaphore::MAX_PERMITS);
         BodyBudget {
             bytes: Arc::new(Semaphore::new(total)),
@@ -35,7 +35,7 @@ impl BodyBudget {
     }
 
     /// A grant of nothing yet, for one body.
-    pub fn grant(&self) -> Grant {
+    pub(crate) fn grant(&self) -> Grant {
         Grant {
             budget: self.clone(),
             held: None,
@@ -50,20 +50,20 @@ impl BodyBudget {
 }
 
 /// The bytes of the budget one body holds; given back when dropped.
-pub struct Grant {
+pub(crate) struct Grant {
     budget: BodyBudget,
     held: Option<OwnedSemaphorePermit>,
 }
 
 impl Grant {
     /// The bytes held.
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
     }
 
     /// Holds at least `bytes` in all, waiting up to [`WAIT`] for the room;
     /// 503 when it does not come (what was held before stays held).
-    pub async fn grow_to(&mut self, bytes: usize) -> Result<(), ApiError> {
+    pub(crate) async fn grow_to(&mut self, bytes: usize) -> Result<(), ApiError> {
         let mut missing = bytes.saturating_sub(self.bytes());
         if missing == 0 {
             return Ok(());
@@ -86,7 +86,7 @@ impl Grant {
     }
 
     /// Gives back what is held beyond `bytes`.
-    pub fn shrink_to(&mut self, bytes: usize) {
+    pub(crate) fn shrink_to(&mut self, bytes: usize) {
         let surplus = self.bytes().saturating_sub(bytes);
         if let Some(held) = &mut self.held {
             drop(held.split(surplus));

@@ -7,7 +7,7 @@ use axum::Json;
 use serde_json::json;
 
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub message: String,
     /// Seconds for a `Retry-After` header (503s).
@@ -15,7 +15,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
@@ -23,27 +23,27 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
     /// 413, the one answer to a body over `limits.max_body_bytes`.
-    pub fn body_too_large() -> Self {
+    pub(crate) fn body_too_large() -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request body is larger than limits.max_body_bytes",
         )
     }
 
-    pub fn unavailable(message: impl Into<String>, retry_after: u32) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>, retry_after: u32) -> Self {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: message.into(),

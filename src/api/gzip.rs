@@ -24,7 +24,11 @@ const MIN_CAPACITY: usize = 4096;
 /// Inflates `compressed`, at most `limit` bytes (413 past it); 400 when it
 /// is not gzip or has anything but gzip after its last member; 503 when
 /// the budget has no room for it.
-pub async fn inflate(compressed: &[u8], limit: usize, budget: &BodyBudget) -> Result<HeldBody, ApiError> {
+pub(super) async fn inflate(
+    compressed: &[u8],
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<HeldBody, ApiError> {
     let mut grant = budget.grant();
     // Zero-filled up to its length; the first `filled` bytes are the body.
     let mut inflated: Vec<u8> = Vec::new();

@@ -57,7 +57,7 @@ enum BodyFormat {
     Ndjson,
 }
 
-pub async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn submit(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let timer = state.dispatcher.metrics().ingest_duration.start_timer();
     let response = match accept(&state, &headers, body).await {
         Ok(response) => response,

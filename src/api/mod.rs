@@ -2,7 +2,7 @@
 //! handlers grouped by job (ingest, OTLP ingest, query, admin, ops).
 
 mod admin;
-pub mod auth;
+pub(crate) mod auth;
 mod body;
 mod budget;
 mod error;
@@ -15,8 +15,8 @@ mod query;
 mod records;
 mod ui;
 
-pub use budget::BodyBudget;
-pub use error::ApiError;
+pub(crate) use budget::BodyBudget;
+pub(crate) use error::ApiError;
 
 use crate::dispatch::Dispatcher;
 use crate::k8s::KubeState;
@@ -38,10 +38,10 @@ const RETRY_AFTER_RECOVERY: u32 = 5;
 /// What every handler shares; a clone (one per request and layer) is one
 /// reference count.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub(crate) struct AppState(Arc<Shared>);
 
 impl AppState {
-    pub fn new(shared: Shared) -> AppState {
+    pub(crate) fn new(shared: Shared) -> AppState {
         AppState(Arc::new(shared))
     }
 }
@@ -55,7 +55,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// The parts of [`AppState`].
-pub struct Shared {
+pub(crate) struct Shared {
     pub dispatcher: Arc<Dispatcher>,
     pub limits: Limits,
     /// How `POST /api/v1/records` maps records (the `records` section).
@@ -73,13 +73,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
     /// The 503 of every route that changes state while start-up recovery
     /// has not finished.
-    pub fn require_ready(&self) -> Result<(), ApiError> {
+    pub(crate) fn require_ready(&self) -> Result<(), ApiError> {
         if self.is_ready() {
             Ok(())
         } else {
@@ -93,7 +93,7 @@ impl Shared {
 
 /// The whole API. The server bounds each request's time
 /// ([`request_timed_out`]).
-pub fn app(state: AppState) -> Router {
+pub(crate) fn app(state: AppState) -> Router {
     // Compressed bodies are bounded again after decompression (ingest).
     let body_limit = state.limits.max_body_bytes;
     // Ingest reads its body itself, within the body budget; the admin
@@ -133,7 +133,7 @@ pub fn app(state: AppState) -> Router {
 
 /// The 408 for a request (reading its body included) that outlasted
 /// `server.request_timeout`; the connection closes after it.
-pub fn request_timed_out(limit: std::time::Duration) -> axum::response::Response {
+pub(crate) fn request_timed_out(limit: std::time::Duration) -> axum::response::Response {
     use axum::response::IntoResponse;
     let mut response = ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
@@ -163,7 +163,7 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 
 /// A duration the way the original service printed it (Go's style):
 /// `5m23s`, or `5m23.891s` with milliseconds.
-pub fn format_uptime(elapsed: std::time::Duration, with_millis: bool) -> String {
+pub(crate) fn format_uptime(elapsed: std::time::Duration, with_millis: bool) -> String {
     let total = elapsed.as_secs();
     let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
     let mut text = String::new();

@@ -8,8 +8,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 /// The document, exactly as committed.
-pub const DOCUMENT: &str = include_str!("../../docs/openapi.json");
+pub(super) const DOCUMENT: &str = include_str!("../../docs/openapi.json");
 
-pub async fn document() -> impl IntoResponse {
+pub(super) async fn document() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], DOCUMENT)
 }

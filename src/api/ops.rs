@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let dispatcher = &state.dispatcher;
     let pipeline = dispatcher.pipeline();
     let metrics = dispatcher.metrics();
@@ -41,12 +41,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// The process is alive (it answers).
-pub async fn alive() -> Json<serde_json::Value> {
+pub(super) async fn alive() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Recovered and accepting packets.
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
     let recovered = state.is_ready();
     let accepting = state.dispatcher.is_accepting();
     // Until the first list of Analyzers, there is nothing to route to; an

@@ -23,7 +23,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
-pub async fn export(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn export(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let metrics = state.dispatcher.metrics();
     let timer = metrics.ingest_duration.start_timer();
     let encoding = headers

@@ -35,7 +35,7 @@ struct HealthReport {
     timestamp: String,
 }
 
-pub async fn health(State(state): State<AppState>) -> Response {
+pub(super) async fn health(State(state): State<AppState>) -> Response {
     let analyzers = state.dispatcher.fleet().all();
     let active = analyzers.iter().filter(|a| a.in_rotation()).count();
     // An analyzer weighted 0 is out of rotation by choice, not a fault.
@@ -96,7 +96,7 @@ fn percent(part: u64, whole: u64) -> f64 {
     (part as f64 * 10_000.0 / whole as f64).round() / 100.0
 }
 
-pub async fn stats(State(state): State<AppState>) -> Json<impl Serialize> {
+pub(super) async fn stats(State(state): State<AppState>) -> Json<impl Serialize> {
     let dispatcher = &state.dispatcher;
     let metrics = dispatcher.metrics();
     let analyzers = dispatcher.fleet().all();
@@ -144,7 +144,7 @@ pub async fn stats(State(state): State<AppState>) -> Json<impl Serialize> {
 
 /// One analyzer as `/api/v1/analyzers` and the admin endpoint show it.
 #[derive(Serialize)]
-pub struct AnalyzerInfo {
+pub(super) struct AnalyzerInfo {
     id: String,
     name: String,
     weight: u32,
@@ -161,7 +161,7 @@ pub struct AnalyzerInfo {
 }
 
 impl AnalyzerInfo {
-    pub fn of(a: &Analyzer) -> AnalyzerInfo {
+    pub(super) fn of(a: &Analyzer) -> AnalyzerInfo {
         let health = a.health.snapshot();
         AnalyzerInfo {
             id: a.id.clone(),
@@ -189,7 +189,7 @@ struct AnalyzerList {
     timestamp: String,
 }
 
-pub async fn analyzers(State(state): State<AppState>) -> Json<impl Serialize> {
+pub(super) async fn analyzers(State(state): State<AppState>) -> Json<impl Serialize> {
     let all = state.dispatcher.fleet().all();
     Json(AnalyzerList {
         analyzers: all.iter().map(|a| (a.id.clone(), AnalyzerInfo::of(a))).collect(),
@@ -210,7 +210,7 @@ struct TrafficReport {
 }
 
 /// The last minutes of traffic: recent shares and the rate history.
-pub async fn traffic(State(state): State<AppState>) -> Json<impl Serialize> {
+pub(super) async fn traffic(State(state): State<AppState>) -> Json<impl Serialize> {
     Json(TrafficReport {
         window_seconds: SHARE_WINDOW.as_secs(),
         recent_share_percent: state.traffic.recent_shares(),
@@ -221,7 +221,7 @@ pub async fn traffic(State(state): State<AppState>) -> Json<impl Serialize> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Page {
+pub(super) struct Page {
     limit: Option<usize>,
     offset: Option<usize>,
 }
@@ -240,7 +240,7 @@ struct DeadLetterPage {
 
 /// A page of the dead letter, oldest first; by default the newest 100.
 /// A page holds at most [`MAX_PAGE_BYTES`] of entries (one at least).
-pub async fn dead_letter(
+pub(super) async fn dead_letter(
     State(state): State<AppState>,
     page: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<impl Serialize>, ApiError> {

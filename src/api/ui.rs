@@ -59,12 +59,12 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`: the status page.
-pub async fn index(headers: HeaderMap) -> Response {
+pub(super) async fn index(headers: HeaderMap) -> Response {
     serve(&INDEX, &headers)
 }
 
 /// `GET /ui/{file}`: the page's script, style sheet and icon.
-pub async fn asset(file: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
+pub(super) async fn asset(file: Result<Path<String>, PathRejection>, headers: HeaderMap) -> Response {
     let name = match file {
         Ok(Path(name)) => name,
         Err(rejection) => return ApiError::from(rejection).into_response(),

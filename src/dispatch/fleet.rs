@@ -87,7 +87,7 @@ pub struct Analyzer {
 }
 
 /// The receiving end of an analyzer's lane, for the dispatcher to drain.
-pub type LaneReceiver = mpsc::UnboundedReceiver<LaneItem>;
+pub(crate) type LaneReceiver = mpsc::UnboundedReceiver<LaneItem>;
 
 impl Analyzer {
     pub fn new(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Probes every analyzer now and then every `interval`, until the task is
 /// dropped.
-pub async fn run_prober(dispatcher: Arc<Dispatcher>) {
+pub(crate) async fn run_prober(dispatcher: Arc<Dispatcher>) {
     /// Analyzers added meanwhile are seen at least this often.
     const LOOK_AGAIN: Duration = Duration::from_secs(1);
     loop {
@@ -52,7 +52,7 @@ pub async fn run_prober(dispatcher: Arc<Dispatcher>) {
 
 /// Probes `analyzers` at once, each bounded by its timeout; rebuilds the
 /// rotation when any verdict changed.
-pub async fn probe(dispatcher: &Dispatcher, analyzers: &[Arc<Analyzer>]) {
+pub(crate) async fn probe(dispatcher: &Dispatcher, analyzers: &[Arc<Analyzer>]) {
     let probes = analyzers.iter().map(|analyzer| async move {
         let timeout = analyzer.probe_timeout;
         let result = match tokio::time::timeout(timeout, analyzer.transport.probe()).await {

@@ -96,12 +96,12 @@ impl Backoff {
 }
 
 /// Something a retry timer holds: it counts the packets it stands for.
-pub trait Packets {
+pub(crate) trait Packets {
     fn packets(&self) -> usize;
 }
 
 /// Holds retries until their wait is over, then hands them to `on_due`.
-pub struct RetryTimer<T> {
+pub(crate) struct RetryTimer<T> {
     schedule: mpsc::UnboundedSender<(T, Duration)>,
     /// Packets waiting.
     waiting: Arc<AtomicUsize>,
@@ -109,7 +109,7 @@ pub struct RetryTimer<T> {
 
 impl<T: Packets + Send + 'static> RetryTimer<T> {
     /// Starts the timer task; it ends when the `RetryTimer` is dropped.
-    pub fn spawn(on_due: impl Fn(T) + Send + 'static) -> RetryTimer<T> {
+    pub(crate) fn spawn(on_due: impl Fn(T) + Send + 'static) -> RetryTimer<T> {
         let (schedule, mut incoming) = mpsc::unbounded_channel::<(T, Duration)>();
         let waiting = Arc::new(AtomicUsize::new(0));
         let counter = waiting.clone();
@@ -133,7 +133,7 @@ impl<T: Packets + Send + 'static> RetryTimer<T> {
     }
 
     /// Hands `retry` back after `after`.
-    pub fn schedule(&self, retry: T, after: Duration) {
+    pub(crate) fn schedule(&self, retry: T, after: Duration) {
         let packets = retry.packets();
         self.waiting.fetch_add(packets, Ordering::Relaxed);
         if self.schedule.send((retry, after)).is_err() {
@@ -143,7 +143,7 @@ impl<T: Packets + Send + 'static> RetryTimer<T> {
     }
 
     /// Packets waiting for their retry.
-    pub fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
     }
 }

@@ -38,7 +38,7 @@ struct Built {
     transport: AnalyzerConfig,
 }
 
-pub struct Watch {
+pub(crate) struct Watch {
     pub client: Client,
     pub dispatcher: Arc<Dispatcher>,
     pub settings: Arc<Settings>,
@@ -51,7 +51,7 @@ pub struct Watch {
 
 impl Watch {
     /// The fleet id of an Analyzer.
-    pub fn id_of(&self, resource: &AnalyzerResource) -> String {
+    pub(crate) fn id_of(&self, resource: &AnalyzerResource) -> String {
         let name = resource.name_any();
         match (self.qualify_ids, resource.namespace()) {
             (true, Some(namespace)) => format!("{namespace}/{name}"),
@@ -60,7 +60,7 @@ impl Watch {
     }
 
     /// Follows the Analyzers of `api` until the task is dropped.
-    pub async fn run(self: Arc<Self>, api: Api<AnalyzerResource>) {
+    pub(crate) async fn run(self: Arc<Self>, api: Api<AnalyzerResource>) {
         let mut built: BTreeMap<String, Built> = BTreeMap::new();
         let (mut store, mut changed_objects) = Store::new(self.client.clone());
         let mut listing: Option<Vec<AnalyzerResource>> = None;

@@ -13,6 +13,10 @@
 //! Secrets (`spec.tls`, `spec.auth`) are referenced by name in the
 //! Analyzer's namespace; the controller reads them (see `k8s::secrets`).
 
+// kube's `KubeSchema` derive copies each struct that has `x_kube` rules into
+// a private scope with the original visibility; every item here is public.
+#![allow(unreachable_pub)]
+
 use crate::transport::DeliveryFormat;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

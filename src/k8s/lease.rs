@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub struct Election {
+pub(crate) struct Election {
     pub api: Api<Lease>,
     pub name: String,
     pub identity: String,
@@ -33,7 +33,7 @@ pub struct Election {
 impl Election {
     /// Competes for the Lease until `stop` is cancelled; then releases it
     /// if this replica holds it.
-    pub async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.duration / 3);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -34,7 +34,7 @@ impl From<Unresolved> for Unbuilt {
 }
 
 /// The configuration of an Analyzer resource, its Secrets read.
-pub async fn analyzer_config(
+pub(crate) async fn analyzer_config(
     id: &str,
     resource: &AnalyzerResource,
     store: &mut Store,
@@ -94,7 +94,7 @@ pub async fn analyzer_config(
 }
 
 /// The Secrets and ConfigMaps an Analyzer references.
-pub fn references(resource: &AnalyzerResource) -> BTreeSet<ObjectRef> {
+pub(crate) fn references(resource: &AnalyzerResource) -> BTreeSet<ObjectRef> {
     let namespace = resource.namespace().unwrap_or_default();
     let spec = &resource.spec;
     let mut objects = BTreeSet::new();

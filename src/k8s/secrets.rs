@@ -109,7 +109,7 @@ impl Unresolved {
 }
 
 /// The objects read so far, their watches, and where changes are told.
-pub struct Store {
+pub(crate) struct Store {
     client: Client,
     entries: Arc<Mutex<BTreeMap<ObjectRef, Entry>>>,
     watches: BTreeMap<ObjectRef, JoinHandle<()>>,
@@ -119,7 +119,7 @@ pub struct Store {
 impl Store {
     /// A store reading through `client`, and the receiver of the objects
     /// whose content changed.
-    pub fn new(client: Client) -> (Store, mpsc::UnboundedReceiver<ObjectRef>) {
+    pub(crate) fn new(client: Client) -> (Store, mpsc::UnboundedReceiver<ObjectRef>) {
         let (changes, receiver) = mpsc::unbounded_channel();
         let store = Store {
             client,
@@ -132,7 +132,7 @@ impl Store {
 
     /// The value of `key` in `object`; the object is read, and watched from
     /// then on, the first time it is asked for.
-    pub async fn value(&mut self, object: &ObjectRef, key: &str) -> Result<Arc<[u8]>, Unresolved> {
+    pub(crate) async fn value(&mut self, object: &ObjectRef, key: &str) -> Result<Arc<[u8]>, Unresolved> {
         let known = self.entries.lock_unpoisoned().get(object).cloned();
         let entry = match known {
             Some(entry) => entry,
@@ -163,7 +163,7 @@ impl Store {
     }
 
     /// Forgets, and stops watching, every object `keep` does not hold.
-    pub fn retain(&mut self, keep: &BTreeSet<ObjectRef>) {
+    pub(crate) fn retain(&mut self, keep: &BTreeSet<ObjectRef>) {
         self.watches.retain(|object, watch| {
             let kept = keep.contains(object);
             if !kept {

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub struct StatusWriter {
+pub(crate) struct StatusWriter {
     pub client: Client,
     pub dispatcher: Arc<Dispatcher>,
     pub traffic: Arc<Traffic>,
@@ -37,7 +37,7 @@ pub struct StatusWriter {
 
 impl StatusWriter {
     /// Writes status while this replica leads, until the task is dropped.
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut events = self.dispatcher.fleet().health_events();
         let mut ticker = tokio::time::interval(self.every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

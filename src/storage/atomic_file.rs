@@ -32,7 +32,7 @@ fn unique_path(path: &Path) -> PathBuf {
 /// Removes the temp files [`unique_path`] names from `dir`; answers how
 /// many. Only at start-up: they are leftovers of a process that stopped
 /// between a write and its rename.
-pub fn remove_leftovers(dir: &Path) -> io::Result<usize> {
+pub(crate) fn remove_leftovers(dir: &Path) -> io::Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -56,7 +56,7 @@ fn is_temp_name(name: &str) -> bool {
 }
 
 /// Writes `bytes` to `path` whole (see the module docs).
-pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = AtomicFile::create(path)?;
     file.write_all(bytes)?;
     file.commit()
@@ -65,14 +65,14 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// A replacement of `path` being written: [`commit`](AtomicFile::commit)
 /// puts it in place; dropped without that, it is removed and `path` is
 /// left as it was.
-pub struct AtomicFile {
+pub(crate) struct AtomicFile {
     path: PathBuf,
     temp: PathBuf,
     out: Option<BufWriter<File>>,
 }
 
 impl AtomicFile {
-    pub fn create(path: &Path) -> io::Result<AtomicFile> {
+    pub(crate) fn create(path: &Path) -> io::Result<AtomicFile> {
         let temp = unique_path(path);
         let file = File::create(&temp)?;
         Ok(AtomicFile {
@@ -84,7 +84,7 @@ impl AtomicFile {
 
     /// Flushes and fsyncs the new file, renames it over the target and
     /// fsyncs the directory.
-    pub fn commit(mut self) -> io::Result<()> {
+    pub(crate) fn commit(mut self) -> io::Result<()> {
         let out = self.out.take().expect("an atomic file is committed once");
         let written = out
             .into_inner()
@@ -123,7 +123,7 @@ impl Drop for AtomicFile {
 
 /// Fsyncs the directory that holds `path`, so that a rename or a new file
 /// in it survives a power loss.
-pub fn sync_dir_of(path: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir_of(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
         _ => Ok(()),

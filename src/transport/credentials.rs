@@ -58,11 +58,11 @@ impl AuthOptions {
 
 /// An `Authorization` header line kept current with its files.
 #[derive(Debug)]
-pub struct Credentials(Reloading<Vec<u8>>);
+pub(crate) struct Credentials(Reloading<Vec<u8>>);
 
 impl Credentials {
     /// Reads the files; an error when one is missing, empty or unusable.
-    pub fn new(options: &AuthOptions, what: &str) -> Result<Credentials, String> {
+    pub(crate) fn new(options: &AuthOptions, what: &str) -> Result<Credentials, String> {
         options.check()?;
         let what = format!("credentials of {what}");
         let line = if let Some(token) = &options.token_file {
@@ -97,7 +97,7 @@ impl Credentials {
 
     /// The header line now (`Authorization: ...\r\n`), re-read first when
     /// a file changed.
-    pub fn header_line(&self) -> Arc<Vec<u8>> {
+    pub(crate) fn header_line(&self) -> Arc<Vec<u8>> {
         self.0.current().0
     }
 }

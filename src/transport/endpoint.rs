@@ -13,7 +13,7 @@ use url::{Host, Url};
 
 /// A checked URL and the host and port to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub url: Url,
     pub host: Host<String>,
     pub port: u16,
@@ -21,7 +21,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// A delivery endpoint.
-    pub fn parse(endpoint: &str) -> Result<Endpoint, String> {
+    pub(crate) fn parse(endpoint: &str) -> Result<Endpoint, String> {
         let url = Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
         Endpoint::from_url(url)
     }
@@ -47,13 +47,13 @@ impl Endpoint {
         Ok(Endpoint { url, host, port })
     }
 
-    pub fn is_https(&self) -> bool {
+    pub(crate) fn is_https(&self) -> bool {
         self.url.scheme() == "https"
     }
 
     /// The URL probes go to: `url` (absolute, or relative to this endpoint)
     /// when given, else `path` resolved against this endpoint.
-    pub fn health(&self, path: &str, url: Option<&str>) -> Result<Endpoint, String> {
+    pub(crate) fn health(&self, path: &str, url: Option<&str>) -> Result<Endpoint, String> {
         let (text, key) = match url {
             Some(url) => (url, "health_check.url"),
             None => (path, "health_path"),
@@ -67,7 +67,7 @@ impl Endpoint {
 
     /// Whether `other` is reached at the same scheme, host and port: the
     /// same connections, TLS settings and credentials serve both.
-    pub fn same_origin(&self, other: &Endpoint) -> bool {
+    pub(crate) fn same_origin(&self, other: &Endpoint) -> bool {
         self.url.scheme() == other.url.scheme() && self.host == other.host && self.port == other.port
     }
 }

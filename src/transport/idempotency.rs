@@ -8,7 +8,7 @@ const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 const BATCH_KEY_PREFIX: &str = "sha256:";
 
 /// Writes the `Idempotency-Key: ...` line of a delivery of the packets with `ids`.
-pub fn write_header_line<'a>(ids: impl ExactSizeIterator<Item = &'a str>, out: &mut Vec<u8>) {
+pub(super) fn write_header_line<'a>(ids: impl ExactSizeIterator<Item = &'a str>, out: &mut Vec<u8>) {
     out.extend_from_slice(IDEMPOTENCY_HEADER.as_bytes());
     out.extend_from_slice(b": ");
     idempotency_key(ids, out);

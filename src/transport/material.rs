@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How often a material's file is looked at for a change, at most.
-pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Where bytes come from: a file, or inline bytes with the name of where
 /// they were read (say `Secret logs/otel-token, key token`).
@@ -110,7 +110,7 @@ fn stamp_of(path: &Path) -> Option<Stamp> {
 type Build<T> = Box<dyn Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync>;
 
 /// A value built from materials and rebuilt when one of their files changes.
-pub struct Reloading<T> {
+pub(crate) struct Reloading<T> {
     /// What the value is, for logs ("TLS settings of analyzer-a1").
     what: String,
     sources: Vec<Material>,
@@ -127,7 +127,7 @@ struct State<T> {
 impl<T> Reloading<T> {
     /// Reads every material and builds the value; an error when one cannot
     /// be read or the value does not build.
-    pub fn new(
+    pub(crate) fn new(
         what: impl Into<String>,
         sources: Vec<Material>,
         build: impl Fn(&[Vec<u8>]) -> Result<T, String> + Send + Sync + 'static,
@@ -149,7 +149,7 @@ impl<T> Reloading<T> {
     /// The value, and whether it was rebuilt by this call: when
     /// [`CHECK_EVERY`] has passed since the last look, the files are looked
     /// at and a change is read and built.
-    pub fn current(&self) -> (Arc<T>, bool) {
+    pub(crate) fn current(&self) -> (Arc<T>, bool) {
         let mut state = self.state.lock_unpoisoned();
         if state.checked.elapsed() < CHECK_EVERY {
             return (state.current.clone(), false);

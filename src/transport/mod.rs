@@ -5,24 +5,24 @@
 //! delivers a batch of packets bound for one analyzer and answers a health
 //! probe; each says whether a failure is worth retrying ([`FailureClass`]).
 
-pub mod credentials;
-pub mod endpoint;
-pub mod format;
-pub mod headers;
+pub(crate) mod credentials;
+pub(crate) mod endpoint;
+pub(crate) mod format;
+pub(crate) mod headers;
 mod http;
 mod idempotency;
-pub mod material;
+pub(crate) mod material;
 mod ndjson;
 pub(crate) mod otlp;
 mod pool;
-pub mod probe;
+pub(crate) mod probe;
 mod simulated;
 mod stream;
-pub mod tls;
+pub(crate) mod tls;
 
 pub use format::DeliveryFormat;
-pub use http::{Http, HttpOptions, ProbeOptions};
-pub use simulated::Simulated;
+pub(crate) use http::{Http, HttpOptions, ProbeOptions};
+pub(crate) use simulated::Simulated;
 
 use crate::dispatch::job::Job;
 use std::time::Duration;

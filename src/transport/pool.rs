@@ -24,13 +24,13 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How an answer's body is framed: a `HEAD` request's answer has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answered {
+pub(super) enum Answered {
     WithBody,
     HeadOnly,
 }
 
 #[derive(Debug)]
-pub struct Origin {
+pub(super) struct Origin {
     host: Host<String>,
     port: u16,
     /// For `https://`.
@@ -46,7 +46,7 @@ struct IdleConnection {
 }
 
 impl Origin {
-    pub fn new(endpoint: &Endpoint, tls: Option<ClientTls>) -> Origin {
+    pub(super) fn new(endpoint: &Endpoint, tls: Option<ClientTls>) -> Origin {
         Origin {
             host: endpoint.host.clone(),
             port: endpoint.port,
@@ -57,7 +57,7 @@ impl Origin {
 
     /// One request and its whole answer. The body is let go once it is
     /// written, not held while the server works on it.
-    pub async fn exchange(
+    pub(super) async fn exchange(
         &self,
         head: &[u8],
         body: Vec<u8>,
@@ -151,7 +151,7 @@ impl Origin {
 
     /// Idle connections kept now.
     #[cfg(test)]
-    pub fn idle_count(&self) -> usize {
+    pub(super) fn idle_count(&self) -> usize {
         self.idle.lock_unpoisoned().len()
     }
 }

@@ -9,7 +9,7 @@ use rand::Rng;
 use std::time::Duration;
 
 /// The simulated failure's message, as the original wrote it to the dead letter.
-pub const SIMULATED_CRASH: &str = "analyzer crashed during processing";
+pub(super) const SIMULATED_CRASH: &str = "analyzer crashed during processing";
 
 #[derive(Debug, Clone)]
 pub struct Simulated {

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 #[derive(Debug)]
-pub enum Stream {
+pub(super) enum Stream {
     Plain(TcpStream),
     /// Boxed: a TLS session is about 1 KiB beside a socket's few bytes.
     Tls(Box<TlsStream<TcpStream>>),

@@ -65,7 +65,7 @@ impl TlsOptions {
 /// A client TLS configuration kept current with its files, and the name
 /// the server is verified against.
 #[derive(Debug)]
-pub struct ClientTls {
+pub(crate) struct ClientTls {
     config: Reloading<ClientConfig>,
     server_name: ServerName<'static>,
 }
@@ -73,7 +73,7 @@ pub struct ClientTls {
 impl ClientTls {
     /// Reads the files and builds the configuration for a server reached
     /// as `host` (unless `server_name` overrides it).
-    pub fn new(options: &TlsOptions, host: &str, what: &str) -> Result<ClientTls, String> {
+    pub(crate) fn new(options: &TlsOptions, host: &str, what: &str) -> Result<ClientTls, String> {
         options.check()?;
         let name = options.server_name.clone().unwrap_or_else(|| host.to_string());
         let server_name =
@@ -111,12 +111,12 @@ impl ClientTls {
 
     /// The connector for a new connection, and whether the configuration
     /// was rebuilt from changed files by this call.
-    pub fn connector(&self) -> (tokio_rustls::TlsConnector, bool) {
+    pub(crate) fn connector(&self) -> (tokio_rustls::TlsConnector, bool) {
         let (config, rebuilt) = self.config.current();
         (tokio_rustls::TlsConnector::from(config), rebuilt)
     }
 
-    pub fn server_name(&self) -> ServerName<'static> {
+    pub(crate) fn server_name(&self) -> ServerName<'static> {
         self.server_name.clone()
     }
 }

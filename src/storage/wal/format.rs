@@ -278,7 +278,7 @@ pub(super) mod tests {
     use super::*;
     use crate::model::{Level, LogMessage};
 
-    pub fn packet(id: &str) -> Arc<EncodedPacket> {
+    pub(crate) fn packet(id: &str) -> Arc<EncodedPacket> {
         Arc::new(EncodedPacket::new(&LogPacket {
             id: id.into(),
             messages: vec![LogMessage {
@@ -293,7 +293,7 @@ pub(super) mod tests {
     }
 
     /// The bytes of a version 1 record, laid out as version 1 wrote them.
-    pub fn v1_bytes(record: &Record) -> Vec<u8> {
+    pub(crate) fn v1_bytes(record: &Record) -> Vec<u8> {
         let mut kind_and_payload = Vec::new();
         record.encode_kind_and_payload(&mut kind_and_payload);
         let mut out = Vec::new();

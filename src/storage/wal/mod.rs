@@ -296,11 +296,11 @@ pub(super) mod tests {
     use writer::write_chunks;
 
     /// Replays every segment of `dir` from scratch.
-    pub fn recover_all(dir: &Path, mode: RecoverMode) -> Result<Recovered, WalError> {
+    pub(crate) fn recover_all(dir: &Path, mode: RecoverMode) -> Result<Recovered, WalError> {
         recover(dir, 0, newest_segment(dir).unwrap(), BTreeMap::new(), 0, mode)
     }
 
-    pub fn options(fsync: FsyncMode) -> WalOptions {
+    pub(crate) fn options(fsync: FsyncMode) -> WalOptions {
         WalOptions {
             fsync,
             segment_bytes: 1 << 20,

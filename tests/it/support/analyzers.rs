@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// A reference analyzer (`logs-distributor analyzer`) running as its own
 /// process on 127.0.0.1, recording what it receives in `record`. Killed
 /// when dropped, so that a failing test leaves nothing behind.
-pub struct AnalyzerProcess {
+pub(crate) struct AnalyzerProcess {
     child: Option<Child>,
     pub name: String,
     pub port: u16,
@@ -32,7 +32,7 @@ impl AnalyzerProcess {
     /// --record DIR/NAME.jsonl EXTRA...` on a free port and waits for its
     /// `/health` to answer 200; a port taken between choosing and binding is
     /// retried with another.
-    pub async fn start(dir: &Path, name: &str, extra: &[&str]) -> AnalyzerProcess {
+    pub(crate) async fn start(dir: &Path, name: &str, extra: &[&str]) -> AnalyzerProcess {
         let mut analyzer = AnalyzerProcess {
             child: None,
             name: name.into(),
@@ -58,11 +58,11 @@ impl AnalyzerProcess {
     }
 
     /// The URL the distributor delivers to.
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -108,7 +108,7 @@ impl AnalyzerProcess {
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -116,7 +116,7 @@ impl AnalyzerProcess {
     }
 
     /// Starts it again on the same port with the same record file (appended to).
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.kill();
         let dir = self.record.parent().expect("record dir").to_path_buf();
         let mut last = String::new();
@@ -138,7 +138,7 @@ impl AnalyzerProcess {
     }
 
     /// Its `GET /stats`.
-    pub async fn stats(&self) -> Value {
+    pub(crate) async fn stats(&self) -> Value {
         let response = self
             .http
             .get(self.url("/stats"))
@@ -150,7 +150,7 @@ impl AnalyzerProcess {
     }
 
     /// Switches its own health (`POST /admin/health`).
-    pub async fn set_health(&self, healthy: bool) {
+    pub(crate) async fn set_health(&self, healthy: bool) {
         let response = self
             .http
             .post(self.url("/admin/health"))
@@ -180,18 +180,18 @@ impl AnalyzerProcess {
     }
 
     /// The ids in its record file, in the order received.
-    pub fn records(&self) -> Vec<String> {
+    pub(crate) fn records(&self) -> Vec<String> {
         read_records(&self.record)
     }
 
     /// The packets in its record file, messages included (started with
     /// `--record-messages`), in the order received.
-    pub fn recorded_packets(&self) -> Vec<Value> {
+    pub(crate) fn recorded_packets(&self) -> Vec<Value> {
         read_recorded_packets(&self.record)
     }
 
     /// What the process wrote to stderr so far (the current run).
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// The collector binary: what `scripts/otelcol.sh` prints (it builds the
 /// collector the first time, which takes minutes; `make test` runs it
 /// before the tests).
-pub fn binary() -> &'static Path {
+pub(crate) fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/otelcol.sh");
@@ -42,7 +42,7 @@ pub fn binary() -> &'static Path {
 }
 
 /// A collector running as its own process, killed when dropped.
-pub struct Collector {
+pub(crate) struct Collector {
     child: Option<Child>,
     pub name: String,
     log: PathBuf,
@@ -52,7 +52,7 @@ impl Collector {
     /// Writes `config` to `dir/NAME.yaml`, starts the collector with it and
     /// waits until its `health_check` extension, on 127.0.0.1:`health_port`,
     /// answers 200.
-    pub async fn start(dir: &Path, name: &str, config: &str, health_port: u16) -> Collector {
+    pub(crate) async fn start(dir: &Path, name: &str, config: &str, health_port: u16) -> Collector {
         let config_path = dir.join(format!("{name}.yaml"));
         std::fs::write(&config_path, config).expect("write the collector's configuration");
         let log = dir.join(format!("{name}.log"));
@@ -101,7 +101,7 @@ impl Collector {
     }
 
     /// What the collector logged so far.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
@@ -118,7 +118,7 @@ impl Drop for Collector {
 /// One log record as a file exporter wrote it (OTLP/JSON), with the
 /// attributes of the resource it came under; attributes as natural JSON.
 #[derive(Debug, Clone)]
-pub struct FileRecord {
+pub(crate) struct FileRecord {
     pub resource: Map<String, Value>,
     pub attributes: Map<String, Value>,
     /// The `logRecord` object itself.
@@ -128,7 +128,7 @@ pub struct FileRecord {
 /// Every record of a file exporter's output (one `ExportLogsServiceRequest`
 /// in OTLP/JSON per line); no file is no records. A line still being
 /// written (no newline yet) is left for the next read.
-pub fn file_records(path: &Path) -> Vec<FileRecord> {
+pub(crate) fn file_records(path: &Path) -> Vec<FileRecord> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -160,7 +160,7 @@ fn array(value: &Value) -> &[Value] {
 }
 
 /// OTLP/JSON `[{"key": k, "value": AnyValue}]` as a natural JSON object.
-pub fn attributes(list: &Value) -> Map<String, Value> {
+pub(crate) fn attributes(list: &Value) -> Map<String, Value> {
     array(list)
         .iter()
         .map(|kv| {
@@ -173,7 +173,7 @@ pub fn attributes(list: &Value) -> Map<String, Value> {
 /// An OTLP/JSON AnyValue as natural JSON: int64 (a string in OTLP/JSON) as
 /// a number, bytes as `{"bytes_base64": ...}`, kvlist as an object, an
 /// empty value as null.
-pub fn natural(any: &Value) -> Value {
+pub(crate) fn natural(any: &Value) -> Value {
     let Some(object) = any.as_object() else {
         return Value::Null;
     };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// One analyzer: simulated in-process, or reached over HTTP at `endpoint`.
 #[derive(Clone, Debug)]
-pub struct AnalyzerSpec {
+pub(crate) struct AnalyzerSpec {
     pub id: String,
     /// The display name; the id when `None`.
     pub name: Option<String>,
@@ -19,7 +19,7 @@ pub struct AnalyzerSpec {
     pub keys: Option<String>,
 }
 
-pub fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
+pub(crate) fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
     AnalyzerSpec {
         id: id.into(),
         name: None,
@@ -32,7 +32,7 @@ pub fn analyzer(id: &str, weight: i64) -> AnalyzerSpec {
 }
 
 /// An analyzer reached over HTTP at `endpoint` (`http://127.0.0.1:PORT/`).
-pub fn remote(id: &str, weight: i64, endpoint: &str) -> AnalyzerSpec {
+pub(crate) fn remote(id: &str, weight: i64, endpoint: &str) -> AnalyzerSpec {
     AnalyzerSpec {
         endpoint: Some(endpoint.into()),
         ..analyzer(id, weight)
@@ -40,23 +40,23 @@ pub fn remote(id: &str, weight: i64, endpoint: &str) -> AnalyzerSpec {
 }
 
 impl AnalyzerSpec {
-    pub fn processing(mut self, ms: u64) -> Self {
+    pub(crate) fn processing(mut self, ms: u64) -> Self {
         self.processing_ms = ms;
         self
     }
 
-    pub fn named(mut self, name: &str) -> Self {
+    pub(crate) fn named(mut self, name: &str) -> Self {
         self.name = Some(name.into());
         self
     }
 
-    pub fn failing(mut self, rate: f64) -> Self {
+    pub(crate) fn failing(mut self, rate: f64) -> Self {
         self.failure_rate = rate;
         self
     }
 
     /// Adds keys to the analyzer's YAML: `with("auth: {token_file: /t}")`.
-    pub fn with(mut self, yaml: &str) -> Self {
+    pub(crate) fn with(mut self, yaml: &str) -> Self {
         self.keys = Some(match self.keys.take() {
             Some(keys) => format!("{keys}, {yaml}"),
             None => yaml.to_string(),
@@ -69,7 +69,7 @@ impl AnalyzerSpec {
 /// and deterministic: millisecond retries, probes out of the way (health
 /// probes never fail, and the next one is an hour away), a short drain.
 #[derive(Clone, Debug)]
-pub struct Config {
+pub(crate) struct Config {
     pub analyzers: Vec<AnalyzerSpec>,
     pub retry: String,
     pub health: String,
@@ -83,7 +83,7 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn new(analyzers: Vec<AnalyzerSpec>) -> Config {
+    pub(crate) fn new(analyzers: Vec<AnalyzerSpec>) -> Config {
         Config {
             analyzers,
             retry: "{base_delay: 20ms, factor: 2, max_retries: 3}".into(),
@@ -98,7 +98,7 @@ impl Config {
     }
 
     /// The original four analyzers, 40/30/20/10, never failing.
-    pub fn four(processing_ms: u64) -> Config {
+    pub(crate) fn four(processing_ms: u64) -> Config {
         Config::new(
             [
                 ("analyzer-a1", "Analyzer A", 40),
@@ -112,44 +112,44 @@ impl Config {
         )
     }
 
-    pub fn retry(mut self, yaml: &str) -> Self {
+    pub(crate) fn retry(mut self, yaml: &str) -> Self {
         self.retry = yaml.into();
         self
     }
 
-    pub fn health(mut self, yaml: &str) -> Self {
+    pub(crate) fn health(mut self, yaml: &str) -> Self {
         self.health = yaml.into();
         self
     }
 
-    pub fn shutdown(mut self, yaml: &str) -> Self {
+    pub(crate) fn shutdown(mut self, yaml: &str) -> Self {
         self.shutdown = yaml.into();
         self
     }
 
-    pub fn queue(mut self, yaml: &str) -> Self {
+    pub(crate) fn queue(mut self, yaml: &str) -> Self {
         self.queue = Some(yaml.into());
         self
     }
 
-    pub fn limits(mut self, yaml: &str) -> Self {
+    pub(crate) fn limits(mut self, yaml: &str) -> Self {
         self.limits = Some(yaml.into());
         self
     }
 
     /// The `http` section (the transport of analyzers with an endpoint).
-    pub fn http(mut self, yaml: &str) -> Self {
+    pub(crate) fn http(mut self, yaml: &str) -> Self {
         self.http = Some(yaml.into());
         self
     }
 
     /// Any other top-level section: `section("auth", "{protect_reads: true}")`.
-    pub fn section(mut self, name: &str, yaml: &str) -> Self {
+    pub(crate) fn section(mut self, name: &str, yaml: &str) -> Self {
         self.extra.push(format!("{name}: {yaml}"));
         self
     }
 
-    pub fn yaml(&self) -> String {
+    pub(crate) fn yaml(&self) -> String {
         let mut text = String::from("analyzers:\n");
         for a in &self.analyzers {
             let keys = a
@@ -198,7 +198,7 @@ impl Config {
 }
 
 /// Writes `config` to `dir/name` and answers the path.
-pub fn write_config(dir: &Path, name: &str, config: &Config) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, name: &str, config: &Config) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, config.yaml()).expect("write config");
     path

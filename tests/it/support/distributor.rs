@@ -14,10 +14,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a start may take until `/readyz` answers 200.
-pub const START_DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const START_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The binary, serving on 127.0.0.1:`port` (or not running right now).
-pub struct Distributor {
+pub(crate) struct Distributor {
     child: Option<Child>,
     pub api: Api,
     pub port: u16,
@@ -44,7 +44,7 @@ impl Distributor {
     /// Starts `logs-distributor --listen 127.0.0.1:PORT --data-dir DIR
     /// --config FILE` on a free port and waits for `/readyz`; its stderr
     /// goes to a file in `log_dir`.
-    pub async fn start(config: &Path, data_dir: &Path, log_dir: &Path) -> Distributor {
+    pub(crate) async fn start(config: &Path, data_dir: &Path, log_dir: &Path) -> Distributor {
         Distributor::start_with(log_dir, |command, port| {
             serve_flags(command, port, config, data_dir, &[]);
         })
@@ -54,7 +54,7 @@ impl Distributor {
     /// Starts the binary on a free port, letting `setup` add the arguments
     /// or variables for that port, and waits for `/readyz`. A port taken
     /// between choosing and binding is retried with another.
-    pub async fn start_with(log_dir: &Path, setup: impl Fn(&mut Command, u16)) -> Distributor {
+    pub(crate) async fn start_with(log_dir: &Path, setup: impl Fn(&mut Command, u16)) -> Distributor {
         let mut last = String::new();
         for _ in 0..3 {
             let mut distributor = Distributor::stopped(free_port(), log_dir);
@@ -68,7 +68,7 @@ impl Distributor {
     }
 
     /// Not started yet: to be started (and killed, and started again) on `port`.
-    pub fn stopped(port: u16, log_dir: &Path) -> Distributor {
+    pub(crate) fn stopped(port: u16, log_dir: &Path) -> Distributor {
         std::fs::create_dir_all(log_dir).expect("log dir");
         Distributor {
             child: None,
@@ -82,13 +82,13 @@ impl Distributor {
 
     /// Spawns `--listen 127.0.0.1:PORT --data-dir DIR --config FILE EXTRA...`
     /// on this port without waiting for it.
-    pub fn spawn(&mut self, config: &Path, data_dir: &Path, extra: &[&str]) {
+    pub(crate) fn spawn(&mut self, config: &Path, data_dir: &Path, extra: &[&str]) {
         self.spawn_with(|command, port| serve_flags(command, port, config, data_dir, extra));
     }
 
     /// Spawns the binary with what `setup` adds for this port, without
     /// waiting for it.
-    pub fn spawn_with(&mut self, setup: impl FnOnce(&mut Command, u16)) {
+    pub(crate) fn spawn_with(&mut self, setup: impl FnOnce(&mut Command, u16)) {
         assert!(self.child.is_none(), "the distributor is already running");
         let log = self
             .log_dir
@@ -108,7 +108,7 @@ impl Distributor {
 
     /// Waits for `/readyz` to answer 200; an exit during start-up is an error
     /// that carries the end of the process's stderr.
-    pub async fn wait_ready(&mut self) -> Result<(), String> {
+    pub(crate) async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_DEADLINE;
         loop {
             let child = self.child.as_mut().ok_or("the distributor is not running")?;
@@ -138,7 +138,7 @@ impl Distributor {
     /// someone else (a client's connection attempt can briefly take it while
     /// the distributor is down) is waited out for a few seconds; anything
     /// else fails the test.
-    pub async fn launch(&mut self, config: &Path, data_dir: &Path, extra: &[&str]) {
+    pub(crate) async fn launch(&mut self, config: &Path, data_dir: &Path, extra: &[&str]) {
         for attempt in 0.. {
             self.spawn(config, data_dir, extra);
             match self.wait_ready().await {
@@ -151,21 +151,21 @@ impl Distributor {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("the distributor is running").id()
     }
 
     /// Sends a signal by name (`STOP`, `CONT`, `TERM`...) to the running process.
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         signal(self.pid(), name);
     }
 
-    pub fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         self.signal("TERM");
     }
 
     /// SIGKILL, as a crash would; answers whether it was still running.
-    pub fn kill9(&mut self) -> bool {
+    pub(crate) fn kill9(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return false;
         };
@@ -178,14 +178,14 @@ impl Distributor {
     }
 
     /// Whether the process is still running (it did not crash).
-    pub fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         self.child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Waits for the process to exit on its own.
-    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             let child = self.child.as_mut().expect("the distributor was started");
@@ -202,7 +202,7 @@ impl Distributor {
     }
 
     /// The stderr of the current (or last) start.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.logs
             .last()
             .map(|log| std::fs::read_to_string(log).unwrap_or_default())
@@ -210,7 +210,7 @@ impl Distributor {
     }
 
     /// Every start's stderr, in order.
-    pub fn all_stderr(&self) -> Vec<String> {
+    pub(crate) fn all_stderr(&self) -> Vec<String> {
         self.logs
             .iter()
             .map(|log| std::fs::read_to_string(log).unwrap_or_default())
@@ -219,7 +219,7 @@ impl Distributor {
 
     /// Waits until nothing is in flight, for at most `within`; answers the
     /// stats then. A timeout shows the end of the process's stderr.
-    pub async fn drained_within(&self, within: Duration) -> Value {
+    pub(crate) async fn drained_within(&self, within: Duration) -> Value {
         eventually_every("nothing in flight", within, Duration::from_millis(50), || async {
             let stats = self.api.stats().await;
             if stats["in_flight"] == 0 {

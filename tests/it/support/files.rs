@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 /// Reads `state.json.gz` as JSON.
-pub fn read_checkpoint(data_dir: &Path) -> Value {
+pub(crate) fn read_checkpoint(data_dir: &Path) -> Value {
     let file = std::fs::File::open(data_dir.join("state.json.gz")).expect("state.json.gz exists");
     let mut text = String::new();
     flate2::read::GzDecoder::new(file)
@@ -17,7 +17,7 @@ pub fn read_checkpoint(data_dir: &Path) -> Value {
 
 /// The entries of `failed_packets.json`, which must parse as a JSON array
 /// whenever it exists; no file is no entries.
-pub fn read_dead_letter_file(path: &Path) -> Result<Vec<Value>, String> {
+pub(crate) fn read_dead_letter_file(path: &Path) -> Result<Vec<Value>, String> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -34,7 +34,7 @@ pub fn read_dead_letter_file(path: &Path) -> Result<Vec<Value>, String> {
 }
 
 /// The packet ids of dead-letter entries.
-pub fn dead_letter_ids(entries: &[Value]) -> Vec<String> {
+pub(crate) fn dead_letter_ids(entries: &[Value]) -> Vec<String> {
     entries
         .iter()
         .map(|e| {
@@ -49,7 +49,7 @@ pub fn dead_letter_ids(entries: &[Value]) -> Vec<String> {
 /// The packets of a reference analyzer's record file written with
 /// `--record-messages` (`{"id": ..., "messages": [...]}` a line), in the
 /// order received; no file is no packets.
-pub fn read_recorded_packets(path: &Path) -> Vec<Value> {
+pub(crate) fn read_recorded_packets(path: &Path) -> Vec<Value> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
@@ -72,7 +72,7 @@ pub fn read_recorded_packets(path: &Path) -> Vec<Value> {
 /// The ids of a reference analyzer's record file, one JSON line
 /// `{"id": ...}` each, in the order received; no file is no ids. A line
 /// that is not such an object fails the test.
-pub fn read_records(path: &Path) -> Vec<String> {
+pub(crate) fn read_records(path: &Path) -> Vec<String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),

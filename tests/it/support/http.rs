@@ -12,7 +12,7 @@ use std::time::Duration;
 /// An answer: status, headers, the body's bytes, its text and the text
 /// parsed as JSON (`Value::Null` when it is not JSON).
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub bytes: Vec<u8>,
@@ -23,7 +23,7 @@ pub struct Reply {
 impl Reply {
     /// Reads the whole answer; an error while reading the body is an error
     /// of the request (the answer was not received).
-    pub async fn read(response: reqwest::Response) -> Result<Reply, reqwest::Error> {
+    pub(crate) async fn read(response: reqwest::Response) -> Result<Reply, reqwest::Error> {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.bytes().await?.to_vec();
@@ -38,12 +38,12 @@ impl Reply {
         })
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// Asserts the status, showing the body when it differs.
-    pub fn expect(&self, status: u16) -> &Reply {
+    pub(crate) fn expect(&self, status: u16) -> &Reply {
         assert_eq!(
             self.status.as_u16(),
             status,
@@ -55,7 +55,7 @@ impl Reply {
 
     /// Asserts the shape every error shares: a JSON object with an `error`
     /// string; answers that string.
-    pub fn error(&self) -> &str {
+    pub(crate) fn error(&self) -> &str {
         let content_type = self.header("content-type").unwrap_or_default();
         assert!(
             content_type.starts_with("application/json"),
@@ -68,7 +68,7 @@ impl Reply {
     }
 
     /// The `processed_packets` of an ingest answer.
-    pub fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<String> {
         self.json["processed_packets"]
             .as_array()
             .unwrap_or_else(|| panic!("no processed_packets in {}", self.text))
@@ -79,7 +79,7 @@ impl Reply {
 }
 
 /// An HTTP client for tests: a request may take 10 s, a connection 2 s.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(2))
@@ -88,17 +88,17 @@ pub fn client() -> reqwest::Client {
 }
 
 /// `GET url`; an error when no whole answer came (refused, cut, timed out).
-pub async fn get(client: &reqwest::Client, url: &str) -> Result<Reply, reqwest::Error> {
+pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Result<Reply, reqwest::Error> {
     Reply::read(client.get(url).send().await?).await
 }
 
 /// `POST url` with a JSON body; an error when no whole answer came.
-pub async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<Reply, reqwest::Error> {
+pub(crate) async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<Reply, reqwest::Error> {
     Reply::read(client.post(url).json(body).send().await?).await
 }
 
 /// Serves `app` on 127.0.0.1, on a port the system picks; answers the address.
-pub async fn serve(app: axum::Router) -> SocketAddr {
+pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
@@ -110,33 +110,33 @@ pub async fn serve(app: axum::Router) -> SocketAddr {
 /// A client bound to one distributor. Every request must be answered:
 /// one that is not fails the test.
 #[derive(Clone)]
-pub struct Api {
+pub(crate) struct Api {
     pub http: reqwest::Client,
     pub base: String,
 }
 
 impl Api {
-    pub fn new(addr: SocketAddr) -> Api {
+    pub(crate) fn new(addr: SocketAddr) -> Api {
         Api {
             http: client(),
             base: format!("http://{addr}"),
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         get(&self.http, &self.url(path)).await.expect("GET")
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Reply {
         post(&self.http, &self.url(path), body).await.expect("POST")
     }
 
     /// POSTs raw bytes with the given headers.
-    pub async fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    pub(crate) async fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
         let mut request = self.http.post(self.url(path)).body(body);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -144,28 +144,28 @@ impl Api {
         self.send(request).await
     }
 
-    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+    pub(crate) async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("request");
         Reply::read(response).await.expect("response body")
     }
 
-    pub async fn post_logs(&self, packets: &Value) -> Reply {
+    pub(crate) async fn post_logs(&self, packets: &Value) -> Reply {
         self.post("/api/v1/logs", packets).await
     }
 
-    pub async fn stats(&self) -> Value {
+    pub(crate) async fn stats(&self) -> Value {
         let reply = self.get("/api/v1/stats").await;
         reply.expect(200);
         reply.json
     }
 
     /// Forces an analyzer in or out, or back to auto: `{"healthy": false}`...
-    pub async fn set_health(&self, id: &str, body: Value) -> Reply {
+    pub(crate) async fn set_health(&self, id: &str, body: Value) -> Reply {
         self.post(&format!("/api/v1/analyzers/{id}/health"), &body).await
     }
 
     /// Waits until nothing is in flight; answers the stats then.
-    pub async fn drained(&self) -> Value {
+    pub(crate) async fn drained(&self) -> Value {
         eventually("nothing in flight", DEADLINE, || async {
             let stats = self.stats().await;
             if stats["in_flight"] == 0 {
@@ -178,7 +178,7 @@ impl Api {
     }
 
     /// Every dead-letter entry, through `GET /api/v1/dead-letter`, page by page.
-    pub async fn dead_letter(&self) -> Vec<Value> {
+    pub(crate) async fn dead_letter(&self) -> Vec<Value> {
         let mut entries = Vec::new();
         loop {
             let reply = self
@@ -203,12 +203,12 @@ impl Api {
 }
 
 /// `processed_count` of each analyzer of the stats, by id.
-pub fn processed(stats: &Value) -> std::collections::BTreeMap<String, u64> {
+pub(crate) fn processed(stats: &Value) -> std::collections::BTreeMap<String, u64> {
     counter(stats, "processed_count")
 }
 
 /// One per-analyzer counter of the stats, by id.
-pub fn counter(stats: &Value, field: &str) -> std::collections::BTreeMap<String, u64> {
+pub(crate) fn counter(stats: &Value, field: &str) -> std::collections::BTreeMap<String, u64> {
     stats["analyzers"]
         .as_object()
         .expect("stats.analyzers")

@@ -10,14 +10,14 @@ use std::path::Path;
 use tempfile::TempDir;
 
 /// A distributor started in this process on 127.0.0.1:0.
-pub struct Server {
+pub(crate) struct Server {
     running: Option<Running>,
     pub api: Api,
     pub dir: TempDir,
 }
 
 impl Server {
-    pub async fn start(config: &Config) -> Server {
+    pub(crate) async fn start(config: &Config) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut settings = Settings::from_yaml(&config.yaml())
             .unwrap_or_else(|e| panic!("test configuration refused: {e}\n{}", config.yaml()));
@@ -32,16 +32,16 @@ impl Server {
         }
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn running(&self) -> &Running {
+    pub(crate) fn running(&self) -> &Running {
         self.running.as_ref().expect("not shut down yet")
     }
 
     /// The orderly shutdown; fails the test if it fails.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         if let Some(running) = self.running.take() {
             tokio::time::timeout(DEADLINE, running.shutdown())
                 .await

@@ -17,14 +17,14 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The most one kubectl invocation may take.
-pub const KUBECTL_DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const KUBECTL_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The Lease the replicas compete for (`src/k8s/mod.rs`).
-pub const LEASE: &str = "logs-distributor-leader";
+pub(crate) const LEASE: &str = "logs-distributor-leader";
 
 /// A distributor configuration with short timings for tests; `extra` is
 /// appended (more top-level sections).
-pub fn distributor_yaml(extra: &str) -> String {
+pub(crate) fn distributor_yaml(extra: &str) -> String {
     format!(
         "kubernetes: {{lease_duration: 3s, status_interval: 1s}}\n\
          retry: {{base_delay: 20ms}}\n\
@@ -40,7 +40,7 @@ pub fn distributor_yaml(extra: &str) -> String {
 /// A running kube-apiserver + etcd of `scripts/envtest.sh`, with the
 /// Analyzer CRD established.
 #[derive(Debug, Clone)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub kubeconfig: PathBuf,
     pub kubectl: PathBuf,
     /// The run directory (pids, logs, certificates).
@@ -118,13 +118,13 @@ impl Cluster {
     }
 
     /// The control plane every test of the binary shares (started once).
-    pub fn shared() -> Cluster {
+    pub(crate) fn shared() -> Cluster {
         static SHARED: OnceLock<Cluster> = OnceLock::new();
         SHARED.get_or_init(|| Cluster::up(None)).clone()
     }
 
     /// `kubectl ARGS` against this control plane, on the calling thread.
-    pub fn kubectl_blocking(&self, args: &[&str], stdin: Option<&str>) -> Finished {
+    pub(crate) fn kubectl_blocking(&self, args: &[&str], stdin: Option<&str>) -> Finished {
         let mut command = Command::new(&self.kubectl);
         command
             .arg("--kubeconfig")
@@ -135,7 +135,7 @@ impl Cluster {
     }
 
     /// `kubectl ARGS` on the blocking pool.
-    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Finished {
+    pub(crate) async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Finished {
         let cluster = self.clone();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let stdin = stdin.map(str::to_string);
@@ -148,7 +148,7 @@ impl Cluster {
     }
 
     /// The pid of the kube-apiserver process.
-    pub fn apiserver_pid(&self) -> u32 {
+    pub(crate) fn apiserver_pid(&self) -> u32 {
         let path = self.run_dir.join("kube-apiserver.pid");
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
@@ -160,13 +160,13 @@ impl Cluster {
 
 /// A control plane of its own for one test (for a test that stops the API
 /// server without disturbing anyone else); taken down when dropped.
-pub struct PrivateCluster {
+pub(crate) struct PrivateCluster {
     pub cluster: Cluster,
     dir: PathBuf,
 }
 
 impl PrivateCluster {
-    pub async fn up(name: &str) -> PrivateCluster {
+    pub(crate) async fn up(name: &str) -> PrivateCluster {
         let dir = std::env::temp_dir().join(format!("ld-envtest-{name}-{}", std::process::id()));
         let for_task = dir.clone();
         let cluster = tokio::task::spawn_blocking(move || Cluster::up(Some(&for_task)))
@@ -194,13 +194,13 @@ impl Drop for PrivateCluster {
 /// A namespace of one test: created empty, emptied and deleted when
 /// dropped (best effort). envtest runs no namespace controller, so the
 /// namespace is finalized by hand once its contents are gone.
-pub struct Namespace {
+pub(crate) struct Namespace {
     pub cluster: Cluster,
     pub name: String,
 }
 
 impl Namespace {
-    pub async fn create(cluster: &Cluster, prefix: &str) -> Namespace {
+    pub(crate) async fn create(cluster: &Cluster, prefix: &str) -> Namespace {
         let suffix = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("ld-{prefix}-{}", &suffix[..8]);
         cluster
@@ -214,25 +214,25 @@ impl Namespace {
     }
 
     /// `kubectl -n NS ARGS`.
-    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Finished {
+    pub(crate) async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Finished {
         let mut all = vec!["-n", &self.name];
         all.extend_from_slice(args);
         self.cluster.kubectl(&all, stdin).await
     }
 
     /// `kubectl apply -f -` of one manifest (JSON); answers the output.
-    pub async fn apply(&self, manifest: &Value) -> Finished {
+    pub(crate) async fn apply(&self, manifest: &Value) -> Finished {
         self.kubectl(&["apply", "-f", "-"], Some(&manifest.to_string()))
             .await
     }
 
     /// Applies `manifest` and fails the test if the API server refuses it.
-    pub async fn apply_ok(&self, manifest: &Value) {
+    pub(crate) async fn apply_ok(&self, manifest: &Value) {
         self.apply(manifest).await.ok("kubectl apply");
     }
 
     /// `kubectl patch az NAME --type merge -p PATCH`.
-    pub async fn patch_analyzer(&self, name: &str, patch: &Value) {
+    pub(crate) async fn patch_analyzer(&self, name: &str, patch: &Value) {
         self.kubectl(
             &[
                 "patch",
@@ -250,13 +250,13 @@ impl Namespace {
     }
 
     /// `kubectl get KIND NAME -o json`, parsed.
-    pub async fn get_json(&self, kind: &str, name: &str) -> Value {
+    pub(crate) async fn get_json(&self, kind: &str, name: &str) -> Value {
         let out = self.kubectl(&["get", kind, name, "-o", "json"], None).await;
         serde_json::from_str(out.ok("kubectl get -o json")).expect("kubectl prints JSON")
     }
 
     /// The holder of the leader Lease, if there is a Lease.
-    pub async fn lease_holder(&self) -> Option<String> {
+    pub(crate) async fn lease_holder(&self) -> Option<String> {
         let out = self
             .kubectl(
                 &["get", "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}"],
@@ -268,7 +268,7 @@ impl Namespace {
 
     /// Makes `holder` hold the leader Lease for an hour, so that no
     /// distributor of this namespace leads (writes status or Events).
-    pub async fn hold_lease(&self, holder: &str) {
+    pub(crate) async fn hold_lease(&self, holder: &str) {
         let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
         self.apply_ok(&json!({
             "apiVersion": "coordination.k8s.io/v1",
@@ -317,10 +317,10 @@ impl Drop for Namespace {
 // ---------------------------------------------------------------- status and Events
 
 /// Between two kubectl polls.
-pub const KUBECTL_POLL: Duration = Duration::from_millis(200);
+pub(crate) const KUBECTL_POLL: Duration = Duration::from_millis(200);
 
 /// Waits for an Event about Analyzer `name` with `type_` and `reason`.
-pub async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) -> Value {
+pub(crate) async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) -> Value {
     eventually_every(
         &format!("a {type_} {reason} Event about {name}"),
         DEADLINE,
@@ -356,7 +356,7 @@ pub async fn event_about(ns: &Namespace, name: &str, type_: &str, reason: &str) 
 }
 
 /// The Events (`events.k8s.io/v1`) regarding Analyzer `name` with `reason`.
-pub async fn events_about(ns: &Namespace, name: &str, reason: &str) -> Vec<Value> {
+pub(crate) async fn events_about(ns: &Namespace, name: &str, reason: &str) -> Vec<Value> {
     let out = ns
         .kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"], None)
         .await;
@@ -375,7 +375,7 @@ pub async fn events_about(ns: &Namespace, name: &str, reason: &str) -> Vec<Value
 // ---------------------------------------------------------------- manifests
 
 /// An Analyzer simulated in the distributor, never failing.
-pub fn simulated(name: &str, weight: i64, processing_ms: u64) -> Value {
+pub(crate) fn simulated(name: &str, weight: i64, processing_ms: u64) -> Value {
     json!({
         "apiVersion": "logs-distributor.dev/v1alpha1",
         "kind": "Analyzer",
@@ -388,7 +388,7 @@ pub fn simulated(name: &str, weight: i64, processing_ms: u64) -> Value {
 }
 
 /// The four default analyzers: a/b/c/d weighted 40/30/20/10.
-pub fn four_defaults(processing_ms: u64) -> Vec<Value> {
+pub(crate) fn four_defaults(processing_ms: u64) -> Vec<Value> {
     [("a", 40), ("b", 30), ("c", 20), ("d", 10)]
         .into_iter()
         .map(|(name, weight)| simulated(name, weight, processing_ms))
@@ -400,7 +400,7 @@ pub fn four_defaults(processing_ms: u64) -> Vec<Value> {
 /// Starts the binary with `--source kubernetes` on `ns` as `identity`,
 /// with [`distributor_yaml`]`(extra)`; files go to `dir`. Waits for
 /// `/readyz` (200 once the first list of Analyzers has been applied).
-pub async fn distributor(
+pub(crate) async fn distributor(
     cluster: &Cluster,
     ns: &str,
     identity: &str,
@@ -411,7 +411,7 @@ pub async fn distributor(
 }
 
 /// [`distributor`] with a configuration of the test's own.
-pub async fn distributor_with_config(
+pub(crate) async fn distributor_with_config(
     cluster: &Cluster,
     ns: &str,
     identity: &str,
@@ -443,14 +443,14 @@ pub async fn distributor_with_config(
 }
 
 /// `/readyz`'s `kubernetes` object.
-pub async fn kube_readiness(api: &Api) -> Value {
+pub(crate) async fn kube_readiness(api: &Api) -> Value {
     let reply = api.get("/readyz").await;
     reply.json["kubernetes"].clone()
 }
 
 /// Waits until `/api/v1/analyzers` satisfies `check` (given the
 /// `analyzers` object by id); answers it.
-pub async fn analyzers_where(
+pub(crate) async fn analyzers_where(
     api: &Api,
     what: &str,
     timeout: Duration,
@@ -470,7 +470,7 @@ pub async fn analyzers_where(
 }
 
 /// The weights of `/api/v1/analyzers`, by id.
-pub fn weights(analyzers: &Value) -> Vec<(String, u64)> {
+pub(crate) fn weights(analyzers: &Value) -> Vec<(String, u64)> {
     analyzers
         .as_object()
         .map(|all| {
@@ -484,13 +484,13 @@ pub fn weights(analyzers: &Value) -> Vec<(String, u64)> {
 // ---------------------------------------------------------------- RBAC
 
 /// A file of the repository, by its path from the root.
-pub fn repo_file(path: &str) -> PathBuf {
+pub(crate) fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 impl Namespace {
     /// `kubectl apply -n NS -f FILE`.
-    pub async fn apply_file(&self, file: &Path) {
+    pub(crate) async fn apply_file(&self, file: &Path) {
         let file = file.to_str().expect("UTF-8 path");
         self.kubectl(&["apply", "-f", file], None)
             .await
@@ -501,7 +501,7 @@ impl Namespace {
     /// `account` of this namespace, with a token from the TokenRequest API
     /// (served by the API server itself: no controller-manager needed).
     /// Answers the control plane as seen through it.
-    pub async fn as_service_account(&self, account: &str, dir: &Path) -> Cluster {
+    pub(crate) async fn as_service_account(&self, account: &str, dir: &Path) -> Cluster {
         let token = self
             .kubectl(&["create", "token", account, "--duration=1h"], None)
             .await;

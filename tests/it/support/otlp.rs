@@ -19,12 +19,12 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
-pub const PROTOBUF: &str = "application/x-protobuf";
-pub const JSON: &str = "application/json";
+pub(crate) const PROTOBUF: &str = "application/x-protobuf";
+pub(crate) const JSON: &str = "application/json";
 
 /// The distributor binary over two reference analyzers (weights 1:1) that
 /// record every packet with its messages.
-pub struct OtlpSetup {
+pub(crate) struct OtlpSetup {
     pub dir: TempDir,
     pub analyzers: Vec<AnalyzerProcess>,
     pub distributor: Distributor,
@@ -35,7 +35,7 @@ pub struct OtlpSetup {
 impl OtlpSetup {
     /// Starts the analyzers, then the distributor with `configure` applied
     /// to its configuration (with the test's directory, for files).
-    pub async fn start(configure: impl FnOnce(Config, &Path) -> Config) -> OtlpSetup {
+    pub(crate) async fn start(configure: impl FnOnce(Config, &Path) -> Config) -> OtlpSetup {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut analyzers = Vec::new();
         for name in ["otlp-a", "otlp-b"] {
@@ -59,13 +59,13 @@ impl OtlpSetup {
         }
     }
 
-    pub fn api(&self) -> &Api {
+    pub(crate) fn api(&self) -> &Api {
         &self.distributor.api
     }
 
     /// Every message the analyzers recorded, once there are `count` of
     /// them (more fails the test: nothing may arrive twice here).
-    pub async fn delivered(&self, count: usize) -> Vec<Value> {
+    pub(crate) async fn delivered(&self, count: usize) -> Vec<Value> {
         let messages = eventually("the records at the analyzers", DEADLINE * 2, || async {
             let messages = self.recorded_messages();
             if messages.len() >= count {
@@ -80,7 +80,7 @@ impl OtlpSetup {
     }
 
     /// What the analyzers recorded so far, packet by packet, every message.
-    pub fn recorded_messages(&self) -> Vec<Value> {
+    pub(crate) fn recorded_messages(&self) -> Vec<Value> {
         self.analyzers
             .iter()
             .flat_map(|a| a.recorded_packets())
@@ -89,13 +89,13 @@ impl OtlpSetup {
     }
 }
 
-pub fn string(text: &str) -> AnyValue {
+pub(crate) fn string(text: &str) -> AnyValue {
     AnyValue {
         value: Some(AnyKind::StringValue(text.into())),
     }
 }
 
-pub fn attribute(key: &str, value: AnyValue) -> KeyValue {
+pub(crate) fn attribute(key: &str, value: AnyValue) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(value),
@@ -105,7 +105,7 @@ pub fn attribute(key: &str, value: AnyValue) -> KeyValue {
 
 /// A request of one resource (`service.name` = `service`) and one scope,
 /// a record per body, each with the attribute `index`.
-pub fn log_request(service: &str, bodies: &[&str]) -> ExportLogsServiceRequest {
+pub(crate) fn log_request(service: &str, bodies: &[&str]) -> ExportLogsServiceRequest {
     let records = bodies
         .iter()
         .enumerate()
@@ -143,7 +143,12 @@ pub fn log_request(service: &str, bodies: &[&str]) -> ExportLogsServiceRequest {
 }
 
 /// POSTs `body` to `/v1/logs` with `content_type` and the extra headers.
-pub async fn post_otlp(api: &Api, content_type: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Reply {
+pub(crate) async fn post_otlp(
+    api: &Api,
+    content_type: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut all = vec![("content-type", content_type)];
     all.extend_from_slice(headers);
     api.post_raw("/v1/logs", &all, body).await
@@ -151,7 +156,7 @@ pub async fn post_otlp(api: &Api, content_type: &str, body: Vec<u8>, headers: &[
 
 /// The `google.rpc.Status` of an error answer, in the answer's encoding
 /// (which must be `encoding`).
-pub fn status(reply: &Reply, encoding: &str) -> Status {
+pub(crate) fn status(reply: &Reply, encoding: &str) -> Status {
     assert_eq!(
         reply.header("content-type"),
         Some(encoding),
@@ -174,7 +179,7 @@ pub fn status(reply: &Reply, encoding: &str) -> Status {
 
 /// The `partial_success` of a 200 in `encoding`: rejected records and the
 /// message (0 and "" when there is none).
-pub fn partial_success(reply: &Reply, encoding: &str) -> (i64, String) {
+pub(crate) fn partial_success(reply: &Reply, encoding: &str) -> (i64, String) {
     reply.expect(200);
     assert_eq!(reply.header("content-type"), Some(encoding), "{}", reply.text);
     if encoding == PROTOBUF {

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 /// A valid packet with `messages` INFO messages; `id` left out when `None`.
-pub fn packet(id: Option<&str>, messages: usize) -> Value {
+pub(crate) fn packet(id: Option<&str>, messages: usize) -> Value {
     let messages: Vec<Value> = (0..messages)
         .map(|i| json!({"level": "INFO", "message": format!("message {i}"), "source": "tests"}))
         .collect();
@@ -14,7 +14,7 @@ pub fn packet(id: Option<&str>, messages: usize) -> Value {
 }
 
 /// `count` valid one-message packets with ids `{prefix}-0`, `{prefix}-1`, ...
-pub fn packets(prefix: &str, count: usize) -> Value {
+pub(crate) fn packets(prefix: &str, count: usize) -> Value {
     Value::Array(
         (0..count)
             .map(|i| packet(Some(&format!("{prefix}-{i}")), 1))
@@ -24,14 +24,14 @@ pub fn packets(prefix: &str, count: usize) -> Value {
 
 /// `count` one-message packets with ids `{prefix}-000000`, `{prefix}-000001`...
 /// starting at `from`, and those ids.
-pub fn numbered_packets(prefix: &str, from: usize, count: usize) -> (Value, Vec<String>) {
+pub(crate) fn numbered_packets(prefix: &str, from: usize, count: usize) -> (Value, Vec<String>) {
     let ids: Vec<String> = (from..from + count).map(|i| format!("{prefix}-{i:06}")).collect();
     let body = Value::Array(ids.iter().map(|id| packet(Some(id), 1)).collect());
     (body, ids)
 }
 
 /// One valid one-message packet per id, each message of about `bytes` bytes.
-pub fn sized_packets(ids: &[String], bytes: usize) -> Value {
+pub(crate) fn sized_packets(ids: &[String], bytes: usize) -> Value {
     Value::Array(
         ids.iter()
             .map(|id| {

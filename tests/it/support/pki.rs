@@ -7,34 +7,34 @@ use std::sync::Arc;
 use tokio_rustls::rustls;
 
 /// A certificate authority of one test.
-pub struct Pki {
+pub(crate) struct Pki {
     ca_cert: rcgen::Certificate,
     ca_key: rcgen::KeyPair,
     ca_params: rcgen::CertificateParams,
 }
 
 /// A certificate signed by a [`Pki`], and its key, in PEM.
-pub struct Leaf {
+pub(crate) struct Leaf {
     pub cert_pem: String,
     pub key_pem: String,
 }
 
 impl Leaf {
     /// Writes the key, then the certificate.
-    pub fn write(&self, cert: &Path, key: &Path) {
+    pub(crate) fn write(&self, cert: &Path, key: &Path) {
         std::fs::write(key, &self.key_pem).unwrap();
         std::fs::write(cert, &self.cert_pem).unwrap();
     }
 }
 
 impl Pki {
-    pub fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         Pki::named("logs-distributor test CA")
     }
 
     /// A CA with the common name `name` (two CAs of one name would be told
     /// apart by their signatures only).
-    pub fn named(name: &str) -> Pki {
+    pub(crate) fn named(name: &str) -> Pki {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -48,12 +48,12 @@ impl Pki {
     }
 
     /// The CA's certificate, PEM.
-    pub fn ca_pem(&self) -> String {
+    pub(crate) fn ca_pem(&self) -> String {
         self.ca_cert.pem()
     }
 
     /// The CA's certificate as a root store of its own.
-    pub fn roots(&self) -> rustls::RootCertStore {
+    pub(crate) fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_cert.der().clone()).unwrap();
         roots
@@ -74,19 +74,19 @@ impl Pki {
     }
 
     /// A server certificate for localhost and 127.0.0.1 named `cn`.
-    pub fn server(&self, cn: &str, serial: u64) -> Leaf {
+    pub(crate) fn server(&self, cn: &str, serial: u64) -> Leaf {
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         self.sign(names, cn, serial, rcgen::ExtendedKeyUsagePurpose::ServerAuth)
     }
 
     /// A client certificate named `cn`, for mTLS.
-    pub fn client(&self, cn: &str) -> Leaf {
+    pub(crate) fn client(&self, cn: &str) -> Leaf {
         self.sign(Vec::new(), cn, 1000, rcgen::ExtendedKeyUsagePurpose::ClientAuth)
     }
 
     /// A server certificate for localhost and 127.0.0.1 named `cn`, written
     /// to `cert` and `key` (the key first); answers the certificate's DER.
-    pub fn issue(&self, cn: &str, serial: u64, cert: &Path, key: &Path) -> Vec<u8> {
+    pub(crate) fn issue(&self, cn: &str, serial: u64, cert: &Path, key: &Path) -> Vec<u8> {
         let leaf = self.server(cn, serial);
         leaf.write(cert, key);
         use rustls::pki_types::pem::PemObject;
@@ -95,7 +95,7 @@ impl Pki {
     }
 
     /// A client that trusts this CA only.
-    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+    pub(crate) fn connector(&self) -> tokio_rustls::TlsConnector {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -5,11 +5,11 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// How long any condition may take before the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Polls `probe` every 10 ms until it answers `Ok`; fails the test with
 /// the last `Err` once `timeout` has passed.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, probe: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -19,7 +19,12 @@ where
 
 /// [`eventually`], polling every `every` (for probes that cost more than a
 /// request on loopback, such as running kubectl).
-pub async fn eventually_every<T, F, Fut>(what: &str, timeout: Duration, every: Duration, mut probe: F) -> T
+pub(crate) async fn eventually_every<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut probe: F,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,

@@ -20,7 +20,7 @@ const COUNT: u16 = 10_000;
 
 /// A port in 10000..20000 that no other call of this run has answered and
 /// that nothing listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     static START: OnceLock<u16> = OnceLock::new();
     static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
     let start = *START.get_or_init(|| rand::random::<u16>() % COUNT);

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_logs-distributor");
+pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_logs-distributor");
 
 /// Every environment variable the binary reads, removed from every child so
 /// that the caller's environment cannot change what a test sees
 /// (`lifecycle` checks the list against `--help`).
-pub const ENV_VARS: [&str; 19] = [
+pub(crate) const ENV_VARS: [&str; 19] = [
     "LD_LISTEN",
     "LD_DATA_DIR",
     "LD_CONFIG",
@@ -34,7 +34,7 @@ pub const ENV_VARS: [&str; 19] = [
 ];
 
 /// The binary with a clean environment.
-pub fn command() -> Command {
+pub(crate) fn command() -> Command {
     let mut command = Command::new(BINARY);
     for var in ENV_VARS {
         command.env_remove(var);
@@ -45,7 +45,7 @@ pub fn command() -> Command {
 
 /// What a command that ran to completion said.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -55,7 +55,7 @@ impl Finished {
     /// Fails the test unless the command succeeded; answers stdout. (Only
     /// the Kubernetes tests, compiled with `test-control-plane`, need it.)
     #[cfg(feature = "test-control-plane")]
-    pub fn ok(&self, what: &str) -> &str {
+    pub(crate) fn ok(&self, what: &str) -> &str {
         assert!(
             self.status.success(),
             "{what} failed ({}):\nstdout: {}\nstderr: {}",
@@ -68,13 +68,13 @@ impl Finished {
 }
 
 /// Runs `command` to completion (at most `DEADLINE`).
-pub fn run_to_end(command: &mut Command) -> Finished {
+pub(crate) fn run_to_end(command: &mut Command) -> Finished {
     run(command, None, DEADLINE)
 }
 
 /// Runs `command` to completion with `stdin`, killing it (and failing the
 /// test) after `deadline`.
-pub fn run(command: &mut Command, stdin: Option<&str>, deadline: Duration) -> Finished {
+pub(crate) fn run(command: &mut Command, stdin: Option<&str>, deadline: Duration) -> Finished {
     let dir = tempfile::tempdir().expect("temp dir");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
@@ -119,7 +119,7 @@ pub fn run(command: &mut Command, stdin: Option<&str>, deadline: Duration) -> Fi
 }
 
 /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`...) to `pid`.
-pub fn signal(pid: u32, name: &str) {
+pub(crate) fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -129,7 +129,7 @@ pub fn signal(pid: u32, name: &str) {
 }
 
 /// The last `lines` lines of `text`.
-pub fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

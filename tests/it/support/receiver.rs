@@ -27,7 +27,7 @@ use tower_service::Service;
 
 /// What a receiver asks of its clients and how it answers.
 #[derive(Default)]
-pub struct ReceiverOptions {
+pub(crate) struct ReceiverOptions {
     /// Serve HTTPS with this certificate.
     pub tls: Option<Leaf>,
     /// Require a client certificate signed by this CA.
@@ -44,14 +44,14 @@ pub struct ReceiverOptions {
 
 /// One delivery as the receiver took it.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub ids: Vec<String>,
     pub headers: HeaderMap,
 }
 
 /// One probe as the receiver answered it.
 #[derive(Debug, Clone)]
-pub struct Probe {
+pub(crate) struct Probe {
     pub method: Method,
     pub headers: HeaderMap,
 }
@@ -77,7 +77,7 @@ struct Shared {
 }
 
 /// A running receiver; its listeners stop when it is dropped.
-pub struct Receiver {
+pub(crate) struct Receiver {
     pub addr: SocketAddr,
     /// The health listener's address, with `health_listener`.
     pub health_addr: Option<SocketAddr>,
@@ -88,7 +88,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub async fn start(options: ReceiverOptions) -> Receiver {
+    pub(crate) async fn start(options: ReceiverOptions) -> Receiver {
         let shared = Arc::new(Shared {
             authorization: Mutex::new(options.authorization.clone()),
             delivery_status: AtomicU16::new(200),
@@ -136,68 +136,68 @@ impl Receiver {
     }
 
     /// The delivery endpoint.
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}/ingest", self.addr.port())
     }
 
     /// The health listener's URL, with `health_listener`.
-    pub fn health_url(&self) -> String {
+    pub(crate) fn health_url(&self) -> String {
         self.health_url_at("127.0.0.1")
     }
 
     /// The health listener's URL with `host` (`localhost` names the same
     /// listener as another host).
-    pub fn health_url_at(&self, host: &str) -> String {
+    pub(crate) fn health_url_at(&self, host: &str) -> String {
         let scheme = if self.health_over_tls { "https" } else { "http" };
         let port = self.health_addr.expect("a health listener").port();
         format!("{scheme}://{host}:{port}/")
     }
 
     /// From now on, require this `Authorization` (or none).
-    pub fn require(&self, authorization: Option<&str>) {
+    pub(crate) fn require(&self, authorization: Option<&str>) {
         *self.shared.authorization.lock().unwrap() = authorization.map(String::from);
     }
 
     /// The status deliveries are answered with (after the auth check); 200 takes them.
-    pub fn answer_deliveries(&self, status: u16) {
+    pub(crate) fn answer_deliveries(&self, status: u16) {
         self.shared.delivery_status.store(status, Ordering::Relaxed);
     }
 
     /// The status probes are answered with.
-    pub fn answer_probes(&self, status: u16) {
+    pub(crate) fn answer_probes(&self, status: u16) {
         self.shared.health_status.store(status, Ordering::Relaxed);
     }
 
     /// Delivery requests received, taken or refused.
-    pub fn attempts(&self) -> usize {
+    pub(crate) fn attempts(&self) -> usize {
         self.shared.seen.lock().unwrap().attempts
     }
 
-    pub fn deliveries(&self) -> Vec<Delivery> {
+    pub(crate) fn deliveries(&self) -> Vec<Delivery> {
         self.shared.seen.lock().unwrap().deliveries.clone()
     }
 
     /// Every packet id taken, in order.
-    pub fn ids(&self) -> Vec<String> {
+    pub(crate) fn ids(&self) -> Vec<String> {
         self.deliveries().into_iter().flat_map(|d| d.ids).collect()
     }
 
     /// The headers of deliveries refused for their `Authorization`.
-    pub fn refused(&self) -> Vec<HeaderMap> {
+    pub(crate) fn refused(&self) -> Vec<HeaderMap> {
         self.shared.seen.lock().unwrap().refused.clone()
     }
 
-    pub fn probes(&self) -> Vec<Probe> {
+    pub(crate) fn probes(&self) -> Vec<Probe> {
         self.shared.seen.lock().unwrap().probes.clone()
     }
 
     /// The first byte each connection to the delivery port sent, in order.
-    pub fn first_bytes(&self) -> Vec<u8> {
+    pub(crate) fn first_bytes(&self) -> Vec<u8> {
         self.shared.seen.lock().unwrap().first_bytes.clone()
     }
 
-    pub fn handshake_failures(&self) -> usize {
+    pub(crate) fn handshake_failures(&self) -> usize {
         self.shared.seen.lock().unwrap().handshake_failures
     }
 }

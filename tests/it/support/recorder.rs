@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 /// One delivery as the recorder received it.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub headers: HeaderMap,
     pub body: Bytes,
     /// What the recorder answered.
@@ -23,7 +23,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// The body's lines (NDJSON), each parsed.
-    pub fn lines(&self) -> Vec<Value> {
+    pub(crate) fn lines(&self) -> Vec<Value> {
         std::str::from_utf8(&self.body)
             .expect("a UTF-8 body")
             .lines()
@@ -32,20 +32,20 @@ impl Delivery {
     }
 
     /// The body as a JSON array of packets.
-    pub fn packets(&self) -> Vec<Value> {
+    pub(crate) fn packets(&self) -> Vec<Value> {
         serde_json::from_slice::<Vec<Value>>(&self.body).expect("a JSON array of packets")
     }
 }
 
 #[derive(Clone)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     deliveries: Arc<Mutex<Vec<Delivery>>>,
 }
 
 impl Recorder {
     /// Starts a recorder that answers its first deliveries with `script`,
     /// in order, and every later one 200; answers it and its endpoint URL.
-    pub async fn start(script: Vec<StatusCode>) -> (Recorder, String) {
+    pub(crate) async fn start(script: Vec<StatusCode>) -> (Recorder, String) {
         let recorder = Recorder {
             deliveries: Arc::default(),
         };
@@ -71,12 +71,12 @@ impl Recorder {
     }
 
     /// Every delivery so far, in the order they came.
-    pub fn deliveries(&self) -> Vec<Delivery> {
+    pub(crate) fn deliveries(&self) -> Vec<Delivery> {
         self.deliveries.lock().unwrap().clone()
     }
 
     /// Every packet taken (answered 200) in the packets format, by id.
-    pub fn packets_by_id(&self) -> HashMap<String, Value> {
+    pub(crate) fn packets_by_id(&self) -> HashMap<String, Value> {
         self.deliveries()
             .iter()
             .filter(|delivery| delivery.status == StatusCode::OK)

@@ -27,11 +27,11 @@ use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 static GATE: RwLock<()> = RwLock::const_new(());
 
 /// Waits until no other test holds a guard; holds the others off until dropped.
-pub async fn alone() -> RwLockWriteGuard<'static, ()> {
+pub(crate) async fn alone() -> RwLockWriteGuard<'static, ()> {
     GATE.write().await
 }
 
 /// Waits until no test holds [`alone`]; holds such tests off until dropped.
-pub async fn beside_others() -> RwLockReadGuard<'static, ()> {
+pub(crate) async fn beside_others() -> RwLockReadGuard<'static, ()> {
     GATE.read().await
 }
