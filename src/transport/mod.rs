@@ -14,7 +14,7 @@ mod idempotency;
 pub mod material;
 mod ndjson;
 pub(crate) mod otlp;
-mod pool;
+pub(crate) mod pool;
 pub mod probe;
 mod simulated;
 mod stream;

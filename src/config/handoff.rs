@@ -1,0 +1,85 @@
+//! The `handoff` section: what a replica stopped for good does with the
+//! packets it still holds (see `crate::handoff`), and its checks.
+
+use super::ConfigError;
+use crate::transport::endpoint::Endpoint;
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Whether a stop hands what is left after the drain to a peer.
+#[derive(ValueEnum, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HandoffOnStop {
+    /// With `--source kubernetes`: when the StatefulSet's `spec.replicas`
+    /// no longer counts this pod's ordinal (a scale-in); never otherwise.
+    #[default]
+    Auto,
+    /// At every stop (a replica that never comes back, whatever the source).
+    Always,
+    /// Never: what is left stays on the volume for the next start.
+    Never,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandoffConfig {
+    pub on_stop: HandoffOnStop,
+    /// Base URLs of the peers to hand to (`http://10.0.0.7:8080`). Empty
+    /// with `--source kubernetes`: the ready endpoints of the StatefulSet's
+    /// headless Service (its EndpointSlices), this pod left out.
+    pub peers: Vec<String>,
+    /// The StatefulSet this pod belongs to; empty: the identity
+    /// (`kubernetes.identity`, the pod's name) without its `-<ordinal>`.
+    pub statefulset: String,
+    /// How long a stop may spend handing off, after the drain.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Packets per handoff request, at most.
+    pub batch_packets: usize,
+    /// Bytes of packet JSON per handoff request, at most (a larger packet
+    /// goes alone); at most `limits.max_body_bytes`, which the peer applies.
+    pub batch_bytes: usize,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        HandoffConfig {
+            on_stop: HandoffOnStop::Auto,
+            peers: Vec::new(),
+            statefulset: String::new(),
+            timeout: Duration::from_secs(30),
+            batch_packets: 500,
+            batch_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl HandoffConfig {
+    /// Checks the section against `max_body_bytes` (the peer's bound).
+    pub(super) fn check(&self, max_body_bytes: usize) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: String| Err(ConfigError(format!("handoff.{key}: {why}")));
+        if self.batch_packets == 0 {
+            return bad("batch_packets", "must be at least 1".into());
+        }
+        if self.batch_bytes == 0 || self.batch_bytes > max_body_bytes {
+            return bad(
+                "batch_bytes",
+                format!(
+                    "{} must be above 0 and at most limits.max_body_bytes ({max_body_bytes})",
+                    self.batch_bytes
+                ),
+            );
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            let endpoint = Endpoint::parse(peer).map_err(|why| ConfigError(format!("handoff.peers[{i}]: {why}")))?;
+            if endpoint.is_https() {
+                return bad(
+                    &format!("peers[{i}]"),
+                    format!("{peer:?}: handoff speaks http:// to its peers"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
