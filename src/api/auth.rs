@@ -43,7 +43,10 @@ pub enum Scope {
 pub fn scope_of(method: &Method, route: Option<&str>) -> Scope {
     let reading = method == Method::GET || method == Method::HEAD;
     match route {
-        Some("/api/v1/logs") | Some("/api/v1/records") | Some("/v1/logs") | Some(crate::handoff::HANDOFF_PATH)
+        Some("/api/v1/logs")
+        | Some("/api/v1/records")
+        | Some("/v1/logs")
+        | Some(crate::handoff::HANDOFF_PATH)
             if method == Method::POST =>
         {
             Scope::Ingest

@@ -21,7 +21,9 @@ pub async fn take(
         ))
     })?;
     if request.origin.trim().is_empty() {
-        return Err(ApiError::bad_request("`origin` must name the replica the packets come from"));
+        return Err(ApiError::bad_request(
+            "`origin` must name the replica the packets come from",
+        ));
     }
     let count = request.packets.len();
     if count == 0 {

@@ -72,7 +72,8 @@ impl HandoffConfig {
             );
         }
         for (i, peer) in self.peers.iter().enumerate() {
-            let endpoint = Endpoint::parse(peer).map_err(|why| ConfigError(format!("handoff.peers[{i}]: {why}")))?;
+            let endpoint =
+                Endpoint::parse(peer).map_err(|why| ConfigError(format!("handoff.peers[{i}]: {why}")))?;
             if endpoint.is_https() {
                 return bad(
                     &format!("peers[{i}]"),

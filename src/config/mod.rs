@@ -19,8 +19,8 @@ pub use crate::transport::{
     credentials::AuthOptions, headers::ExtraHeaders, tls::TlsOptions, DeliveryFormat,
 };
 pub use analyzer::{AnalyzerConfig, AnalyzerHealthCheck, SimulatedConfig};
-pub use handoff::{HandoffConfig, HandoffOnStop};
 use clap::ValueEnum;
+pub use handoff::{HandoffConfig, HandoffOnStop};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -104,7 +104,11 @@ impl OnStop {
             .await;
         let (handed, kept, why) = match report {
             Ok(report) if report.kept == 0 => {
-                tracing::info!(handed = report.handed, duplicates = report.duplicates, "handed every packet to peers");
+                tracing::info!(
+                    handed = report.handed,
+                    duplicates = report.duplicates,
+                    "handed every packet to peers"
+                );
                 return;
             }
             Ok(report) => (
@@ -149,7 +153,11 @@ impl OnStop {
             Place::Deleted => None,
         };
         if self.mode == HandoffOnStop::Auto && !place.scaled_in() {
-            tracing::info!(?place, packets, "a restart, not a scale-in: the packets stay on the volume for the next start");
+            tracing::info!(
+                ?place,
+                packets,
+                "a restart, not a scale-in: the packets stay on the volume for the next start"
+            );
             return None;
         }
         if let Some(fixed) = fixed {

@@ -40,7 +40,11 @@ impl Ledger {
         let dispatcher = Arc::clone(dispatcher);
         tokio::spawn(async move { ledger.adopt_alone(&dispatcher, request).await })
             .await
-            .unwrap_or_else(|e| Err(AdmitError::StorageUnavailable(format!("the handoff task failed: {e}"))))
+            .unwrap_or_else(|e| {
+                Err(AdmitError::StorageUnavailable(format!(
+                    "the handoff task failed: {e}"
+                )))
+            })
     }
 
     async fn adopt_alone(
@@ -73,7 +77,10 @@ impl Ledger {
             duplicates: total - adopted,
         };
         let metrics = dispatcher.metrics();
-        metrics.handoff_packets.with_label_values(&["adopted"]).inc_by(adopted as u64);
+        metrics
+            .handoff_packets
+            .with_label_values(&["adopted"])
+            .inc_by(adopted as u64);
         metrics
             .handoff_packets
             .with_label_values(&["duplicate"])

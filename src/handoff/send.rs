@@ -204,9 +204,9 @@ impl Sender {
         let mut bytes = 0;
         for saved in held {
             let size = saved.packet.json_bytes();
-            let full = batches.last().is_none_or(|last| {
-                last.len() >= self.batch_packets || bytes + size > self.batch_bytes
-            });
+            let full = batches
+                .last()
+                .is_none_or(|last| last.len() >= self.batch_packets || bytes + size > self.batch_bytes);
             if full {
                 batches.push(Vec::new());
                 bytes = 0;
@@ -236,7 +236,8 @@ impl Sender {
         if answer.status != 200 {
             return Err(format!("HTTP {}: {}", answer.status, text.trim()));
         }
-        serde_json::from_slice(&answer.body).map_err(|e| format!("an answer that is not a handoff answer ({e}): {text}"))
+        serde_json::from_slice(&answer.body)
+            .map_err(|e| format!("an answer that is not a handoff answer ({e}): {text}"))
     }
 }
 

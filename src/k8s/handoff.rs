@@ -13,8 +13,8 @@
 //!   named `http` (or the slice's only port).
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
@@ -32,7 +32,11 @@ pub(crate) struct Peer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Place {
     /// `spec.replicas` and the headless Service (`spec.serviceName`).
-    Member { ordinal: u32, replicas: i32, service: String },
+    Member {
+        ordinal: u32,
+        replicas: i32,
+        service: String,
+    },
     /// The StatefulSet no longer exists.
     Deleted,
 }
@@ -41,7 +45,9 @@ impl Place {
     /// Whether the pod stops for good: its ordinal is no longer counted.
     pub(crate) fn scaled_in(&self) -> bool {
         match self {
-            Place::Member { ordinal, replicas, .. } => i64::from(*ordinal) >= i64::from(*replicas),
+            Place::Member {
+                ordinal, replicas, ..
+            } => i64::from(*ordinal) >= i64::from(*replicas),
             Place::Deleted => true,
         }
     }
@@ -84,11 +90,12 @@ impl Membership {
         identity: String,
         statefulset: &str,
     ) -> anyhow::Result<Membership> {
-        let mut config = kube::Config::infer()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot find Kubernetes credentials (kubeconfig or in-cluster): {e}"))?;
+        let mut config = kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!("cannot find Kubernetes credentials (kubeconfig or in-cluster): {e}")
+        })?;
         config.read_timeout = Some(super::READ_TIMEOUT);
-        let client = Client::try_from(config).map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client: {e}"))?;
+        let client =
+            Client::try_from(config).map_err(|e| anyhow::anyhow!("cannot build a Kubernetes client: {e}"))?;
         let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
         Ok(Membership::new(client, namespace, identity, statefulset)?)
     }
@@ -122,7 +129,8 @@ impl Membership {
 
     /// The pod's place in the StatefulSet as it is now.
     pub(crate) async fn place(&self) -> Result<Place, AskError> {
-        let (_, ordinal) = split_ordinal(&self.identity).ok_or_else(|| AskError::NoOrdinal(self.identity.clone()))?;
+        let (_, ordinal) =
+            split_ordinal(&self.identity).ok_or_else(|| AskError::NoOrdinal(self.identity.clone()))?;
         let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.namespace);
         let found = api
             .get_opt(&self.statefulset)
@@ -174,10 +182,13 @@ impl Membership {
     pub(crate) async fn ready_peers(&self, service: &str) -> Result<Vec<Peer>, AskError> {
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-        let slices = api.list(&params).await.map_err(|source| AskError::EndpointSlices {
-            service: service.to_string(),
-            source,
-        })?;
+        let slices = api
+            .list(&params)
+            .await
+            .map_err(|source| AskError::EndpointSlices {
+                service: service.to_string(),
+                source,
+            })?;
         let mut peers = Vec::new();
         for slice in slices {
             peers.extend(ready_endpoints(&slice, &self.identity));

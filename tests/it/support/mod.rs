@@ -7,6 +7,7 @@ pub mod config;
 pub mod distributor;
 pub mod files;
 pub mod fixtures;
+pub mod handoff;
 pub mod http;
 pub mod in_process;
 #[cfg(feature = "test-control-plane")]
