@@ -104,7 +104,7 @@ pub fn app(state: AppState) -> Router {
     let admin_posts = Router::new()
         .route("/api/v1/analyzers/{id}/health", post(admin::set_health))
         .route("/api/v1/dead-letter/replay", post(admin::replay))
-        .route(crate::handoff::HANDOFF_PATH, post(handoff::take))
+        .route("/internal/v1/handoff", post(handoff::take))
         .route_layer(middleware::from_fn_with_state(state.clone(), body::within_budget));
     let routes = Router::new()
         .merge(admin_posts)
