@@ -37,8 +37,9 @@ pub struct HandoffConfig {
     pub timeout: Duration,
     /// Packets per handoff request, at most.
     pub batch_packets: usize,
-    /// Bytes of packet JSON per handoff request, at most (a larger packet
-    /// goes alone); at most `limits.max_body_bytes`, which the peer applies.
+    /// Bytes of packets per handoff request, at most (a larger packet goes
+    /// alone); a request also stays within `limits.max_body_bytes`, which
+    /// the peer applies (the replicas share the configuration).
     pub batch_bytes: usize,
 }
 
@@ -56,20 +57,14 @@ impl Default for HandoffConfig {
 }
 
 impl HandoffConfig {
-    /// Checks the section against `max_body_bytes` (the peer's bound).
-    pub(super) fn check(&self, max_body_bytes: usize) -> Result<(), ConfigError> {
+    /// Checks the section.
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| Err(ConfigError(format!("handoff.{key}: {why}")));
         if self.batch_packets == 0 {
             return bad("batch_packets", "must be at least 1".into());
         }
-        if self.batch_bytes == 0 || self.batch_bytes > max_body_bytes {
-            return bad(
-                "batch_bytes",
-                format!(
-                    "{} must be above 0 and at most limits.max_body_bytes ({max_body_bytes})",
-                    self.batch_bytes
-                ),
-            );
+        if self.batch_bytes == 0 {
+            return bad("batch_bytes", "must be above 0".into());
         }
         for (i, peer) in self.peers.iter().enumerate() {
             let endpoint =
@@ -82,5 +77,27 @@ impl HandoffConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+
+    fn error_of(yaml: &str) -> String {
+        Settings::from_yaml(yaml).expect_err(yaml).to_string()
+    }
+
+    #[test]
+    fn bad_handoff_settings_are_refused_naming_the_key() {
+        assert!(error_of("handoff: {batch_packets: 0}\n").contains("handoff.batch_packets"));
+        assert!(error_of("handoff: {batch_bytes: 0}\n").contains("handoff.batch_bytes"));
+        assert!(error_of("handoff: {timeout: 0s}\n").contains("handoff.timeout"));
+        assert!(error_of("handoff: {peers: [\"not a url\"]}\n").contains("handoff.peers[0]"));
+        assert!(error_of("handoff: {peers: [\"https://10.0.0.7:8080\"]}\n").contains("speaks http://"));
+        assert!(error_of("handoff: {on_stop: sometimes}\n").contains("sometimes"));
+        let fine =
+            Settings::from_yaml("handoff: {on_stop: always, peers: [\"http://10.0.0.7:8080\"]}\n").unwrap();
+        assert_eq!(fine.handoff.peers, ["http://10.0.0.7:8080"]);
     }
 }

@@ -11,7 +11,7 @@
 //!   Kubernetes, to the headless Service's ready pods).
 //! - `never`: nothing moves.
 
-use super::send::{Holder, Peers, Sender};
+use super::send::{Holder, Peers, Sender, REQUEST_OVERHEAD_BYTES};
 use crate::config::{HandoffOnStop, Settings, Source};
 use crate::dispatch::Dispatcher;
 use crate::k8s::handoff::{Membership, Place};
@@ -73,7 +73,16 @@ impl OnStop {
             identity,
             token,
             batch_packets: config.batch_packets,
-            batch_bytes: config.batch_bytes,
+            // A request stays within the peers' limits.max_body_bytes.
+            batch_bytes: config
+                .batch_bytes
+                .min(
+                    settings
+                        .limits
+                        .max_body_bytes
+                        .saturating_sub(REQUEST_OVERHEAD_BYTES),
+                )
+                .max(1),
             timeout: config.timeout,
         })
     }

@@ -24,6 +24,10 @@ use tokio::time::Instant;
 const PAUSE: Duration = Duration::from_millis(500);
 /// The longest one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a packet adds to a request besides its JSON: `"seq":N,` and a comma.
+const PACKET_OVERHEAD_BYTES: usize = 32;
+/// What a request adds besides its packets: the braces, `origin` and its name.
+pub(crate) const REQUEST_OVERHEAD_BYTES: usize = 1024;
 
 /// Where the peers come from.
 #[derive(Clone)]
@@ -203,7 +207,7 @@ impl Sender {
         let mut batches: Vec<Vec<SavedPacket>> = Vec::new();
         let mut bytes = 0;
         for saved in held {
-            let size = saved.packet.json_bytes();
+            let size = saved.packet.json_bytes() + PACKET_OVERHEAD_BYTES;
             let full = batches
                 .last()
                 .is_none_or(|last| last.len() >= self.batch_packets || bytes + size > self.batch_bytes);
@@ -279,7 +283,7 @@ mod tests {
         let seqs: Vec<u64> = batches.concat().iter().map(|s| s.seq).collect();
         assert_eq!(seqs, (0..7).collect::<Vec<_>>());
         let one = held[0].packet.json_bytes();
-        let by_bytes = sender(100, 2 * one).batches(held);
+        let by_bytes = sender(100, 2 * (one + PACKET_OVERHEAD_BYTES)).batches(held);
         assert!(by_bytes.iter().all(|b| b.len() == 2 || b.len() == 1));
     }
 
