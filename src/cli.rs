@@ -56,6 +56,12 @@ pub struct HandoffArgs {
     /// File holding the peers' ingestion token; the token itself may come from LD_INGEST_TOKEN
     #[arg(long, env = "LD_INGEST_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// PEM bundle of the CA that signed https:// peers' certificates (besides the system's roots)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The name https:// peers' certificates carry [default: the --to URL's host]
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
     /// Packets per request, at most
     #[arg(long, default_value_t = 500)]
     pub batch_packets: usize,
@@ -89,6 +95,14 @@ impl HandoffArgs {
             to: self.to.clone(),
             origin: self.origin.clone(),
             token,
+            tls: (self.ca_file.is_some() || self.server_name.is_some()).then(|| crate::config::TlsOptions {
+                ca_file: self
+                    .ca_file
+                    .clone()
+                    .map(crate::transport::material::Material::File),
+                server_name: self.server_name.clone(),
+                ..Default::default()
+            }),
             timeout: self.timeout,
             batch_packets: self.batch_packets,
             batch_bytes: self.batch_bytes,

@@ -1,7 +1,7 @@
 //! The `handoff` section: what a replica stopped for good does with the
 //! packets it still holds (see `crate::handoff`), and its checks.
 
-use super::ConfigError;
+use super::{ConfigError, TlsOptions};
 use crate::transport::endpoint::Endpoint;
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,12 @@ pub struct HandoffConfig {
     /// with `--source kubernetes`: the ready endpoints of the StatefulSet's
     /// headless Service (its EndpointSlices), this pod left out.
     pub peers: Vec<String>,
+    /// How `https://` peers are trusted: the CA of their certificate and
+    /// the name in it (peers from EndpointSlices are reached by address).
+    /// The Service's peers are reached over `https://` when this is set or
+    /// when this replica serves HTTPS (`tls`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOptions>,
     /// The StatefulSet this pod belongs to; empty: the identity
     /// (`kubernetes.identity`, the pod's name) without its `-<ordinal>`.
     pub statefulset: String,
@@ -48,6 +54,7 @@ impl Default for HandoffConfig {
         HandoffConfig {
             on_stop: HandoffOnStop::Auto,
             peers: Vec::new(),
+            tls: None,
             statefulset: String::new(),
             timeout: Duration::from_secs(30),
             batch_packets: 500,
@@ -67,14 +74,10 @@ impl HandoffConfig {
             return bad("batch_bytes", "must be above 0".into());
         }
         for (i, peer) in self.peers.iter().enumerate() {
-            let endpoint =
-                Endpoint::parse(peer).map_err(|why| ConfigError(format!("handoff.peers[{i}]: {why}")))?;
-            if endpoint.is_https() {
-                return bad(
-                    &format!("peers[{i}]"),
-                    format!("{peer:?}: handoff speaks http:// to its peers"),
-                );
-            }
+            Endpoint::parse(peer).map_err(|why| ConfigError(format!("handoff.peers[{i}]: {why}")))?;
+        }
+        if let Some(tls) = &self.tls {
+            tls.check().map_err(|why| ConfigError(format!("handoff.{why}")))?;
         }
         Ok(())
     }
@@ -94,7 +97,7 @@ mod tests {
         assert!(error_of("handoff: {batch_bytes: 0}\n").contains("handoff.batch_bytes"));
         assert!(error_of("handoff: {timeout: 0s}\n").contains("handoff.timeout"));
         assert!(error_of("handoff: {peers: [\"not a url\"]}\n").contains("handoff.peers[0]"));
-        assert!(error_of("handoff: {peers: [\"https://10.0.0.7:8080\"]}\n").contains("speaks http://"));
+        assert!(error_of("handoff: {tls: {cert_file: /c.pem}}\n").contains("handoff.tls"));
         assert!(error_of("handoff: {on_stop: sometimes}\n").contains("sometimes"));
         let fine =
             Settings::from_yaml("handoff: {on_stop: always, peers: [\"http://10.0.0.7:8080\"]}\n").unwrap();

@@ -12,7 +12,7 @@
 //! - `never`: nothing moves.
 
 use super::send::{Holder, Peers, Sender, REQUEST_OVERHEAD_BYTES};
-use crate::config::{HandoffOnStop, Settings, Source};
+use crate::config::{HandoffOnStop, Settings, Source, TlsOptions};
 use crate::dispatch::Dispatcher;
 use crate::k8s::handoff::{Membership, Place};
 use std::sync::Arc;
@@ -25,6 +25,10 @@ pub(crate) struct OnStop {
     fixed: Vec<String>,
     identity: String,
     token: Option<String>,
+    tls: Option<TlsOptions>,
+    /// How the Service's peers are reached: `https` when this replica
+    /// serves HTTPS (they do too) or `handoff.tls` is set.
+    scheme: &'static str,
     batch_packets: usize,
     batch_bytes: usize,
     timeout: Duration,
@@ -72,6 +76,12 @@ impl OnStop {
             fixed: config.peers.clone(),
             identity,
             token,
+            tls: config.tls.clone(),
+            scheme: if config.tls.is_some() || settings.tls.cert.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             batch_packets: config.batch_packets,
             // A request stays within the peers' limits.max_body_bytes.
             batch_bytes: config
@@ -103,6 +113,7 @@ impl OnStop {
             origin: self.identity.clone(),
             peers,
             token: self.token.clone(),
+            tls: self.tls.clone(),
             batch_packets: self.batch_packets,
             batch_bytes: self.batch_bytes,
             metrics: dispatcher.metrics().clone(),
@@ -176,6 +187,7 @@ impl OnStop {
             Some(service) => Some(Peers::Service {
                 membership: membership.clone(),
                 service,
+                scheme: self.scheme,
             }),
             None => {
                 let note = format!(

@@ -28,6 +28,8 @@ pub struct Orphan {
     /// The name peers know these packets by (default: the directory's path).
     pub origin: Option<String>,
     pub token: Option<String>,
+    /// How `https://` peers are trusted (none: the system's roots).
+    pub tls: Option<crate::transport::tls::TlsOptions>,
     pub timeout: Duration,
     pub batch_packets: usize,
     pub batch_bytes: usize,
@@ -99,6 +101,7 @@ pub async fn adopt(orphan: &Orphan) -> anyhow::Result<Report> {
         origin,
         peers: Peers::fixed(&orphan.to),
         token: orphan.token.clone(),
+        tls: orphan.tls.clone(),
         batch_packets: orphan.batch_packets,
         batch_bytes: orphan.batch_bytes,
         metrics: Metrics::new(),

@@ -16,6 +16,7 @@ use crate::storage::checkpoint::SavedPacket;
 use crate::storage::wal::{Wal, WalError};
 use crate::transport::endpoint::Endpoint;
 use crate::transport::pool::{Answered, Origin};
+use crate::transport::tls::{ClientTls, TlsOptions};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,7 +36,12 @@ pub(crate) enum Peers {
     /// A fixed list (`handoff.peers`, or the adopt command's `--to`).
     Fixed(Vec<Peer>),
     /// The ready endpoints of a headless Service, this pod left out.
-    Service { membership: Membership, service: String },
+    /// Reached over `scheme` (`http` or `https`).
+    Service {
+        membership: Membership,
+        service: String,
+        scheme: &'static str,
+    },
 }
 
 impl Peers {
@@ -54,9 +60,14 @@ impl Peers {
     async fn list(&self) -> Result<Vec<Peer>, String> {
         match self {
             Peers::Fixed(peers) => Ok(peers.clone()),
-            Peers::Service { membership, service } => {
-                membership.ready_peers(service).await.map_err(|e| e.to_string())
-            }
+            Peers::Service {
+                membership,
+                service,
+                scheme,
+            } => membership
+                .ready_peers(service, scheme)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -91,6 +102,8 @@ pub(crate) struct Sender {
     pub peers: Peers,
     /// The peers' ingestion token, when they have one.
     pub token: Option<String>,
+    /// How `https://` peers are trusted (none: the system's roots).
+    pub tls: Option<TlsOptions>,
     pub batch_packets: usize,
     pub batch_bytes: usize,
     pub metrics: Metrics,
@@ -225,7 +238,14 @@ impl Sender {
     /// reason otherwise.
     async fn post(&self, peer: &Peer, body: &[u8]) -> Result<HandoffAnswer, String> {
         let endpoint = Endpoint::parse(&peer.url)?;
-        let origin = Origin::new(&endpoint, None);
+        let tls = if endpoint.is_https() {
+            let host = endpoint.host.to_string();
+            let options = self.tls.clone().unwrap_or_default();
+            Some(ClientTls::new(&options, &host, "handoff peer")?)
+        } else {
+            None
+        };
+        let origin = Origin::new(&endpoint, tls);
         let host = endpoint.url.host_str().unwrap_or_default();
         let mut head = http1::request_head("POST", HANDOFF_PATH, &format!("{host}:{}", endpoint.port));
         head.push_str("Content-Type: application/json\r\nConnection: close\r\n");
@@ -268,6 +288,7 @@ mod tests {
             origin: "ld-2".into(),
             peers: Peers::Fixed(Vec::new()),
             token: None,
+            tls: None,
             batch_packets,
             batch_bytes,
             metrics: Metrics::new(),

@@ -10,7 +10,7 @@
 //! - **Peers** are the ready endpoints of the StatefulSet's headless
 //!   Service (`spec.serviceName`), read from its EndpointSlices (label
 //!   `kubernetes.io/service-name`), this pod left out, each at the port
-//!   named `http` (or the slice's only port).
+//!   named `http` (or the slice's only port), by address.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -178,8 +178,8 @@ impl Membership {
         }
     }
 
-    /// The ready endpoints of `service` but this pod.
-    pub(crate) async fn ready_peers(&self, service: &str) -> Result<Vec<Peer>, AskError> {
+    /// The ready endpoints of `service` but this pod, as `scheme` URLs.
+    pub(crate) async fn ready_peers(&self, service: &str, scheme: &str) -> Result<Vec<Peer>, AskError> {
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
         let slices = api
@@ -191,7 +191,7 @@ impl Membership {
             })?;
         let mut peers = Vec::new();
         for slice in slices {
-            peers.extend(ready_endpoints(&slice, &self.identity));
+            peers.extend(ready_endpoints(&slice, &self.identity, scheme));
         }
         peers.sort_by(|a, b| a.name.cmp(&b.name));
         peers.dedup();
@@ -200,7 +200,7 @@ impl Membership {
 }
 
 /// The ready endpoints of one slice that are not the pod `identity`.
-fn ready_endpoints(slice: &EndpointSlice, identity: &str) -> Vec<Peer> {
+fn ready_endpoints(slice: &EndpointSlice, identity: &str, scheme: &str) -> Vec<Peer> {
     let ports = slice.ports.as_deref().unwrap_or_default();
     let port = ports
         .iter()
@@ -231,9 +231,9 @@ fn ready_endpoints(slice: &EndpointSlice, identity: &str) -> Vec<Peer> {
             continue;
         };
         let url = if ipv6 {
-            format!("http://[{address}]:{port}")
+            format!("{scheme}://[{address}]:{port}")
         } else {
-            format!("http://{address}:{port}")
+            format!("{scheme}://{address}:{port}")
         };
         peers.push(Peer {
             name: pod.unwrap_or_else(|| url.clone()),
@@ -273,7 +273,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let peers = ready_endpoints(&slice, "ld-2");
+        let peers = ready_endpoints(&slice, "ld-2", "http");
         let urls: Vec<&str> = peers.iter().map(|p| p.url.as_str()).collect();
         assert_eq!(urls, ["http://10.0.0.1:8080", "http://10.0.0.5:8080"]);
         assert_eq!(peers[0].name, "ld-0");
@@ -288,7 +288,7 @@ mod tests {
             "endpoints": [{"addresses": ["fd00::1"], "conditions": {"ready": true}}]
         }))
         .unwrap();
-        let peers = ready_endpoints(&slice, "ld-2");
-        assert_eq!(peers[0].url, "http://[fd00::1]:8080");
+        let peers = ready_endpoints(&slice, "ld-2", "https");
+        assert_eq!(peers[0].url, "https://[fd00::1]:8080");
     }
 }

@@ -1,9 +1,9 @@
 //! Handoff without Kubernetes (real processes on loopback): the peer's
 //! endpoint takes a batch once however often it is sent and keeps each
 //! packet's retry count, it is guarded like ingestion, a replica with
-//! `handoff.on_stop: always` hands what its drain left to its fixed peers,
-//! and the adopt command hands an orphaned data directory to a running
-//! distributor. Every acknowledged packet ends up in the analyzer's
+//! `handoff.on_stop: always` hands what its drain left to its fixed peers
+//! (over HTTPS when it trusts their CA), and the adopt command hands an
+//! orphaned data directory to a running distributor. Every acknowledged packet ends up in the analyzer's
 //! records, once.
 
 use crate::support::analyzers::AnalyzerProcess;
@@ -11,7 +11,9 @@ use crate::support::config::{remote, write_config, Config};
 use crate::support::distributor::Distributor;
 use crate::support::files::read_checkpoint;
 use crate::support::handoff::{adopt, adopt_report, audit, handoff_body, handoff_packets};
+use crate::support::in_process::Server;
 use crate::support::packets::numbered_packets;
+use crate::support::pki::Pki;
 use crate::support::poll::{eventually, DEADLINE};
 use crate::support::serial::beside_others;
 use serde_json::Value;
@@ -303,4 +305,78 @@ async fn the_adopt_command_keeps_what_no_peer_takes_and_fails_loudly() {
     );
     former.launch(&config_path, &orphan, &[]).await;
     assert_eq!(former.api.stats().await["in_flight"], 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_serving_https_are_handed_to_when_their_ca_is_trusted() {
+    let _gate = beside_others().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut analyzer, config) = analyzer_down(dir.path()).await;
+    let pki = Pki::new();
+    let (cert, key, ca) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("ca.pem"),
+    );
+    pki.issue("peer", 1, &cert, &key);
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let tls = format!(
+        "{{cert: {:?}, key: {:?}}}",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let peer = Server::start(&config.clone().section("tls", &tls)).await;
+    let peer_url = format!("https://127.0.0.1:{}", peer.running().addr().port());
+
+    // Without the peer's CA, its certificate is not trusted: the packets stay.
+    let untrusting = config.clone().section(
+        "handoff",
+        &format!("{{on_stop: always, peers: [{peer_url:?}], timeout: 1s}}"),
+    );
+    let untrusting = write_config(dir.path(), "untrusting.yaml", &untrusting);
+    let data = dir.path().join("leaving");
+    let mut leaving = Distributor::start(&untrusting, &data, dir.path()).await;
+    let (body, ids) = numbered_packets("tls", 0, 60);
+    leaving.api.post_logs(&body).await.expect(202);
+    leaving.sigterm();
+    assert!(
+        leaving.wait_exit(DEADLINE).await.success(),
+        "{}",
+        leaving.stderr()
+    );
+    assert!(
+        leaving
+            .stderr()
+            .contains("60 packets stay on this replica's volume"),
+        "{}",
+        leaving.stderr()
+    );
+
+    // With it (handoff.tls.ca_file), the same volume's packets go over HTTPS.
+    let trusting = config.section(
+        "handoff",
+        &format!(
+            "{{on_stop: always, peers: [{peer_url:?}], tls: {{ca_file: {:?}}}}}",
+            ca.display().to_string()
+        ),
+    );
+    let trusting = write_config(dir.path(), "trusting.yaml", &trusting);
+    leaving.launch(&trusting, &data, &[]).await;
+    leaving.sigterm();
+    assert!(
+        leaving.wait_exit(DEADLINE).await.success(),
+        "{}",
+        leaving.stderr()
+    );
+    assert!(
+        leaving.stderr().contains("handed every packet to peers"),
+        "{}",
+        leaving.stderr()
+    );
+
+    analyzer.restart().await;
+    delivered(&analyzer, &ids).await;
+    let (_, twice) = audit(&ids, &analyzer.records());
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    peer.shutdown().await;
 }
