@@ -137,7 +137,7 @@ impl Metrics {
         Metrics {
             packets_received: counter(
                 "packets_received_total",
-                "Packets accepted, by POST /api/v1/logs or a dead-letter replay.",
+                "Packets accepted, by POST /api/v1/logs or a dead-letter replay, or handed over by a peer replica.",
             ),
             messages_received: counter("messages_received_total", "Messages in the accepted packets."),
             packets_rejected: counter_vec(
