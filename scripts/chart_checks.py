@@ -186,6 +186,10 @@ def rendered_problems(work, ns):
     hpa = one(allopt, "HorizontalPodAutoscaler")
     check(hpa["spec"]["scaleTargetRef"]["name"] == asts["metadata"]["name"], "the HPA scales the StatefulSet")
     check(asts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 145, "grace 5s + 1m30s + 30s + 20s")
+    policy = [p for p in by_kind(allopt, "NetworkPolicy") if p["metadata"]["name"] == asts["metadata"]["name"]]
+    peers = {"podSelector": {"matchLabels": asts["spec"]["selector"]["matchLabels"]}}
+    check(policy and any(peers in rule.get("from", []) for rule in policy[0]["spec"]["ingress"]),
+          "with networkPolicy.ingressFrom the replicas still reach each other (handoff)")
     for kind in ["NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Deployment"]:
         check(by_kind(allopt, kind), f"all options: a {kind}")
     rule = one(allopt, "PrometheusRule")
