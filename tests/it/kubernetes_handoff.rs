@@ -16,14 +16,16 @@
 //! - `kill -9` of the leaving replica mid-handoff (its peers full): what a
 //!   peer took is there, the rest is on the volume, and the adopt command
 //!   hands it over; nothing is lost, nothing is delivered twice.
-//! - No ready peer: the packets stay, with an error in the log and a
-//!   Warning Event `HandoffIncomplete` about the pod.
+//! - No ready peer, or a deleted StatefulSet: the packets stay, with an
+//!   error in the log and a Warning Event `HandoffIncomplete` about the pod.
+//! - A replica that may not read its StatefulSet (the chart's rules name
+//!   another one) cannot tell a scale-in from a restart: it keeps its packets.
 
 use crate::support::analyzers::AnalyzerProcess;
 use crate::support::distributor::Distributor;
 use crate::support::files::read_checkpoint;
 use crate::support::handoff::{adopt, adopt_report, audit, handoff_packets};
-use crate::support::kube::{Cluster, Namespace, KUBECTL_POLL};
+use crate::support::kube::{repo_file, Cluster, Namespace, KUBECTL_POLL};
 use crate::support::packets::numbered_packets;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};
 use crate::support::serial::beside_others;
@@ -58,6 +60,9 @@ fn replica_yaml(extra: &str) -> String {
 /// The cluster side and the processes of one test.
 struct Set {
     cluster: Cluster,
+    /// Whom the replicas act as (the admin's kubeconfig unless a test
+    /// gives them a ServiceAccount's).
+    kubeconfig: PathBuf,
     ns: Namespace,
     dir: tempfile::TempDir,
     analyzer: AnalyzerProcess,
@@ -93,6 +98,7 @@ impl Set {
         }))
         .await;
         let mut set = Set {
+            kubeconfig: cluster.kubeconfig.clone(),
             cluster,
             ns,
             dir,
@@ -122,7 +128,7 @@ impl Set {
         let config = config.to_path_buf();
         move |command: &mut Command, port: u16| {
             command
-                .env("KUBECONFIG", &self.cluster.kubeconfig)
+                .env("KUBECONFIG", &self.kubeconfig)
                 .env("POD_NAME", format!("ld-{ordinal}"))
                 .args(["--source", "kubernetes", "--namespace", &self.ns.name])
                 .arg("--listen")
@@ -258,6 +264,33 @@ fn endpoint_slice(ordinal: u32, port: u16) -> Value {
         }],
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
     })
+}
+
+/// Waits for the Warning Event `HandoffIncomplete` about pod `pod`.
+async fn handoff_incomplete_event(ns: &Namespace, pod: &str) {
+    eventually_every(
+        &format!("a HandoffIncomplete Event about {pod}"),
+        DEADLINE,
+        KUBECTL_POLL,
+        || async {
+            let out = ns
+                .kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"], None)
+                .await;
+            let events: Value = serde_json::from_str(out.ok("kubectl get events")).expect("JSON");
+            let items = events["items"].as_array().cloned().unwrap_or_default();
+            items
+                .iter()
+                .find(|e| {
+                    e["regarding"]["kind"] == "Pod"
+                        && e["regarding"]["name"] == pod
+                        && e["reason"] == "HandoffIncomplete"
+                        && e["type"] == "Warning"
+                })
+                .map(|_| ())
+                .ok_or_else(|| format!("{} events", items.len()))
+        },
+    )
+    .await;
 }
 
 /// Posts `count` packets to `replica`; answers their ids (all acknowledged).
@@ -411,28 +444,70 @@ async fn a_scaled_in_replica_without_a_ready_peer_keeps_its_packets_and_says_so(
             .map(Vec::len),
         Some(40)
     );
-    eventually_every(
-        "a HandoffIncomplete Event about ld-1",
-        DEADLINE,
-        KUBECTL_POLL,
-        || async {
-            let out = set
-                .ns
-                .kubectl(&["get", "events.v1.events.k8s.io", "-o", "json"], None)
-                .await;
-            let events: Value = serde_json::from_str(out.ok("kubectl get events")).expect("JSON");
-            let items = events["items"].as_array().cloned().unwrap_or_default();
-            items
-                .iter()
-                .find(|e| {
-                    e["regarding"]["kind"] == "Pod"
-                        && e["regarding"]["name"] == "ld-1"
-                        && e["reason"] == "HandoffIncomplete"
-                        && e["type"] == "Warning"
-                })
-                .map(|_| ())
-                .ok_or_else(|| format!("{} events", items.len()))
-        },
-    )
-    .await;
+    handoff_incomplete_event(&set.ns, "ld-1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_statefulset_leaves_no_peer_and_the_packets_stay() {
+    let _gate = beside_others().await;
+    let mut set = Set::up("handoff-deleted", 3, &[0, 2], &[]).await;
+    set.analyzer_out().await;
+    post(&set.replicas[1], "ld-2", 30).await;
+    set.ns
+        .kubectl(&["delete", "statefulset", STATEFULSET, "--wait=false"], None)
+        .await
+        .ok("kubectl delete statefulset");
+
+    let leaving = &mut set.replicas[1];
+    leaving.sigterm();
+    assert!(
+        leaving.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        leaving.stderr()
+    );
+    let log = leaving.stderr();
+    assert!(log.contains("is gone or names no Service"), "{log}");
+    assert_eq!(
+        read_checkpoint(&set.data_dir(2))["in_flight"]
+            .as_array()
+            .map(Vec::len),
+        Some(30)
+    );
+    assert_eq!(set.adopted_by(&[0]).await, 0);
+    handoff_incomplete_event(&set.ns, "ld-2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_may_not_read_its_statefulset_keeps_its_packets() {
+    let _gate = beside_others().await;
+    // The chart's rules: `get` on the StatefulSet named logs-distributor only.
+    let mut set = Set::up("handoff-forbidden", 2, &[], &[]).await;
+    set.ns.apply_file(&repo_file("manifests/rbac.yaml")).await;
+    let account = set
+        .ns
+        .as_service_account("logs-distributor", set.dir.path())
+        .await;
+    set.kubeconfig = account.kubeconfig;
+    let replica = set.start(2, "").await;
+    set.ns.apply_ok(&endpoint_slice(2, replica.port)).await;
+    set.replicas.push(replica);
+    set.analyzer_out().await;
+    post(&set.replicas[0], "ld-2", 30).await;
+
+    let leaving = &mut set.replicas[0];
+    leaving.sigterm();
+    assert!(
+        leaving.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        leaving.stderr()
+    );
+    let log = leaving.stderr();
+    assert!(log.contains("cannot tell a scale-in from a restart"), "{log}");
+    assert!(log.contains("forbidden"), "{log}");
+    assert_eq!(
+        read_checkpoint(&set.data_dir(2))["in_flight"]
+            .as_array()
+            .map(Vec::len),
+        Some(30)
+    );
 }
