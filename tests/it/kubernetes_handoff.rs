@@ -59,7 +59,6 @@ fn replica_yaml(extra: &str) -> String {
 
 /// The cluster side and the processes of one test.
 struct Set {
-    cluster: Cluster,
     /// Whom the replicas act as (the admin's kubeconfig unless a test
     /// gives them a ServiceAccount's).
     kubeconfig: PathBuf,
@@ -99,7 +98,6 @@ impl Set {
         .await;
         let mut set = Set {
             kubeconfig: cluster.kubeconfig.clone(),
-            cluster,
             ns,
             dir,
             analyzer,
