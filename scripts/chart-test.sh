@@ -250,7 +250,7 @@ check_config() {
                 if (p[1] == 1 && !((2, p[2]) in key)) print p[2]
             }
         }' "$WORK/binary.effective" "$WORK/config-default.conf" |
-        grep -Ev '^(listen|data_dir|log_format|source|analyzers|kubernetes\.(namespace|all_namespaces|identity|analyzer_selector|lease_name))$' | sort || true)
+        grep -Ev '^(listen|data_dir|log_format|source|analyzers|kubernetes\.(namespace|all_namespaces|identity|analyzer_selector|lease_name)|handoff\.statefulset)$' | sort || true)
     [[ -z $missing ]] || fail "keys of the binary's configuration missing from values.yaml config: $(tr '\n' ' ' <<<"$missing")"
     render "$MANIFEST_NS" "$WORK/config-all.yaml" -s templates/configmap.yaml -f "$CHART/ci/all-options-values.yaml" ||
         fail "helm template failed"

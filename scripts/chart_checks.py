@@ -136,7 +136,10 @@ def rendered_problems(work, ns):
     check(mounts.get("/etc/logs-distributor") == "config", "config mounted at /etc/logs-distributor")
     check([t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])] == ["data"], "a volumeClaimTemplate data")
     check(sts["spec"].get("replicas") == 1, "replicas 1")
-    check(pod.get("terminationGracePeriodSeconds") == 30, f"grace 30s (drain 10s + 20s), got {pod.get('terminationGracePeriodSeconds')}")
+    check(pod.get("terminationGracePeriodSeconds") == 65,
+          f"grace 65s (preStop 5s + drain 10s + handoff 30s + 20s), got {pod.get('terminationGracePeriodSeconds')}")
+    check(c.get("lifecycle") == {"preStop": {"sleep": {"seconds": 5}}}, f"preStop sleeps 5s: {c.get('lifecycle')}")
+    check(env.get("LD_STATEFULSET") == sts["metadata"]["name"], f"LD_STATEFULSET names the StatefulSet: {env.get('LD_STATEFULSET')}")
     check(c["livenessProbe"]["httpGet"]["path"] == "/healthz", "liveness GET /healthz")
     check(c["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness GET /readyz")
     check(c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}], f"one port named http: {c['ports']}")
@@ -156,6 +159,12 @@ def rendered_problems(work, ns):
     check(one(default, "RoleBinding").get("roleRef", {}).get("name") == role["metadata"]["name"], "RoleBinding binds the Role")
     check(not [r for r in rules or [] if {"secrets", "configmaps"} & set(r.get("resources", []))],
           "by default no Secret or ConfigMap may be read")
+    handoff_rules = [
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": [sts["metadata"]["name"]], "verbs": ["get"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
+    ]
+    check(all(r in (rules or []) for r in handoff_rules),
+          "the Role may get its own StatefulSet (by name) and list EndpointSlices, for handoff at a scale-in")
 
     every = one(load("watch-all-namespaces"), "StatefulSet")
     check(env_of(every).get("LD_ANALYZER_SELECTOR") == "", "analyzerSelector \"\" selects every Analyzer")
@@ -176,7 +185,11 @@ def rendered_problems(work, ns):
     check("replicas" not in asts["spec"], "with an HPA the StatefulSet leaves replicas to it")
     hpa = one(allopt, "HorizontalPodAutoscaler")
     check(hpa["spec"]["scaleTargetRef"]["name"] == asts["metadata"]["name"], "the HPA scales the StatefulSet")
-    check(asts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 110, "grace 1m30s + 20s")
+    check(asts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 145, "grace 5s + 1m30s + 30s + 20s")
+    policy = [p for p in by_kind(allopt, "NetworkPolicy") if p["metadata"]["name"] == asts["metadata"]["name"]]
+    peers = {"podSelector": {"matchLabels": asts["spec"]["selector"]["matchLabels"]}}
+    check(policy and any(peers in rule.get("from", []) for rule in policy[0]["spec"]["ingress"]),
+          "with networkPolicy.ingressFrom the replicas still reach each other (handoff)")
     for kind in ["NetworkPolicy", "ServiceMonitor", "PrometheusRule", "Deployment"]:
         check(by_kind(allopt, kind), f"all options: a {kind}")
     rule = one(allopt, "PrometheusRule")

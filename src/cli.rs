@@ -2,7 +2,7 @@
 //! `LD_*` environment twin) applied onto the [`Settings`]. Precedence: flag
 //! or env var, then the YAML file, then the default.
 
-use crate::config::{ConfigError, LogFormat, Settings, Source, WalRecover};
+use crate::config::{ConfigError, HandoffOnStop, LogFormat, Settings, Source, WalRecover};
 use crate::storage::wal::FsyncMode;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -33,6 +33,85 @@ pub enum Command {
     Analyzer(reference_analyzer::AnalyzerArgs),
     /// Print the Analyzer CustomResourceDefinition as YAML.
     Crd,
+    /// Hand the unfinished packets of a data directory no distributor runs on (a former
+    /// replica's volume) to a running distributor, then exit (1 if some could not be handed).
+    Handoff(HandoffArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HandoffArgs {
+    /// The orphaned data directory (its wal/ and state.json.gz)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Base URL of a running distributor to hand to (repeat for several; taken in turn)
+    #[arg(long = "to", value_name = "URL", required = true)]
+    pub to: Vec<String>,
+    /// The name the peers know these packets' origin by: the same on a second run, so that
+    /// packets sent again are recognised [default: the directory's absolute path]
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// How long to keep trying to hand every packet over
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// File holding the peers' ingestion token; the token itself may come from LD_INGEST_TOKEN
+    #[arg(long, env = "LD_INGEST_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM bundle of the CA that signed https:// peers' certificates (besides the system's roots)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// The name https:// peers' certificates carry [default: the --to URL's host]
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Packets per request, at most
+    #[arg(long, default_value_t = 500)]
+    pub batch_packets: usize,
+    /// Bytes of packets per request, at most (at most the peers' limits.max_body_bytes)
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub batch_bytes: usize,
+    /// What to do with a corrupt write-ahead log: strict (refuse) or skip-corrupt
+    #[arg(long, value_enum, default_value = "strict")]
+    pub wal_recover: WalRecover,
+}
+
+impl HandoffArgs {
+    /// The adoption these flags ask for.
+    pub fn orphan(&self) -> anyhow::Result<crate::handoff::Orphan> {
+        anyhow::ensure!(self.batch_packets > 0, "--batch-packets must be at least 1");
+        anyhow::ensure!(self.batch_bytes > 0, "--batch-bytes must be above 0");
+        for url in &self.to {
+            crate::transport::endpoint::Endpoint::parse(url).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+        }
+        let token = match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", path.display()))?;
+                Some(text.trim().to_string())
+            }
+            None => std::env::var("LD_INGEST_TOKEN").ok(),
+        }
+        .filter(|token| !token.is_empty());
+        Ok(crate::handoff::Orphan {
+            data_dir: self.data_dir.clone(),
+            to: self.to.clone(),
+            origin: self.origin.clone(),
+            token,
+            tls: (self.ca_file.is_some() || self.server_name.is_some()).then(|| crate::config::TlsOptions {
+                ca_file: self
+                    .ca_file
+                    .clone()
+                    .map(crate::transport::material::Material::File),
+                server_name: self.server_name.clone(),
+                ..Default::default()
+            }),
+            timeout: self.timeout,
+            batch_packets: self.batch_packets,
+            batch_bytes: self.batch_bytes,
+            recover: match self.wal_recover {
+                WalRecover::Strict => crate::storage::wal::RecoverMode::Strict,
+                WalRecover::SkipCorrupt => crate::storage::wal::RecoverMode::SkipCorrupt,
+            },
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -79,6 +158,14 @@ pub struct ServeArgs {
     /// The leader Lease's name, one per distributor [default: kubernetes.lease_name]
     #[arg(long, env = "LD_LEASE_NAME")]
     pub lease_name: Option<String>,
+    /// Whether a stop hands what the drain left to a peer: auto (a StatefulSet scale-in),
+    /// always, never [default: handoff.on_stop]
+    #[arg(long, env = "LD_HANDOFF_ON_STOP", value_enum)]
+    pub handoff_on_stop: Option<HandoffOnStop>,
+    /// The StatefulSet this pod belongs to [default: handoff.statefulset, else the identity
+    /// without its -<ordinal>]
+    #[arg(long, env = "LD_STATEFULSET")]
+    pub statefulset: Option<String>,
     /// File holding the bearer token for ingestion (re-read when it changes); the token itself
     /// may come from LD_INGEST_TOKEN instead
     #[arg(long, env = "LD_INGEST_TOKEN_FILE", value_name = "FILE")]
@@ -145,6 +232,12 @@ impl ServeArgs {
         }
         if let Some(name) = &self.lease_name {
             settings.kubernetes.lease_name = name.clone();
+        }
+        if let Some(on_stop) = self.handoff_on_stop {
+            settings.handoff.on_stop = on_stop;
+        }
+        if let Some(statefulset) = &self.statefulset {
+            settings.handoff.statefulset = statefulset.clone();
         }
         if let Some(file) = &self.ingest_token_file {
             settings.auth.ingest_token_file = Some(file.clone());

@@ -17,6 +17,8 @@
 //! - [`metrics`]: the Prometheus registry behind `/metrics` and `/stats`.
 //! - [`traffic`]: the last minutes of traffic (recent shares, rates).
 //! - [`k8s`]: the `Analyzer` custom resource.
+//! - [`handoff`]: a replica stopped for good hands what it still holds to a
+//!   peer; the adopt command does the same for an orphaned data directory.
 //! - [`config`]: the settings (the YAML file), their defaults and checks;
 //!   [`cli`] applies the command line's flags and env vars onto them.
 //! - [`server`]: the accept loop (timeouts, connection bound, TLS); the
@@ -34,6 +36,7 @@ pub(crate) mod api;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod handoff;
 pub mod k8s;
 pub(crate) mod metrics;
 pub mod model;

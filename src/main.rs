@@ -3,7 +3,7 @@
 //! SIGINT, then shuts down in order and exits 0.
 
 use clap::Parser;
-use logs_distributor::cli::{Cli, Command, ServeArgs};
+use logs_distributor::cli::{Cli, Command, HandoffArgs, ServeArgs};
 use logs_distributor::config::LogFormat;
 use logs_distributor::{service, shutdown};
 use reference_analyzer::AnalyzerArgs;
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(&args),
         Some(Command::PrintConfig(args)) => print_config(&args),
         Some(Command::Analyzer(args)) => run_analyzer(args),
+        Some(Command::Handoff(args)) => hand_off(&args),
         Some(Command::Crd) => {
             print!("{}", logs_distributor::k8s::crd::crd_yaml());
             Ok(())
@@ -41,6 +42,28 @@ fn run_analyzer(args: AnalyzerArgs) -> anyhow::Result<()> {
     init_logging(LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(reference_analyzer::run(args, shutdown::requested()))
+}
+
+/// The adopt command: prints what it did as one JSON line; fails when
+/// packets stay.
+fn hand_off(args: &HandoffArgs) -> anyhow::Result<()> {
+    init_logging(LogFormat::Text);
+    let orphan = args.orphan()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(logs_distributor::handoff::adopt(&orphan))?;
+    println!(
+        "{}",
+        serde_json::json!({"handed": report.handed, "duplicates": report.duplicates, "kept": report.kept})
+    );
+    if report.kept > 0 {
+        anyhow::bail!(
+            "{} packets could not be handed over: {}; they stay in {} (run again)",
+            report.kept,
+            report.last_failure.as_deref().unwrap_or("no peer took them"),
+            orphan.data_dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn print_config(args: &ServeArgs) -> anyhow::Result<()> {

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub delivery_duration: HistogramVec,
     pub wal_bytes: IntGauge,
     pub wal_fsync_duration: Histogram,
+    /// Packets moved between replicas by outcome: sent, adopted, duplicate, kept.
+    pub handoff_packets: IntCounterVec,
 }
 
 /// The handles of one analyzer's series.
@@ -135,7 +137,7 @@ impl Metrics {
         Metrics {
             packets_received: counter(
                 "packets_received_total",
-                "Packets accepted, by POST /api/v1/logs or a dead-letter replay.",
+                "Packets accepted, by POST /api/v1/logs or a dead-letter replay, or handed over by a peer replica.",
             ),
             messages_received: counter("messages_received_total", "Messages in the accepted packets."),
             packets_rejected: counter_vec(
@@ -223,6 +225,13 @@ impl Metrics {
             wal_bytes: gauge(
                 "wal_bytes",
                 "Bytes in all write-ahead log segments (read at scrape time).",
+            ),
+            handoff_packets: counter_vec(
+                "handoff_packets_total",
+                "Packets moved between replicas, by outcome: sent (a peer made them durable; ended here), \
+                 adopted (taken in from a peer or an orphaned volume), duplicate (sent again, not taken twice), \
+                 kept (no peer took them before handoff.timeout: still on this volume).",
+                "outcome",
             ),
             ingest_duration,
             delivery_duration,

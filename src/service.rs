@@ -12,6 +12,8 @@
 //! the connections still open once `shutdown.drain_timeout` has passed
 //! since the signal. With `--source kubernetes` the leader hands its Lease
 //! back as soon as the stop is told, so a peer takes over status at once.
+//! A replica stopped for good (a scale-in, `handoff.on_stop`) hands what
+//! the drain left to a peer before the final checkpoint (`crate::handoff`).
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
@@ -20,6 +22,7 @@ use crate::dispatch::fleet::Analyzer;
 use crate::dispatch::prober;
 use crate::dispatch::retry::{Backoff, RetryBudget};
 use crate::dispatch::{self, Dispatcher};
+use crate::handoff::leave::OnStop;
 use crate::k8s::{self, KubeState};
 use crate::metrics::Metrics;
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
@@ -79,6 +82,7 @@ impl Running {
 pub async fn start(settings: Settings) -> anyhow::Result<Running> {
     // Token and certificate files first: a missing one stops the start before anything runs.
     let auth = Arc::new(api::auth::Auth::from_config(&settings.auth)?);
+    let handoff_token = auth.ingest_token();
     let tls = crate::server::TlsFiles::from_config(&settings.tls)?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
@@ -156,6 +160,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         kube: kube.clone(),
         auth,
         body_budget: api::BodyBudget::new(settings.max_body_memory()),
+        handoffs: Default::default(),
     });
     let stop = CancellationToken::new();
     let server_stop = ServerStop {
@@ -193,6 +198,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         }
         None => (Vec::new(), None),
     };
+    let handoff = OnStop::prepare(&settings, handoff_token).await;
     ready.store(true, Ordering::Release);
     tracing::info!(%addr, tls = tls.is_some(), data_dir = %settings.data_dir.display(), source = ?settings.source, "logs-distributor ready");
 
@@ -222,6 +228,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         Background {
             tasks: background,
             election,
+            handoff,
         },
         server_stop,
         server,
@@ -327,6 +334,8 @@ struct Background {
     /// The leader election, which ends by itself on the stop after
     /// releasing the Lease: awaited.
     election: Option<JoinHandle<()>>,
+    /// What the stop does with what the drain leaves, when it hands off.
+    handoff: Option<OnStop>,
 }
 
 async fn shut_down_when_told(
@@ -344,6 +353,11 @@ async fn shut_down_when_told(
     let in_flight = dispatcher.pipeline().in_flight;
     tracing::info!(in_flight, timeout = %humantime::format_duration(drain_timeout), "shutting down: draining in-flight packets");
     let drained = dispatcher.drain(drain_timeout).await;
+    // A replica stopped for good hands what is left to a peer (while the
+    // lanes go on trying to deliver it).
+    if let (false, Some(handoff)) = (drained, &background.handoff) {
+        handoff.run(&dispatcher).await;
+    }
     for task in &background.tasks {
         task.abort();
     }

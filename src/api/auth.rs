@@ -3,8 +3,9 @@
 //! changes, checked at most once a second) or from the environment.
 //!
 //! Which scope a request needs is decided by its route:
-//! - ingest: `POST /api/v1/logs`, `POST /api/v1/records` and `POST /v1/logs`
-//!   (OTLP) — the ingestion or the admin token;
+//! - ingest: `POST /api/v1/logs`, `POST /api/v1/records`, `POST /v1/logs`
+//!   (OTLP) and `POST /internal/v1/handoff` (packets from a peer replica) —
+//!   the ingestion or the admin token;
 //! - admin: `POST /api/v1/analyzers/{id}/health`, `POST /api/v1/dead-letter/replay`,
 //!   `GET /api/v1/dead-letter` — the admin token only;
 //! - read: everything else — open, unless `auth.protect_reads` (then either
@@ -42,7 +43,12 @@ pub(crate) enum Scope {
 pub(crate) fn scope_of(method: &Method, route: Option<&str>) -> Scope {
     let reading = method == Method::GET || method == Method::HEAD;
     match route {
-        Some("/api/v1/logs") | Some("/api/v1/records") | Some("/v1/logs") if method == Method::POST => {
+        Some("/api/v1/logs")
+        | Some("/api/v1/records")
+        | Some("/v1/logs")
+        | Some(crate::handoff::HANDOFF_PATH)
+            if method == Method::POST =>
+        {
             Scope::Ingest
         }
         Some("/api/v1/analyzers/{id}/health") | Some("/api/v1/dead-letter/replay")
@@ -98,6 +104,17 @@ impl Auth {
             admin: None,
             protect_reads: false,
         }
+    }
+
+    /// The ingestion token as it is now: what this replica presents to its
+    /// peers when it hands packets over (they share the configuration).
+    pub(crate) fn ingest_token(&self) -> Option<String> {
+        let token = self.ingest.as_ref()?;
+        let bytes = match token {
+            Token::Fixed(bytes) => bytes.clone(),
+            Token::File(file) => file.with_current(<[u8]>::to_vec),
+        };
+        String::from_utf8(bytes).ok()
     }
 
     /// Whether every request passes: no token is set and reads are open.

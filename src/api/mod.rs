@@ -7,6 +7,7 @@ mod body;
 mod budget;
 mod error;
 mod gzip;
+mod handoff;
 mod ingest;
 mod openapi;
 mod ops;
@@ -70,6 +71,8 @@ pub(crate) struct Shared {
     pub auth: Arc<auth::Auth>,
     /// The memory request bodies may hold at once, all connections together.
     pub body_budget: BodyBudget,
+    /// The packets peers handed over lately (`POST /internal/v1/handoff`).
+    pub handoffs: Arc<crate::handoff::receive::Ledger>,
 }
 
 impl Shared {
@@ -101,6 +104,7 @@ pub(crate) fn app(state: AppState) -> Router {
     let admin_posts = Router::new()
         .route("/api/v1/analyzers/{id}/health", post(admin::set_health))
         .route("/api/v1/dead-letter/replay", post(admin::replay))
+        .route("/internal/v1/handoff", post(handoff::take))
         .route_layer(middleware::from_fn_with_state(state.clone(), body::within_budget));
     let routes = Router::new()
         .merge(admin_posts)

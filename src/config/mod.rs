@@ -6,6 +6,7 @@
 //! file stops the process with one line naming the key at fault.
 
 mod analyzer;
+mod handoff;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -19,6 +20,7 @@ pub use crate::transport::{
 };
 pub use analyzer::{AnalyzerConfig, AnalyzerHealthCheck, SimulatedConfig};
 use clap::ValueEnum;
+pub use handoff::{HandoffConfig, HandoffOnStop};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -261,6 +263,8 @@ pub struct Settings {
     pub wal: WalConfig,
     pub source: Source,
     pub kubernetes: KubernetesConfig,
+    /// What a replica stopped for good does with what it still holds.
+    pub handoff: HandoffConfig,
     pub auth: AuthConfig,
     pub server: ServerConfig,
     pub tls: TlsConfig,
@@ -456,6 +460,7 @@ impl Default for Settings {
                 Source::Config
             },
             kubernetes: KubernetesConfig::default(),
+            handoff: HandoffConfig::default(),
             auth: AuthConfig::default(),
             server: ServerConfig::default(),
             tls: TlsConfig::default(),

@@ -277,6 +277,8 @@ impl Settings {
                 "give the admin token as a file or as LD_ADMIN_TOKEN, not both".into(),
             );
         }
+        self.handoff.check()?;
+        check_duration("handoff.timeout", self.handoff.timeout, Bound::AboveZero)?;
         if self.auth.protect_reads && !self.auth.any_token() {
             return bad(
                 "auth.protect_reads".into(),

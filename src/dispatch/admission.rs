@@ -99,6 +99,16 @@ impl Dispatcher {
     /// disk, so a task waits for them and routes the packets (or takes them
     /// back out if the write failed), as if the answer had been awaited.
     pub async fn admit(self: &Arc<Self>, packets: Vec<EncodedPacket>) -> Result<Vec<String>, AdmitError> {
+        self.admit_with_retries(packets.into_iter().map(|packet| (packet, 0)).collect())
+            .await
+    }
+
+    /// [`Dispatcher::admit`] of packets that have spent retries already
+    /// (handed over by a peer).
+    pub(crate) async fn admit_with_retries(
+        self: &Arc<Self>,
+        packets: Vec<(EncodedPacket, u32)>,
+    ) -> Result<Vec<String>, AdmitError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(AdmitError::ShuttingDown);
         }
@@ -107,12 +117,16 @@ impl Dispatcher {
         }
         let sizes = AdmittedSizes {
             packets: packets.len(),
-            bytes: packets.iter().map(EncodedPacket::json_bytes).sum(),
-            messages: packets.iter().map(EncodedPacket::message_count).sum(),
+            bytes: packets.iter().map(|(p, _)| p.json_bytes()).sum(),
+            messages: packets.iter().map(|(p, _)| p.message_count()).sum(),
         };
         let admitting = Arc::clone(&self.admission).read_owned().await;
         self.reserve(sizes.packets, sizes.bytes)?;
-        let entered = self.enter(packets.into_iter().map(|p| (None, Arc::new(p), 0)));
+        let entered = self.enter(
+            packets
+                .into_iter()
+                .map(|(packet, retries)| (None, Arc::new(packet), retries)),
+        );
         let records: Vec<Record> = entered
             .iter()
             .map(|job| Record::Accept {

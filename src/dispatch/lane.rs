@@ -254,14 +254,21 @@ impl Dispatcher {
 
     /// Schedules packets (each with its new retry count) to go again
     /// together to `analyzer` after `after`.
-    fn retry_later(&self, analyzer: &Analyzer, retrying: Vec<(Job, u32)>, after: Duration) {
+    fn retry_later(&self, analyzer: &Analyzer, mut retrying: Vec<(Job, u32)>, after: Duration) {
         {
+            // A packet no longer in the registry was handed to a peer
+            // meanwhile: it is not this replica's to retry.
             let mut registry = self.lock_registry();
-            for (job, retry) in &retrying {
-                if let Some(entry) = registry.get_mut(&job.seq) {
+            retrying.retain(|(job, retry)| match registry.get_mut(&job.seq) {
+                Some(entry) => {
                     entry.retries = *retry;
+                    true
                 }
-            }
+                None => false,
+            });
+        }
+        if retrying.is_empty() {
+            return;
         }
         let records: Vec<Record> = retrying
             .iter()
@@ -290,7 +297,15 @@ impl Dispatcher {
 
     /// Writes packets to the dead letter, trying until the write succeeds:
     /// they stay in flight (and in checkpoints) until it does.
-    async fn bury(&self, dead: Vec<(Job, String)>) {
+    async fn bury(&self, mut dead: Vec<(Job, String)>) {
+        // A packet handed to a peer meanwhile is the peer's now.
+        {
+            let registry = self.lock_registry();
+            dead.retain(|(job, _)| registry.contains_key(&job.seq));
+        }
+        if dead.is_empty() {
+            return;
+        }
         let failed: Vec<(LogPacket, String)> = dead
             .iter()
             .map(|(job, final_error)| (job.packet.decode(job.retries), final_error.clone()))
@@ -315,19 +330,26 @@ impl Dispatcher {
     /// Ends packets for good (delivered or dead-lettered): out of the
     /// registry first, then the End records (see `storage::wal`).
     fn finish(&self, seqs: &[u64]) {
-        let mut bytes = 0;
+        self.take_out(seqs);
+        let ends: Vec<Record> = seqs.iter().map(|&seq| Record::End { seq }).collect();
+        self.wal.append(&ends);
+    }
+
+    /// Takes packets out of the registry and gives their room back. A seq
+    /// already out (handed to a peer while its delivery ran) counts nothing.
+    pub(super) fn take_out(&self, seqs: &[u64]) {
+        let (mut packets, mut bytes) = (0, 0);
         {
             let mut registry = self.lock_registry();
             for seq in seqs {
                 if let Some(entry) = registry.remove(seq) {
+                    packets += 1;
                     bytes += entry.bytes;
                 }
             }
         }
-        let ends: Vec<Record> = seqs.iter().map(|&seq| Record::End { seq }).collect();
-        self.wal.append(&ends);
         self.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        if self.in_flight.fetch_sub(seqs.len(), Ordering::AcqRel) == seqs.len() {
+        if packets > 0 && self.in_flight.fetch_sub(packets, Ordering::AcqRel) == packets {
             self.drained.notify_waiters();
         }
     }

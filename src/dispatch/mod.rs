@@ -45,6 +45,7 @@ pub mod routing;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub use admission::AdmitError;
 pub use replay::{ReplayError, Replayed};

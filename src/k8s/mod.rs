@@ -9,6 +9,7 @@
 
 pub(crate) mod controller;
 pub mod crd;
+pub(crate) mod handoff;
 pub(crate) mod lease;
 pub(crate) mod resolve;
 pub(crate) mod secrets;

@@ -14,7 +14,7 @@ mod idempotency;
 pub(crate) mod material;
 mod ndjson;
 pub(crate) mod otlp;
-mod pool;
+pub(crate) mod pool;
 pub(crate) mod probe;
 mod simulated;
 mod stream;

@@ -24,13 +24,13 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How an answer's body is framed: a `HEAD` request's answer has none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Answered {
+pub(crate) enum Answered {
     WithBody,
     HeadOnly,
 }
 
 #[derive(Debug)]
-pub(super) struct Origin {
+pub(crate) struct Origin {
     host: Host<String>,
     port: u16,
     /// For `https://`.
@@ -46,7 +46,7 @@ struct IdleConnection {
 }
 
 impl Origin {
-    pub(super) fn new(endpoint: &Endpoint, tls: Option<ClientTls>) -> Origin {
+    pub(crate) fn new(endpoint: &Endpoint, tls: Option<ClientTls>) -> Origin {
         Origin {
             host: endpoint.host.clone(),
             port: endpoint.port,
@@ -57,7 +57,7 @@ impl Origin {
 
     /// One request and its whole answer. The body is let go once it is
     /// written, not held while the server works on it.
-    pub(super) async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         head: &[u8],
         body: Vec<u8>,

@@ -24,10 +24,13 @@ mod disk_faults;
     feature = "test-otel-collector"
 )))]
 mod gates;
+mod handoff;
 mod hostile;
 mod http_analyzers;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes;
+#[cfg(feature = "test-control-plane")]
+mod kubernetes_handoff;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes_lease;
 #[cfg(feature = "test-control-plane")]

@@ -808,6 +808,26 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     );
     server.drained().await;
 
+    // Handoff from a peer: 200 (then the same batch again), 400, 413.
+    let handoff = "/internal/v1/handoff";
+    let batch = crate::support::handoff::handoff_body("ld-9", &[(1, "handed-1", 2)]);
+    check("post", handoff, server.post(handoff, &batch).await.expect(200));
+    check("post", handoff, server.post(handoff, &batch).await.expect(200));
+    check(
+        "post",
+        handoff,
+        server.post(handoff, &json!({"origin": "ld-9"})).await.expect(400),
+    );
+    check(
+        "post",
+        handoff,
+        server
+            .post_raw(handoff, json_type, vec![b' '; 66_000])
+            .await
+            .expect(413),
+    );
+    server.drained().await;
+
     // No analyzer in rotation: health 503; packets wait until the queue is
     // full, then ingest and replay answer 503 with Retry-After.
     server
@@ -828,6 +848,8 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     check("post", logs, full.expect(503));
     assert_eq!(full.header("retry-after"), Some("1"));
     check("post", replay, server.post(replay, &json!({})).await.expect(503));
+    let no_room = crate::support::handoff::handoff_body("ld-9", &[(2, "handed-2", 0)]);
+    check("post", handoff, server.post(handoff, &no_room).await.expect(503));
     let full = server
         .post_raw(records, json_type, br#"{"msg":"no room"}"#.to_vec())
         .await;

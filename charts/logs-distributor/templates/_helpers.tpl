@@ -73,12 +73,14 @@ app.kubernetes.io/component: distributor
 {{/*
 Whole seconds (rounded up) of a duration written as the binary's config takes
 it: one or more <integer><unit> with unit h, m, s or ms ("10s", "1m30s", "500ms").
+Takes (list KEY VALUE); KEY names the value in the error.
 */}}
 {{- define "logs-distributor.seconds" -}}
-{{- $text := toString . -}}
+{{- $key := index . 0 -}}
+{{- $text := toString (index . 1) -}}
 {{- $parts := regexFindAll "[0-9]+(ms|h|m|s)" $text -1 -}}
 {{- if or (eq $text "") (ne (join "" $parts) $text) -}}
-{{- fail (printf "config.shutdown.drain_timeout: cannot read %q as a duration: write it like 10s, 1m30s or 500ms" $text) -}}
+{{- fail (printf "%s: cannot read %q as a duration: write it like 10s, 1m30s or 500ms" $key $text) -}}
 {{- end -}}
 {{- $ms := 0 -}}
 {{- range $parts -}}
@@ -97,7 +99,9 @@ it: one or more <integer><unit> with unit h, m, s or ms ("10s", "1m30s", "500ms"
 
 {{- define "logs-distributor.terminationGracePeriodSeconds" -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
-{{- add (include "logs-distributor.seconds" .Values.config.shutdown.drain_timeout | atoi) .Values.shutdownMarginSeconds -}}
+{{- $drain := include "logs-distributor.seconds" (list "config.shutdown.drain_timeout" .Values.config.shutdown.drain_timeout) | atoi -}}
+{{- $handoff := include "logs-distributor.seconds" (list "config.handoff.timeout" .Values.config.handoff.timeout) | atoi -}}
+{{- add .Values.preStopSleepSeconds $drain $handoff .Values.shutdownMarginSeconds -}}
 {{- else -}}
 {{- .Values.terminationGracePeriodSeconds -}}
 {{- end -}}

@@ -184,12 +184,14 @@ impl Distributor {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Waits for the process to exit on its own.
+    /// Waits for the process to exit on its own (then it may be launched again).
     pub(crate) async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             let child = self.child.as_mut().expect("the distributor was started");
             if let Some(status) = child.try_wait().expect("try_wait") {
+                // Exited: it may be launched again.
+                self.child = None;
                 return status;
             }
             assert!(

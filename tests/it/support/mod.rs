@@ -7,6 +7,7 @@ pub(crate) mod config;
 pub(crate) mod distributor;
 pub(crate) mod files;
 pub(crate) mod fixtures;
+pub(crate) mod handoff;
 pub(crate) mod http;
 pub(crate) mod in_process;
 #[cfg(feature = "test-control-plane")]

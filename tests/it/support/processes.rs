@@ -11,7 +11,7 @@ pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_logs-distributor");
 /// Every environment variable the binary reads, removed from every child so
 /// that the caller's environment cannot change what a test sees
 /// (`lifecycle` checks the list against `--help`).
-pub(crate) const ENV_VARS: [&str; 19] = [
+pub(crate) const ENV_VARS: [&str; 21] = [
     "LD_LISTEN",
     "LD_DATA_DIR",
     "LD_CONFIG",
@@ -25,6 +25,8 @@ pub(crate) const ENV_VARS: [&str; 19] = [
     "LD_IDENTITY",
     "LD_ANALYZER_SELECTOR",
     "LD_LEASE_NAME",
+    "LD_HANDOFF_ON_STOP",
+    "LD_STATEFULSET",
     "LD_INGEST_TOKEN",
     "LD_ADMIN_TOKEN",
     "LD_INGEST_TOKEN_FILE",
