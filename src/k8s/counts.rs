@@ -22,6 +22,9 @@
 //!   first and is conditional on that read (`resourceVersion`): an entry
 //!   found retired starts again from what was last written, so no count
 //!   is added twice.
+//!   (A write decided sooner but held up longer than that, a process
+//!   frozen between deciding and sending, would add the retired counts
+//!   again.)
 //! - **At shutdown**, once the drain is over, every changed entry is
 //!   written, so a stopped replica's last deliveries are counted. A replica
 //!   killed without stopping loses the deliveries since its last write.
@@ -62,8 +65,16 @@ impl Counts {
 
     fn minus(self, other: Counts) -> Counts {
         Counts {
-            processed: (self.processed - other.processed).max(0),
-            errors: (self.errors - other.errors).max(0),
+            processed: self.processed - other.processed,
+            errors: self.errors - other.errors,
+        }
+    }
+
+    /// The counts, none below 0.
+    fn at_least_zero(self) -> Counts {
+        Counts {
+            processed: self.processed.max(0),
+            errors: self.errors.max(0),
         }
     }
 }
@@ -81,7 +92,8 @@ struct Tracked {
     /// The Analyzer's uid: a new one (deleted and created again) starts over.
     uid: String,
     /// Added to this process's counters: the entry's counts before this
-    /// process, and counters that went back to 0.
+    /// process, and counters that went back to 0; less what was retired
+    /// (then it may be below 0).
     base: Counts,
     /// The process's counters at the last sample.
     sampled: Counts,
@@ -92,7 +104,7 @@ struct Tracked {
 impl Tracked {
     fn values(&self, routed_last_minute: i64) -> Values {
         Values {
-            counts: self.base.plus(self.sampled),
+            counts: self.base.plus(self.sampled).at_least_zero(),
             routed_last_minute,
         }
     }
@@ -173,12 +185,16 @@ impl CountReporter {
         }
         self.dispatcher.drain(self.timing.drain_timeout).await;
         let last = async {
-            for entry in self.sample(Instant::now(), true) {
+            let due = self.sample(Instant::now(), true);
+            let entries = due.len();
+            for entry in due {
                 self.write(entry).await;
             }
+            entries
         };
-        if tokio::time::timeout(FINAL_WRITES_TIMEOUT, last).await.is_err() {
-            tracing::warn!("writing this replica's counts at shutdown timed out");
+        match tokio::time::timeout(FINAL_WRITES_TIMEOUT, last).await {
+            Ok(entries) => tracing::info!(entries, "wrote this replica's last counts"),
+            Err(_) => tracing::warn!("writing this replica's last counts timed out"),
         }
     }
 
@@ -276,7 +292,7 @@ impl CountReporter {
                 (Some((written, _)), None) => base = base.minus(written.counts),
                 _ => {}
             }
-            due.values.counts = base.plus(tracked.sampled);
+            due.values.counts = base.plus(tracked.sampled).at_least_zero();
             precondition = current.resource_version();
         }
         let entry = ReplicaCounts {
@@ -341,23 +357,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_never_go_below_zero() {
-        let a = Counts {
-            processed: 3,
+    fn a_base_below_zero_leaves_what_came_since() {
+        let written = Counts {
+            processed: 10,
             errors: 1,
         };
-        let b = Counts {
-            processed: 5,
-            errors: 0,
+        let base = Counts::default().minus(written);
+        let now = Counts {
+            processed: 14,
+            errors: 1,
         };
         assert_eq!(
-            a.minus(b),
+            base.plus(now).at_least_zero(),
             Counts {
-                processed: 0,
-                errors: 1
+                processed: 4,
+                errors: 0
             }
         );
-        assert_eq!(a.plus(b).processed, 8);
+        assert_eq!(base.at_least_zero(), Counts::default());
     }
 
     #[test]

@@ -29,6 +29,8 @@ mod http_analyzers;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes;
 #[cfg(feature = "test-control-plane")]
+mod kubernetes_counts;
+#[cfg(feature = "test-control-plane")]
 mod kubernetes_lease;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes_releases;
