@@ -1,6 +1,7 @@
 //! The leader's report: Analyzer status (the status subresource, merge
-//! patch) at once on every health change and every `every` otherwise (only
-//! when it changes something), and
+//! patch) at once on every health change and every `every` otherwise, only
+//! when it changes something (a newer `lastProbeTime` alone once a
+//! minute), and
 //! a Kubernetes Event on every health transition (Normal `Recovered`,
 //! Warning `Unhealthy`). An Analyzer that cannot be built (a Secret
 //! missing, a spec or certificate that does not build) gets `Ready` False
@@ -34,6 +35,8 @@ use std::time::{Duration, Instant};
 
 /// Writes of one Analyzer's status in one round (each after a conflict).
 const ATTEMPTS: usize = 3;
+/// A newer `lastProbeTime` alone is written once the written one is this old.
+const PROBE_TIME_REFRESH: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// What came of one status write.
 enum Written {
@@ -174,9 +177,12 @@ impl StatusWriter {
         }
         let current = serde_json::to_value(resource.status.clone().unwrap_or_default())
             .unwrap_or_else(|_| json!({}));
-        let changes = fields
-            .as_object()
-            .is_some_and(|f| f.iter().any(|(key, value)| current.get(key).unwrap_or(&Value::Null) != value));
+        let changes = fields.as_object().is_some_and(|f| {
+            f.iter().any(|(key, value)| {
+                let was = current.get(key).unwrap_or(&Value::Null);
+                was != value && !(key == "lastProbeTime" && within_a_refresh(was, value))
+            })
+        });
         if !changes {
             return None;
         }
@@ -298,10 +304,39 @@ fn ready_condition(resource: &AnalyzerResource) -> Option<Condition> {
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
 }
 
+/// Whether the probe time `now` is less than [`PROBE_TIME_REFRESH`] after
+/// the written one `was` (both RFC 3339).
+fn within_a_refresh(was: &Value, now: &Value) -> bool {
+    let parse = |v: &Value| v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    match (parse(was), parse(now)) {
+        (Some(was), Some(now)) => now - was < PROBE_TIME_REFRESH,
+        _ => false,
+    }
+}
+
 fn describe(healthy: bool, in_rotation: bool) -> String {
     match (healthy, in_rotation) {
         (true, true) => "in rotation".into(),
         (true, false) => "healthy, out of rotation (weight 0)".into(),
         (false, _) => "out of rotation".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_probe_time_alone_waits_for_a_minute() {
+        let at = |t: &str| json!(t);
+        assert!(within_a_refresh(
+            &at("2026-12-06T10:00:00Z"),
+            &at("2026-12-06T10:00:59.5+00:00")
+        ));
+        assert!(!within_a_refresh(
+            &at("2026-12-06T10:00:00Z"),
+            &at("2026-12-06T10:01:00+00:00")
+        ));
+        assert!(!within_a_refresh(&Value::Null, &at("2026-12-06T10:00:00Z")));
     }
 }
