@@ -203,7 +203,8 @@ impl CountReporter {
     fn sample(&mut self, now: Instant, finally: bool) -> Vec<Due> {
         let routed = self.traffic.recent_routed();
         let resources = self.state.resources();
-        self.tracked.retain(|id, _| resources.iter().any(|(r, _)| r == id));
+        self.tracked
+            .retain(|id, _| resources.iter().any(|(r, _)| r == id));
         let mut due = Vec::new();
         for (id, resource) in resources {
             let uid = key_of(&resource);

@@ -421,7 +421,15 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Weight", "Healthy", "Share", "Processed", "Errors", "Endpoint", "Age"]
+            [
+                "Weight",
+                "Healthy",
+                "Share",
+                "Processed",
+                "Errors",
+                "Endpoint",
+                "Age"
+            ]
         );
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(spec["properties"]["weight"]["minimum"], 0.0);
@@ -471,7 +479,10 @@ mod tests {
         let replicas =
             &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["replicas"];
         assert_eq!(replicas["x-kubernetes-list-type"], "map", "{replicas}");
-        assert_eq!(replicas["x-kubernetes-list-map-keys"], serde_json::json!(["name"]));
+        assert_eq!(
+            replicas["x-kubernetes-list-map-keys"],
+            serde_json::json!(["name"])
+        );
         assert_eq!(replicas["items"]["required"][0], "errorCount", "{replicas}");
     }
 

@@ -102,8 +102,7 @@ impl StatusWriter {
                 match self.patch(&id, &resource, &patch).await {
                     Written::Taken => {
                         if self.state.unbuilt(&id).is_some() {
-                            self.announce_unbuilt(&id, &resource, &status.conditions[0])
-                                .await;
+                            self.announce_unbuilt(&id, &resource, &status.conditions[0]).await;
                         }
                         break;
                     }
@@ -175,8 +174,8 @@ impl StatusWriter {
         if let Some(kept) = totals.kept {
             fields["replicas"] = if kept.is_empty() { Value::Null } else { json!(kept) };
         }
-        let current = serde_json::to_value(resource.status.clone().unwrap_or_default())
-            .unwrap_or_else(|_| json!({}));
+        let current =
+            serde_json::to_value(resource.status.clone().unwrap_or_default()).unwrap_or_else(|_| json!({}));
         let changes = fields.as_object().is_some_and(|f| {
             f.iter().any(|(key, value)| {
                 let was = current.get(key).unwrap_or(&Value::Null);
@@ -240,7 +239,11 @@ impl StatusWriter {
         let api: Api<AnalyzerResource> =
             Api::namespaced(self.client.clone(), &resource.namespace().unwrap_or_default());
         match api
-            .patch_status(&resource.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+            .patch_status(
+                &resource.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
             .await
         {
             Ok(_) => Written::Taken,
@@ -307,7 +310,10 @@ fn ready_condition(resource: &AnalyzerResource) -> Option<Condition> {
 /// Whether the probe time `now` is less than [`PROBE_TIME_REFRESH`] after
 /// the written one `was` (both RFC 3339).
 fn within_a_refresh(was: &Value, now: &Value) -> bool {
-    let parse = |v: &Value| v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
     match (parse(was), parse(now)) {
         (Some(was), Some(now)) => now - was < PROBE_TIME_REFRESH,
         _ => false,

@@ -141,7 +141,8 @@ mod tests {
     fn analyzer(status: AnalyzerStatus) -> Analyzer {
         let mut resource = Analyzer::new(
             "a",
-            serde_json::from_value::<AnalyzerSpec>(serde_json::json!({"weight": 1, "simulated": {}})).unwrap(),
+            serde_json::from_value::<AnalyzerSpec>(serde_json::json!({"weight": 1, "simulated": {}}))
+                .unwrap(),
         );
         resource.metadata.uid = Some("uid-a".into());
         resource.status = Some(status);

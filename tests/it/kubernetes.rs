@@ -598,7 +598,16 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
     let (header, rows) = get().await;
     assert_eq!(
         header,
-        ["NAME", "WEIGHT", "HEALTHY", "SHARE", "PROCESSED", "ERRORS", "ENDPOINT", "AGE"]
+        [
+            "NAME",
+            "WEIGHT",
+            "HEALTHY",
+            "SHARE",
+            "PROCESSED",
+            "ERRORS",
+            "ENDPOINT",
+            "AGE"
+        ]
     );
     assert_eq!(rows.len(), 5, "{rows:?}");
     for row in &rows {

@@ -428,10 +428,18 @@ pub async fn distributor_with_config(
 
 /// Starts `d` again (after it stopped or was killed) with the flags,
 /// configuration and data directory it had; waits for `/readyz`.
-pub async fn restart_distributor(d: &mut Distributor, cluster: &Cluster, ns: &str, identity: &str, dir: &Path) {
+pub async fn restart_distributor(
+    d: &mut Distributor,
+    cluster: &Cluster,
+    ns: &str,
+    identity: &str,
+    dir: &Path,
+) {
     d.kill9();
     d.spawn_with(|command, port| kube_flags(command, cluster, ns, identity, dir, port));
-    d.wait_ready().await.unwrap_or_else(|e| panic!("{identity} again: {e}"));
+    d.wait_ready()
+        .await
+        .unwrap_or_else(|e| panic!("{identity} again: {e}"));
 }
 
 /// The flags of a distributor of `ns` named `identity`, with its
