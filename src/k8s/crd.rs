@@ -26,6 +26,9 @@ pub const GROUP: &str = "logs-distributor.dev";
 /// An analyzer that the distributor hands log packets to, and its share of
 /// the traffic.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Several printer columns of one type repeat `type_ = "integer"`: clippy
+// reads them as one attribute given twice.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "logs-distributor.dev",
     version = "v1alpha1",

@@ -7,10 +7,10 @@ use super::{
     COUNTS_DEADLINE,
 };
 use crate::support::analyzers::AnalyzerProcess;
+use crate::support::http::get;
 use crate::support::kube::{
     distributor_with_config, kube_readiness, restart_distributor, Namespace, KUBECTL_POLL,
 };
-use crate::support::http::get;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};
 use crate::support::serial::beside_others;
 use serde_json::json;
