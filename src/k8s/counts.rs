@@ -7,9 +7,10 @@
 //!
 //! - **Monotonic.** An entry only grows: it is the entry found when this
 //!   process first writes it, plus what this process delivered since. The
-//!   process's counters start at 0, and go back to 0 when an analyzer is
-//!   rebuilt or leaves and rejoins the fleet (a missing Secret): a sample
-//!   every second notices the drop and carries the last value over.
+//!   process's counters start at 0, and go back to 0 when an analyzer
+//!   leaves the fleet and rejoins it (a missing Secret): the sample every
+//!   second notices and carries the final counts of the one that left
+//!   over.
 //! - **Bounded writes.** An entry is written when its counts changed, at
 //!   most once per `kubernetes.status_interval`; refreshed when unchanged
 //!   every third of `kubernetes.stale_replica_after` (so the leader does
@@ -32,6 +33,7 @@
 use super::crd::{Analyzer as AnalyzerResource, ReplicaCounts, GROUP};
 use super::totals::key_of;
 use super::KubeState;
+use crate::dispatch::fleet::Analyzer;
 use crate::dispatch::Dispatcher;
 use crate::traffic::{Traffic, SHARE_WINDOW};
 use k8s_openapi::jiff::Timestamp;
@@ -97,11 +99,39 @@ struct Tracked {
     base: Counts,
     /// The process's counters at the last sample.
     sampled: Counts,
+    /// The analyzer they were read from.
+    instance: Option<Arc<Analyzer>>,
     /// What was last written, and when.
     written: Option<(Values, Instant)>,
 }
 
 impl Tracked {
+    /// Reads the counters of `current`, the fleet's analyzer of this id
+    /// (none: not in the fleet). An analyzer that left the fleet had its
+    /// counters forgotten, so the next one starts at 0: what the one that
+    /// left counted, to its last delivery, goes into the base.
+    fn sample(&mut self, current: Option<Arc<Analyzer>>) {
+        let Some(current) = current else {
+            if let Some(gone) = self.instance.take() {
+                self.base = self.base.plus(counts_of(&gone));
+                self.sampled = Counts::default();
+            }
+            return;
+        };
+        let local = counts_of(&current);
+        if local.processed < self.sampled.processed || local.errors < self.sampled.errors {
+            // Left and came back between two samples.
+            let gone = self
+                .instance
+                .as_ref()
+                .map(|a| counts_of(a))
+                .unwrap_or(self.sampled);
+            self.base = self.base.plus(gone);
+        }
+        self.sampled = local;
+        self.instance = Some(current);
+    }
+
     fn values(&self, routed_last_minute: i64) -> Values {
         Values {
             counts: self.base.plus(self.sampled).at_least_zero(),
@@ -217,16 +247,7 @@ impl CountReporter {
                     }
                 })
                 .or_insert_with(|| fresh(&uid));
-            if let Some(analyzer) = self.dispatcher.fleet().get(&id) {
-                let local = Counts {
-                    processed: i64::try_from(analyzer.metrics.delivered.get()).unwrap_or(i64::MAX),
-                    errors: i64::try_from(analyzer.metrics.errors.get()).unwrap_or(i64::MAX),
-                };
-                if local.processed < tracked.sampled.processed || local.errors < tracked.sampled.errors {
-                    tracked.base = tracked.base.plus(tracked.sampled);
-                }
-                tracked.sampled = local;
-            }
+            tracked.sample(self.dispatcher.fleet().get(&id));
             let routed = routed
                 .get(&id)
                 .map(|&n| i64::try_from(n).unwrap_or(i64::MAX))
@@ -328,11 +349,20 @@ impl CountReporter {
     }
 }
 
+/// An analyzer's lifetime counters in this process.
+fn counts_of(analyzer: &Analyzer) -> Counts {
+    Counts {
+        processed: i64::try_from(analyzer.metrics.delivered.get()).unwrap_or(i64::MAX),
+        errors: i64::try_from(analyzer.metrics.errors.get()).unwrap_or(i64::MAX),
+    }
+}
+
 fn fresh(uid: &str) -> Tracked {
     Tracked {
         uid: uid.to_string(),
         base: Counts::default(),
         sampled: Counts::default(),
+        instance: None,
         written: None,
     }
 }

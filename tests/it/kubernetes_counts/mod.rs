@@ -11,10 +11,12 @@
 //! Table.
 //!
 //! `failover`: three replicas, the leader stopped and killed, the printer
-//! columns; `retire`: entries retired and never counted twice; `writes`:
+//! columns; `rebuilt`: an analyzer that left and came back keeps its
+//! counts; `retire`: entries retired and never counted twice; `writes`:
 //! the bounds on status writes.
 
 mod failover;
+mod rebuilt;
 mod retire;
 mod writes;
 
