@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// The most entry writes one replica makes in a second.
-pub(crate) const WRITES_PER_SECOND: usize = 5;
+const WRITES_PER_SECOND: usize = 5;
 /// Longest time the writes at shutdown may take.
 const FINAL_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
 

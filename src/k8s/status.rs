@@ -1,9 +1,8 @@
 //! The leader's report: Analyzer status (the status subresource, merge
 //! patch) at once on every health change and every `every` otherwise, only
 //! when it changes something (a newer `lastProbeTime` alone once a
-//! minute), and
-//! a Kubernetes Event on every health transition (Normal `Recovered`,
-//! Warning `Unhealthy`). An Analyzer that cannot be built (a Secret
+//! minute), and a Kubernetes Event on every health transition (Normal
+//! `Recovered`, Warning `Unhealthy`). An Analyzer that cannot be built (a Secret
 //! missing, a spec or certificate that does not build) gets `Ready` False
 //! with the reason and message, and a Warning Event once per failure.
 //! `status.observedGeneration` is the generation that runs (applied); the
