@@ -135,7 +135,7 @@ impl Traffic {
 }
 
 /// `part` as a percent of `total`, to two decimals (0 when `total` is 0).
-pub fn percent(part: u64, total: u64) -> f64 {
+pub(crate) fn percent(part: u64, total: u64) -> f64 {
     if total == 0 {
         0.0
     } else {

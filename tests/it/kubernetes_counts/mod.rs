@@ -32,16 +32,16 @@ use std::time::Duration;
 
 /// Longest wait for counts to reach the status (replica writes at most
 /// every second, the leader's derivation after them).
-pub(super) const COUNTS_DEADLINE: Duration = Duration::from_secs(20);
+const COUNTS_DEADLINE: Duration = Duration::from_secs(20);
 
-pub(super) async fn shared() -> Cluster {
+async fn shared() -> Cluster {
     tokio::task::spawn_blocking(Cluster::shared)
         .await
         .expect("control plane set-up")
 }
 
 /// An Analyzer delivering to a reference analyzer.
-pub(super) fn http_analyzer(name: &str, weight: i64, endpoint: &str) -> Value {
+fn http_analyzer(name: &str, weight: i64, endpoint: &str) -> Value {
     json!({
         "apiVersion": "logs-distributor.dev/v1alpha1",
         "kind": "Analyzer",
@@ -51,7 +51,7 @@ pub(super) fn http_analyzer(name: &str, weight: i64, endpoint: &str) -> Value {
 }
 
 /// Waits until `d` runs exactly the analyzers `a` and `b`.
-pub(super) async fn wait_for_a_and_b(d: &Distributor) {
+async fn wait_for_a_and_b(d: &Distributor) {
     analyzers_where(d, "a and b running", DEADLINE, |all| {
         all.as_object().map(|a| a.keys().cloned().collect::<Vec<_>>()) == Some(vec!["a".into(), "b".into()])
     })
@@ -60,14 +60,14 @@ pub(super) async fn wait_for_a_and_b(d: &Distributor) {
 
 /// Posts `count` packets with ids `{prefix}-N` to `d` and waits until
 /// they are delivered; answers what `d` delivered to each analyzer so far.
-pub(super) async fn post_and_drain(d: &Distributor, prefix: &str, count: usize) -> BTreeMap<String, u64> {
+async fn post_and_drain(d: &Distributor, prefix: &str, count: usize) -> BTreeMap<String, u64> {
     d.post_logs(&packets(prefix, count)).await.expect(202);
     processed(&d.drained().await)
 }
 
 /// The packets each analyzer received whose id starts with `{replica}-`:
 /// what that replica delivered to it, counted at the analyzer.
-pub(super) fn delivered_by(analyzer: &AnalyzerProcess, replica: &str) -> i64 {
+fn delivered_by(analyzer: &AnalyzerProcess, replica: &str) -> i64 {
     let prefix = format!("{replica}-");
     analyzer
         .records()
@@ -77,7 +77,7 @@ pub(super) fn delivered_by(analyzer: &AnalyzerProcess, replica: &str) -> i64 {
 }
 
 /// The entry of `replica` in `status.replicas`.
-pub(super) fn entry<'a>(status: &'a Value, replica: &str) -> Option<&'a Value> {
+fn entry<'a>(status: &'a Value, replica: &str) -> Option<&'a Value> {
     status["replicas"]
         .as_array()
         .and_then(|all| all.iter().find(|e| e["name"] == replica))
@@ -87,12 +87,7 @@ pub(super) fn entry<'a>(status: &'a Value, replica: &str) -> Option<&'a Value> {
 /// `processedCount` equal to the packets the analyzer received and, for
 /// each of `replicas`, an entry equal to what that replica delivered to
 /// it; answers the status.
-pub(super) async fn counts_match(
-    ns: &Namespace,
-    name: &str,
-    analyzer: &AnalyzerProcess,
-    replicas: &[&str],
-) -> Value {
+async fn counts_match(ns: &Namespace, name: &str, analyzer: &AnalyzerProcess, replicas: &[&str]) -> Value {
     eventually_every(
         &format!("{name}'s status to count what it received"),
         COUNTS_DEADLINE,
@@ -115,7 +110,7 @@ pub(super) async fn counts_match(
 }
 
 /// Waits until one of `candidates` holds the Lease and says it leads.
-pub(super) async fn leader_among(ns: &Namespace, candidates: &BTreeMap<String, Distributor>) -> String {
+async fn leader_among(ns: &Namespace, candidates: &BTreeMap<String, Distributor>) -> String {
     eventually_every("a leader", DEADLINE, KUBECTL_POLL, || async {
         let holder = ns.lease_holder().await.unwrap_or_default();
         match candidates.get(&holder) {
@@ -127,7 +122,7 @@ pub(super) async fn leader_among(ns: &Namespace, candidates: &BTreeMap<String, D
 }
 
 /// A client of the test's kubeconfig.
-pub(super) async fn kube_client(cluster: &Cluster) -> kube::Client {
+async fn kube_client(cluster: &Cluster) -> kube::Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(&cluster.kubeconfig).expect("kubeconfig");
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
@@ -137,7 +132,7 @@ pub(super) async fn kube_client(cluster: &Cluster) -> kube::Client {
 }
 
 /// A test configuration with `stale_replica_after` and `drain_timeout`.
-pub(super) fn config(stale_replica_after: &str, drain_timeout: &str) -> String {
+fn config(stale_replica_after: &str, drain_timeout: &str) -> String {
     format!(
         "kubernetes: {{lease_duration: 3s, status_interval: 1s, stale_replica_after: {stale_replica_after}}}\n\
          retry: {{base_delay: 20ms}}\n\

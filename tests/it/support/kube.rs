@@ -428,7 +428,7 @@ pub async fn distributor_with_config(
 
 /// Starts `d` again (after it stopped or was killed) with the flags,
 /// configuration and data directory it had; waits for `/readyz`.
-pub async fn restart_distributor(
+pub(crate) async fn restart_distributor(
     d: &mut Distributor,
     cluster: &Cluster,
     ns: &str,
