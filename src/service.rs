@@ -184,7 +184,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         .checkpoint_to(&checkpoint_path)
         .await
         .context("cannot write the checkpoint after recovery")?;
-    let (mut kube_tasks, election) = match &kube {
+    let (mut kube_tasks, finishing) = match &kube {
         Some(state) => {
             let tasks = k8s::start(
                 Arc::new(settings.clone()),
@@ -194,7 +194,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 stop.clone(),
             )
             .await?;
-            (tasks.background, Some(tasks.election))
+            (tasks.background, Some(tasks.finishing))
         }
         None => (Vec::new(), None),
     };
@@ -227,7 +227,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
         },
         Background {
             tasks: background,
-            election,
+            finishing,
             handoff,
         },
         server_stop,
@@ -331,9 +331,10 @@ struct ServerStop {
 struct Background {
     /// Aborted once the drain is over.
     tasks: Vec<JoinHandle<()>>,
-    /// The leader election, which ends by itself on the stop after
-    /// releasing the Lease: awaited.
-    election: Option<JoinHandle<()>>,
+    /// The leader election and the replica's counts, which end by
+    /// themselves on the stop after releasing the Lease and writing the
+    /// last counts: awaited.
+    finishing: Option<JoinHandle<()>>,
     /// What the stop does with what the drain leaves, when it hands off.
     handoff: Option<OnStop>,
 }
@@ -362,10 +363,11 @@ async fn shut_down_when_told(
         task.abort();
     }
     // The election hands the Lease back as soon as the stop is told (while
-    // the drain runs); its release is bounded by a third of the Lease.
-    if let Some(election) = background.election {
-        if let Err(e) = election.await {
-            tracing::error!(error = %e, "the leader election task failed");
+    // the drain runs); its release is bounded by a third of the Lease. The
+    // replica's last counts are written once the drain is over.
+    if let Some(finishing) = background.finishing {
+        if let Err(e) = finishing.await {
+            tracing::error!(error = %e, "the leader election or count task failed");
         }
     }
     // A periodic checkpoint being written finishes first: the final one is

@@ -1,5 +1,6 @@
 //! Recent traffic: what the last minute looked like, for the stats API, the
-//! status page and (later) the Analyzer status's `trafficShare`.
+//! status page and each replica's input to the Analyzer status's
+//! `trafficShare`.
 //!
 //! A sampler task reads the lifetime counters once a second into a ring of
 //! [`Sample`]s (five minutes' worth). Rates and shares are differences
@@ -81,32 +82,29 @@ impl Traffic {
     /// Each analyzer's percent of the packets routed over the last minute
     /// (or since the first sample, when younger); all 0 until traffic flows.
     pub fn recent_shares(&self) -> BTreeMap<String, f64> {
+        let routed = self.recent_routed();
+        let total: u64 = routed.values().sum();
+        routed
+            .into_iter()
+            .map(|(id, count)| (id, percent(count, total)))
+            .collect()
+    }
+
+    /// The packets routed to each analyzer over the last minute (or since
+    /// the first sample, when younger).
+    pub fn recent_routed(&self) -> BTreeMap<String, u64> {
         let samples = self.lock();
         let (Some(newest), Some(oldest)) = (samples.back(), window_start(&samples, SHARE_WINDOW)) else {
             return BTreeMap::new();
         };
         // An analyzer deleted and created again within the window counts
         // from 0 again: what it has now was all routed since.
-        let delta = |id: &str| {
-            let now = newest.routed.get(id).copied().unwrap_or(0);
-            let then = oldest.routed.get(id).copied().unwrap_or(0);
-            if now >= then {
-                now - then
-            } else {
-                now
-            }
-        };
-        let total: u64 = newest.routed.keys().map(|id| delta(id)).sum();
         newest
             .routed
-            .keys()
-            .map(|id| {
-                let share = if total == 0 {
-                    0.0
-                } else {
-                    (delta(id) as f64 * 10_000.0 / total as f64).round() / 100.0
-                };
-                (id.clone(), share)
+            .iter()
+            .map(|(id, &now)| {
+                let then = oldest.routed.get(id).copied().unwrap_or(0);
+                (id.clone(), if now >= then { now - then } else { now })
             })
             .collect()
     }
@@ -133,6 +131,15 @@ impl Traffic {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Sample>> {
         self.samples.lock_unpoisoned()
+    }
+}
+
+/// `part` as a percent of `total`, to two decimals (0 when `total` is 0).
+pub(crate) fn percent(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (part as f64 * 10_000.0 / total as f64).round() / 100.0
     }
 }
 

@@ -158,9 +158,14 @@ pub struct KubernetesConfig {
     /// A leader that has not renewed for this long loses the Lease.
     #[serde(with = "humantime_serde")]
     pub lease_duration: Duration,
-    /// How often the leader writes Analyzer counters (health changes go at once).
+    /// How often the leader writes Analyzer counters (health changes go at once), and the
+    /// shortest time between two writes of one replica's entry in an Analyzer's status.
     #[serde(with = "humantime_serde")]
     pub status_interval: Duration,
+    /// A replica's entry in an Analyzer's status that has not changed for this long is
+    /// removed by the leader, its counts kept in `status.retired`.
+    #[serde(with = "humantime_serde")]
+    pub stale_replica_after: Duration,
 }
 
 impl Default for KubernetesConfig {
@@ -176,6 +181,7 @@ impl Default for KubernetesConfig {
             lease_name: "logs-distributor-leader".into(),
             lease_duration: Duration::from_secs(15),
             status_interval: Duration::from_secs(10),
+            stale_replica_after: Duration::from_secs(15 * 60),
         }
     }
 }

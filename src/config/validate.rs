@@ -163,6 +163,11 @@ impl Settings {
                 Bound::AboveZero,
             ),
             (
+                "kubernetes.stale_replica_after",
+                self.kubernetes.stale_replica_after,
+                Bound::AboveZero,
+            ),
+            (
                 "kubernetes.lease_duration",
                 self.kubernetes.lease_duration,
                 Bound::AboveZero,

@@ -30,6 +30,9 @@ pub const GROUP: &str = "logs-distributor.dev";
 /// An analyzer that the distributor hands log packets to, and its share of
 /// the traffic.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Several printer columns of one type repeat `type_ = "integer"`: clippy
+// reads them as one attribute given twice.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "logs-distributor.dev",
     version = "v1alpha1",
@@ -45,6 +48,18 @@ pub const GROUP: &str = "logs-distributor.dev";
         type_ = "number",
         json_path = ".status.trafficShare",
         description = "Percent of the packets routed over the last minute"
+    ),
+    printcolumn(
+        name = "Processed",
+        type_ = "integer",
+        json_path = ".status.processedCount",
+        description = "Packets delivered to it, by every replica"
+    ),
+    printcolumn(
+        name = "Errors",
+        type_ = "integer",
+        json_path = ".status.errorCount",
+        description = "Failed deliveries to it, by every replica"
     ),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -296,7 +311,8 @@ pub enum DeclaredHealth {
     ForceUnhealthy,
 }
 
-/// What the distributor observes; written by the leader replica.
+/// What the distributor observes: written by the leader replica, except `replicas`, where
+/// each replica writes its own entry.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalyzerStatus {
@@ -319,15 +335,60 @@ pub struct AnalyzerStatus {
     /// When the analyzer was last probed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<String>,
-    /// Packets delivered to it since the distributor started counting.
+    /// Packets delivered to it by every replica: retired plus the sum of replicas (written
+    /// by the leader; it never goes back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_count: Option<i64>,
-    /// Failed deliveries to it.
+    /// Failed deliveries to it by every replica: retired plus the sum of replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_count: Option<i64>,
-    /// Percent of the packets routed over the last minute.
+    /// Its percent of the packets every replica routed over the last minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_share: Option<f64>,
+    /// Each replica's own counts, one entry per replica, written by that replica
+    /// (server-side apply, field manager logs-distributor-replica/NAME). A list keyed by
+    /// name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub replicas: Vec<ReplicaCounts>,
+    /// The counts of replica entries removed after they stopped changing
+    /// (kubernetes.stale_replica_after): kept in the totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<RetiredCounts>,
+}
+
+/// One replica's counts for one Analyzer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaCounts {
+    /// The replica (its identity, the pod name).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Packets this replica delivered to the analyzer.
+    #[schemars(range(min = 0))]
+    pub processed_count: i64,
+    /// Failed deliveries of this replica to the analyzer.
+    #[schemars(range(min = 0))]
+    pub error_count: i64,
+    /// Packets this replica routed to the analyzer over the last minute (for trafficShare).
+    #[schemars(range(min = 0))]
+    pub routed_last_minute: i64,
+    /// When the replica wrote this entry (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<String>,
+}
+
+/// Counts of replica entries no longer listed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredCounts {
+    #[schemars(range(min = 0))]
+    pub processed_count: i64,
+    #[schemars(range(min = 0))]
+    pub error_count: i64,
+    /// How many entries were retired.
+    #[schemars(range(min = 0))]
+    pub replicas: i64,
 }
 
 /// The CRD as YAML, as `logs-distributor crd` prints it.
@@ -365,7 +426,18 @@ mod tests {
             .iter()
             .map(|c| c["name"].clone())
             .collect();
-        assert_eq!(columns, ["Weight", "Healthy", "Share", "Endpoint", "Age"]);
+        assert_eq!(
+            columns,
+            [
+                "Weight",
+                "Healthy",
+                "Share",
+                "Processed",
+                "Errors",
+                "Endpoint",
+                "Age"
+            ]
+        );
         let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
         assert_eq!(spec["properties"]["weight"]["minimum"], 0.0);
         assert_eq!(spec["properties"]["weight"]["maximum"], 1000.0);
@@ -411,6 +483,14 @@ mod tests {
             conditions["x-kubernetes-list-map-keys"],
             serde_json::json!(["type"])
         );
+        let replicas =
+            &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["replicas"];
+        assert_eq!(replicas["x-kubernetes-list-type"], "map", "{replicas}");
+        assert_eq!(
+            replicas["x-kubernetes-list-map-keys"],
+            serde_json::json!(["name"])
+        );
+        assert_eq!(replicas["items"]["required"][0], "errorCount", "{replicas}");
     }
 
     #[test]

@@ -1,19 +1,23 @@
 //! Kubernetes: the `Analyzer` custom resource ([`crd`]), the watch that
 //! turns Analyzers into the live routing table ([`controller`]), with the
 //! Secrets they reference ([`secrets`], [`resolve`]), the leader's status
-//! and Events ([`status`]) and the Lease that elects it ([`lease`]). A
+//! and Events ([`status`]) and the Lease that elects it ([`lease`]); each
+//! replica's own counts in the status ([`counts`]), of which the leader
+//! writes the totals ([`totals`]). A
 //! label selector (`kubernetes.analyzer_selector`) picks the Analyzers of
 //! one distributor, and each distributor has a Lease of its own
 //! (`kubernetes.lease_name`), so several share a namespace.
 //! [`start`] wires them for `--source kubernetes`.
 
 pub(crate) mod controller;
+pub(crate) mod counts;
 pub mod crd;
 pub(crate) mod handoff;
 pub(crate) mod lease;
 pub(crate) mod resolve;
 pub(crate) mod secrets;
 pub(crate) mod status;
+pub(crate) mod totals;
 
 pub use crd::{Analyzer, AnalyzerSpec, AnalyzerStatus, DeclaredHealth};
 
@@ -120,13 +124,14 @@ impl KubeState {
 pub struct Tasks {
     /// The watch and the status writer: aborted at shutdown.
     pub background: Vec<JoinHandle<()>>,
-    /// The election: it ends by itself once `stop` is cancelled, after
-    /// releasing the Lease (awaited at shutdown).
-    pub election: JoinHandle<()>,
+    /// The election and this replica's counts: they end by themselves
+    /// once `stop` is cancelled, after releasing the Lease and, once the
+    /// drain is over, writing the last counts (awaited at shutdown).
+    pub finishing: JoinHandle<()>,
 }
 
-/// Starts the watch, the election and the status writer; the election
-/// releases the Lease when `stop` is cancelled.
+/// Starts the watch, the election, the status writer and the count
+/// reporter; the election releases the Lease when `stop` is cancelled.
 pub async fn start(
     settings: Arc<Settings>,
     dispatcher: Arc<Dispatcher>,
@@ -169,10 +174,21 @@ pub async fn start(
         duration: config.lease_duration,
         state: state.clone(),
     };
+    let reporter = counts::CountReporter::new(
+        client.clone(),
+        dispatcher.clone(),
+        traffic,
+        state.clone(),
+        identity.clone(),
+        counts::Timing {
+            min_interval: config.status_interval,
+            stale_after: config.stale_replica_after,
+            drain_timeout: settings.shutdown.drain_timeout,
+        },
+    );
     let writer = status::StatusWriter {
         client: client.clone(),
         dispatcher,
-        traffic,
         state,
         recorder: Recorder::new(
             client,
@@ -182,11 +198,16 @@ pub async fn start(
             },
         ),
         every: config.status_interval,
+        stale_after: config.stale_replica_after,
+        observations: Default::default(),
         announced: Default::default(),
     };
+    let finishing = tokio::spawn(async move {
+        tokio::join!(election.run(stop.clone()), reporter.run(stop));
+    });
     Ok(Tasks {
         background: vec![tokio::spawn(watch.run(analyzers)), tokio::spawn(writer.run())],
-        election: tokio::spawn(election.run(stop)),
+        finishing,
     })
 }
 

@@ -1,35 +1,61 @@
 //! The leader's report: Analyzer status (the status subresource, merge
-//! patch) at once on every health change and every `every` otherwise, and
-//! a Kubernetes Event on every health transition (Normal `Recovered`,
-//! Warning `Unhealthy`). An Analyzer that cannot be built (a Secret
+//! patch) at once on every health change and every `every` otherwise, only
+//! when it changes something (a newer `lastProbeTime` alone once a
+//! minute), and a Kubernetes Event on every health transition (Normal
+//! `Recovered`, Warning `Unhealthy`). An Analyzer that cannot be built (a Secret
 //! missing, a spec or certificate that does not build) gets `Ready` False
 //! with the reason and message, and a Warning Event once per failure.
 //! `status.observedGeneration` is the generation that runs (applied); the
 //! condition's own `observedGeneration` is the one it describes.
+//!
+//! The counts (`processedCount`, `errorCount`, `trafficShare`) are the
+//! totals of every replica's entry ([`super::totals`]). A write carries the
+//! `resourceVersion` it was derived from: when a replica wrote its entry
+//! meanwhile (409), the leader reads the Analyzer again and derives anew.
+//! The merge patch never names `status.replicas`, except to remove retired
+//! entries, so the replicas' server-side applied entries stay theirs.
 
 use super::crd::{Analyzer as AnalyzerResource, AnalyzerStatus};
+use super::totals::{totals, Observations};
 use super::KubeState;
 use crate::dispatch::fleet::HealthEvent;
 use crate::dispatch::Dispatcher;
-use crate::traffic::Traffic;
+use crate::traffic::percent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Writes of one Analyzer's status in one round (each after a conflict).
+const ATTEMPTS: usize = 3;
+/// A newer `lastProbeTime` alone is written once the written one is this old.
+const PROBE_TIME_REFRESH: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// What came of one status write.
+enum Written {
+    Taken,
+    /// The Analyzer changed since it was read (409).
+    Conflict,
+    Failed,
+}
 
 pub(crate) struct StatusWriter {
     pub client: Client,
     pub dispatcher: Arc<Dispatcher>,
-    pub traffic: Arc<Traffic>,
     pub state: Arc<KubeState>,
     pub recorder: Recorder,
     pub every: Duration,
+    /// A replica entry unchanged this long is retired.
+    pub stale_after: Duration,
+    /// When each replica entry was last seen changing (by every replica,
+    /// so that a new leader knows).
+    pub observations: Observations,
     /// The build failure last announced by an Event, by fleet id: reason,
     /// message and the generation it concerns.
     pub announced: HashMap<String, (String, String, Option<i64>)>,
@@ -52,58 +78,128 @@ impl StatusWriter {
                     }
                 }
             }
+            let resources = self.state.resources();
+            self.observations
+                .observe(resources.iter().map(|(_, r)| r), Instant::now());
             if self.state.leader.load(Ordering::Acquire) {
-                self.write_all().await;
+                self.write_all(resources).await;
             }
         }
     }
 
-    async fn write_all(&mut self) {
-        let shares = self.traffic.recent_shares();
-        for (id, resource) in self.state.resources() {
-            let running = self.dispatcher.fleet().get(&id);
-            let unbuilt = self.state.unbuilt(&id);
-            let applied = self.state.applied_generation(&id);
-            let mut status = match &running {
-                Some(analyzer) => {
-                    let health = analyzer.health.snapshot();
-                    AnalyzerStatus {
-                        healthy: Some(health.healthy),
-                        conditions: vec![ready(
-                            &resource,
-                            health.healthy,
-                            format!("{:?}", health.reason),
-                            health
-                                .detail
-                                .clone()
-                                .unwrap_or_else(|| describe(health.healthy, analyzer.in_rotation())),
-                        )],
-                        last_probe_time: health.last_check.map(|t| t.to_rfc3339()),
-                        processed_count: i64::try_from(analyzer.metrics.delivered.get()).ok(),
-                        error_count: i64::try_from(analyzer.metrics.errors.get()).ok(),
-                        traffic_share: Some(shares.get(&id).copied().unwrap_or(0.0)),
-                        ..AnalyzerStatus::default()
-                    }
-                }
-                None if unbuilt.is_some() => AnalyzerStatus {
-                    healthy: Some(false),
-                    traffic_share: Some(0.0),
-                    ..AnalyzerStatus::default()
-                },
-                None => continue,
-            };
-            if let Some(unbuilt) = &unbuilt {
-                let message = match (&running, applied) {
-                    (Some(_), Some(generation)) => {
-                        format!("{}; generation {generation} goes on running", unbuilt.message)
-                    }
-                    _ => unbuilt.message.clone(),
+    async fn write_all(&mut self, resources: Vec<(String, AnalyzerResource)>) {
+        let now = Instant::now();
+        let routed_by_all: i64 = resources
+            .iter()
+            .map(|(_, r)| totals(r, &self.observations, now, self.stale_after).routed_last_minute)
+            .sum();
+        for (id, mut resource) in resources {
+            for _ in 0..ATTEMPTS {
+                let Some((status, patch)) = self.desired(&id, &resource, now, routed_by_all) else {
+                    break;
                 };
-                status.conditions = vec![ready(&resource, false, unbuilt.reason.into(), message)];
+                match self.patch(&id, &resource, &patch).await {
+                    Written::Taken => {
+                        if self.state.unbuilt(&id).is_some() {
+                            self.announce_unbuilt(&id, &resource, &status.conditions[0]).await;
+                        }
+                        break;
+                    }
+                    Written::Failed => break,
+                    Written::Conflict => match self.reread(&resource).await {
+                        Some(fresh) => resource = fresh,
+                        None => break,
+                    },
+                }
             }
-            status.observed_generation = applied;
-            if self.patch(&id, &resource, &status).await && unbuilt.is_some() {
-                self.announce_unbuilt(&id, &resource, &status.conditions[0]).await;
+        }
+    }
+
+    /// The status `resource` should have and the merge patch that gives it;
+    /// `None` when there is nothing to write (not known here, or unchanged).
+    fn desired(
+        &self,
+        id: &str,
+        resource: &AnalyzerResource,
+        now: Instant,
+        routed_by_all: i64,
+    ) -> Option<(AnalyzerStatus, Value)> {
+        let running = self.dispatcher.fleet().get(id);
+        let unbuilt = self.state.unbuilt(id);
+        let applied = self.state.applied_generation(id);
+        let mut status = match &running {
+            Some(analyzer) => {
+                let health = analyzer.health.snapshot();
+                AnalyzerStatus {
+                    healthy: Some(health.healthy),
+                    conditions: vec![ready(
+                        resource,
+                        health.healthy,
+                        format!("{:?}", health.reason),
+                        health
+                            .detail
+                            .clone()
+                            .unwrap_or_else(|| describe(health.healthy, analyzer.in_rotation())),
+                    )],
+                    last_probe_time: health.last_check.map(|t| t.to_rfc3339()),
+                    ..AnalyzerStatus::default()
+                }
+            }
+            None if unbuilt.is_some() => AnalyzerStatus {
+                healthy: Some(false),
+                ..AnalyzerStatus::default()
+            },
+            None => return None,
+        };
+        if let Some(unbuilt) = &unbuilt {
+            let message = match (&running, applied) {
+                (Some(_), Some(generation)) => {
+                    format!("{}; generation {generation} goes on running", unbuilt.message)
+                }
+                _ => unbuilt.message.clone(),
+            };
+            status.conditions = vec![ready(resource, false, unbuilt.reason.into(), message)];
+        }
+        status.observed_generation = applied;
+        let totals = totals(resource, &self.observations, now, self.stale_after);
+        status.processed_count = Some(totals.processed);
+        status.error_count = Some(totals.errors);
+        status.traffic_share = Some(percent(
+            u64::try_from(totals.routed_last_minute).unwrap_or(0),
+            u64::try_from(routed_by_all).unwrap_or(0),
+        ));
+        status.retired = Some(totals.retired);
+        let mut fields = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
+        if let Some(kept) = totals.kept {
+            fields["replicas"] = if kept.is_empty() { Value::Null } else { json!(kept) };
+        }
+        let current =
+            serde_json::to_value(resource.status.clone().unwrap_or_default()).unwrap_or_else(|_| json!({}));
+        let changes = fields.as_object().is_some_and(|f| {
+            f.iter().any(|(key, value)| {
+                let was = current.get(key).unwrap_or(&Value::Null);
+                was != value && !(key == "lastProbeTime" && within_a_refresh(was, value))
+            })
+        });
+        if !changes {
+            return None;
+        }
+        let patch = json!({
+            "metadata": {"resourceVersion": resource.resource_version()},
+            "status": fields,
+        });
+        Some((status, patch))
+    }
+
+    /// The Analyzer as the API server has it now.
+    async fn reread(&self, resource: &AnalyzerResource) -> Option<AnalyzerResource> {
+        let api: Api<AnalyzerResource> =
+            Api::namespaced(self.client.clone(), &resource.namespace().unwrap_or_default());
+        match api.get_status(&resource.name_any()).await {
+            Ok(fresh) => Some(fresh),
+            Err(e) => {
+                tracing::warn!(analyzer = %resource.name_any(), error = %e, "cannot read Analyzer status");
+                None
             }
         }
     }
@@ -137,19 +233,23 @@ impl StatusWriter {
         }
     }
 
-    /// Writes `status`; true when the API server took it.
-    async fn patch(&self, id: &str, resource: &AnalyzerResource, status: &AnalyzerStatus) -> bool {
+    /// Writes the merge patch `patch` to the status.
+    async fn patch(&self, id: &str, resource: &AnalyzerResource, patch: &Value) -> Written {
         let api: Api<AnalyzerResource> =
             Api::namespaced(self.client.clone(), &resource.namespace().unwrap_or_default());
-        let patch = Patch::Merge(json!({ "status": status }));
         match api
-            .patch_status(&resource.name_any(), &PatchParams::default(), &patch)
+            .patch_status(
+                &resource.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
             .await
         {
-            Ok(_) => true,
+            Ok(_) => Written::Taken,
+            Err(kube::Error::Api(status)) if status.code == 409 => Written::Conflict,
             Err(e) => {
                 tracing::warn!(analyzer = %id, error = %e, "cannot write Analyzer status");
-                false
+                Written::Failed
             }
         }
     }
@@ -206,10 +306,42 @@ fn ready_condition(resource: &AnalyzerResource) -> Option<Condition> {
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned())
 }
 
+/// Whether the probe time `now` is less than [`PROBE_TIME_REFRESH`] after
+/// the written one `was` (both RFC 3339).
+fn within_a_refresh(was: &Value, now: &Value) -> bool {
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    };
+    match (parse(was), parse(now)) {
+        (Some(was), Some(now)) => now - was < PROBE_TIME_REFRESH,
+        _ => false,
+    }
+}
+
 fn describe(healthy: bool, in_rotation: bool) -> String {
     match (healthy, in_rotation) {
         (true, true) => "in rotation".into(),
         (true, false) => "healthy, out of rotation (weight 0)".into(),
         (false, _) => "out of rotation".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_probe_time_alone_waits_for_a_minute() {
+        let at = |t: &str| json!(t);
+        assert!(within_a_refresh(
+            &at("2026-12-06T10:00:00Z"),
+            &at("2026-12-06T10:00:59.5+00:00")
+        ));
+        assert!(!within_a_refresh(
+            &at("2026-12-06T10:00:00Z"),
+            &at("2026-12-06T10:01:00+00:00")
+        ));
+        assert!(!within_a_refresh(&Value::Null, &at("2026-12-06T10:00:00Z")));
     }
 }

@@ -596,7 +596,19 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
         table(out.ok("kubectl get analyzers"))
     };
     let (header, rows) = get().await;
-    assert_eq!(header, ["NAME", "WEIGHT", "HEALTHY", "SHARE", "ENDPOINT", "AGE"]);
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "WEIGHT",
+            "HEALTHY",
+            "SHARE",
+            "PROCESSED",
+            "ERRORS",
+            "ENDPOINT",
+            "AGE"
+        ]
+    );
     assert_eq!(rows.len(), 5, "{rows:?}");
     for row in &rows {
         assert_eq!(row["HEALTHY"], "", "no status yet: {row:?}");
@@ -694,12 +706,11 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
     let on_follower = post_and_drain(&follower, "follower", 300).await;
     assert_eq!(processed(&on_leader).values().sum::<u64>(), 100);
     assert_eq!(processed(&on_follower).values().sum::<u64>(), 300);
-    // The status is the leader's.
+    // The status counts both.
     let leader_a = processed(&on_leader)["a"];
     let follower_a = processed(&on_follower)["a"];
-    assert_ne!(leader_a, follower_a);
-    status_where(&ns, "a", "a's processedCount from the leader", |s| {
-        s["processedCount"] == leader_a
+    status_where(&ns, "a", "a's processedCount from both replicas", |s| {
+        s["processedCount"] == leader_a + follower_a
     })
     .await;
 
@@ -732,16 +743,16 @@ async fn two_replicas_elect_one_status_writer_and_fail_over() {
         "{lease}"
     );
 
-    // The new leader writes its own counters, and keeps them current.
+    // The new leader keeps the totals, and keeps them current.
     status_where(&ns, "a", "a's processedCount from the new leader", |s| {
-        s["processedCount"] == follower_a
+        s["processedCount"] == leader_a + follower_a
     })
     .await;
     let more = post_and_drain(&follower, "after", 100).await;
     let now_a = processed(&more)["a"];
     assert!(now_a > follower_a);
     status_where(&ns, "a", "a's processedCount updated", |s| {
-        s["processedCount"] == now_a
+        s["processedCount"] == leader_a + now_a
     })
     .await;
 }

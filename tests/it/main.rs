@@ -30,6 +30,7 @@ mod http_analyzers;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes;
 #[cfg(feature = "test-control-plane")]
+mod kubernetes_counts;
 mod kubernetes_handoff;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes_lease;

@@ -420,26 +420,47 @@ pub(crate) async fn distributor_with_config(
 ) -> Distributor {
     let config = dir.join(format!("config-{identity}.yaml"));
     std::fs::write(&config, yaml).expect("write config");
-    let data = dir.join(format!("data-{identity}"));
     Distributor::start_with(dir, |command, port| {
-        command
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .args([
-                "--source",
-                "kubernetes",
-                "--namespace",
-                ns,
-                "--identity",
-                identity,
-            ])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--config")
-            .arg(&config);
+        kube_flags(command, cluster, ns, identity, dir, port)
     })
     .await
+}
+
+/// Starts `d` again (after it stopped or was killed) with the flags,
+/// configuration and data directory it had; waits for `/readyz`.
+pub(crate) async fn restart_distributor(
+    d: &mut Distributor,
+    cluster: &Cluster,
+    ns: &str,
+    identity: &str,
+    dir: &Path,
+) {
+    d.kill9();
+    d.spawn_with(|command, port| kube_flags(command, cluster, ns, identity, dir, port));
+    d.wait_ready()
+        .await
+        .unwrap_or_else(|e| panic!("{identity} again: {e}"));
+}
+
+/// The flags of a distributor of `ns` named `identity`, with its
+/// configuration and data in `dir`.
+fn kube_flags(command: &mut Command, cluster: &Cluster, ns: &str, identity: &str, dir: &Path, port: u16) {
+    command
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .args([
+            "--source",
+            "kubernetes",
+            "--namespace",
+            ns,
+            "--identity",
+            identity,
+        ])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir.join(format!("data-{identity}")))
+        .arg("--config")
+        .arg(dir.join(format!("config-{identity}.yaml")));
 }
 
 /// `/readyz`'s `kubernetes` object.
