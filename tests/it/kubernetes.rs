@@ -627,7 +627,14 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
             .find(|r| r["NAME"] == "a")
             .and_then(|r| r["SHARE"].parse::<f64>().ok())
             .unwrap_or(0.0);
-        if rows.len() == 5 && rows.iter().all(|r| !r["SHARE"].is_empty()) && a_share > 0.0 {
+        // Each replica's entry is written on its own schedule: wait until
+        // the totals cover every analyzer's.
+        let total: f64 = rows.iter().filter_map(|r| r["SHARE"].parse::<f64>().ok()).sum();
+        if rows.len() == 5
+            && rows.iter().all(|r| !r["SHARE"].is_empty())
+            && a_share > 0.0
+            && (total - 100.0).abs() < 0.1
+        {
             Ok(rows)
         } else {
             Err(format!("{rows:?}"))
