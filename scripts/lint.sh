@@ -22,6 +22,9 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     echo "lint: clippy is not installed in this toolchain; lint skipped"
 fi
+# Without the test features too: what a plain `cargo test` compiles.
+echo "lint: cargo check --workspace --all-targets (no test features)"
+cargo check --locked --workspace --all-targets
 
 # The house rules the compiler does not check: no import cycle between
 # modules, no long source file without a reason at its top.

@@ -31,6 +31,7 @@ mod http_analyzers;
 mod kubernetes;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes_counts;
+#[cfg(feature = "test-control-plane")]
 mod kubernetes_handoff;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes_lease;
