@@ -27,11 +27,10 @@ use crate::k8s::{self, KubeState};
 use crate::metrics::Metrics;
 use crate::storage::wal::{self, RecoverMode, Wal, WalOptions};
 use crate::storage::{
-    atomic_file, Checkpoint, DeadLetter, Unfinished, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR,
+    atomic_file, checkpoint, Checkpoint, DeadLetter, CHECKPOINT_FILE, DEAD_LETTER_FILE, WAL_DIR,
 };
 use crate::traffic::Traffic;
 use anyhow::Context;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -250,24 +249,10 @@ async fn recover(
     tail: u64,
     settings: &Settings,
 ) -> anyhow::Result<()> {
-    let (from, state, next_seq) = match checkpoint {
-        Some(saved) => {
-            dispatcher.restore_counters(&saved.counters);
-            let state = saved
-                .in_flight
-                .into_iter()
-                .map(|saved| {
-                    let unfinished = Unfinished {
-                        packet: saved.packet,
-                        retries: saved.retries,
-                    };
-                    (saved.seq, unfinished)
-                })
-                .collect();
-            (saved.wal_segment, state, saved.next_seq)
-        }
-        None => (0, BTreeMap::new(), 0),
-    };
+    if let Some(saved) = &checkpoint {
+        dispatcher.restore_counters(&saved.counters);
+    }
+    let (from, state, next_seq) = checkpoint::recovery_start(checkpoint);
     let mode = match settings.wal.recover {
         WalRecover::Strict => RecoverMode::Strict,
         WalRecover::SkipCorrupt => RecoverMode::SkipCorrupt,

@@ -3,7 +3,6 @@
 //! one at start-up.
 
 use super::Dispatcher;
-use crate::storage::checkpoint::SavedPacket;
 use crate::storage::{AnalyzerCounters, Checkpoint, Counters};
 use chrono::Utc;
 use std::sync::atomic::Ordering;
@@ -41,15 +40,7 @@ impl Dispatcher {
     /// The state a restart needs: in-flight packets and lifetime counters,
     /// and the first log segment to replay on top of them.
     fn snapshot(&self, wal_segment: u64) -> Checkpoint {
-        let in_flight = self
-            .lock_registry()
-            .iter()
-            .map(|(seq, entry)| SavedPacket {
-                seq: *seq,
-                packet: entry.packet.clone(),
-                retries: entry.retries,
-            })
-            .collect();
+        let in_flight = self.held_packets();
         let m = &self.metrics;
         let analyzers = self
             .fleet

@@ -11,11 +11,10 @@
 
 use super::send::{Holder, Peers, Report, Sender};
 use crate::metrics::Metrics;
-use crate::storage::checkpoint::SavedPacket;
+use crate::storage::checkpoint::{self, SavedPacket};
 use crate::storage::wal::{self, FsyncMode, RecoverMode, Wal, WalOptions};
 use crate::storage::{Checkpoint, CHECKPOINT_FILE, WAL_DIR};
 use anyhow::Context;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -44,23 +43,7 @@ pub async fn adopt(orphan: &Orphan) -> anyhow::Result<Report> {
     let wal_dir = dir.join(WAL_DIR);
     let tail = wal::newest_segment(&wal_dir)
         .with_context(|| format!("cannot read write-ahead log directory {}", wal_dir.display()))?;
-    let (from, state, next_seq) = match checkpoint {
-        Some(saved) => {
-            let state: BTreeMap<_, _> = saved
-                .in_flight
-                .into_iter()
-                .map(|saved| {
-                    let unfinished = crate::storage::Unfinished {
-                        packet: saved.packet,
-                        retries: saved.retries,
-                    };
-                    (saved.seq, unfinished)
-                })
-                .collect();
-            (saved.wal_segment, state, saved.next_seq)
-        }
-        None => (0, BTreeMap::new(), 0),
-    };
+    let (from, state, next_seq) = checkpoint::recovery_start(checkpoint);
     let (recover_dir, mode) = (wal_dir.clone(), orphan.recover);
     let recovered =
         tokio::task::spawn_blocking(move || wal::recover(&recover_dir, from, tail, state, next_seq, mode))

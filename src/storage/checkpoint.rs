@@ -47,6 +47,29 @@ pub struct Checkpoint {
     pub in_flight: Vec<SavedPacket>,
 }
 
+/// Where recovery starts: the first log segment to replay, the packets in
+/// flight at the checkpoint by seq, and the seq the next packet takes (all
+/// from the beginning without a checkpoint).
+pub(crate) fn recovery_start(checkpoint: Option<Checkpoint>) -> (u64, BTreeMap<u64, super::Unfinished>, u64) {
+    match checkpoint {
+        Some(saved) => {
+            let in_flight = saved
+                .in_flight
+                .into_iter()
+                .map(|saved| {
+                    let unfinished = super::Unfinished {
+                        packet: saved.packet,
+                        retries: saved.retries,
+                    };
+                    (saved.seq, unfinished)
+                })
+                .collect();
+            (saved.wal_segment, in_flight, saved.next_seq)
+        }
+        None => (0, BTreeMap::new(), 0),
+    }
+}
+
 /// An in-flight packet and its place in the write-ahead log, saved as
 /// `{"seq":n,"id":…,"messages":[…],"retry_count":r}`: the packet's own
 /// encoded text, not encoded again.
