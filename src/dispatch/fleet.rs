@@ -332,7 +332,11 @@ impl Fleet {
     /// Analyzer's; one that joins a group already in rotation takes its
     /// even share at once, while a group that comes back whole ramps up
     /// under slow start).
-    fn groups_in_rotation(&self, analyzers: &[Arc<Analyzer>], now: Instant) -> Vec<(Vec<Arc<Analyzer>>, u32)> {
+    fn groups_in_rotation(
+        &self,
+        analyzers: &[Arc<Analyzer>],
+        now: Instant,
+    ) -> Vec<(Vec<Arc<Analyzer>>, u32)> {
         let mut groups: Vec<(Vec<Arc<Analyzer>>, u32)> = Vec::new();
         let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for a in analyzers.iter().filter(|a| a.health.is_healthy()) {

@@ -53,7 +53,11 @@ impl<T> RoutingTable<T> {
     /// Builds the table from `(member, weight)` pairs, each member a group
     /// of its own. Members of weight 0 are left out: they take no traffic.
     pub fn new(weighted: impl IntoIterator<Item = (T, u32)>) -> Self {
-        Self::grouped(weighted.into_iter().map(|(member, weight)| (vec![member], weight)))
+        Self::grouped(
+            weighted
+                .into_iter()
+                .map(|(member, weight)| (vec![member], weight)),
+        )
     }
 
     /// Builds the table from `(members, weight)` groups: each group takes
@@ -219,10 +223,7 @@ mod tests {
         assert_eq!(table.cycle_len(), 10);
         for _ in 0..20 {
             let c = counts(&table, 100);
-            assert_eq!(
-                (c["p1"], c["p2"], c["p3"], c["other"]),
-                (10, 10, 10, 70)
-            );
+            assert_eq!((c["p1"], c["p2"], c["p3"], c["other"]), (10, 10, 10, 70));
         }
     }
 

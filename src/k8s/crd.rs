@@ -4,9 +4,10 @@
 //!
 //! Validation lives in the schema so that the API server refuses a bad
 //! Analyzer at `kubectl apply`: weight bounds, rates between 0 and 1,
-//! positive intervals, and CEL rules: exactly one of `endpoint` and
-//! `simulated`, an `http://` or `https://` endpoint, `tls` only with
-//! `https://`, one source per CA bundle and one kind of credentials,
+//! positive intervals, and CEL rules: exactly one of `endpoint`, `service`
+//! and `simulated`, an `http://` or `https://` endpoint, `tls` only with
+//! `https://` (an endpoint's, or a Service's scheme), a Service port that is
+//! a number or a port name, a path that starts with `/`, one source per CA bundle and one kind of credentials,
 //! header names that are legal and not the distributor's own, expected
 //! statuses that are HTTP statuses or ranges of them.
 //!
@@ -62,11 +63,18 @@ pub const GROUP: &str = "logs-distributor.dev";
         description = "Failed deliveries to it, by every replica"
     ),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
+    printcolumn(name = "Service", type_ = "string", json_path = ".spec.service.name"),
+    printcolumn(
+        name = "Endpoints",
+        type_ = "string",
+        json_path = ".status.readyEndpoints",
+        description = "A Service-backed Analyzer's endpoints in rotation / endpoints its Service lists"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.endpoint) != has(self.simulated)").message("set exactly one of spec.endpoint and spec.simulated"))]
-#[x_kube(validation = Rule::new("!has(self.tls) || (has(self.endpoint) && self.endpoint.startsWith('https://'))").message("spec.tls needs an https:// endpoint"))]
-#[x_kube(validation = Rule::new("!has(self.auth) && !has(self.headers) || has(self.endpoint)").message("spec.auth and spec.headers need an endpoint"))]
+#[x_kube(validation = Rule::new("(has(self.endpoint) ? 1 : 0) + (has(self.service) ? 1 : 0) + (has(self.simulated) ? 1 : 0) == 1").message("set exactly one of spec.endpoint, spec.service and spec.simulated"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || (has(self.endpoint) && self.endpoint.startsWith('https://')) || (has(self.service) && has(self.service.scheme) && self.service.scheme == 'https')").message("spec.tls needs an https:// endpoint or a Service with scheme https"))]
+#[x_kube(validation = Rule::new("!has(self.auth) && !has(self.headers) || has(self.endpoint) || has(self.service)").message("spec.auth and spec.headers need an endpoint or a Service"))]
 #[serde(rename_all = "camelCase")]
 pub struct AnalyzerSpec {
     /// Name shown by the distributor's API and status page; the resource's name when unset.
@@ -78,12 +86,18 @@ pub struct AnalyzerSpec {
     #[schemars(range(min = 0, max = 1000))]
     pub weight: i32,
     /// URL that packets are POSTed to, e.g. http://analyzer-a.logs:9000/ or
-    /// https://otel-collector.observability:4318/v1/logs. Set exactly one of endpoint and
-    /// simulated.
+    /// https://otel-collector.observability:4318/v1/logs. Set exactly one of endpoint,
+    /// service and simulated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("endpoint must be an http:// or https:// URL"))]
     pub endpoint: Option<String>,
-    /// TLS to an https:// endpoint: a CA bundle trusted besides the system's roots, a client
+    /// A Service of the Analyzer's namespace instead of an endpoint: each of its ready
+    /// endpoints (from its EndpointSlices) takes deliveries, the weight split evenly among
+    /// those in rotation, each probed on its own. Set exactly one of endpoint, service and
+    /// simulated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+    /// TLS to an https:// endpoint (or Service): a CA bundle trusted besides the system's roots, a client
     /// certificate (mTLS), the server name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
@@ -105,7 +119,7 @@ pub struct AnalyzerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,
     /// Run this analyzer inside the distributor as a simulation (demos and tests). Set exactly
-    /// one of endpoint and simulated.
+    /// one of endpoint, service and simulated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<SimulatedSpec>,
     /// How the distributor probes this analyzer's health.
@@ -115,6 +129,64 @@ pub struct AnalyzerSpec {
     /// ForceUnhealthy override them.
     #[serde(default)]
     pub health: DeclaredHealth,
+}
+
+/// A Service whose ready endpoints take an Analyzer's deliveries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("type(self.port) == int ? self.port >= 1 && self.port <= 65535 : self.port.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("port is a number (1 to 65535) or the name of a port of the Service"))]
+pub struct ServiceSpec {
+    /// The Service's name, in the Analyzer's namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The port: the name of one of the Service's ports, or the number the endpoints listen
+    /// on (the port of its EndpointSlices, the Service's targetPort).
+    pub port: ServicePort,
+    /// http (the default) or https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<ServiceScheme>,
+    /// The path deliveries are POSTed to on each endpoint [default: /].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must start with /"))]
+    pub path: Option<String>,
+}
+
+/// A Service port: a number or a port name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(transparent)]
+pub struct ServicePort(pub IntOrString);
+
+impl JsonSchema for ServicePort {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ServicePort".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A port number (9000) or the name of a port of the Service (\"http\").",
+            "x-kubernetes-int-or-string": true,
+            "maxLength": 15,
+        })
+    }
+}
+
+/// The scheme deliveries to a Service's endpoints take.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceScheme {
+    #[default]
+    Http,
+    Https,
+}
+
+impl ServiceScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceScheme::Http => "http",
+            ServiceScheme::Https => "https",
+        }
+    }
 }
 
 /// An in-process simulated analyzer.
@@ -316,11 +388,13 @@ pub enum DeclaredHealth {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalyzerStatus {
-    /// Whether the analyzer is healthy (in rotation when its weight is above 0).
+    /// Whether the analyzer is healthy (in rotation when its weight is above 0); a
+    /// Service-backed one: whether one of its endpoints is in rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy: Option<bool>,
     /// The Ready condition, with reasons Starting, ProbeSucceeded, ProbeFailed, Ejected,
-    /// ForcedHealthy, ForcedUnhealthy, Passive, CooledDown, DeliverySucceeded; False with
+    /// ForcedHealthy, ForcedUnhealthy, Passive, CooledDown, DeliverySucceeded (a
+    /// Service-backed Analyzer: EndpointsInRotation, NoEndpointInRotation, NoEndpoints); False with
     /// SecretNotFound, ConfigMapNotFound, SecretForbidden, SecretUnreadable or
     /// InvalidConfiguration when the analyzer cannot be built from its spec and Secrets.
     /// A list keyed by type.
@@ -355,6 +429,34 @@ pub struct AnalyzerStatus {
     /// (kubernetes.stale_replica_after): kept in the totals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<RetiredCounts>,
+    /// A Service-backed Analyzer's endpoints in rotation and endpoints its Service lists,
+    /// e.g. 2/3 (absent without spec.service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_endpoints: Option<String>,
+    /// A Service-backed Analyzer's endpoints, as the leader sees them (absent without
+    /// spec.service). A list keyed by address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["address"]))]
+    pub endpoints: Option<Vec<EndpointStatus>>,
+}
+
+/// One endpoint of a Service-backed Analyzer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatus {
+    /// Address and port, e.g. 10.0.0.5:9000 or [fd00::5]:9000.
+    #[schemars(length(min = 1, max = 300))]
+    pub address: String,
+    /// The Pod behind it, when its EndpointSlice names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Ready and not terminating in its EndpointSlice: it may take new packets.
+    pub ready: bool,
+    /// Whether its health checks pass (absent when it is not ready: not probed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    /// Whether it takes packets now (ready, healthy, weight above 0).
+    pub in_rotation: bool,
 }
 
 /// One replica's counts for one Analyzer.
@@ -435,6 +537,8 @@ mod tests {
                 "Processed",
                 "Errors",
                 "Endpoint",
+                "Service",
+                "Endpoints",
                 "Age"
             ]
         );
@@ -443,7 +547,7 @@ mod tests {
         assert_eq!(spec["properties"]["weight"]["maximum"], 1000.0);
         assert!(spec["x-kubernetes-validations"]
             .to_string()
-            .contains("has(self.endpoint) != has(self.simulated)"));
+            .contains("(has(self.service) ? 1 : 0)"));
         assert!(spec["properties"]["weight"]["description"]
             .as_str()
             .unwrap()
@@ -464,6 +568,11 @@ mod tests {
             ),
             (&properties["headers"], "name.lowerAscii() in ['host'"),
             (&properties["healthCheck"], "!has(self.path) || !has(self.url)"),
+            (&properties["service"], "type(self.port) == int"),
+            (
+                &properties["service"]["properties"]["path"],
+                "self.startsWith('/')",
+            ),
             (
                 &properties["healthCheck"]["properties"]["expectedStatuses"],
                 "type(s) == int",
@@ -491,6 +600,14 @@ mod tests {
             serde_json::json!(["name"])
         );
         assert_eq!(replicas["items"]["required"][0], "errorCount", "{replicas}");
+        let endpoints =
+            &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["endpoints"];
+        assert_eq!(
+            endpoints["x-kubernetes-list-map-keys"],
+            serde_json::json!(["address"])
+        );
+        let port = &properties["service"]["properties"]["port"];
+        assert_eq!(port["x-kubernetes-int-or-string"], true, "{port}");
     }
 
     #[test]
