@@ -108,23 +108,32 @@ struct Tracked {
 
 impl Tracked {
     /// Reads the counters of `current`, the fleet's analyzers of this
-    /// Analyzer. One that left the fleet (an endpoint gone, an analyzer
-    /// rebuilt or out until its Secret is back) had its counters
-    /// forgotten, and one that takes its place starts at 0: what the one
-    /// that left counted, to its last delivery, goes into the base.
+    /// Analyzer. One rebuilt in place (same id: a new transport) goes on
+    /// with the same counters. One that left the fleet (an endpoint gone,
+    /// an analyzer out until its Secret is back) had its counters
+    /// forgotten, and one that comes back with its id starts at 0 (seen as
+    /// counters lower than sampled): what the one that left counted, to its
+    /// last delivery, goes into the base.
     fn sample(&mut self, current: Vec<Arc<Analyzer>>) {
-        for (gone, _) in &self.instances {
-            if !current.iter().any(|a| Arc::ptr_eq(a, gone)) {
-                self.base = self.base.plus(counts_of(gone));
-            }
-        }
-        self.instances = current
+        let now: Vec<(Arc<Analyzer>, Counts)> = current
             .into_iter()
             .map(|analyzer| {
                 let counts = counts_of(&analyzer);
                 (analyzer, counts)
             })
             .collect();
+        for (before, sampled) in &self.instances {
+            let carried_on = now.iter().any(|(analyzer, counts)| {
+                Arc::ptr_eq(analyzer, before)
+                    || (analyzer.id == before.id
+                        && counts.processed >= sampled.processed
+                        && counts.errors >= sampled.errors)
+            });
+            if !carried_on {
+                self.base = self.base.plus(counts_of(before));
+            }
+        }
+        self.instances = now;
     }
 
     /// The counters of the analyzers counted now, at the last sample.
@@ -410,6 +419,84 @@ mod tests {
             }
         );
         assert_eq!(base.at_least_zero(), Counts::default());
+    }
+
+    /// An endpoint's analyzer of Analyzer `svc` that delivered `delivered`
+    /// packets and failed `errors` times.
+    fn endpoint(metrics: &crate::metrics::Metrics, id: &str, delivered: u64, errors: u64) -> Arc<Analyzer> {
+        use crate::dispatch::fleet::AnalyzerSpec;
+        use crate::dispatch::health::HealthPolicy;
+        use crate::transport::{Simulated, Transport};
+        let spec = AnalyzerSpec {
+            id: id.into(),
+            name: id.into(),
+            weight: 1,
+            group: Some("svc".into()),
+            concurrency: 1,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+        };
+        let policy = HealthPolicy {
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+            ejection_threshold: 0,
+            passive_cooldown: None,
+        };
+        let transport = Transport::Simulated(Simulated::new(Duration::ZERO, 0.0, 0.0));
+        let (analyzer, _lane) = Analyzer::new(spec, transport, policy, metrics.analyzer(id));
+        analyzer.metrics.delivered.inc_by(delivered);
+        analyzer.metrics.errors.inc_by(errors);
+        analyzer
+    }
+
+    #[test]
+    fn an_entry_sums_the_endpoints_and_keeps_the_final_counts_of_one_that_left() {
+        let metrics = crate::metrics::Metrics::new();
+        let one = endpoint(&metrics, "svc/10.0.0.1:9000", 10, 1);
+        let two = endpoint(&metrics, "svc/10.0.0.2:9000", 20, 0);
+        let mut tracked = fresh("uid");
+        tracked.sample(vec![one.clone(), two.clone()]);
+        assert_eq!(
+            tracked.values(0).counts,
+            Counts {
+                processed: 30,
+                errors: 1
+            }
+        );
+        // two delivers 5 more, then leaves before the next sample.
+        two.metrics.delivered.inc_by(5);
+        tracked.sample(vec![one.clone()]);
+        assert_eq!(
+            tracked.values(0).counts,
+            Counts {
+                processed: 35,
+                errors: 1
+            }
+        );
+        // It comes back as a new analyzer (its series forgotten when it
+        // left: counting from 0) beside a third.
+        metrics.forget_analyzer("svc/10.0.0.2:9000");
+        let back = endpoint(&metrics, "svc/10.0.0.2:9000", 2, 0);
+        let three = endpoint(&metrics, "svc/10.0.0.3:9000", 4, 0);
+        tracked.sample(vec![one.clone(), back, three]);
+        assert_eq!(
+            tracked.values(0).counts,
+            Counts {
+                processed: 41,
+                errors: 1
+            }
+        );
+        // The one that came back leaves again, and the third is rebuilt in
+        // place (a rotated Secret: same series, 4 + 1, counted once).
+        let rebuilt = endpoint(&metrics, "svc/10.0.0.3:9000", 1, 0);
+        tracked.sample(vec![one, rebuilt]);
+        assert_eq!(
+            tracked.values(0).counts,
+            Counts {
+                processed: 10 + 25 + 2 + 5,
+                errors: 1
+            }
+        );
     }
 
     #[test]
