@@ -24,7 +24,7 @@ use super::endpoints::ListedEndpoint;
 use super::resolve::{endpoint_address, endpoint_id};
 use super::totals::{totals, Observations};
 use super::KubeState;
-use crate::dispatch::fleet::HealthEvent;
+use crate::dispatch::fleet::{Analyzer, HealthEvent};
 use crate::dispatch::Dispatcher;
 use crate::traffic::percent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -137,24 +137,7 @@ impl StatusWriter {
                 (self.service_status(id, resource, &endpoints), applied.is_some())
             }
             _ => match self.dispatcher.fleet().get(id) {
-                Some(analyzer) => {
-                    let health = analyzer.health.snapshot();
-                    let status = AnalyzerStatus {
-                        healthy: Some(health.healthy),
-                        conditions: vec![ready(
-                            resource,
-                            health.healthy,
-                            format!("{:?}", health.reason),
-                            health
-                                .detail
-                                .clone()
-                                .unwrap_or_else(|| describe(health.healthy, analyzer.in_rotation())),
-                        )],
-                        last_probe_time: health.last_check.map(|t| t.to_rfc3339()),
-                        ..AnalyzerStatus::default()
-                    };
-                    (status, true)
-                }
+                Some(analyzer) => (analyzer_status(resource, &analyzer), true),
                 None if unbuilt.is_some() => (
                     AnalyzerStatus {
                         healthy: Some(false),
@@ -360,6 +343,25 @@ impl StatusWriter {
         if let Err(e) = self.recorder.publish(&record, &resource.object_ref(&())).await {
             tracing::warn!(analyzer = %event.analyzer, error = %e, "cannot publish an Event");
         }
+    }
+}
+
+/// The status of an Analyzer that runs as the one analyzer `analyzer`.
+fn analyzer_status(resource: &AnalyzerResource, analyzer: &Analyzer) -> AnalyzerStatus {
+    let health = analyzer.health.snapshot();
+    AnalyzerStatus {
+        healthy: Some(health.healthy),
+        conditions: vec![ready(
+            resource,
+            health.healthy,
+            format!("{:?}", health.reason),
+            health
+                .detail
+                .clone()
+                .unwrap_or_else(|| describe(health.healthy, analyzer.in_rotation())),
+        )],
+        last_probe_time: health.last_check.map(|t| t.to_rfc3339()),
+        ..AnalyzerStatus::default()
     }
 }
 
