@@ -41,6 +41,9 @@ pub struct AnalyzerSpec {
     pub weight: u32,
     /// Deliveries to it that may run at once.
     pub concurrency: usize,
+    /// Most packets one delivery to it takes, within `batch.max_packets`;
+    /// `None`: `batch.max_packets`.
+    pub max_batch_packets: Option<usize>,
     /// Time between health probes, and the most one may take.
     pub probe_interval: Duration,
     pub probe_timeout: Duration,
@@ -76,6 +79,8 @@ pub struct Analyzer {
     pub delivering: AtomicUsize,
     /// Delivery slots: at most `concurrency` deliveries at once.
     pub slots: Arc<Semaphore>,
+    /// Its own cap on the packets of one delivery, within `batch.max_packets`.
+    max_batch_packets: Option<usize>,
     /// When it last came back into rotation, for slow start.
     rejoined_at: Mutex<Option<Instant>>,
     pub probe_interval: Duration,
@@ -111,6 +116,7 @@ impl Analyzer {
             queued: AtomicUsize::new(0),
             delivering: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(spec.concurrency.max(1))),
+            max_batch_packets: spec.max_batch_packets,
             rejoined_at: Mutex::new(None),
             probe_interval: spec.probe_interval,
             probe_timeout: spec.probe_timeout,
@@ -122,6 +128,13 @@ impl Analyzer {
 
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
+    }
+
+    /// The most packets one delivery to it takes, `batch_max_packets`
+    /// (`batch.max_packets`) or its own cap when lower.
+    pub fn max_batch_packets(&self, batch_max_packets: usize) -> usize {
+        self.max_batch_packets
+            .map_or(batch_max_packets, |own| own.min(batch_max_packets))
     }
 
     pub fn in_rotation(&self) -> bool {
@@ -211,6 +224,12 @@ impl Analyzer {
             name: config.name.clone().unwrap_or_else(|| config.id.clone()),
             weight: u32::try_from(config.weight).unwrap_or(0),
             concurrency: config.concurrency.unwrap_or(settings.queue.analyzer_concurrency),
+            // A simulated analyzer sleeps per packet, as the original's did:
+            // a batch would sleep for all of its packets at once, so it takes
+            // one packet per delivery unless its configuration says otherwise.
+            max_batch_packets: config
+                .max_batch_packets
+                .or(config.simulated.is_some().then_some(1)),
             probe_interval,
             probe_timeout: own.timeout.unwrap_or(defaults.timeout),
         };
@@ -422,6 +441,7 @@ mod tests {
                     name: id.to_string(),
                     weight: *w,
                     concurrency: 1,
+                    max_batch_packets: None,
                     probe_interval: Duration::from_secs(10),
                     probe_timeout: Duration::from_secs(1),
                 };

@@ -76,6 +76,7 @@ pub(crate) async fn analyzer_config(
         ),
         format: spec.format.unwrap_or_default(),
         concurrency: None,
+        max_batch_packets: None,
         health_path: check.path.clone().unwrap_or_else(|| "/health".into()),
         health_check: Some(AnalyzerHealthCheck {
             interval: check.interval_seconds.map(seconds),
