@@ -76,7 +76,7 @@ pub(crate) async fn analyzer_config(
         ),
         format: spec.format.unwrap_or_default(),
         concurrency: None,
-        max_batch_packets: None,
+        max_batch_packets: spec.max_batch_packets.and_then(|n| usize::try_from(n).ok()),
         health_path: check.path.clone().unwrap_or_else(|| "/health".into()),
         health_check: Some(AnalyzerHealthCheck {
             interval: check.interval_seconds.map(seconds),
