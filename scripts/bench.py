@@ -3,8 +3,9 @@
 
 One run, side by side, in front of the same FOUR REFERENCE ANALYZER processes
 (`logs-distributor analyzer`, zero latency, real HTTP):
-  - the distributor (release build), analyzers weighted 40/30/20/10, with
-    --fsync always, interval:10 and never;
+  - the distributor (release build) with its default settings (no batch
+    settings written: batch.max_packets 256, linger 2ms), analyzers weighted
+    40/30/20/10, with --fsync always, interval:10 and never;
   - nginx (Debian's package, installed with apt-get if missing) as a plain
     reverse proxy: upstream of the same four analyzers weighted 4/3/2/1,
     keepalive 64, `proxy_next_upstream error timeout`, `listen ... reuseport`
@@ -16,14 +17,14 @@ Every row gets a fresh distributor or nginx, so its peak RSS is its own.
 Extra rows:
   - `wrk` against nginx at 1 packet per request, next to loadgen's figure for
     the same target: is the load generator the bottleneck? And `wrk` against
-    the distributor (batch and linger as below), whose ratio is taken against
-    nginx driven by wrk: the same client on both sides;
-  - the distributor with `batch.max_packets: 256` (fsync always): packets
-    bound for one analyzer leave in one request when they queue up; and
-    the same with `batch.linger: 2ms` (a delivery waits up to 2 ms for more
-    packets; the 202 does not wait for it);
-  - open loop at half the peak of each batched row (with and without
-    linger): latency there;
+    the distributor (default settings), whose ratio is taken against nginx
+    driven by wrk: the same client on both sides;
+  - the distributor (fsync always) with `batch.max_packets: 1`: one packet
+    per request to an analyzer; and with `batch.linger: 0s`: batches of what
+    has queued up, without waiting up to 2 ms for more (the linger delays
+    the delivery, never the 202);
+  - open loop at half the peak of the default row and of the linger 0 row:
+    latency there;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
     must stay flat (503s, not growth);
   - OTLP ingest (scripts/bench_otlp.py): POST /v1/logs at 512 records per
@@ -59,10 +60,15 @@ FSYNC_MODES = ("always", "interval:10", "never")
 WEIGHTS = (40, 30, 20, 10)
 MESSAGES_PER_PACKET = 3
 MESSAGE_BYTES = 200
-# batch.max_packets of the batched rows (the default is 1: one packet per request).
-BATCH_PACKETS = 256
-# batch.linger of the last batched row (the default is 0: no wait).
-BATCH_LINGER = "2ms"
+# The batch sections of the extra rows (fsync always), by the name their rows
+# carry; the other rows write none and run with the defaults (batch.max_packets
+# 256, batch.linger 2ms).
+BATCH_VARIANTS = {
+    "max_packets 1": "{max_packets: 1}",  # one packet per request to an analyzer
+    "linger 0": "{linger: 0s}",  # batches without waiting for them to fill
+}
+# The variants whose peak also gets an open-loop row at half of it (None: the defaults).
+HALF_PEAK_VARIANTS = (None, "linger 0")
 
 NGINX_CONF = """
 daemon off;
@@ -256,7 +262,9 @@ class Bench:
             self.analyzers.append(process)
             self.analyzer_ports.append(port)
 
-    def start_distributor(self, fsync, batch=None, linger=None):
+    def start_distributor(self, fsync, variant=None):
+        """A fresh distributor over fresh analyzers, with the batch section of
+        BATCH_VARIANTS[variant] (None: the defaults)."""
         self.counter += 1
         name = f"distributor-{self.counter}-{fsync.replace(':', '-')}"
         self.start_analyzers()
@@ -267,8 +275,8 @@ class Bench:
                 f.write(f'  - {{id: analyzer-{n + 1}, name: Analyzer {n + 1}, weight: {weight}, '
                         f'endpoint: "http://127.0.0.1:{port}/"}}\n')
             f.write("checkpoint: {interval: 1h}\n")
-            if batch:
-                f.write(f"batch: {{max_packets: {batch}" + (f", linger: {linger}" if linger else "") + "}\n")
+            if variant:
+                f.write(f"batch: {BATCH_VARIANTS[variant]}\n")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         process = self.spawn([BINARY, "--listen", f"127.0.0.1:{port}",
@@ -334,9 +342,9 @@ def parse_wrk_ms(text):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def batch_suffix(batch, linger):
-    """How a row names its batch settings: ", batch 256, linger 2ms"."""
-    return (f", batch {batch}" if batch else "") + (f", linger {linger}" if linger else "")
+def variant_suffix(variant):
+    """How a row names its batch variant: ", linger 0"; nothing for the defaults."""
+    return f", {variant}" if variant else ""
 
 
 def wrk_trouble(w):
@@ -364,15 +372,15 @@ def wrk(work, target):
             "non_2xx": int(non_2xx.group(1)) if non_2xx else 0, "errors": errors.group(0) if errors else ""}
 
 
-def distributor_by_wrk(bench, work, batch, linger):
-    """The distributor driven by wrk, as nginx is in the "nginx (wrk)" row:
-    the same client on both sides of the ratio."""
-    server, base = bench.start_distributor("always", batch, linger)
+def distributor_by_wrk(bench, work):
+    """The distributor (default settings) driven by wrk, as nginx is in the
+    "nginx (wrk)" row: the same client on both sides of the ratio."""
+    server, base = bench.start_distributor("always")
     w = wrk(work, base + "/api/v1/logs")
     wait_drained(base)
     rss = proc_status_mib(server.pid, "VmHWM")
     bench.stop(server)
-    return (f"distributor (wrk){batch_suffix(batch, linger)}", 1, w["rps"], w, rss, "vs nginx (wrk)" + wrk_trouble(w))
+    return ("distributor (wrk)", 1, w["rps"], w, rss, "vs nginx (wrk)" + wrk_trouble(w))
 
 
 def overload(bench):
@@ -424,10 +432,10 @@ def main():
                 bench.stop(nginx)
                 peak[("nginx (wrk)", ppr)] = w["rps"]
                 rows.append(("nginx (wrk)", ppr, w["rps"], w, None, f"wrk/loadgen {w['rps'] / pps:.2f}x" + wrk_trouble(w)))
-            setups = [(mode, None, None) for mode in FSYNC_MODES]
-            setups += [("always", BATCH_PACKETS, None), ("always", BATCH_PACKETS, BATCH_LINGER)]
-            for fsync, batch, linger in setups:
-                server, base = bench.start_distributor(fsync, batch, linger)
+            setups = [(mode, None) for mode in FSYNC_MODES]
+            setups += [("always", variant) for variant in BATCH_VARIANTS]
+            for fsync, variant in setups:
+                server, base = bench.start_distributor(fsync, variant)
                 before = get_json(base + "/api/v1/stats")
                 started = time.time()
                 report = loadgen(base + "/api/v1/logs", ppr)
@@ -435,17 +443,17 @@ def main():
                 out = (delivered(after) - delivered(before)) / (time.time() - started)
                 rss = proc_status_mib(server.pid, "VmHWM")
                 bench.stop(server)
-                name = f"distributor {fsync}{batch_suffix(batch, linger)}"
+                name = f"distributor {fsync}{variant_suffix(variant)}"
                 peak[(name, ppr)] = report["packets_per_sec"]
                 other = {c: n for c, n in report["status_codes"].items() if c != "202"}
                 rows.append((name, ppr, report["packets_per_sec"], report, rss,
                              f"out {out:,.0f}/s" + (f"; {other}" if other else "")))
-                if ppr == 1 and linger:
-                    rows.append(distributor_by_wrk(bench, work, batch, linger))
-            # Latency at half the peak, open loop (fsync always, batched).
-            for linger in (None, BATCH_LINGER):
-                half = peak[(f"distributor always{batch_suffix(BATCH_PACKETS, linger)}", ppr)] / 2 / ppr
-                server, base = bench.start_distributor("always", BATCH_PACKETS, linger)
+                if ppr == 1 and fsync == "always" and variant is None:
+                    rows.append(distributor_by_wrk(bench, work))
+            # Latency at half the peak, open loop (fsync always).
+            for variant in HALF_PEAK_VARIANTS:
+                half = peak[(f"distributor always{variant_suffix(variant)}", ppr)] / 2 / ppr
+                server, base = bench.start_distributor("always", variant)
                 report = loadgen(base + "/api/v1/logs", ppr, concurrency=max(CONCURRENCY, 256), rate=half)
                 wait_drained(base)
                 server_p99 = server_p99_ms(base)
@@ -453,7 +461,7 @@ def main():
                 bench.stop(server)
                 other = {c: n for c, n in report["status_codes"].items() if c != "202"}
                 dropped = report["dropped_by_client"]
-                rows.append((f"{batch_suffix(BATCH_PACKETS, linger).removeprefix(', ')} @half",
+                rows.append((f"{variant or 'defaults'} @half",
                              ppr, report["packets_per_sec"], report, rss,
                              f"open loop {half:,.0f} req/s; server p99 "
                              + ("n/a" if server_p99 is None else f"<= {server_p99:g} ms")

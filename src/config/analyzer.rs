@@ -40,6 +40,10 @@ pub struct AnalyzerConfig {
     /// Deliveries to this analyzer at once [default: queue.analyzer_concurrency].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// Most packets one delivery to this analyzer takes, within `batch.max_packets`
+    /// (1: one packet per request) [default: batch.max_packets; 1 for a simulated one].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch_packets: Option<usize>,
     /// Health probe path, resolved against `endpoint`.
     #[serde(
         default = "default_health_path",
@@ -132,6 +136,7 @@ impl AnalyzerConfig {
             headers: ExtraHeaders::default(),
             format: DeliveryFormat::default(),
             concurrency: None,
+            max_batch_packets: None,
             health_path: default_health_path(),
             health_check: None,
         }

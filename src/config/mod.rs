@@ -366,7 +366,8 @@ impl Default for HealthConfig {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// Most packets per delivery (1: one packet per request).
+    /// Most packets per delivery (1: one packet per request); an analyzer's
+    /// `max_batch_packets` lowers it for that analyzer.
     pub max_packets: usize,
     /// Most bytes of packet JSON per delivery.
     pub max_bytes: usize,
@@ -378,9 +379,9 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_packets: 1,
+            max_packets: 256,
             max_bytes: 1024 * 1024,
-            linger: Duration::ZERO,
+            linger: Duration::from_millis(2),
         }
     }
 }

@@ -159,6 +159,7 @@ fn settings_that_would_break_the_running_service_name_the_key() {
             "analyzers[0].health_check.interval",
         ),
         ("concurrency: 4611686018427387904", "analyzers[0].concurrency"),
+        ("max_batch_packets: 0", "analyzers[0].max_batch_packets"),
     ];
     for (field, key) in per_analyzer {
         let error = error_of(&format!(

@@ -38,6 +38,12 @@ impl Settings {
                     );
                 }
             }
+            if a.max_batch_packets == Some(0) {
+                return bad(
+                    key("max_batch_packets"),
+                    "0 is below 1 (1: one packet per request)".into(),
+                );
+            }
             if let Some(own) = &a.health_check {
                 for (field, value) in [("interval", own.interval), ("timeout", own.timeout)] {
                     if let Some(value) = value {

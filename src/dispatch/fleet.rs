@@ -46,6 +46,9 @@ pub struct AnalyzerSpec {
     pub group: Option<String>,
     /// Deliveries to it that may run at once.
     pub concurrency: usize,
+    /// Most packets one delivery to it takes, within `batch.max_packets`;
+    /// `None`: `batch.max_packets`.
+    pub max_batch_packets: Option<usize>,
     /// Time between health probes, and the most one may take.
     pub probe_interval: Duration,
     pub probe_timeout: Duration,
@@ -86,6 +89,8 @@ pub struct Analyzer {
     pub delivering: AtomicUsize,
     /// Delivery slots: at most `concurrency` deliveries at once.
     pub slots: Arc<Semaphore>,
+    /// Its own cap on the packets of one delivery, within `batch.max_packets`.
+    max_batch_packets: Option<usize>,
     /// When it last came back into rotation, for slow start.
     rejoined_at: Mutex<Option<Instant>>,
     pub probe_interval: Duration,
@@ -122,6 +127,7 @@ impl Analyzer {
             queued: AtomicUsize::new(0),
             delivering: AtomicUsize::new(0),
             slots: Arc::new(Semaphore::new(spec.concurrency.max(1))),
+            max_batch_packets: spec.max_batch_packets,
             rejoined_at: Mutex::new(None),
             probe_interval: spec.probe_interval,
             probe_timeout: spec.probe_timeout,
@@ -141,9 +147,11 @@ impl Analyzer {
         self.group.as_deref().unwrap_or(&self.id)
     }
 
-    /// The Analyzer it is one endpoint of, if it is.
-    pub fn endpoint_of(&self) -> Option<&str> {
-        self.group.as_deref()
+    /// The most packets one delivery to it takes, `batch_max_packets`
+    /// (`batch.max_packets`) or its own cap when lower.
+    pub fn max_batch_packets(&self, batch_max_packets: usize) -> usize {
+        self.max_batch_packets
+            .map_or(batch_max_packets, |own| own.min(batch_max_packets))
     }
 
     pub fn in_rotation(&self) -> bool {
@@ -244,6 +252,12 @@ impl Analyzer {
             weight: u32::try_from(config.weight).unwrap_or(0),
             group: group.map(str::to_string),
             concurrency: config.concurrency.unwrap_or(settings.queue.analyzer_concurrency),
+            // A simulated analyzer sleeps per packet, as the original's did:
+            // a batch would sleep for all of its packets at once, so it takes
+            // one packet per delivery unless its configuration says otherwise.
+            max_batch_packets: config
+                .max_batch_packets
+                .or(config.simulated.is_some().then_some(1)),
             probe_interval,
             probe_timeout: own.timeout.unwrap_or(defaults.timeout),
         };
@@ -496,6 +510,7 @@ mod tests {
                     weight: *w,
                     group: group.map(str::to_string),
                     concurrency: 1,
+                    max_batch_packets: None,
                     probe_interval: Duration::from_secs(10),
                     probe_timeout: Duration::from_secs(1),
                 };

@@ -122,8 +122,9 @@ impl Dispatcher {
     }
 
     /// Adds to `first` what else the lane holds for the same analyzer, up
-    /// to the batch limits, waiting at most `batch.linger` for more. A retry
-    /// met on the way ends the batch (it goes as it is) and is answered too.
+    /// to the batch limits and the analyzer's own cap, waiting at most
+    /// `batch.linger` for more. A retry met on the way ends the batch (it
+    /// goes as it is) and is answered too.
     async fn fill_batch(
         &self,
         analyzer: &Analyzer,
@@ -131,9 +132,10 @@ impl Dispatcher {
         first: Job,
     ) -> (Vec<Job>, Option<LaneItem>) {
         let limits = &self.settings.batch;
+        let max_packets = analyzer.max_batch_packets(limits.max_packets);
         let mut bytes = first.packet.json_bytes();
         let mut batch = vec![first];
-        if limits.max_packets <= 1 {
+        if max_packets <= 1 {
             return (batch, None);
         }
         let deadline = tokio::time::Instant::now() + limits.linger;
@@ -142,7 +144,7 @@ impl Dispatcher {
             // of the group route their packets before this batch closes.
             tokio::task::yield_now().await;
         }
-        while batch.len() < limits.max_packets && bytes < limits.max_bytes {
+        while batch.len() < max_packets && bytes < limits.max_bytes {
             let next = match lane.try_recv() {
                 Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Empty) if !limits.linger.is_zero() => {

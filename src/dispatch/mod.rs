@@ -19,9 +19,10 @@
 //!
 //! Each analyzer has a lane drained by one task that runs up to its
 //! `concurrency` deliveries at once, each of up to `batch.max_packets`
-//! packets, so a slow analyzer queues its own packets without holding up
-//! the others. A lane whose analyzer leaves the rotation hands what it holds
-//! back to `route`.
+//! packets (fewer when the analyzer's `max_batch_packets` says so; one for
+//! a simulated analyzer unless its own says more), so a slow analyzer
+//! queues its own packets without holding up the others. A lane whose
+//! analyzer leaves the rotation hands what it holds back to `route`.
 //!
 //! A delivery the analyzer refuses as too large (413, 431) or for a bad
 //! packet (400) is split in halves, each delivered on its own, down to

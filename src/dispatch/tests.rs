@@ -201,24 +201,36 @@ async fn packets_are_split_exactly_by_weight() {
 
 #[tokio::test]
 async fn a_lane_batches_what_queued_behind_its_delivery() {
-    // One delivery at a time, 4 packets at most: however the first
-    // delivery is cut, 9 packets take exactly 3 deliveries.
-    let h = Harness::start(&[Simulated("only", 1, 0.0, 20)], |s| {
-        s.queue.analyzer_concurrency = 1;
-        s.batch.max_packets = 4;
-    });
-    h.dispatcher.admit(packets(1)).await.unwrap();
-    h.dispatcher.admit(packets(8)).await.unwrap();
-    h.drained().await;
-    let metrics = &h.analyzer("only").metrics;
-    assert_eq!(metrics.delivered.get(), 9);
-    assert_eq!(metrics.delivery_duration.get_sample_count(), 3, "deliveries");
+    // One delivery at a time, 4 packets at most, whether `batch.max_packets`
+    // or the analyzer's own `max_batch_packets` is the lower: however the
+    // first delivery is cut, 9 packets take exactly 3 deliveries.
+    for (batch_max_packets, own_max_packets) in [(256, 4), (4, 256)] {
+        let h = Harness::start(&[Simulated("only", 1, 0.0, 20)], |s| {
+            s.queue.analyzer_concurrency = 1;
+            s.batch.max_packets = batch_max_packets;
+            s.analyzers[0].max_batch_packets = Some(own_max_packets);
+        });
+        h.dispatcher.admit(packets(1)).await.unwrap();
+        h.dispatcher.admit(packets(8)).await.unwrap();
+        h.drained().await;
+        let metrics = &h.analyzer("only").metrics;
+        assert_eq!(metrics.delivered.get(), 9);
+        assert_eq!(
+            metrics.delivery_duration.get_sample_count(),
+            3,
+            "deliveries with batch.max_packets {batch_max_packets}, max_batch_packets {own_max_packets}"
+        );
+    }
 }
 
 #[tokio::test]
-async fn without_batching_each_packet_is_its_own_delivery() {
+async fn a_simulated_analyzer_takes_one_packet_per_delivery_unless_its_own_cap_says_more() {
+    // With batching on, as by default; a simulated analyzer's sleep is per
+    // packet, so it keeps to one packet per delivery.
     let h = Harness::start(&[Simulated("only", 1, 0.0, 1)], |s| {
-        s.queue.analyzer_concurrency = 1
+        s.queue.analyzer_concurrency = 1;
+        s.batch.max_packets = 256;
+        s.batch.linger = Duration::from_millis(2);
     });
     h.dispatcher.admit(packets(9)).await.unwrap();
     h.drained().await;

@@ -433,6 +433,7 @@ mod tests {
             weight: 1,
             group: Some("svc".into()),
             concurrency: 1,
+            max_batch_packets: None,
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(1),
         };

@@ -120,6 +120,12 @@ pub struct AnalyzerSpec {
     /// (OTLP/HTTP protobuf, for an OpenTelemetry receiver's /v1/logs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<DeliveryFormat>,
+    /// Most packets one delivery to this analyzer takes, within the distributor's
+    /// batch.max_packets; 1 sends one packet per request. Default: batch.max_packets, and 1
+    /// for a simulated analyzer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_batch_packets: Option<i32>,
     /// Run this analyzer inside the distributor as a simulation (demos and tests). Set exactly
     /// one of endpoint, service and simulated.
     #[serde(default, skip_serializing_if = "Option::is_none")]

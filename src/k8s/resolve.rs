@@ -79,6 +79,7 @@ pub(crate) async fn analyzer_config(
         ),
         format: spec.format.unwrap_or_default(),
         concurrency: None,
+        max_batch_packets: spec.max_batch_packets.and_then(|n| usize::try_from(n).ok()),
         health_path: check.path.clone().unwrap_or_else(|| "/health".into()),
         health_check: Some(AnalyzerHealthCheck {
             interval: check.interval_seconds.map(seconds),
@@ -287,6 +288,7 @@ mod tests {
             headers: ExtraHeaders::default(),
             format: Default::default(),
             concurrency: None,
+            max_batch_packets: None,
             health_path: "/health".into(),
             health_check: None,
         };

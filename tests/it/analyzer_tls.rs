@@ -136,7 +136,11 @@ async fn a_server_the_ca_does_not_vouch_for_gets_nothing_and_the_packets_are_dea
     })
     .await;
     let wrong_ca = file(dir.path(), "other-ca.pem", &stranger.ca_pem());
-    let health = format!("health_check: {{url: '{}'}}", receiver.health_url());
+    // One packet per delivery: each packet's attempts are handshakes of their own.
+    let health = format!(
+        "health_check: {{url: '{}'}}, max_batch_packets: 1",
+        receiver.health_url()
+    );
     let system_roots = remote("system-roots", 1, &receiver.endpoint()).with(&health);
     let wrong = remote("wrong-ca", 1, &receiver.endpoint())
         .with(&health)
@@ -431,7 +435,7 @@ async fn a_passive_analyzer_is_ejected_by_failures_and_returns_after_its_cool_do
     receiver.answer_deliveries(503);
     let cooldown = Duration::from_secs(1);
     let passive = remote("passive", 1, &receiver.endpoint())
-        .with("health_check: {passive: true, interval: 1s}, concurrency: 1");
+        .with("health_check: {passive: true, interval: 1s}, concurrency: 1, max_batch_packets: 1");
     let config = config(vec![passive, analyzer("backup", 1)])
         .health("{interval: 100ms, ejection_threshold: 2}")
         .retry("{base_delay: 20ms, factor: 1, max_retries: 10}");

@@ -28,8 +28,8 @@
 //! Duplicates (at-least-once) are bounded, not only counted: a packet can
 //! reach an analyzer twice only when a kill caught it between its delivery
 //! and its End record, so the next start recovers it as in flight. After
-//! every kill the test marks how far each analyzer's record file and the
-//! dead letter had grown; the copies written after a mark whose id was
+//! every kill the test marks how far each analyzer's record file (once it
+//! stops growing) and the dead letter had grown; the copies written after a mark whose id was
 //! already written before (or earlier in the same window) are that start's
 //! redeliveries, and they must not outnumber the in-flight packets that
 //! start recovered (its `recovered; resuming in-flight packets` line).
@@ -251,7 +251,7 @@ fn inspect_after_kill(
     };
     evidence.dead_letter_at_kill.push(entries.len());
     evidence.marks.push(Mark {
-        records: analyzers.iter().map(|a| whole_lines(&a.record)).collect(),
+        records: settled_lines(analyzers),
         dead_letter: entries.len(),
     });
     let checkpoint = data_dir.join("state.json.gz");
@@ -280,6 +280,31 @@ fn inspect_after_kill(
     if temp.is_some_and(|written| written >= spawned_at) {
         evidence.kills_inside_checkpoint_write += 1;
     }
+}
+
+/// Whole lines in each analyzer's record file once the files stop
+/// growing: a delivery the killed run sent just before the kill is still
+/// recorded after it (the analyzers sleep before they record), and it
+/// belongs to the run that sent it, not to the next one.
+fn settled_lines(analyzers: &[&Analyzer]) -> Vec<usize> {
+    let count = || {
+        analyzers
+            .iter()
+            .map(|a| whole_lines(&a.record))
+            .collect::<Vec<_>>()
+    };
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = count();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = count();
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    })
 }
 
 /// Whole lines in a record file (none if it does not exist yet). Counted,

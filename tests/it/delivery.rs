@@ -41,6 +41,14 @@ async fn distributor(addr: SocketAddr, extra: &str) -> (Running, Api, tempfile::
     distributor_over(&[("only", 1, addr)], STEADY, extra).await
 }
 
+/// A distributor over one HTTP analyzer at `addr` that takes one packet
+/// per request (`max_batch_packets: 1`), with `extra` YAML.
+async fn one_packet_per_request(addr: SocketAddr, extra: &str) -> (Running, Api, tempfile::TempDir) {
+    let analyzer =
+        format!("  - {{id: only, weight: 1, endpoint: \"http://{addr}/\", max_batch_packets: 1}}\n");
+    start(&analyzer, STEADY, extra).await
+}
+
 /// A distributor over HTTP analyzers given as (id, weight, address), with
 /// the `health` section and `extra` YAML.
 async fn distributor_over(
@@ -48,13 +56,20 @@ async fn distributor_over(
     health: &str,
     extra: &str,
 ) -> (Running, Api, tempfile::TempDir) {
+    let lines: String = analyzers
+        .iter()
+        .map(|(id, weight, addr)| {
+            format!("  - {{id: {id}, weight: {weight}, endpoint: \"http://{addr}/\"}}\n")
+        })
+        .collect();
+    start(&lines, health, extra).await
+}
+
+/// A distributor over the `analyzers` list's YAML entries, with the
+/// `health` section and `extra` YAML.
+async fn start(analyzers: &str, health: &str, extra: &str) -> (Running, Api, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut yaml = String::from("analyzers:\n");
-    for (id, weight, addr) in analyzers {
-        yaml.push_str(&format!(
-            "  - {{id: {id}, weight: {weight}, endpoint: \"http://{addr}/\"}}\n"
-        ));
-    }
+    let mut yaml = format!("analyzers:\n{analyzers}");
     yaml.push_str(&format!(
         "health: {health}\ncheckpoint: {{interval: 1h}}\nshutdown: {{drain_timeout: 100ms}}\n{extra}"
     ));
@@ -99,6 +114,42 @@ async fn packets_bound_for_one_analyzer_travel_in_batches() {
         "100 packets in batches of up to 10 took {requests} requests"
     );
     assert_eq!(stats["duplicates"], 0);
+    running.shutdown().await.unwrap();
+}
+
+/// What the reference analyzer at `addr` counted once `count` packets
+/// posted in one request have arrived: (requests, packets).
+async fn requests_for_packets_posted_together(addr: SocketAddr, api: &Api, count: u64) -> (u64, u64) {
+    api.post_logs(&packets("together", count as usize))
+        .await
+        .expect(202);
+    api.drained().await;
+    let stats = analyzer_stats(addr).await;
+    assert_eq!(stats["packets_received"], count, "{stats}");
+    assert_eq!(stats["duplicates"], 0, "{stats}");
+    (
+        stats["requests_received"].as_u64().unwrap(),
+        stats["packets_received"].as_u64().unwrap(),
+    )
+}
+
+/// The default settings batch: packets of one request bound for the same
+/// analyzer leave in one request, a JSON array of all of them.
+#[tokio::test]
+async fn by_default_packets_arriving_together_leave_in_one_request() {
+    let addr = reference_analyzer("defaults").await;
+    let (running, api, _dir) = distributor(addr, "").await;
+    assert_eq!(requests_for_packets_posted_together(addr, &api, 5).await, (1, 5));
+    running.shutdown().await.unwrap();
+}
+
+/// `max_batch_packets: 1` is the way to one packet per request, whatever
+/// `batch` says.
+#[tokio::test]
+async fn max_batch_packets_1_sends_one_packet_per_request() {
+    let addr = reference_analyzer("one-by-one").await;
+    let (running, api, _dir) = one_packet_per_request(addr, "").await;
+    assert_eq!(requests_for_packets_posted_together(addr, &api, 5).await, (5, 5));
     running.shutdown().await.unwrap();
 }
 
@@ -154,13 +205,15 @@ impl Scripted {
 #[tokio::test]
 async fn each_delivery_names_its_packets_for_deduplication() {
     let (analyzer, addr) = Scripted::start(vec![]).await;
-    let (running, api, _dir) = distributor(addr, "").await;
+    let (running, api, _dir) = one_packet_per_request(addr, "").await;
     api.post_logs(&packets("idem", 3)).await.expect(202);
     api.drained().await;
     let requests = analyzer.requests();
-    assert_eq!(requests.len(), 3, "one packet per request by default");
+    assert_eq!(requests.len(), 3, "one packet per request");
     for (_, headers, body) in &requests {
-        let packet = &body.as_array().expect("a JSON array of packets")[0];
+        let packets = body.as_array().expect("a JSON array of packets");
+        assert_eq!(packets.len(), 1, "{body}");
+        let packet = &packets[0];
         let id = packet["id"].as_str().unwrap();
         assert_eq!(headers["idempotency-key"], id);
         assert_eq!(headers["content-type"], "application/json");
@@ -230,7 +283,7 @@ async fn the_retry_budget_holds_retries_back_but_loses_nothing() {
         .map(|_| (StatusCode::SERVICE_UNAVAILABLE, vec![], "busy".to_string()))
         .collect();
     let (analyzer, addr) = Scripted::start(script).await;
-    let (running, api, _dir) = distributor(
+    let (running, api, _dir) = one_packet_per_request(
         addr,
         "retry: {base_delay: 20ms, max_retries: 5, budget_percent: 1, budget_min_concurrent: 1}\nqueue: {analyzer_concurrency: 32}\n",
     )

@@ -553,7 +553,9 @@ async fn the_idempotency_key_names_exactly_the_id_of_every_accepted_packet() {
     let _alone = serial::alone().await;
     let dir = TempDir::new().unwrap();
     let (endpoint, seen) = capturing_analyzer(0).await;
-    let distributor = distributor(dir.path(), &config(vec![remote("capture", 1, &endpoint)], 0)).await;
+    // One packet per request: each key names one packet.
+    let capture = remote("capture", 1, &endpoint).with("max_batch_packets: 1");
+    let distributor = distributor(dir.path(), &config(vec![capture], 0)).await;
     wait_all_probed(&distributor, &["capture"]).await;
 
     let odd = [
@@ -666,14 +668,14 @@ async fn packets_sent_to_a_hanging_analyzer_time_out_and_are_delivered_by_the_ot
     let steady = AnalyzerProcess::start(dir.path(), "steady", &[]).await;
     let hung = AnalyzerProcess::start(dir.path(), "hung", &["--latency-ms", "60000"]).await;
     // 9:1, steady first: the cycle is S S S S S H S S S S, so 30 packets
-    // send 3 to the hanging one. Its deliveries time out together; two
-    // failures in a row eject it, and no probe brings it back (they are an
-    // hour apart here), so the retries, which stay with their analyzer only
-    // while it is in rotation, are routed afresh, to the steady one (the
-    // first 5 picks of the cycle rebuilt without the hanging one).
+    // send 3 to the hanging one, one packet per request. Its deliveries time
+    // out together; two failures in a row eject it, and no probe brings it
+    // back (they are an hour apart here), so the retries, which stay with
+    // their analyzer only while it is in rotation, are routed afresh, to the
+    // steady one (the first 5 picks of the cycle rebuilt without the hanging one).
     let specs = vec![
         remote("steady", 9, &steady.endpoint()),
-        remote("hung", 1, &hung.endpoint()),
+        remote("hung", 1, &hung.endpoint()).with("max_batch_packets: 1"),
     ];
     // The 500 ms: a delivery to the hanging analyzer fails after it.
     let config = config(specs, 2)

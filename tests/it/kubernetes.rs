@@ -19,6 +19,7 @@ use crate::support::kube::{
 use crate::support::packets::packets;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};
 use crate::support::processes::signal;
+use crate::support::receiver::{Receiver, ReceiverOptions};
 use crate::support::serial::beside_others;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -510,7 +511,7 @@ async fn the_api_server_refuses_invalid_analyzers() {
         .await;
     ns.apply_ok(&with_spec(
         "valid-endpoint",
-        json!({"weight": 0, "endpoint": "http://127.0.0.1:9/"}),
+        json!({"weight": 0, "endpoint": "http://127.0.0.1:9/", "maxBatchPackets": 1}),
     ))
     .await;
     ns.apply_ok(&with_spec(
@@ -526,6 +527,52 @@ async fn the_api_server_refuses_invalid_analyzers() {
         }),
     ))
     .await;
+}
+
+/// `spec.maxBatchPackets` caps an Analyzer's deliveries: with 1, the
+/// packets of one request reach it one per request; its twin without the
+/// cap takes its share in fewer, larger requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyzers_max_batch_packets_caps_its_deliveries() {
+    let _gate = beside_others().await;
+    let cluster = shared().await;
+    let ns = Namespace::create(&cluster, "batch-cap").await;
+    let capped = Receiver::start(ReceiverOptions::default()).await;
+    let batched = Receiver::start(ReceiverOptions::default()).await;
+    for (name, receiver, cap) in [("capped", &capped, json!(1)), ("batched", &batched, Value::Null)] {
+        let mut spec = json!({"weight": 1, "endpoint": receiver.endpoint()});
+        if !cap.is_null() {
+            spec["maxBatchPackets"] = cap;
+        }
+        ns.apply_ok(&json!({
+            "apiVersion": "logs-distributor.dev/v1alpha1",
+            "kind": "Analyzer",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = distributor(&cluster, &ns.name, "one", dir.path(), "").await;
+    analyzers_where(&d, "both analyzers", DEADLINE, |all| {
+        all.get("capped").is_some() && all.get("batched").is_some()
+    })
+    .await;
+    d.post_logs(&packets("cap", 20)).await.expect(202);
+    let stats = d.drained().await;
+    assert_eq!(stats["total_dead_lettered"], 0, "{stats}");
+    let capped = capped.deliveries();
+    assert_eq!(capped.len(), 10, "{capped:?}");
+    assert!(
+        capped.iter().all(|delivery| delivery.ids.len() == 1),
+        "{capped:?}"
+    );
+    let batched = batched.deliveries();
+    assert_eq!(
+        batched.iter().map(|delivery| delivery.ids.len()).sum::<usize>(),
+        10
+    );
+    assert!(batched.len() < 10, "{batched:?}");
 }
 
 // ---------------------------------------------------------------- kubectl output

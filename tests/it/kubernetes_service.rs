@@ -177,8 +177,8 @@ async fn three_endpoints_weighted_30_beside_an_analyzer_weighted_70_take_exactly
     }
 }
 
-/// p2 takes 3 s per packet (within the 5 s delivery timeout) and delivers
-/// one at a time, so when its slice
+/// p2 takes 3 s per delivery (within the 5 s delivery timeout) and delivers
+/// one packet at a time, so when its slice
 /// says it terminates it holds one packet in delivery and the rest of its
 /// share queued: the one in delivery completes at p2 (it still serves),
 /// every queued one goes to its siblings, and no new packet reaches it.
@@ -197,7 +197,9 @@ async fn a_terminating_endpoint_takes_no_new_packet_and_its_queue_goes_to_its_si
     for pod in &pods {
         ns.apply_ok(&slice(pod, ready())).await;
     }
-    ns.apply_ok(&service_analyzer("svc", 10)).await;
+    let mut one_at_a_time = service_analyzer("svc", 10);
+    one_at_a_time["spec"]["maxBatchPackets"] = json!(1);
+    ns.apply_ok(&one_at_a_time).await;
     let d = distributor(
         &cluster,
         &ns.name,

@@ -14,8 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ndjson_analyzer_receives_every_message_as_one_line_with_its_packet_id_across_a_retry() {
     let (recorder, endpoint) = Recorder::start(vec![StatusCode::SERVICE_UNAVAILABLE]).await;
-    let config = Config::new(vec![remote("lines", 1, &endpoint).with("format: ndjson")])
-        .section("records", "{max_messages_per_packet: 4}");
+    let config = Config::new(vec![
+        remote("lines", 1, &endpoint).with("format: ndjson, max_batch_packets: 1")
+    ])
+    .section("records", "{max_messages_per_packet: 4}");
     let server = Server::start(&config).await;
     let records: Vec<Value> = (0..10)
         .map(|i| {
@@ -54,7 +56,7 @@ async fn an_ndjson_analyzer_receives_every_message_as_one_line_with_its_packet_i
         let packet_id = lines[0]["packet_id"].as_str().unwrap();
         assert!(
             lines.iter().all(|line| line["packet_id"] == packet_id),
-            "one packet per delivery (batch.max_packets 1)"
+            "one packet per delivery (max_batch_packets: 1)"
         );
         let retry = if delivery.headers["idempotency-key"] == failed.headers["idempotency-key"]
             && delivery.status == StatusCode::OK

@@ -76,9 +76,13 @@ fn full_success(_: usize) -> (StatusCode, Vec<u8>) {
 }
 
 /// Starts a distributor whose one analyzer, `otlp`, is the receiver at `endpoint`.
+/// A distributor over the receiver at `endpoint`, one packet per request
+/// (`max_batch_packets: 1`): the tests count requests.
 async fn distributor(dir: &TempDir, endpoint: &str) -> Distributor {
-    let config = Config::new(vec![remote("otlp", 1, endpoint).with("format: otlp")])
-        .retry("{base_delay: 20ms, factor: 2, max_retries: 3}");
+    let config = Config::new(vec![
+        remote("otlp", 1, endpoint).with("format: otlp, max_batch_packets: 1")
+    ])
+    .retry("{base_delay: 20ms, factor: 2, max_retries: 3}");
     let path = write_config(dir.path(), "distributor.yaml", &config);
     Distributor::start(&path, &dir.path().join("data"), dir.path()).await
 }
@@ -128,7 +132,7 @@ async fn each_packet_goes_as_an_otlp_protobuf_request_with_its_records_and_their
     distributor.drained().await;
 
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2, "one delivery per packet (batch.max_packets: 1)");
+    assert_eq!(seen.len(), 2, "one delivery per packet (max_batch_packets: 1)");
     for received in &seen {
         assert_eq!(received.content_type.as_deref(), Some("application/x-protobuf"));
     }

@@ -307,11 +307,13 @@ async fn a_replayed_packet_that_fails_again_returns_to_the_dead_letter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_never_erase_entries_appended_while_they_run() {
     let _alone = alone().await;
-    // Deliveries in batches, so that each failed one is a single
-    // dead-letter append: the backlog drains in seconds once the load stops.
-    let config = Config::new(vec![analyzer("crashy", 1).failing(1.0)])
-        .retry("{base_delay: 1ms, factor: 2, max_retries: 0}")
-        .section("batch", "{max_packets: 10}");
+    // Deliveries in batches (a simulated analyzer's own max_batch_packets),
+    // so that each failed one is a single dead-letter append: the backlog
+    // drains in seconds once the load stops.
+    let config = Config::new(vec![analyzer("crashy", 1)
+        .failing(1.0)
+        .with("max_batch_packets: 10")])
+    .retry("{base_delay: 1ms, factor: 2, max_retries: 0}");
     let server = Server::start(&config).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut senders = Vec::new();
