@@ -377,8 +377,8 @@ check_helm_install() {
         fail "helm install failed:" "$WORK/install.out"
     grep -q "port-forward service/$RELEASE 8080:8080" "$WORK/install.out" ||
         fail "the NOTES do not say how to port-forward:" "$WORK/install.out"
-    K get analyzers -n "$HELM_NS" -o go-template='{{range .items}}{{.metadata.name}}={{.spec.endpoint}} {{end}}' >"$WORK/installed.txt" 2>&1 || true
-    [[ $(<"$WORK/installed.txt") == "analyzer-a1=http://$RELEASE-analyzer-a1:9000/ analyzer-a2=http://$RELEASE-analyzer-a2:9000/ external=http://analyzer.example.svc:9000/ingest otel=https://otel-collector.observability.svc:4318/v1/logs vector=http://vector.observability.svc:8080/ " ]] ||
+    K get analyzers -n "$HELM_NS" -o go-template='{{range .items}}{{.metadata.name}}={{or .spec.endpoint .spec.service.name}} {{end}}' >"$WORK/installed.txt" 2>&1 || true
+    [[ $(<"$WORK/installed.txt") == "analyzer-a1=$RELEASE-analyzer-a1 analyzer-a2=$RELEASE-analyzer-a2 collectors=otel-collector external=http://analyzer.example.svc:9000/ingest otel=https://otel-collector.observability.svc:4318/v1/logs vector=http://vector.observability.svc:8080/ " ]] ||
         fail "helm install did not create the expected Analyzers:" "$WORK/installed.txt"
     quiet "$WORK/upgrade.out" "$HELM" upgrade "$RELEASE" "$CHART" "${args[@]}" --set autoscaling.enabled=false --set replicas=2 ||
         fail "helm upgrade failed:" "$WORK/upgrade.out"

@@ -161,10 +161,10 @@ def rendered_problems(work, ns):
           "by default no Secret or ConfigMap may be read")
     handoff_rules = [
         {"apiGroups": ["apps"], "resources": ["statefulsets"], "resourceNames": [sts["metadata"]["name"]], "verbs": ["get"]},
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
     ]
     check(all(r in (rules or []) for r in handoff_rules),
-          "the Role may get its own StatefulSet (by name) and list EndpointSlices, for handoff at a scale-in")
+          "the Role may get its own StatefulSet (by name) and get, list and watch EndpointSlices (handoff, Service-backed Analyzers)")
 
     every = one(load("watch-all-namespaces"), "StatefulSet")
     check(env_of(every).get("LD_ANALYZER_SELECTOR") == "", "analyzerSelector \"\" selects every Analyzer")
@@ -204,13 +204,18 @@ def rendered_problems(work, ns):
         "otel": "https://otel-collector.observability.svc:4318/v1/logs",
         "vector": "http://vector.observability.svc:8080/",
     }
+    check(az.get("collectors", {}).get("service") == {"name": "otel-collector", "port": "otlp-http", "scheme": "http", "path": "/v1/logs"},
+          "a Service-backed entry goes to its spec as given")
     for name, spec in az.items():
+        if name == "collectors":
+            continue
         if name in endpoints:
             check(spec.get("endpoint") == endpoints[name], f"{name}: an endpoint entry is left alone")
             continue
         check("simulated" not in spec, f"{name}: served by its reference analyzer, not simulated")
-        svc_name = spec.get("endpoint", "").removeprefix("http://").split(":")[0]
-        check(svc_name in refs, f"{name}: endpoint {spec.get('endpoint')} is a reference analyzer Service")
+        svc_name = spec.get("service", {}).get("name")
+        check(svc_name in refs and spec["service"].get("port") == "analyzer" and "endpoint" not in spec,
+              f"{name}: service {spec.get('service')} is a reference analyzer Service, at its port analyzer")
         if svc_name in refs:
             args = refs[svc_name]["spec"]["template"]["spec"]["containers"][0]["args"]
             check(args[:3] == ["analyzer", "--listen", "0.0.0.0:9000"], f"{svc_name} args {args}")

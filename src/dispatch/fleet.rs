@@ -9,6 +9,9 @@
 //! [`Fleet`] keeps the analyzers and an immutable [`RoutingTable`] over
 //! those that are healthy and weighted; [`Fleet::rebuild`] swaps in a new
 //! table whenever health, weight or membership changes. Readers never lock.
+//! The analyzers of one group (the endpoints of a Service-backed Analyzer,
+//! each carrying the Analyzer's weight) share that weight evenly among
+//! those of them in rotation.
 //!
 //! Slow start (off unless `slow_start` is set): an analyzer that comes back
 //! into rotation starts at a tenth of its weight and ramps up linearly over
@@ -39,6 +42,8 @@ pub struct AnalyzerSpec {
     pub id: String,
     pub name: String,
     pub weight: u32,
+    /// The group it belongs to (see [`Analyzer::group`]); none: its own.
+    pub group: Option<String>,
     /// Deliveries to it that may run at once.
     pub concurrency: usize,
     /// Most packets one delivery to it takes, within `batch.max_packets`;
@@ -54,6 +59,8 @@ pub struct AnalyzerSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthEvent {
     pub analyzer: String,
+    /// Its group, when it is one endpoint of several (see [`Analyzer::group`]).
+    pub group: Option<String>,
     pub healthy: bool,
     pub reason: crate::dispatch::health::HealthReason,
     pub detail: Option<String>,
@@ -64,6 +71,9 @@ pub struct HealthEvent {
 pub struct Analyzer {
     pub id: String,
     pub name: String,
+    /// The Service-backed Analyzer this analyzer is one endpoint of: the
+    /// group's weight is split evenly among its members in rotation.
+    group: Option<String>,
     weight: AtomicU32,
     pub transport: Transport,
     pub health: Health,
@@ -107,6 +117,7 @@ impl Analyzer {
         let analyzer = Analyzer {
             id: spec.id,
             name: spec.name,
+            group: spec.group,
             weight: AtomicU32::new(spec.weight),
             transport,
             health: Health::new(policy),
@@ -128,6 +139,12 @@ impl Analyzer {
 
     pub fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
+    }
+
+    /// The group it routes in: the Analyzer it is an endpoint of, or its
+    /// own id.
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.id)
     }
 
     /// The most packets one delivery to it takes, `batch_max_packets`
@@ -165,6 +182,16 @@ impl Analyzer {
     /// `queue` sections give what the analyzer does not say itself.
     pub fn from_config(
         config: &AnalyzerConfig,
+        settings: &Settings,
+        metrics: &Metrics,
+    ) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
+        Self::from_config_in_group(config, None, settings, metrics)
+    }
+
+    /// [`Analyzer::from_config`] for one endpoint of the Analyzer `group`.
+    pub fn from_config_in_group(
+        config: &AnalyzerConfig,
+        group: Option<&str>,
         settings: &Settings,
         metrics: &Metrics,
     ) -> anyhow::Result<(Arc<Analyzer>, LaneReceiver)> {
@@ -223,6 +250,7 @@ impl Analyzer {
             id: config.id.clone(),
             name: config.name.clone().unwrap_or_else(|| config.id.clone()),
             weight: u32::try_from(config.weight).unwrap_or(0),
+            group: group.map(str::to_string),
             concurrency: config.concurrency.unwrap_or(settings.queue.analyzer_concurrency),
             // A simulated analyzer sleeps per packet, as the original's did:
             // a batch would sleep for all of its packets at once, so it takes
@@ -313,6 +341,34 @@ impl Fleet {
         }
     }
 
+    /// The healthy analyzers by group, each group with its weight: the
+    /// highest weight its members route with (they all carry the
+    /// Analyzer's; one that joins a group already in rotation takes its
+    /// even share at once, while a group that comes back whole ramps up
+    /// under slow start).
+    fn groups_in_rotation(
+        &self,
+        analyzers: &[Arc<Analyzer>],
+        now: Instant,
+    ) -> Vec<(Vec<Arc<Analyzer>>, u32)> {
+        let mut groups: Vec<(Vec<Arc<Analyzer>>, u32)> = Vec::new();
+        let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for a in analyzers.iter().filter(|a| a.health.is_healthy()) {
+            let weight = self.effective_weight(a, now);
+            match index.get(a.group()) {
+                Some(&i) => {
+                    groups[i].0.push(a.clone());
+                    groups[i].1 = groups[i].1.max(weight);
+                }
+                None => {
+                    index.insert(a.group(), groups.len());
+                    groups.push((vec![a.clone()], weight));
+                }
+            }
+        }
+        groups
+    }
+
     /// The next analyzer by smooth weighted round-robin, if any is in rotation.
     pub fn pick(&self) -> Option<Arc<Analyzer>> {
         self.table.load().pick().cloned()
@@ -329,6 +385,16 @@ impl Fleet {
 
     pub fn get(&self, id: &str) -> Option<Arc<Analyzer>> {
         self.analyzers.load().iter().find(|a| a.id == id).cloned()
+    }
+
+    /// The analyzers of `group` (see [`Analyzer::group`]).
+    pub fn group(&self, group: &str) -> Vec<Arc<Analyzer>> {
+        self.analyzers
+            .load()
+            .iter()
+            .filter(|a| a.group() == group)
+            .cloned()
+            .collect()
     }
 
     /// Adds `analyzer`, or replaces the one with the same id (answering it).
@@ -373,12 +439,7 @@ impl Fleet {
                 }
             }
         }
-        let table = RoutingTable::new(
-            analyzers
-                .iter()
-                .filter(|a| a.health.is_healthy())
-                .map(|a| (a.clone(), self.effective_weight(a, now))),
-        );
+        let table = RoutingTable::grouped(self.groups_in_rotation(&analyzers, now));
         for a in analyzers.iter() {
             let member = table.members().iter().any(|m| Arc::ptr_eq(m, a));
             a.in_rotation.store(member, Ordering::Release);
@@ -393,6 +454,7 @@ impl Fleet {
                 // Nobody listening is fine: the event is for reporters.
                 let _ = self.events.send(HealthEvent {
                     analyzer: a.id.clone(),
+                    group: a.group.clone(),
                     healthy,
                     reason: now.reason,
                     detail: now.detail,
@@ -425,6 +487,12 @@ mod tests {
     }
 
     fn fleet_with_slow_start(weights: &[(&str, u32)], slow_start: Duration) -> Fleet {
+        let members: Vec<_> = weights.iter().map(|(id, w)| (*id, None, *w)).collect();
+        fleet_of(&members, slow_start)
+    }
+
+    /// A fleet of `(id, group, weight)` members.
+    fn fleet_of(members: &[(&str, Option<&str>, u32)], slow_start: Duration) -> Fleet {
         let metrics = Metrics::new();
         let policy = HealthPolicy {
             unhealthy_threshold: 1,
@@ -432,14 +500,15 @@ mod tests {
             ejection_threshold: 5,
             passive_cooldown: None,
         };
-        let analyzers = weights
+        let analyzers = members
             .iter()
-            .map(|(id, w)| {
+            .map(|(id, group, w)| {
                 let transport = Transport::Simulated(simulated_transport(&SimulatedConfig::default()));
                 let spec = AnalyzerSpec {
                     id: id.to_string(),
                     name: id.to_string(),
                     weight: *w,
+                    group: group.map(str::to_string),
                     concurrency: 1,
                     max_batch_packets: None,
                     probe_interval: Duration::from_secs(10),
@@ -494,6 +563,30 @@ mod tests {
         // Just back: a routes with a tenth of its weight, 10 against 100.
         let s = split(&f, 110);
         assert_eq!((s["a"], s["b"]), (10, 100));
+    }
+
+    #[test]
+    fn the_endpoints_of_one_analyzer_split_its_weight_and_an_unhealthy_one_leaves_it_to_the_others() {
+        let f = fleet_of(
+            &[
+                ("s/1", Some("s"), 30),
+                ("s/2", Some("s"), 30),
+                ("s/3", Some("s"), 30),
+                ("other", None, 70),
+            ],
+            Duration::ZERO,
+        );
+        let s = split(&f, 100);
+        assert_eq!((s["s/1"], s["s/2"], s["s/3"], s["other"]), (10, 10, 10, 70));
+        assert_eq!(f.get("s/2").unwrap().group(), "s");
+        assert_eq!(f.get("other").unwrap().group(), "other");
+        f.get("s/2").unwrap().health.set_mode(HealthMode::ForceUnhealthy);
+        f.rebuild();
+        let s = split(&f, 200);
+        assert_eq!(
+            (s["s/1"], s.get("s/2"), s["s/3"], s["other"]),
+            (30, None, 30, 140)
+        );
     }
 
     #[test]

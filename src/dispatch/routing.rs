@@ -1,42 +1,99 @@
 //! Smooth weighted round-robin (the nginx algorithm) over the analyzers in
-//! rotation.
+//! rotation, grouped: a group (the endpoints of one Service-backed
+//! Analyzer) takes its weight's turns in the cycle, and its members take
+//! those turns in round-robin, so the weight splits evenly among them with
+//! no rounding loss.
 //!
 //! A [`RoutingTable`] is immutable once built: it holds the members in
-//! rotation and one full SWRR cycle precomputed as a sequence of member
-//! indexes. [`RoutingTable::pick`] is a single atomic increment, so picks
-//! never take a lock and concurrent picks still walk the cycle exactly.
+//! rotation and one full SWRR cycle over the groups precomputed as a
+//! sequence of turns. [`RoutingTable::pick`] is a single atomic increment,
+//! so picks never take a lock and concurrent picks still walk the cycle
+//! exactly: pick `p` is turn `p mod cycle` of round `p / cycle`, and a
+//! group's `k`-th turn overall goes to its member `k mod size`.
 //!
 //! Whenever the set in rotation or a weight changes, the owner builds a new
 //! table (and swaps it in atomically, see `dispatch`). A new table starts
 //! its cycle afresh: from that moment every `sum(weights)` consecutive picks
-//! give each member exactly its weight, and a member that rejoins gets its
+//! give each group exactly its weight, and a member that rejoins gets its
 //! share spread over the cycle rather than in a burst.
 //!
 //! Weights are divided by their greatest common divisor first, so 40/30/20/10
 //! has a cycle of 10: A B C A D B A C B A ... and 1000 picks give exactly
-//! 400/300/200/100.
+//! 400/300/200/100. A group of 3 members weighted 30 beside one weighted
+//! 70 gives each of the three exactly 10 of every 100 picks.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// One group of the table: a run of `members`, and its turns per cycle.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    start: usize,
+    size: usize,
+    turns_per_cycle: usize,
+}
+
+/// One position of the cycle: the group whose turn it is, and how many
+/// turns that group had before it in the cycle.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    group: u32,
+    earlier: u32,
+}
 
 /// One cycle of picks, built once, shared by every request.
 #[derive(Debug)]
 pub struct RoutingTable<T> {
     members: Vec<T>,
-    /// Index into `members` for each position of the cycle.
-    cycle: Vec<u32>,
+    groups: Vec<Group>,
+    cycle: Vec<Turn>,
     cursor: AtomicUsize,
 }
 
 impl<T> RoutingTable<T> {
-    /// Builds the table from `(member, weight)` pairs. Members of weight 0
-    /// are left out: they take no traffic.
+    /// Builds the table from `(member, weight)` pairs, each member a group
+    /// of its own. Members of weight 0 are left out: they take no traffic.
     pub fn new(weighted: impl IntoIterator<Item = (T, u32)>) -> Self {
-        let (members, weights): (Vec<T>, Vec<u32>) = weighted.into_iter().filter(|(_, w)| *w > 0).unzip();
+        Self::grouped(
+            weighted
+                .into_iter()
+                .map(|(member, weight)| (vec![member], weight)),
+        )
+    }
+
+    /// Builds the table from `(members, weight)` groups: each group takes
+    /// its weight, split evenly among its members. Groups of weight 0 or
+    /// without members are left out.
+    pub fn grouped(weighted: impl IntoIterator<Item = (Vec<T>, u32)>) -> Self {
+        let mut members = Vec::new();
+        let mut groups = Vec::new();
+        let mut weights = Vec::new();
+        for (group, weight) in weighted {
+            if weight == 0 || group.is_empty() {
+                continue;
+            }
+            groups.push(Group {
+                start: members.len(),
+                size: group.len(),
+                turns_per_cycle: 0,
+            });
+            weights.push(weight);
+            members.extend(group);
+        }
         let divisor = weights.iter().copied().fold(0, gcd).max(1);
         let reduced: Vec<u64> = weights.iter().map(|w| u64::from(w / divisor)).collect();
+        let mut cycle = Vec::new();
+        for group in smooth_cycle(&reduced) {
+            let turns = &mut groups[group as usize].turns_per_cycle;
+            cycle.push(Turn {
+                group,
+                earlier: *turns as u32,
+            });
+            *turns += 1;
+        }
         RoutingTable {
             members,
-            cycle: smooth_cycle(&reduced),
+            groups,
+            cycle,
             cursor: AtomicUsize::new(0),
         }
     }
@@ -51,11 +108,21 @@ impl<T> RoutingTable<T> {
         if self.cycle.is_empty() {
             return None;
         }
-        let position = self.cursor.fetch_add(1, Ordering::Relaxed) % self.cycle.len();
-        Some(&self.members[self.cycle[position] as usize])
+        let position = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let turn = self.cycle[position % self.cycle.len()];
+        let group = self.groups[turn.group as usize];
+        if group.size == 1 {
+            return Some(&self.members[group.start]);
+        }
+        // The group's turns so far, `round * turns_per_cycle + earlier`,
+        // modulo its size (without overflowing).
+        let round = position / self.cycle.len();
+        let nth = ((round % group.size) * (group.turns_per_cycle % group.size) + turn.earlier as usize)
+            % group.size;
+        Some(&self.members[group.start + nth])
     }
 
-    /// The members in rotation (weight above zero).
+    /// The members in rotation (weight above zero), group after group.
     pub fn members(&self) -> &[T] {
         &self.members
     }
@@ -64,7 +131,7 @@ impl<T> RoutingTable<T> {
         self.members.is_empty()
     }
 
-    /// Picks in one full cycle.
+    /// Picks in one full cycle over the groups.
     pub fn cycle_len(&self) -> usize {
         self.cycle.len()
     }
@@ -149,6 +216,43 @@ mod tests {
         assert_eq!((c["b"], c["c"], c["d"]), (300, 200, 100));
     }
 
+    #[test]
+    fn a_group_splits_its_weight_evenly_among_its_members() {
+        // Three endpoints of one Analyzer weighted 30 beside one weighted 70.
+        let table = RoutingTable::grouped([(vec!["p1", "p2", "p3"], 30), (vec!["other"], 70)]);
+        assert_eq!(table.cycle_len(), 10);
+        for _ in 0..20 {
+            let c = counts(&table, 100);
+            assert_eq!((c["p1"], c["p2"], c["p3"], c["other"]), (10, 10, 10, 70));
+        }
+    }
+
+    #[test]
+    fn a_groups_turns_go_round_its_members_in_order() {
+        let table = RoutingTable::grouped([(vec!["x", "y"], 1), (vec!["p", "q", "r"], 2)]);
+        let order: Vec<_> = (0..12).map(|_| *table.pick().unwrap()).collect();
+        // The groups' cycle is G2 G1 G2; the members of each take its turns in order.
+        assert_eq!(
+            order,
+            ["p", "x", "q", "r", "y", "p", "q", "x", "r", "p", "y", "q"]
+        );
+    }
+
+    #[test]
+    fn empty_groups_and_groups_of_weight_zero_take_nothing() {
+        let table = RoutingTable::grouped([(vec![], 5), (vec!["a", "b"], 0), (vec!["c"], 1)]);
+        assert_eq!(table.members(), &["c"]);
+        assert_eq!(counts(&table, 4)["c"], 4);
+    }
+
+    fn lcm(a: usize, b: usize) -> usize {
+        let (mut x, mut y) = (a, b);
+        while y != 0 {
+            (x, y) = (y, x % y);
+        }
+        a / x * b
+    }
+
     /// The reference: nginx's algorithm run step by step, unreduced.
     fn nginx_reference(weights: &[u32], picks: usize) -> Vec<usize> {
         let total: i64 = weights.iter().map(|w| *w as i64).sum();
@@ -201,6 +305,41 @@ mod tests {
                 }
                 for (i, w) in &in_rotation {
                     prop_assert_eq!(seen[*i], w / divisor);
+                }
+            }
+        }
+
+        #[test]
+        fn every_member_of_a_group_gets_an_even_share_of_its_weight(
+            groups in prop::collection::vec((1usize..=4, 0u32..=30), 1..6),
+        ) {
+            let weighted: Vec<(Vec<(usize, usize)>, u32)> = groups
+                .iter()
+                .enumerate()
+                .map(|(g, (size, weight))| ((0..*size).map(|m| (g, m)).collect(), *weight))
+                .collect();
+            let table = RoutingTable::grouped(weighted);
+            let in_rotation: Vec<(usize, u32)> =
+                groups.iter().filter(|(_, w)| *w > 0).map(|(s, w)| (*s, *w)).collect();
+            if in_rotation.is_empty() {
+                prop_assert!(table.pick().is_none());
+                return Ok(());
+            }
+            let divisor = in_rotation.iter().map(|(_, w)| *w).fold(0, gcd);
+            let sizes = in_rotation.iter().map(|(s, _)| *s).fold(1, lcm);
+            // The groups alone walk the cycle of a table of single members.
+            let by_group = RoutingTable::new(groups.iter().enumerate().map(|(g, (_, w))| (g, *w)));
+            let picks = table.cycle_len() * sizes;
+            let mut seen: HashMap<(usize, usize), usize> = HashMap::new();
+            for _ in 0..picks {
+                let (g, m) = *table.pick().unwrap();
+                prop_assert_eq!(g, *by_group.pick().unwrap());
+                *seen.entry((g, m)).or_default() += 1;
+            }
+            for (g, (size, weight)) in groups.iter().enumerate() {
+                for m in 0..*size {
+                    let expected = if *weight == 0 { 0 } else { (weight / divisor) as usize * sizes / size };
+                    prop_assert_eq!(seen.get(&(g, m)).copied().unwrap_or(0), expected);
                 }
             }
         }

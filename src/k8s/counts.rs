@@ -10,7 +10,9 @@
 //!   process's counters start at 0, and go back to 0 when an analyzer
 //!   leaves the fleet and rejoins it (a missing Secret): the sample every
 //!   second notices and carries the final counts of the one that left
-//!   over.
+//!   over. A Service-backed Analyzer's entry is the sum over its
+//!   endpoints' analyzers, and an endpoint that leaves has its final
+//!   counts carried over the same way.
 //! - **Bounded writes.** An entry is written when its counts changed, at
 //!   most once per `kubernetes.status_interval`; refreshed when unchanged
 //!   every third of `kubernetes.stale_replica_after` (so the leader does
@@ -94,47 +96,56 @@ struct Tracked {
     /// The Analyzer's uid: a new one (deleted and created again) starts over.
     uid: String,
     /// Added to this process's counters: the entry's counts before this
-    /// process, and counters that went back to 0; less what was retired
-    /// (then it may be below 0).
+    /// process, and the final counts of analyzers that left the fleet;
+    /// less what was retired (then it may be below 0).
     base: Counts,
-    /// The process's counters at the last sample.
-    sampled: Counts,
-    /// The analyzer they were read from.
-    instance: Option<Arc<Analyzer>>,
+    /// The analyzers counted (the Analyzer's own, or one per endpoint of
+    /// its Service), each with its counters at the last sample.
+    instances: Vec<(Arc<Analyzer>, Counts)>,
     /// What was last written, and when.
     written: Option<(Values, Instant)>,
 }
 
 impl Tracked {
-    /// Reads the counters of `current`, the fleet's analyzer of this id
-    /// (none: not in the fleet). An analyzer that left the fleet had its
-    /// counters forgotten, so the next one starts at 0: what the one that
-    /// left counted, to its last delivery, goes into the base.
-    fn sample(&mut self, current: Option<Arc<Analyzer>>) {
-        let Some(current) = current else {
-            if let Some(gone) = self.instance.take() {
-                self.base = self.base.plus(counts_of(&gone));
-                self.sampled = Counts::default();
+    /// Reads the counters of `current`, the fleet's analyzers of this
+    /// Analyzer. One rebuilt in place (same id: a new transport) goes on
+    /// with the same counters. One that left the fleet (an endpoint gone,
+    /// an analyzer out until its Secret is back) had its counters
+    /// forgotten, and one that comes back with its id starts at 0 (seen as
+    /// counters lower than sampled): what the one that left counted, to its
+    /// last delivery, goes into the base.
+    fn sample(&mut self, current: Vec<Arc<Analyzer>>) {
+        let now: Vec<(Arc<Analyzer>, Counts)> = current
+            .into_iter()
+            .map(|analyzer| {
+                let counts = counts_of(&analyzer);
+                (analyzer, counts)
+            })
+            .collect();
+        for (before, sampled) in &self.instances {
+            let carried_on = now.iter().any(|(analyzer, counts)| {
+                Arc::ptr_eq(analyzer, before)
+                    || (analyzer.id == before.id
+                        && counts.processed >= sampled.processed
+                        && counts.errors >= sampled.errors)
+            });
+            if !carried_on {
+                self.base = self.base.plus(counts_of(before));
             }
-            return;
-        };
-        let local = counts_of(&current);
-        if local.processed < self.sampled.processed || local.errors < self.sampled.errors {
-            // Left and came back between two samples.
-            let gone = self
-                .instance
-                .as_ref()
-                .map(|a| counts_of(a))
-                .unwrap_or(self.sampled);
-            self.base = self.base.plus(gone);
         }
-        self.sampled = local;
-        self.instance = Some(current);
+        self.instances = now;
+    }
+
+    /// The counters of the analyzers counted now, at the last sample.
+    fn sampled(&self) -> Counts {
+        self.instances
+            .iter()
+            .fold(Counts::default(), |sum, (_, counts)| sum.plus(*counts))
     }
 
     fn values(&self, routed_last_minute: i64) -> Values {
         Values {
-            counts: self.base.plus(self.sampled).at_least_zero(),
+            counts: self.base.plus(self.sampled()).at_least_zero(),
             routed_last_minute,
         }
     }
@@ -247,11 +258,14 @@ impl CountReporter {
                     }
                 })
                 .or_insert_with(|| fresh(&uid));
-            tracked.sample(self.dispatcher.fleet().get(&id));
-            let routed = routed
-                .get(&id)
-                .map(|&n| i64::try_from(n).unwrap_or(i64::MAX))
-                .unwrap_or(0);
+            tracked.sample(self.dispatcher.fleet().group(&id));
+            let routed = tracked
+                .instances
+                .iter()
+                .filter_map(|(analyzer, _)| routed.get(&analyzer.id))
+                .fold(0i64, |sum, &n| {
+                    sum.saturating_add(i64::try_from(n).unwrap_or(i64::MAX))
+                });
             let values = tracked.values(routed);
             let listed = own_entry(&resource, &self.identity).is_some();
             let (is_due, checked) = match tracked.written {
@@ -314,7 +328,7 @@ impl CountReporter {
                 (Some((written, _)), None) => base = base.minus(written.counts),
                 _ => {}
             }
-            due.values.counts = base.plus(tracked.sampled).at_least_zero();
+            due.values.counts = base.plus(tracked.sampled()).at_least_zero();
             precondition = current.resource_version();
         }
         let entry = ReplicaCounts {
@@ -361,8 +375,7 @@ fn fresh(uid: &str) -> Tracked {
     Tracked {
         uid: uid.to_string(),
         base: Counts::default(),
-        sampled: Counts::default(),
-        instance: None,
+        instances: Vec::new(),
         written: None,
     }
 }
@@ -406,6 +419,85 @@ mod tests {
             }
         );
         assert_eq!(base.at_least_zero(), Counts::default());
+    }
+
+    /// An endpoint's analyzer of Analyzer `svc` that delivered `delivered`
+    /// packets and failed `errors` times.
+    fn endpoint(metrics: &crate::metrics::Metrics, id: &str, delivered: u64, errors: u64) -> Arc<Analyzer> {
+        use crate::dispatch::fleet::AnalyzerSpec;
+        use crate::dispatch::health::HealthPolicy;
+        use crate::transport::{Simulated, Transport};
+        let spec = AnalyzerSpec {
+            id: id.into(),
+            name: id.into(),
+            weight: 1,
+            group: Some("svc".into()),
+            concurrency: 1,
+            max_batch_packets: None,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+        };
+        let policy = HealthPolicy {
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+            ejection_threshold: 0,
+            passive_cooldown: None,
+        };
+        let transport = Transport::Simulated(Simulated::new(Duration::ZERO, 0.0, 0.0));
+        let (analyzer, _lane) = Analyzer::new(spec, transport, policy, metrics.analyzer(id));
+        analyzer.metrics.delivered.inc_by(delivered);
+        analyzer.metrics.errors.inc_by(errors);
+        analyzer
+    }
+
+    #[test]
+    fn an_entry_sums_the_endpoints_and_keeps_the_final_counts_of_one_that_left() {
+        let metrics = crate::metrics::Metrics::new();
+        let one = endpoint(&metrics, "svc/10.0.0.1:9000", 10, 1);
+        let two = endpoint(&metrics, "svc/10.0.0.2:9000", 20, 0);
+        let mut tracked = fresh("uid");
+        tracked.sample(vec![one.clone(), two.clone()]);
+        assert_eq!(
+            tracked.values(0).counts,
+            Counts {
+                processed: 30,
+                errors: 1
+            }
+        );
+        // two delivers 5 more, then leaves before the next sample.
+        two.metrics.delivered.inc_by(5);
+        tracked.sample(vec![one.clone()]);
+        assert_eq!(
+            tracked.values(0).counts,
+            Counts {
+                processed: 35,
+                errors: 1
+            }
+        );
+        // It comes back as a new analyzer (its series forgotten when it
+        // left: counting from 0) beside a third.
+        metrics.forget_analyzer("svc/10.0.0.2:9000");
+        let back = endpoint(&metrics, "svc/10.0.0.2:9000", 2, 0);
+        let three = endpoint(&metrics, "svc/10.0.0.3:9000", 4, 0);
+        tracked.sample(vec![one.clone(), back, three]);
+        assert_eq!(
+            tracked.values(0).counts,
+            Counts {
+                processed: 41,
+                errors: 1
+            }
+        );
+        // The one that came back leaves again, and the third is rebuilt in
+        // place (a rotated Secret: same series, 4 + 1, counted once).
+        let rebuilt = endpoint(&metrics, "svc/10.0.0.3:9000", 1, 0);
+        tracked.sample(vec![one, rebuilt]);
+        assert_eq!(
+            tracked.values(0).counts,
+            Counts {
+                processed: 10 + 25 + 2 + 5,
+                errors: 1
+            }
+        );
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //!
 //! Validation lives in the schema so that the API server refuses a bad
 //! Analyzer at `kubectl apply`: weight bounds, rates between 0 and 1,
-//! positive intervals, and CEL rules: exactly one of `endpoint` and
-//! `simulated`, an `http://` or `https://` endpoint, `tls` only with
-//! `https://`, one source per CA bundle and one kind of credentials,
+//! positive intervals, and CEL rules: exactly one of `endpoint`, `service`
+//! and `simulated`, an `http://` or `https://` endpoint, `tls` only with
+//! `https://` (an endpoint's, or a Service's scheme), a Service port that is
+//! a number or a port name, a path that starts with `/`, one source per CA bundle and one kind of credentials,
 //! header names that are legal and not the distributor's own, expected
 //! statuses that are HTTP statuses or ranges of them.
 //!
@@ -18,11 +19,13 @@
 #![allow(unreachable_pub)]
 
 use crate::transport::DeliveryFormat;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod status;
+pub use status::{AnalyzerStatus, EndpointStatus, ReplicaCounts, RetiredCounts};
 
 /// The API group of every resource of ours.
 pub const GROUP: &str = "logs-distributor.dev";
@@ -62,11 +65,18 @@ pub const GROUP: &str = "logs-distributor.dev";
         description = "Failed deliveries to it, by every replica"
     ),
     printcolumn(name = "Endpoint", type_ = "string", json_path = ".spec.endpoint"),
+    printcolumn(name = "Service", type_ = "string", json_path = ".spec.service.name"),
+    printcolumn(
+        name = "Endpoints",
+        type_ = "string",
+        json_path = ".status.readyEndpoints",
+        description = "A Service-backed Analyzer's endpoints in rotation / endpoints its Service lists"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("has(self.endpoint) != has(self.simulated)").message("set exactly one of spec.endpoint and spec.simulated"))]
-#[x_kube(validation = Rule::new("!has(self.tls) || (has(self.endpoint) && self.endpoint.startsWith('https://'))").message("spec.tls needs an https:// endpoint"))]
-#[x_kube(validation = Rule::new("!has(self.auth) && !has(self.headers) || has(self.endpoint)").message("spec.auth and spec.headers need an endpoint"))]
+#[x_kube(validation = Rule::new("(has(self.endpoint) ? 1 : 0) + (has(self.service) ? 1 : 0) + (has(self.simulated) ? 1 : 0) == 1").message("set exactly one of spec.endpoint, spec.service and spec.simulated"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || (has(self.endpoint) && self.endpoint.startsWith('https://')) || (has(self.service) && has(self.service.scheme) && self.service.scheme == 'https')").message("spec.tls needs an https:// endpoint or a Service with scheme https"))]
+#[x_kube(validation = Rule::new("!has(self.auth) && !has(self.headers) || has(self.endpoint) || has(self.service)").message("spec.auth and spec.headers need an endpoint or a Service"))]
 #[serde(rename_all = "camelCase")]
 pub struct AnalyzerSpec {
     /// Name shown by the distributor's API and status page; the resource's name when unset.
@@ -78,12 +88,18 @@ pub struct AnalyzerSpec {
     #[schemars(range(min = 0, max = 1000))]
     pub weight: i32,
     /// URL that packets are POSTed to, e.g. http://analyzer-a.logs:9000/ or
-    /// https://otel-collector.observability:4318/v1/logs. Set exactly one of endpoint and
-    /// simulated.
+    /// https://otel-collector.observability:4318/v1/logs. Set exactly one of endpoint,
+    /// service and simulated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("endpoint must be an http:// or https:// URL"))]
     pub endpoint: Option<String>,
-    /// TLS to an https:// endpoint: a CA bundle trusted besides the system's roots, a client
+    /// A Service of the Analyzer's namespace instead of an endpoint: each of its ready
+    /// endpoints (from its EndpointSlices) takes deliveries, the weight split evenly among
+    /// those in rotation, each probed on its own. Set exactly one of endpoint, service and
+    /// simulated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+    /// TLS to an https:// endpoint (or Service): a CA bundle trusted besides the system's roots, a client
     /// certificate (mTLS), the server name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
@@ -111,7 +127,7 @@ pub struct AnalyzerSpec {
     #[schemars(range(min = 1))]
     pub max_batch_packets: Option<i32>,
     /// Run this analyzer inside the distributor as a simulation (demos and tests). Set exactly
-    /// one of endpoint and simulated.
+    /// one of endpoint, service and simulated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<SimulatedSpec>,
     /// How the distributor probes this analyzer's health.
@@ -121,6 +137,64 @@ pub struct AnalyzerSpec {
     /// ForceUnhealthy override them.
     #[serde(default)]
     pub health: DeclaredHealth,
+}
+
+/// A Service whose ready endpoints take an Analyzer's deliveries.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("type(self.port) == int ? self.port >= 1 && self.port <= 65535 : self.port.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("port is a number (1 to 65535) or the name of a port of the Service"))]
+pub struct ServiceSpec {
+    /// The Service's name, in the Analyzer's namespace.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The port: the name of one of the Service's ports, or the number the endpoints listen
+    /// on (the port of its EndpointSlices, the Service's targetPort).
+    pub port: ServicePort,
+    /// http (the default) or https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<ServiceScheme>,
+    /// The path deliveries are POSTed to on each endpoint [default: /].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("path must start with /"))]
+    pub path: Option<String>,
+}
+
+/// A Service port: a number or a port name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(transparent)]
+pub struct ServicePort(pub IntOrString);
+
+impl JsonSchema for ServicePort {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ServicePort".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A port number (9000) or the name of a port of the Service (\"http\").",
+            "x-kubernetes-int-or-string": true,
+            "maxLength": 15,
+        })
+    }
+}
+
+/// The scheme deliveries to a Service's endpoints take.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceScheme {
+    #[default]
+    Http,
+    Https,
+}
+
+impl ServiceScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceScheme::Http => "http",
+            ServiceScheme::Https => "https",
+        }
+    }
 }
 
 /// An in-process simulated analyzer.
@@ -317,86 +391,6 @@ pub enum DeclaredHealth {
     ForceUnhealthy,
 }
 
-/// What the distributor observes: written by the leader replica, except `replicas`, where
-/// each replica writes its own entry.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AnalyzerStatus {
-    /// Whether the analyzer is healthy (in rotation when its weight is above 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub healthy: Option<bool>,
-    /// The Ready condition, with reasons Starting, ProbeSucceeded, ProbeFailed, Ejected,
-    /// ForcedHealthy, ForcedUnhealthy, Passive, CooledDown, DeliverySucceeded; False with
-    /// SecretNotFound, ConfigMapNotFound, SecretForbidden, SecretUnreadable or
-    /// InvalidConfiguration when the analyzer cannot be built from its spec and Secrets.
-    /// A list keyed by type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-    /// The generation of the spec that runs: it moves only when a generation has been
-    /// applied (a spec that cannot be built leaves it; its Ready condition names the
-    /// generation it describes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// When the analyzer was last probed (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_probe_time: Option<String>,
-    /// Packets delivered to it by every replica: retired plus the sum of replicas (written
-    /// by the leader; it never goes back).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub processed_count: Option<i64>,
-    /// Failed deliveries to it by every replica: retired plus the sum of replicas.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error_count: Option<i64>,
-    /// Its percent of the packets every replica routed over the last minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_share: Option<f64>,
-    /// Each replica's own counts, one entry per replica, written by that replica
-    /// (server-side apply, field manager logs-distributor-replica/NAME). A list keyed by
-    /// name.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
-    pub replicas: Vec<ReplicaCounts>,
-    /// The counts of replica entries removed after they stopped changing
-    /// (kubernetes.stale_replica_after): kept in the totals.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired: Option<RetiredCounts>,
-}
-
-/// One replica's counts for one Analyzer.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicaCounts {
-    /// The replica (its identity, the pod name).
-    #[schemars(length(min = 1, max = 253))]
-    pub name: String,
-    /// Packets this replica delivered to the analyzer.
-    #[schemars(range(min = 0))]
-    pub processed_count: i64,
-    /// Failed deliveries of this replica to the analyzer.
-    #[schemars(range(min = 0))]
-    pub error_count: i64,
-    /// Packets this replica routed to the analyzer over the last minute (for trafficShare).
-    #[schemars(range(min = 0))]
-    pub routed_last_minute: i64,
-    /// When the replica wrote this entry (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_update_time: Option<String>,
-}
-
-/// Counts of replica entries no longer listed.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RetiredCounts {
-    #[schemars(range(min = 0))]
-    pub processed_count: i64,
-    #[schemars(range(min = 0))]
-    pub error_count: i64,
-    /// How many entries were retired.
-    #[schemars(range(min = 0))]
-    pub replicas: i64,
-}
-
 /// The CRD as YAML, as `logs-distributor crd` prints it.
 pub fn crd_yaml() -> String {
     let crd = Analyzer::crd();
@@ -441,6 +435,8 @@ mod tests {
                 "Processed",
                 "Errors",
                 "Endpoint",
+                "Service",
+                "Endpoints",
                 "Age"
             ]
         );
@@ -449,7 +445,7 @@ mod tests {
         assert_eq!(spec["properties"]["weight"]["maximum"], 1000.0);
         assert!(spec["x-kubernetes-validations"]
             .to_string()
-            .contains("has(self.endpoint) != has(self.simulated)"));
+            .contains("(has(self.service) ? 1 : 0)"));
         assert!(spec["properties"]["weight"]["description"]
             .as_str()
             .unwrap()
@@ -470,6 +466,11 @@ mod tests {
             ),
             (&properties["headers"], "name.lowerAscii() in ['host'"),
             (&properties["healthCheck"], "!has(self.path) || !has(self.url)"),
+            (&properties["service"], "type(self.port) == int"),
+            (
+                &properties["service"]["properties"]["path"],
+                "self.startsWith('/')",
+            ),
             (
                 &properties["healthCheck"]["properties"]["expectedStatuses"],
                 "type(s) == int",
@@ -497,6 +498,14 @@ mod tests {
             serde_json::json!(["name"])
         );
         assert_eq!(replicas["items"]["required"][0], "errorCount", "{replicas}");
+        let endpoints =
+            &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["endpoints"];
+        assert_eq!(
+            endpoints["x-kubernetes-list-map-keys"],
+            serde_json::json!(["address"])
+        );
+        let port = &properties["service"]["properties"]["port"];
+        assert_eq!(port["x-kubernetes-int-or-string"], true, "{port}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Kubernetes: the `Analyzer` custom resource ([`crd`]), the watch that
 //! turns Analyzers into the live routing table ([`controller`]), with the
-//! Secrets they reference ([`secrets`], [`resolve`]), the leader's status
+//! Secrets they reference ([`secrets`], [`resolve`]) and the endpoints of
+//! the Services they name ([`endpoints`]: one analyzer per ready endpoint,
+//! the Analyzer's weight split evenly among them), the leader's status
 //! and Events ([`status`]) and the Lease that elects it ([`lease`]); each
 //! replica's own counts in the status ([`counts`]), of which the leader
 //! writes the totals ([`totals`]). A
@@ -12,6 +14,7 @@
 pub(crate) mod controller;
 pub(crate) mod counts;
 pub mod crd;
+pub(crate) mod endpoints;
 pub(crate) mod handoff;
 pub(crate) mod lease;
 pub(crate) mod resolve;
@@ -25,6 +28,7 @@ use crate::config::{KubernetesConfig, Settings};
 use crate::dispatch::Dispatcher;
 use crate::sync::LockUnpoisoned;
 use crate::traffic::Traffic;
+use endpoints::ListedEndpoint;
 use kube::api::ListParams;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
@@ -60,6 +64,9 @@ pub struct KubeState {
     /// The generation of each Analyzer that runs now, by fleet id (absent:
     /// none of its generations has been applied by this replica).
     applied: Mutex<BTreeMap<String, i64>>,
+    /// The endpoints of each Service-backed Analyzer, by fleet id of the
+    /// Analyzer, as last applied.
+    endpoints: Mutex<BTreeMap<String, Vec<ListedEndpoint>>>,
 }
 
 impl KubeState {
@@ -71,6 +78,21 @@ impl KubeState {
         self.lock().remove(id);
         self.clear_unbuilt(id);
         self.applied.lock_unpoisoned().remove(id);
+        self.endpoints.lock_unpoisoned().remove(id);
+    }
+
+    /// Records the endpoints of `id`'s Service (none: it names no Service).
+    pub(crate) fn set_endpoints(&self, id: &str, endpoints: Option<Vec<ListedEndpoint>>) {
+        let mut all = self.endpoints.lock_unpoisoned();
+        match endpoints {
+            Some(endpoints) => all.insert(id.to_string(), endpoints),
+            None => all.remove(id),
+        };
+    }
+
+    /// The endpoints of `id`'s Service, if it names one.
+    pub(crate) fn endpoints(&self, id: &str) -> Option<Vec<ListedEndpoint>> {
+        self.endpoints.lock_unpoisoned().get(id).cloned()
     }
 
     /// Records that `generation` of `id`'s spec runs now: it was built, or
@@ -166,6 +188,11 @@ pub async fn start(
         state: state.clone(),
         qualify_ids: config.all_namespaces,
         selector,
+        endpoint_slices: if config.all_namespaces {
+            Api::all(client.clone())
+        } else {
+            Api::namespaced(client.clone(), &home)
+        },
     });
     let election = lease::Election {
         api: Api::namespaced(client.clone(), &home),

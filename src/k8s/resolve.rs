@@ -1,9 +1,11 @@
 //! An Analyzer resource as the configuration an analyzer is built from, as
 //! the YAML file would say it, with the Secrets and ConfigMaps its
 //! `spec.tls` and `spec.auth` name read in (held in memory, as inline
-//! material: never written to disk, never printed).
+//! material: never written to disk, never printed). A Service-backed
+//! Analyzer (`spec.service`) gives one configuration per endpoint
+//! ([`endpoint_config`]), all alike but for the endpoint.
 
-use super::crd::{Analyzer as AnalyzerResource, AnalyzerSpec, ProbeMethodSpec};
+use super::crd::{Analyzer as AnalyzerResource, AnalyzerSpec, ProbeMethodSpec, ServiceScheme, ServiceSpec};
 use super::secrets::{ObjectRef, Store, Unresolved};
 use crate::config::{
     AnalyzerConfig, AnalyzerHealthCheck, AuthOptions, ExpectedStatuses, ExtraHeaders, ProbeMethod,
@@ -40,6 +42,7 @@ pub(crate) async fn analyzer_config(
     store: &mut Store,
 ) -> Result<AnalyzerConfig, Unbuilt> {
     let spec: &AnalyzerSpec = &resource.spec;
+    check_target(spec)?;
     let namespace = resource.namespace().unwrap_or_default();
     let check = spec.health_check.clone().unwrap_or_default();
     let expected_statuses = match &check.expected_statuses {
@@ -92,6 +95,71 @@ pub(crate) async fn analyzer_config(
             passive: check.passive.unwrap_or(false),
         }),
     })
+}
+
+/// What the API server's rules say of the target, for an Analyzer that
+/// was stored under a CRD without them: exactly one of `endpoint`,
+/// `service` and `simulated`; a Service's port, path and scheme.
+fn check_target(spec: &AnalyzerSpec) -> Result<(), Unbuilt> {
+    let invalid = |message: &str| Unbuilt {
+        reason: "InvalidConfiguration",
+        message: message.into(),
+    };
+    let targets = [
+        spec.endpoint.is_some(),
+        spec.service.is_some(),
+        spec.simulated.is_some(),
+    ];
+    if targets.iter().filter(|set| **set).count() != 1 {
+        return Err(invalid(
+            "set exactly one of spec.endpoint, spec.service and spec.simulated",
+        ));
+    }
+    let Some(service) = &spec.service else {
+        return Ok(());
+    };
+    if let IntOrString::Int(port) = service.port.0 {
+        if !(1..=65535).contains(&port) {
+            return Err(invalid("spec.service.port: a port number is 1 to 65535"));
+        }
+    }
+    if service.path.as_deref().is_some_and(|path| !path.starts_with('/')) {
+        return Err(invalid("spec.service.path must start with /"));
+    }
+    if spec.tls.is_some() && service.scheme.unwrap_or_default() != ServiceScheme::Https {
+        return Err(invalid("spec.tls needs a Service with scheme https"));
+    }
+    Ok(())
+}
+
+/// The fleet id of the analyzer of endpoint `address` of the Analyzer `id`.
+pub(crate) fn endpoint_id(id: &str, address: &str) -> String {
+    format!("{id}/{address}")
+}
+
+/// The address of the endpoint of the Analyzer `id` whose fleet id is `endpoint`.
+pub(crate) fn endpoint_address<'a>(id: &str, endpoint: &'a str) -> &'a str {
+    endpoint
+        .strip_prefix(id)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or(endpoint)
+}
+
+/// The configuration of the analyzer of endpoint `address` (`10.0.0.5:9000`)
+/// of a Service-backed Analyzer, from the Analyzer's own (`template`).
+pub(crate) fn endpoint_config(
+    template: &AnalyzerConfig,
+    service: &ServiceSpec,
+    address: &str,
+) -> AnalyzerConfig {
+    let scheme = service.scheme.unwrap_or_default().as_str();
+    let path = service.path.as_deref().unwrap_or("/");
+    AnalyzerConfig {
+        id: endpoint_id(&template.id, address),
+        name: template.name.as_ref().map(|name| format!("{name} {address}")),
+        endpoint: Some(format!("{scheme}://{address}{path}")),
+        ..template.clone()
+    }
 }
 
 /// The Secrets and ConfigMaps an Analyzer references.
@@ -198,6 +266,67 @@ fn seconds(n: i32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(value: serde_json::Value) -> AnalyzerSpec {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_service_backed_analyzer_gives_one_configuration_per_endpoint() {
+        let service: ServiceSpec = serde_json::from_value(
+            serde_json::json!({"name": "otel", "port": "otlp", "scheme": "https", "path": "/v1/logs"}),
+        )
+        .unwrap();
+        let template = AnalyzerConfig {
+            id: "otel".into(),
+            name: Some("OTel".into()),
+            weight: 30,
+            simulated: None,
+            endpoint: None,
+            tls: None,
+            auth: None,
+            headers: ExtraHeaders::default(),
+            format: Default::default(),
+            concurrency: None,
+            max_batch_packets: None,
+            health_path: "/health".into(),
+            health_check: None,
+        };
+        let one = endpoint_config(&template, &service, "[fd00::5]:4318");
+        assert_eq!(one.id, "otel/[fd00::5]:4318");
+        assert_eq!(one.endpoint.as_deref(), Some("https://[fd00::5]:4318/v1/logs"));
+        assert_eq!(one.name.as_deref(), Some("OTel [fd00::5]:4318"));
+        assert_eq!((one.weight, one.health_path.as_str()), (30, "/health"));
+    }
+
+    #[test]
+    fn a_target_the_rules_refuse_is_invalid_configuration() {
+        let service = serde_json::json!({"name": "a", "port": 9000});
+        for (bad, says) in [
+            (
+                serde_json::json!({"weight": 1, "endpoint": "http://a:1/", "service": service}),
+                "exactly one of",
+            ),
+            (serde_json::json!({"weight": 1}), "exactly one of"),
+            (
+                serde_json::json!({"weight": 1, "service": {"name": "a", "port": 70000}}),
+                "1 to 65535",
+            ),
+            (
+                serde_json::json!({"weight": 1, "service": {"name": "a", "port": 1, "path": "v1"}}),
+                "start with /",
+            ),
+            (
+                serde_json::json!({"weight": 1, "service": service, "tls": {"serverName": "a"}}),
+                "scheme https",
+            ),
+        ] {
+            let unbuilt = check_target(&spec(bad)).unwrap_err();
+            assert_eq!(unbuilt.reason, "InvalidConfiguration");
+            assert!(unbuilt.message.contains(says), "{}", unbuilt.message);
+        }
+        check_target(&spec(serde_json::json!({"weight": 1, "service": service}))).unwrap();
+    }
 
     #[test]
     fn the_secrets_and_config_maps_an_analyzer_names_in_its_namespace() {

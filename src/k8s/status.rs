@@ -6,7 +6,11 @@
 //! missing, a spec or certificate that does not build) gets `Ready` False
 //! with the reason and message, and a Warning Event once per failure.
 //! `status.observedGeneration` is the generation that runs (applied); the
-//! condition's own `observedGeneration` is the one it describes.
+//! condition's own `observedGeneration` is the one it describes. A
+//! Service-backed Analyzer is healthy while one of its endpoints is in
+//! rotation; its status lists the endpoints (`endpoints`, `readyEndpoints`)
+//! and the Events of its endpoints' health name the endpoint
+//! (`EndpointUnhealthy`, `EndpointRecovered`).
 //!
 //! The counts (`processedCount`, `errorCount`, `trafficShare`) are the
 //! totals of every replica's entry ([`super::totals`]). A write carries the
@@ -15,10 +19,12 @@
 //! The merge patch never names `status.replicas`, except to remove retired
 //! entries, so the replicas' server-side applied entries stay theirs.
 
-use super::crd::{Analyzer as AnalyzerResource, AnalyzerStatus};
+use super::crd::{Analyzer as AnalyzerResource, AnalyzerStatus, EndpointStatus};
+use super::endpoints::ListedEndpoint;
+use super::resolve::{endpoint_address, endpoint_id};
 use super::totals::{totals, Observations};
 use super::KubeState;
-use crate::dispatch::fleet::HealthEvent;
+use crate::dispatch::fleet::{Analyzer, HealthEvent};
 use crate::dispatch::Dispatcher;
 use crate::traffic::percent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -124,36 +130,27 @@ impl StatusWriter {
         now: Instant,
         routed_by_all: i64,
     ) -> Option<(AnalyzerStatus, Value)> {
-        let running = self.dispatcher.fleet().get(id);
         let unbuilt = self.state.unbuilt(id);
         let applied = self.state.applied_generation(id);
-        let mut status = match &running {
-            Some(analyzer) => {
-                let health = analyzer.health.snapshot();
-                AnalyzerStatus {
-                    healthy: Some(health.healthy),
-                    conditions: vec![ready(
-                        resource,
-                        health.healthy,
-                        format!("{:?}", health.reason),
-                        health
-                            .detail
-                            .clone()
-                            .unwrap_or_else(|| describe(health.healthy, analyzer.in_rotation())),
-                    )],
-                    last_probe_time: health.last_check.map(|t| t.to_rfc3339()),
-                    ..AnalyzerStatus::default()
-                }
+        let (mut status, running) = match self.state.endpoints(id) {
+            Some(endpoints) if applied.is_some() || unbuilt.is_some() => {
+                (self.service_status(id, resource, &endpoints), applied.is_some())
             }
-            None if unbuilt.is_some() => AnalyzerStatus {
-                healthy: Some(false),
-                ..AnalyzerStatus::default()
+            _ => match self.dispatcher.fleet().get(id) {
+                Some(analyzer) => (analyzer_status(resource, &analyzer), true),
+                None if unbuilt.is_some() => (
+                    AnalyzerStatus {
+                        healthy: Some(false),
+                        ..AnalyzerStatus::default()
+                    },
+                    false,
+                ),
+                None => return None,
             },
-            None => return None,
         };
         if let Some(unbuilt) = &unbuilt {
-            let message = match (&running, applied) {
-                (Some(_), Some(generation)) => {
+            let message = match (running, applied) {
+                (true, Some(generation)) => {
                     format!("{}; generation {generation} goes on running", unbuilt.message)
                 }
                 _ => unbuilt.message.clone(),
@@ -170,6 +167,11 @@ impl StatusWriter {
         ));
         status.retired = Some(totals.retired);
         let mut fields = serde_json::to_value(&status).unwrap_or_else(|_| json!({}));
+        if resource.spec.service.is_none() {
+            // Left from a spec.service that is gone: removed.
+            fields["endpoints"] = Value::Null;
+            fields["readyEndpoints"] = Value::Null;
+        }
         if let Some(kept) = totals.kept {
             fields["replicas"] = if kept.is_empty() { Value::Null } else { json!(kept) };
         }
@@ -189,6 +191,65 @@ impl StatusWriter {
             "status": fields,
         });
         Some((status, patch))
+    }
+
+    /// The status of a Service-backed Analyzer whose endpoints are
+    /// `endpoints`: healthy while one of them is in rotation.
+    fn service_status(
+        &self,
+        id: &str,
+        resource: &AnalyzerResource,
+        endpoints: &[ListedEndpoint],
+    ) -> AnalyzerStatus {
+        let members = self.dispatcher.fleet().group(id);
+        let listed: Vec<EndpointStatus> = endpoints
+            .iter()
+            .map(|endpoint| {
+                let analyzer = members
+                    .iter()
+                    .find(|a| a.id == endpoint_id(id, &endpoint.address));
+                EndpointStatus {
+                    address: endpoint.address.clone(),
+                    pod: endpoint.pod.clone(),
+                    ready: endpoint.ready,
+                    healthy: analyzer.map(|a| a.health.is_healthy()),
+                    in_rotation: analyzer.is_some_and(|a| a.in_rotation()),
+                }
+            })
+            .collect();
+        let in_rotation = listed.iter().filter(|e| e.in_rotation).count();
+        let service = resource
+            .spec
+            .service
+            .as_ref()
+            .map(|s| s.name.as_str())
+            .unwrap_or_default();
+        let (reason, message) = match (in_rotation, listed.len()) {
+            (0, 0) => (
+                "NoEndpoints",
+                format!("Service {service} lists no endpoint at its port"),
+            ),
+            (0, listed) => (
+                "NoEndpointInRotation",
+                format!("none of the {listed} endpoints of Service {service} is in rotation"),
+            ),
+            (n, listed) => (
+                "EndpointsInRotation",
+                format!("{n} of the {listed} endpoints of Service {service} in rotation"),
+            ),
+        };
+        AnalyzerStatus {
+            healthy: Some(in_rotation > 0),
+            conditions: vec![ready(resource, in_rotation > 0, reason.into(), message)],
+            last_probe_time: members
+                .iter()
+                .filter_map(|a| a.health.snapshot().last_check)
+                .max()
+                .map(|t| t.to_rfc3339()),
+            ready_endpoints: Some(format!("{in_rotation}/{}", listed.len())),
+            endpoints: Some(listed),
+            ..AnalyzerStatus::default()
+        }
     }
 
     /// The Analyzer as the API server has it now.
@@ -255,18 +316,23 @@ impl StatusWriter {
     }
 
     async fn publish(&self, event: &HealthEvent) {
-        let Some(resource) = self.state.resource(&event.analyzer) else {
+        let analyzer = event.group.as_deref().unwrap_or(&event.analyzer);
+        let Some(resource) = self.state.resource(analyzer) else {
             return;
         };
-        let (type_, reason) = if event.healthy {
-            (EventType::Normal, "Recovered")
-        } else {
-            (EventType::Warning, "Unhealthy")
+        let (type_, reason) = match (event.healthy, event.group.is_some()) {
+            (true, false) => (EventType::Normal, "Recovered"),
+            (false, false) => (EventType::Warning, "Unhealthy"),
+            (true, true) => (EventType::Normal, "EndpointRecovered"),
+            (false, true) => (EventType::Warning, "EndpointUnhealthy"),
         };
-        let note = match &event.detail {
+        let mut note = match &event.detail {
             Some(detail) => format!("{:?}: {detail}", event.reason),
             None => format!("{:?}", event.reason),
         };
+        if event.group.is_some() {
+            note = format!("endpoint {}: {note}", endpoint_address(analyzer, &event.analyzer));
+        }
         let record = Event {
             type_,
             reason: reason.into(),
@@ -277,6 +343,25 @@ impl StatusWriter {
         if let Err(e) = self.recorder.publish(&record, &resource.object_ref(&())).await {
             tracing::warn!(analyzer = %event.analyzer, error = %e, "cannot publish an Event");
         }
+    }
+}
+
+/// The status of an Analyzer that runs as the one analyzer `analyzer`.
+fn analyzer_status(resource: &AnalyzerResource, analyzer: &Analyzer) -> AnalyzerStatus {
+    let health = analyzer.health.snapshot();
+    AnalyzerStatus {
+        healthy: Some(health.healthy),
+        conditions: vec![ready(
+            resource,
+            health.healthy,
+            format!("{:?}", health.reason),
+            health
+                .detail
+                .clone()
+                .unwrap_or_else(|| describe(health.healthy, analyzer.in_rotation())),
+        )],
+        last_probe_time: health.last_check.map(|t| t.to_rfc3339()),
+        ..AnalyzerStatus::default()
     }
 }
 

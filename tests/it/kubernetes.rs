@@ -13,8 +13,8 @@ use crate::support::analyzers::AnalyzerProcess;
 use crate::support::fixtures;
 use crate::support::http::{processed, Api};
 use crate::support::kube::{
-    self, analyzers_where, distributor, event_about, four_defaults, kube_readiness, simulated, weights,
-    Cluster, Namespace, PrivateCluster, KUBECTL_POLL,
+    self, analyzers_where, distributor, event_about, four_defaults, kube_readiness, simulated, table,
+    weights, Cluster, Namespace, PrivateCluster, KUBECTL_POLL,
 };
 use crate::support::packets::packets;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};
@@ -577,40 +577,6 @@ async fn an_analyzers_max_batch_packets_caps_its_deliveries() {
 
 // ---------------------------------------------------------------- kubectl output
 
-/// `kubectl get` output as rows of named cells, cut at the header's column
-/// starts (cells may be empty).
-fn table(text: &str) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    let mut starts = Vec::new();
-    let mut names = Vec::new();
-    let mut previous = ' ';
-    for (i, c) in header.char_indices() {
-        if c != ' ' && previous == ' ' {
-            starts.push(i);
-        }
-        previous = c;
-    }
-    for (n, start) in starts.iter().enumerate() {
-        let end = starts.get(n + 1).copied().unwrap_or(header.len());
-        names.push(header[*start..end].trim().to_string());
-    }
-    let rows = lines
-        .map(|line| {
-            names
-                .iter()
-                .enumerate()
-                .map(|(n, name)| {
-                    let start = starts[n].min(line.len());
-                    let end = starts.get(n + 1).copied().unwrap_or(line.len()).min(line.len());
-                    (name.clone(), line[start..end].trim().to_string())
-                })
-                .collect()
-        })
-        .collect();
-    (names, rows)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_analyzers_shows_the_printer_columns() {
     let _gate = beside_others().await;
@@ -653,6 +619,8 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
             "PROCESSED",
             "ERRORS",
             "ENDPOINT",
+            "SERVICE",
+            "ENDPOINTS",
             "AGE"
         ]
     );
@@ -705,6 +673,14 @@ async fn kubectl_get_analyzers_shows_the_printer_columns() {
     assert_eq!(
         by_name["a"]["ENDPOINT"], "",
         "a simulated analyzer has no endpoint"
+    );
+    assert_eq!(
+        (
+            by_name["remote"]["SERVICE"].as_str(),
+            by_name["remote"]["ENDPOINTS"].as_str()
+        ),
+        ("", ""),
+        "no Service"
     );
     assert_eq!(by_name["remote"]["ENDPOINT"], remote.endpoint());
     let total: f64 = rows.iter().map(|r| r["SHARE"].parse::<f64>().unwrap()).sum();

@@ -25,12 +25,11 @@ use crate::support::analyzers::AnalyzerProcess;
 use crate::support::distributor::Distributor;
 use crate::support::files::read_checkpoint;
 use crate::support::handoff::{adopt, adopt_report, audit, handoff_packets};
-use crate::support::kube::{repo_file, Cluster, Namespace, KUBECTL_POLL};
+use crate::support::kube::{host_address, repo_file, Cluster, Namespace, KUBECTL_POLL};
 use crate::support::packets::numbered_packets;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};
 use crate::support::serial::beside_others;
 use serde_json::{json, Value};
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -232,19 +231,6 @@ fn statefulset(replicas: i32) -> Value {
             },
         },
     })
-}
-
-/// This machine's address on its default route (no packet is sent): what
-/// an EndpointSlice may name, unlike 127.0.0.1.
-fn host_address() -> Ipv4Addr {
-    let socket = UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
-    socket
-        .connect("10.255.255.255:9")
-        .expect("a default route: the EndpointSlices need a non-loopback address");
-    match socket.local_addr().expect("local address").ip() {
-        IpAddr::V4(address) if !address.is_loopback() => address,
-        other => panic!("no non-loopback IPv4 address on this machine ({other})"),
-    }
 }
 
 /// What the EndpointSlice controller would write for a ready pod `ld-N`

@@ -40,6 +40,8 @@ mod kubernetes_releases;
 #[cfg(feature = "test-control-plane")]
 mod kubernetes_secrets;
 #[cfg(feature = "test-control-plane")]
+mod kubernetes_service;
+#[cfg(feature = "test-control-plane")]
 mod kubernetes_status;
 mod lifecycle;
 mod ndjson_delivery;

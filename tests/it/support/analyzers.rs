@@ -1,5 +1,6 @@
 //! Reference analyzers (`logs-distributor analyzer`), each its own process
-//! on 127.0.0.1, recording every packet it receives in a file.
+//! on 127.0.0.1 (or another address of this machine), recording every
+//! packet it receives in a file.
 
 use crate::support::files::{read_recorded_packets, read_records};
 use crate::support::poll::DEADLINE;
@@ -7,16 +8,19 @@ use crate::support::ports::free_port;
 use crate::support::processes::command;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A reference analyzer (`logs-distributor analyzer`) running as its own
-/// process on 127.0.0.1, recording what it receives in `record`. Killed
+/// process on 127.0.0.1 (or `host`), recording what it receives in `record`. Killed
 /// when dropped, so that a failing test leaves nothing behind.
 pub(crate) struct AnalyzerProcess {
     child: Option<Child>,
     pub name: String,
+    /// The address it listens on.
+    pub host: IpAddr,
     pub port: u16,
     /// One JSON line `{"id": ...}` per packet received.
     pub record: PathBuf,
@@ -33,9 +37,16 @@ impl AnalyzerProcess {
     /// `/health` to answer 200; a port taken between choosing and binding is
     /// retried with another.
     pub(crate) async fn start(dir: &Path, name: &str, extra: &[&str]) -> AnalyzerProcess {
+        Self::start_on(dir, name, IpAddr::V4(Ipv4Addr::LOCALHOST), extra).await
+    }
+
+    /// [`AnalyzerProcess::start`] listening on `host`, an address of this
+    /// machine.
+    pub(crate) async fn start_on(dir: &Path, name: &str, host: IpAddr, extra: &[&str]) -> AnalyzerProcess {
         let mut analyzer = AnalyzerProcess {
             child: None,
             name: name.into(),
+            host,
             port: 0,
             record: dir.join(format!("{name}.jsonl")),
             extra: extra.iter().map(|arg| arg.to_string()).collect(),
@@ -59,11 +70,16 @@ impl AnalyzerProcess {
 
     /// The URL the distributor delivers to.
     pub(crate) fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        self.url("/")
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}{path}", self.address())
+    }
+
+    /// `host:port`.
+    pub(crate) fn address(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
     }
 
     /// Spawns the process on `self.port` and waits until `/health` answers.
@@ -74,7 +90,7 @@ impl AnalyzerProcess {
         let child = command()
             .arg("analyzer")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(self.address().to_string())
             .arg("--name")
             .arg(&self.name)
             .arg("--record")

@@ -11,6 +11,8 @@ use crate::support::http::Api;
 use crate::support::poll::{eventually, eventually_every, DEADLINE};
 use crate::support::processes::{run, Finished};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -293,7 +295,7 @@ impl Drop for Namespace {
                 "delete",
                 "-n",
                 &self.name,
-                "analyzers,leases,events,rolebindings,roles,serviceaccounts,secrets,configmaps",
+                "analyzers,leases,events,rolebindings,roles,serviceaccounts,secrets,configmaps,endpointslices",
                 "--all",
                 "--wait=false",
             ],
@@ -370,6 +372,42 @@ pub(crate) async fn events_about(ns: &Namespace, name: &str, reason: &str) -> Ve
             e["regarding"]["kind"] == "Analyzer" && e["regarding"]["name"] == name && e["reason"] == reason
         })
         .collect()
+}
+
+// ---------------------------------------------------------------- kubectl output
+
+/// `kubectl get` output as rows of named cells, cut at the header's column
+/// starts (cells may be empty).
+pub(crate) fn table(text: &str) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let mut starts = Vec::new();
+    let mut names = Vec::new();
+    let mut previous = ' ';
+    for (i, c) in header.char_indices() {
+        if c != ' ' && previous == ' ' {
+            starts.push(i);
+        }
+        previous = c;
+    }
+    for (n, start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(header.len());
+        names.push(header[*start..end].trim().to_string());
+    }
+    let rows = lines
+        .map(|line| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(n, name)| {
+                    let start = starts[n].min(line.len());
+                    let end = starts.get(n + 1).copied().unwrap_or(line.len()).min(line.len());
+                    (name.clone(), line[start..end].trim().to_string())
+                })
+                .collect()
+        })
+        .collect();
+    (names, rows)
 }
 
 // ---------------------------------------------------------------- manifests
@@ -500,6 +538,21 @@ pub(crate) fn weights(analyzers: &Value) -> Vec<(String, u64)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- EndpointSlices
+
+/// This machine's address on its default route (no packet is sent): what
+/// an EndpointSlice may name, unlike 127.0.0.1.
+pub(crate) fn host_address() -> Ipv4Addr {
+    let socket = UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    socket
+        .connect("10.255.255.255:9")
+        .expect("a default route: the EndpointSlices need a non-loopback address");
+    match socket.local_addr().expect("local address").ip() {
+        IpAddr::V4(address) if !address.is_loopback() => address,
+        other => panic!("no non-loopback IPv4 address on this machine ({other})"),
+    }
 }
 
 // ---------------------------------------------------------------- RBAC
