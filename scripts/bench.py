@@ -25,6 +25,8 @@ Extra rows:
     the delivery, never the 202);
   - open loop at half the peak of the default row and of the linger 0 row:
     latency there;
+  - per vCPU: MiB/s of 256-byte messages (one per packet, 100 packets per
+    request) taken in and delivered per CPU-second of the distributor;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
     must stay flat (503s, not growth);
   - OTLP ingest (scripts/bench_otlp.py): POST /v1/logs at 512 records per
@@ -60,6 +62,8 @@ FSYNC_MODES = ("always", "interval:10", "never")
 WEIGHTS = (40, 30, 20, 10)
 MESSAGES_PER_PACKET = 3
 MESSAGE_BYTES = 200
+# Message size of the per-vCPU figure (the size sizing guides quote).
+PER_VCPU_MESSAGE_BYTES = 256
 # The batch sections of the extra rows (fsync always), by the name their rows
 # carry; the other rows write none and run with the defaults (batch.max_packets
 # 256, batch.linger 2ms).
@@ -185,12 +189,13 @@ def progress(text):
     print(f"bench: {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
 
 
-def loadgen(target, packets_per_request, concurrency=CONCURRENCY, rate=None):
+def loadgen(target, packets_per_request, concurrency=CONCURRENCY, rate=None,
+            messages_per_packet=MESSAGES_PER_PACKET, message_bytes=MESSAGE_BYTES):
     progress(f"loadgen {target} {packets_per_request} pkts/req" + (f" at {rate:.0f} req/s" if rate else ""))
     command = [
         LOADGEN, "--target", target, "--concurrency", str(concurrency),
         "--duration", f"{DURATION}s", "--packets-per-request", str(packets_per_request),
-        "--messages-per-packet", str(MESSAGES_PER_PACKET), "--message-bytes", str(MESSAGE_BYTES),
+        "--messages-per-packet", str(messages_per_packet), "--message-bytes", str(message_bytes),
         "--json", "--quiet",
     ]
     if rate is not None:
@@ -383,6 +388,35 @@ def distributor_by_wrk(bench, work):
     return ("distributor (wrk)", 1, w["rps"], w, rss, "vs nginx (wrk)" + wrk_trouble(w))
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def per_vcpu(bench):
+    """Log text per CPU-second of the distributor (default settings, fsync
+    always) at PER_VCPU_MESSAGE_BYTES-byte messages, one per packet, 100
+    packets per request: the figure sizing guides quote per vCPU. The CPU is
+    the distributor's own (utime + stime over the load and the drain), so the
+    load generator and the analyzers on the same cores do not count."""
+    server, base = bench.start_distributor("always")
+    before_stats = get_json(base + "/api/v1/stats")
+    before_cpu = cpu_seconds(server.pid)
+    started = time.time()
+    report = loadgen(base + "/api/v1/logs", 100, messages_per_packet=1, message_bytes=PER_VCPU_MESSAGE_BYTES)
+    after_stats = wait_drained(base)
+    cpu = cpu_seconds(server.pid) - before_cpu
+    wall = time.time() - started
+    bench.stop(server)
+    out = delivered(after_stats) - delivered(before_stats)
+    mib = out * PER_VCPU_MESSAGE_BYTES / 2**20
+    return {"accepted_per_sec": report["packets_per_sec"], "delivered": out, "cpu": cpu, "wall": wall,
+            "mib_per_cpu_sec": mib / cpu if cpu else float("nan"), "cores": cpu / wall,
+            "codes": report["status_codes"]}
+
+
 def overload(bench):
     server, base = bench.start_distributor("always")
     samples = []
@@ -467,6 +501,7 @@ def main():
                              + ("n/a" if server_p99 is None else f"<= {server_p99:g} ms")
                              + (f"; dropped {dropped}" if dropped else "")
                              + (f"; {other}" if other else "")))
+        sizing = per_vcpu(bench)
         overloaded = overload(bench)
         import bench_otlp
         otlp_rows = bench_otlp.run(work)
@@ -499,6 +534,12 @@ def main():
     print(f"overload (256 connections x 100 packets, fsync always): {codes.get('202', 0):,} accepted, "
           f"{codes.get('503', 0):,} refused with 503; RSS {start:.0f} MiB at start, "
           f"peak {first_half:.0f} MiB in the first half, {second_half:.0f} MiB in the second half")
+
+    print(f"per vCPU ({PER_VCPU_MESSAGE_BYTES}-byte messages, one per packet, 100 packets per request, "
+          f"default settings, fsync always): {sizing['mib_per_cpu_sec']:.1f} MiB/s of message text taken in "
+          f"and delivered per CPU-second of the distributor ({sizing['accepted_per_sec']:,.0f} packets/s "
+          f"accepted, {sizing['delivered']:,} delivered, the distributor busy {sizing['cores']:.2f} cores; "
+          f"answers {sizing['codes']})")
 
     bench_otlp.print_table(otlp_rows)
 
