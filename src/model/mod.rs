@@ -24,7 +24,7 @@ mod wire;
 
 pub use bounds::{LargerThanQueue, QueueBounds};
 pub use encode::EncodedPacket;
-pub(crate) use encode::{write_message_head, PacketEncoder};
+pub(crate) use encode::{write_message_head, write_str, PacketEncoder};
 pub use split::{split_json_array, split_ndjson, BodyError};
 pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
 pub use wire::{Level, LogMessage, LogPacket};
@@ -73,6 +73,41 @@ mod tests {
                 let len = rfc3339::write(&time, &mut text).expect("years 0 to 9999 are written");
                 let chrono = time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
                 prop_assert_eq!(std::str::from_utf8(&text[..len]).unwrap(), chrono.as_str());
+            }
+        }
+    }
+
+    mod strings {
+        use super::super::write_str;
+        use proptest::prelude::*;
+
+        fn written(text: &str) -> String {
+            let mut out = Vec::new();
+            write_str(text, &mut out);
+            String::from_utf8(out).unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn are_written_as_serde_writes_them(
+                text in any::<String>(),
+                plain_prefix in 0usize..200,
+            ) {
+                // Behind a plain run of any length, so that the byte to
+                // escape falls anywhere in a block.
+                let text = format!("{}{text}", "a".repeat(plain_prefix));
+                prop_assert_eq!(written(&text), serde_json::to_string(&text).unwrap());
+            }
+        }
+
+        #[test]
+        fn a_byte_to_escape_anywhere_is_escaped() {
+            for at in 0..200 {
+                for special in ['"', '\\', '\n', '\u{1f}', '\0'] {
+                    let mut text = "x".repeat(200);
+                    text.insert(at, special);
+                    assert_eq!(written(&text), serde_json::to_string(&text).unwrap());
+                }
             }
         }
     }
