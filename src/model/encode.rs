@@ -14,9 +14,17 @@ impl LogMessage {
             message: &self.message,
             source: &self.source,
             timestamp: self.timestamp,
-            metadata: self.metadata.as_ref(),
+            metadata: self.metadata.as_ref().map(Metadata::Map),
         }
     }
+}
+
+/// A message's metadata: a map, or the JSON text serde_json would write
+/// for one (see `model::canonical`), copied as it is.
+#[derive(Clone, Copy)]
+pub(crate) enum Metadata<'a> {
+    Map(&'a serde_json::Map<String, serde_json::Value>),
+    Json(&'a str),
 }
 
 /// A valid message's fields, wherever their text lives (a [`LogMessage`],
@@ -26,7 +34,7 @@ pub(super) struct MessageFields<'a> {
     pub(super) message: &'a str,
     pub(super) source: &'a str,
     pub(super) timestamp: DateTime<Utc>,
-    pub(super) metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    pub(super) metadata: Option<Metadata<'a>>,
 }
 
 impl MessageFields<'_> {
@@ -34,9 +42,16 @@ impl MessageFields<'_> {
     /// for the same [`LogMessage`].
     fn write_json(&self, out: &mut Vec<u8>) {
         write_message_head(self.level, self.message, self.source, self.timestamp, out);
-        if let Some(metadata) = self.metadata {
-            out.extend_from_slice(b",\"metadata\":");
-            serde_json::to_writer(&mut *out, metadata).expect("metadata always serialises");
+        match self.metadata {
+            None => {}
+            Some(Metadata::Map(map)) => {
+                out.extend_from_slice(b",\"metadata\":");
+                serde_json::to_writer(&mut *out, map).expect("metadata always serialises");
+            }
+            Some(Metadata::Json(json)) => {
+                out.extend_from_slice(b",\"metadata\":");
+                out.extend_from_slice(json.as_bytes());
+            }
         }
         out.push(b'}');
     }

@@ -15,6 +15,7 @@
 //! ([`QueueBounds`]), whichever route it takes.
 
 mod bounds;
+mod canonical;
 mod encode;
 pub mod records;
 mod rfc3339;
@@ -150,7 +151,13 @@ mod tests {
             "timestamp":"2024-01-01T10:00:15.250Z"},{"level":"debug","message":"two","source":"b"}]}"#;
         let escaped = r#"{"id":"a,\"b\" é","messages":[{"level":"warn","message":"x\ny \\ \"q\" \u0041\/","source":"s\t",
                "metadata":{"n":1.5,"deep":{"list":[1,null,"z"]}}}]}"#;
-        for text in [plain, escaped] {
+        // Metadata copied as it came (canonical), read and written again
+        // (keys out of order, spaces), or null.
+        let metadata = r#"{"id":"p-2","messages":[{"level":"INFO","message":"m","source":"s",
+            "metadata":{"a":[1,-2,"x",null],"b":{"c":true,"d":{}}}},
+            {"level":"INFO","message":"m","source":"s","metadata":{"b":1, "a":{"z":0,"y":[]}}},
+            {"level":"INFO","message":"m","source":"s","metadata":null}]}"#;
+        for text in [plain, escaped, metadata] {
             // Encoded as it is validated, from the request's own text.
             let validated = Limits::default().validate(0, &raw(text), now()).unwrap();
             let packet = validated.decode(0);
