@@ -171,8 +171,14 @@ impl EncodedPacket {
     /// that a caller can add fields of its own.
     pub fn write_fields(&self, retry_count: u32, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.fields);
-        out.extend_from_slice(b",\"retry_count\":");
-        write!(out, "{retry_count}").expect("writing to a Vec cannot fail");
+        write_retry_count(retry_count, out);
+    }
+
+    /// The packet's fields but its retry count, without braces: what
+    /// [`EncodedPacket::write_fields`] writes before `"retry_count"`, for a
+    /// caller that sends the packet without copying it.
+    pub fn fields_json(&self) -> &[u8] {
+        &self.fields
     }
 
     /// Appends the packet as a JSON object, exactly as `LogPacket` with
@@ -189,6 +195,12 @@ impl EncodedPacket {
         self.write_json(retry_count, &mut json);
         serde_json::from_slice(&json).expect("an encoded packet always decodes")
     }
+}
+
+/// Appends `,"retry_count":N`: what follows a packet's fields.
+pub fn write_retry_count(retry_count: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(b",\"retry_count\":");
+    write!(out, "{retry_count}").expect("writing to a Vec cannot fail");
 }
 
 /// Writes an [`EncodedPacket`] message by message.

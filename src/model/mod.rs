@@ -24,8 +24,8 @@ mod validate;
 mod wire;
 
 pub use bounds::{LargerThanQueue, QueueBounds};
-pub use encode::EncodedPacket;
 pub(crate) use encode::{write_message_head, write_str, PacketEncoder};
+pub use encode::{write_retry_count, EncodedPacket};
 pub use split::{split_json_array, split_ndjson, BodyError};
 pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
 pub use wire::{Level, LogMessage, LogPacket};

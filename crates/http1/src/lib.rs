@@ -1,6 +1,7 @@
 //! The client's side of an HTTP/1.1 keep-alive connection, for the load
 //! generator and for delivery to analyzers: one request at a time, written
-//! with one vectored `write` (head and body together, the body not copied),
+//! with one vectored `write` (head and body together, the body, whole or in
+//! pieces, not copied),
 //! the answer's head parsed by `httparse` and its body framed by
 //! `Content-Length`, chunked encoding, or the connection's end.
 //!
@@ -126,6 +127,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// that the caller can let its body go before the answer comes. After
     /// an error the connection cannot be used.
     pub async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), Error> {
+        self.send_vectored(head, &[IoSlice::new(body)]).await
+    }
+
+    /// [`Connection::send`] of a body in pieces, written in order as one
+    /// body without being joined first.
+    pub async fn send_vectored(&mut self, head: &[u8], body: &[IoSlice<'_>]) -> Result<(), Error> {
         self.received.clear();
         self.write_request(head, body).await.map_err(Error::Io)
     }
@@ -176,17 +183,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Writes `head`, the `Content-Length` line and `body`, in as few
     /// vectored writes as the socket takes, copying none of them.
-    async fn write_request(&mut self, head: &[u8], body: &[u8]) -> std::io::Result<()> {
+    async fn write_request(&mut self, head: &[u8], body: &[IoSlice<'_>]) -> std::io::Result<()> {
+        let length: usize = body.iter().map(|piece| piece.len()).sum();
         let mut length_line = std::io::Cursor::new([0u8; 48]);
-        write!(length_line, "Content-Length: {}\r\n\r\n", body.len())?;
+        write!(length_line, "Content-Length: {length}\r\n\r\n")?;
         let length_line_end = length_line.position() as usize;
-        let mut buffers = [
-            IoSlice::new(head),
-            IoSlice::new(&length_line.get_ref()[..length_line_end]),
-            IoSlice::new(body),
-        ];
+        let mut buffers = Vec::with_capacity(2 + body.len());
+        buffers.push(IoSlice::new(head));
+        buffers.push(IoSlice::new(&length_line.get_ref()[..length_line_end]));
+        buffers.extend(
+            body.iter()
+                .filter(|piece| !piece.is_empty())
+                .map(|piece| IoSlice::new(piece)),
+        );
         let mut remaining = &mut buffers[..];
         while !remaining.is_empty() {
+            // More pieces than the kernel takes at once (IOV_MAX) are
+            // written in turns: std hands it as many as it takes.
             let written = self.stream.write_vectored(remaining).await?;
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
@@ -449,6 +462,29 @@ mod tests {
         );
         // The server has closed since: seen without sending anything.
         assert!(connection.has_ended());
+    }
+
+    #[tokio::test]
+    async fn a_body_in_more_pieces_than_one_writev_takes_arrives_whole_and_in_order() {
+        let (mut connection, server) =
+            connect_to(vec![vec!["HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"]]).await;
+        let numbers: Vec<String> = (0..3000).map(|n| format!("{n},")).collect();
+        let pieces: Vec<IoSlice<'_>> = numbers
+            .iter()
+            .flat_map(|n| [IoSlice::new(n.as_bytes()), IoSlice::new(b"")])
+            .collect();
+        connection.send_vectored(HEAD, &pieces).await.unwrap();
+        let (answer, _) = connection.receive().await;
+        assert_eq!(answer.unwrap().status, 202);
+        let body = numbers.concat();
+        let requests = server.await.unwrap();
+        assert_eq!(
+            requests,
+            [format!(
+                "POST /api/v1/logs HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )]
+        );
     }
 
     #[tokio::test]
