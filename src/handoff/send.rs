@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::storage::checkpoint::SavedPacket;
 use crate::storage::wal::{Wal, WalError};
 use crate::transport::endpoint::Endpoint;
+use crate::transport::format::DeliveryBody;
 use crate::transport::pool::{Answered, Origin};
 use crate::transport::tls::{ClientTls, TlsOptions};
 use std::sync::Arc;
@@ -253,7 +254,11 @@ impl Sender {
             head.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         let answer = origin
-            .exchange(head.as_bytes(), body.to_vec(), Answered::WithBody)
+            .exchange(
+                head.as_bytes(),
+                DeliveryBody::whole(body.to_vec()),
+                Answered::WithBody,
+            )
             .await
             .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&answer.body);

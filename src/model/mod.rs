@@ -15,6 +15,7 @@
 //! ([`QueueBounds`]), whichever route it takes.
 
 mod bounds;
+mod canonical;
 mod encode;
 pub mod records;
 mod rfc3339;
@@ -23,8 +24,8 @@ mod validate;
 mod wire;
 
 pub use bounds::{LargerThanQueue, QueueBounds};
-pub use encode::EncodedPacket;
-pub(crate) use encode::{write_message_head, PacketEncoder};
+pub(crate) use encode::{write_message_head, write_str, PacketEncoder};
+pub use encode::{write_retry_count, EncodedPacket};
 pub use split::{split_json_array, split_ndjson, BodyError};
 pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
 pub use wire::{Level, LogMessage, LogPacket};
@@ -77,6 +78,41 @@ mod tests {
         }
     }
 
+    mod strings {
+        use super::super::write_str;
+        use proptest::prelude::*;
+
+        fn written(text: &str) -> String {
+            let mut out = Vec::new();
+            write_str(text, &mut out);
+            String::from_utf8(out).unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn are_written_as_serde_writes_them(
+                text in any::<String>(),
+                plain_prefix in 0usize..200,
+            ) {
+                // Behind a plain run of any length, so that the byte to
+                // escape falls anywhere in a block.
+                let text = format!("{}{text}", "a".repeat(plain_prefix));
+                prop_assert_eq!(written(&text), serde_json::to_string(&text).unwrap());
+            }
+        }
+
+        #[test]
+        fn a_byte_to_escape_anywhere_is_escaped() {
+            for at in 0..200 {
+                for special in ['"', '\\', '\n', '\u{1f}', '\0'] {
+                    let mut text = "x".repeat(200);
+                    text.insert(at, special);
+                    assert_eq!(written(&text), serde_json::to_string(&text).unwrap());
+                }
+            }
+        }
+    }
+
     #[test]
     fn timestamps_only_chrono_can_write_fall_back_to_it() {
         let far = DateTime::<Utc>::from_timestamp(300_000_000_000, 0).unwrap();
@@ -115,7 +151,13 @@ mod tests {
             "timestamp":"2024-01-01T10:00:15.250Z"},{"level":"debug","message":"two","source":"b"}]}"#;
         let escaped = r#"{"id":"a,\"b\" é","messages":[{"level":"warn","message":"x\ny \\ \"q\" \u0041\/","source":"s\t",
                "metadata":{"n":1.5,"deep":{"list":[1,null,"z"]}}}]}"#;
-        for text in [plain, escaped] {
+        // Metadata copied as it came (canonical), read and written again
+        // (keys out of order, spaces), or null.
+        let metadata = r#"{"id":"p-2","messages":[{"level":"INFO","message":"m","source":"s",
+            "metadata":{"a":[1,-2,"x",null],"b":{"c":true,"d":{}}}},
+            {"level":"INFO","message":"m","source":"s","metadata":{"b":1, "a":{"z":0,"y":[]}}},
+            {"level":"INFO","message":"m","source":"s","metadata":null}]}"#;
+        for text in [plain, escaped, metadata] {
             // Encoded as it is validated, from the request's own text.
             let validated = Limits::default().validate(0, &raw(text), now()).unwrap();
             let packet = validated.decode(0);

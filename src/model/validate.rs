@@ -1,7 +1,8 @@
 //! Validation: one raw packet parsed, checked against the [`Limits`] and
 //! encoded, or refused with a [`PacketError`] naming the field at fault.
 
-use super::encode::{EncodedPacket, MessageFields, PacketEncoder};
+use super::canonical;
+use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder};
 use super::wire::Level;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,10 +12,11 @@ use std::fmt;
 
 /// A message exactly as a client may send it: level is free text until
 /// validated, timestamp optional. Strings without escapes are borrowed
-/// from the request, not copied.
+/// from the request, not copied. The metadata, `M`, is a map, or its raw
+/// text where the packet is read in one pass (see [`Limits::validate`]).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IncomingMessage<'a> {
+#[serde(deny_unknown_fields, bound(deserialize = "M: Deserialize<'de>"))]
+struct IncomingMessage<'a, M = serde_json::Map<String, serde_json::Value>> {
     #[serde(borrow)]
     level: Cow<'a, str>,
     #[serde(borrow)]
@@ -24,7 +26,7 @@ struct IncomingMessage<'a> {
     #[serde(default)]
     timestamp: Option<DateTime<Utc>>,
     #[serde(default)]
-    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    metadata: Option<M>,
 }
 
 /// A packet exactly as a client may send it. `retry_count` is accepted so
@@ -41,14 +43,15 @@ struct IncomingPacket<'a> {
     _retry_count: Option<u32>,
 }
 
-/// A well-formed packet, parsed in one pass (see [`Limits::validate`]).
+/// A well-formed packet, parsed in one pass (see [`Limits::validate`]);
+/// its messages' metadata is left as text.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WholePacket<'a> {
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    messages: Vec<IncomingMessage<'a>>,
+    messages: Vec<IncomingMessage<'a, &'a RawValue>>,
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
 }
@@ -125,20 +128,8 @@ impl Limits {
         if !text.starts_with('{') {
             return Err(fail(None, "a packet must be a JSON object".into()));
         }
-        if let Ok(whole) = serde_json::from_str::<WholePacket>(text) {
-            // Well-formed (the usual case): parsed in one pass, and encoded
-            // straight from the request's text.
-            let id = whole.id.as_deref();
-            let refuse = |reason: String| fail(id.map(str::to_owned), reason);
-            self.check_head(id, whole.messages.len()).map_err(refuse)?;
-            let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
-            for (i, message) in whole.messages.iter().enumerate() {
-                let fields = self
-                    .validate_message(message, now)
-                    .map_err(|r| refuse(format!("messages[{i}].{r}")))?;
-                encoder.push(&fields);
-            }
-            return Ok(encoder.finish());
+        if let Some(validated) = self.validate_whole(text, now) {
+            return validated.map_err(|(id, reason)| fail(id, reason));
         }
         // Malformed somewhere: message by message, to name the field at fault.
         let incoming: IncomingPacket = parse(text).map_err(|e| fail(peek_id(text), at(None, e)))?;
@@ -152,12 +143,53 @@ impl Limits {
             }
             let message: IncomingMessage =
                 parse(raw.get()).map_err(|e| refuse(at(Some(&format!("messages[{i}]")), e)))?;
+            let metadata = message.metadata.as_ref().map(Metadata::Map);
             let fields = self
-                .validate_message(&message, now)
+                .validate_message(&message, metadata, now)
                 .map_err(|r| refuse(format!("messages[{i}].{r}")))?;
             encoder.push(&fields);
         }
         Ok(encoder.finish())
+    }
+
+    /// A well-formed packet (the usual case), parsed in one pass and
+    /// encoded straight from the request's text: its metadata copied as it
+    /// is when canonical, else read into a map and written again. `None`
+    /// when it is not well-formed, or its metadata is too deep: the caller
+    /// then goes message by message to name the field at fault.
+    fn validate_whole(
+        &self,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Option<Result<EncodedPacket, (Option<String>, String)>> {
+        let whole = serde_json::from_str::<WholePacket>(text).ok()?;
+        let id = whole.id.as_deref();
+        let refuse = |reason: String| Some(Err((id.map(str::to_owned), reason)));
+        if let Err(reason) = self.check_head(id, whole.messages.len()) {
+            return refuse(reason);
+        }
+        let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
+        for (i, message) in whole.messages.iter().enumerate() {
+            let parsed;
+            let metadata = match message.metadata.map(RawValue::get) {
+                None => None,
+                Some(json) => match canonical::object_depth(json, MAX_METADATA_DEPTH) {
+                    Some(_) => Some(Metadata::Json(json)),
+                    None => {
+                        parsed = serde_json::from_str(json).ok()?;
+                        if map_depth(&parsed) > MAX_METADATA_DEPTH {
+                            return None;
+                        }
+                        Some(Metadata::Map(&parsed))
+                    }
+                },
+            };
+            match self.validate_message(message, metadata, now) {
+                Ok(fields) => encoder.push(&fields),
+                Err(reason) => return refuse(format!("messages[{i}].{reason}")),
+            }
+        }
+        Some(Ok(encoder.finish()))
     }
 
     /// The checks before the messages: the id, when given, and how many
@@ -199,13 +231,16 @@ impl Limits {
         Ok(())
     }
 
-    fn validate_message<'m>(
+    /// Checks a message whose `metadata` is read already (and, as JSON
+    /// text, within [`MAX_METADATA_DEPTH`]).
+    fn validate_message<'m, M>(
         &self,
-        m: &'m IncomingMessage<'_>,
+        m: &'m IncomingMessage<'_, M>,
+        metadata: Option<Metadata<'m>>,
         now: DateTime<Utc>,
     ) -> Result<MessageFields<'m>, String> {
-        if let Some(metadata) = &m.metadata {
-            let depth = metadata.values().map(nesting).max().unwrap_or(0) + 1;
+        if let Some(Metadata::Map(map)) = metadata {
+            let depth = map_depth(map);
             if depth > MAX_METADATA_DEPTH {
                 return Err(format!(
                     "metadata: nested {depth} levels deep: at most {MAX_METADATA_DEPTH} are allowed"
@@ -228,7 +263,7 @@ impl Limits {
             message: &m.message,
             source: &m.source,
             timestamp: m.timestamp.unwrap_or(now),
-            metadata: m.metadata.as_ref(),
+            metadata,
         })
     }
 }
@@ -242,6 +277,12 @@ fn id_or_new(id: Option<&str>) -> String {
 /// wrappers (log records, dead-letter entries, checkpoints), which must stay
 /// well under serde_json's recursion limit of 128.
 pub const MAX_METADATA_DEPTH: usize = 32;
+
+/// Levels of arrays and objects in a metadata map (1 when it holds only
+/// scalars).
+fn map_depth(map: &serde_json::Map<String, serde_json::Value>) -> usize {
+    map.values().map(nesting).max().unwrap_or(0) + 1
+}
 
 /// Levels of arrays and objects in `value` (a scalar is 0).
 pub(super) fn nesting(value: &serde_json::Value) -> usize {

@@ -43,29 +43,44 @@ impl Level {
     }
 }
 
+/// Every name a level is read from (in any case), with its level.
+const LEVEL_NAMES: [(&str, Level); 17] = [
+    ("emergency", Level::Emergency),
+    ("emerg", Level::Emergency),
+    ("panic", Level::Emergency),
+    ("alert", Level::Alert),
+    ("critical", Level::Critical),
+    ("crit", Level::Critical),
+    ("fatal", Level::Critical),
+    ("error", Level::Error),
+    ("err", Level::Error),
+    ("warning", Level::Warning),
+    ("warn", Level::Warning),
+    ("notice", Level::Notice),
+    ("info", Level::Info),
+    ("informational", Level::Info),
+    ("information", Level::Info),
+    ("debug", Level::Debug),
+    ("trace", Level::Trace),
+];
+
 impl FromStr for Level {
     type Err = String;
 
+    /// Compared in place, in any case: no lower-cased copy per message.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let level = match s.trim().to_ascii_lowercase().as_str() {
-            "emergency" | "emerg" | "panic" => Level::Emergency,
-            "alert" => Level::Alert,
-            "critical" | "crit" | "fatal" => Level::Critical,
-            "error" | "err" => Level::Error,
-            "warning" | "warn" => Level::Warning,
-            "notice" => Level::Notice,
-            "info" | "informational" | "information" => Level::Info,
-            "debug" => Level::Debug,
-            "trace" => Level::Trace,
-            _ => {
-                return Err(format!(
-                    "unknown level {s:?}: expected one of EMERGENCY, ALERT, CRITICAL, ERROR, \
-                     WARNING, NOTICE, INFO, DEBUG, TRACE (case-insensitive; aliases such as \
-                     WARN, ERR, FATAL are accepted)"
-                ))
-            }
-        };
-        Ok(level)
+        let name = s.trim();
+        match LEVEL_NAMES
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+        {
+            Some(&(_, level)) => Ok(level),
+            None => Err(format!(
+                "unknown level {s:?}: expected one of EMERGENCY, ALERT, CRITICAL, ERROR, \
+                 WARNING, NOTICE, INFO, DEBUG, TRACE (case-insensitive; aliases such as \
+                 WARN, ERR, FATAL are accepted)"
+            )),
+        }
     }
 }
 

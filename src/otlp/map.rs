@@ -10,8 +10,9 @@
 //! wrong length fails the whole request, as a body that does not decode.
 //! See docs/otlp.md for the mapping, field by field.
 
-use super::natural::{write_object, write_str, write_value};
+use super::natural::{write_object, write_value};
 use super::{Mapped, RequestError};
+use crate::model::write_str;
 use crate::model::{
     write_message_head, EncodedPacket, Level, Limits, PacketEncoder, QueueBounds, MAX_METADATA_DEPTH,
 };

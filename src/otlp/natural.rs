@@ -15,6 +15,7 @@
 //! | bytes | `{"bytes_base64": "<standard base64>"}` |
 //! | no value | `null` |
 
+use crate::model::write_str;
 use base64::Engine as _;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
@@ -130,18 +131,6 @@ fn write_double(x: f64, out: &mut Vec<u8>) {
         });
     } else {
         serde_json::to_writer(&mut *out, &x).expect("a finite double always serialises");
-    }
-}
-
-/// Appends `text` as a JSON string, as serde_json writes it: copied when
-/// nothing in it needs escaping.
-pub(crate) fn write_str(text: &str, out: &mut Vec<u8>) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, text).expect("a string always serialises");
     }
 }
 

@@ -6,8 +6,10 @@
 //! the bytes on the wire and their content type differ.
 
 use crate::dispatch::job::Job;
+use crate::model::write_retry_count;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::io::IoSlice;
 
 /// The body format an analyzer takes.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,34 +39,135 @@ impl DeliveryFormat {
     }
 
     /// The body of one delivery of `batch`.
-    pub fn write_body(self, batch: &[Job]) -> Vec<u8> {
+    pub fn write_body(self, batch: &[Job]) -> DeliveryBody<'_> {
         match self {
             DeliveryFormat::Packets => packets_body(batch),
-            DeliveryFormat::Ndjson => super::ndjson::body(batch),
-            DeliveryFormat::Otlp => super::otlp::write_body(batch),
+            DeliveryFormat::Ndjson => DeliveryBody::whole(super::ndjson::body(batch)),
+            DeliveryFormat::Otlp => DeliveryBody::whole(super::otlp::write_body(batch)),
         }
     }
 }
 
-/// A JSON array of the packets, each with its retry count, from the text
-/// they were encoded to when accepted.
-fn packets_body(batch: &[Job]) -> Vec<u8> {
-    let size: usize = batch.iter().map(|job| job.packet.json_bytes() + 1).sum();
-    let mut body = Vec::with_capacity(size + 2);
-    body.push(b'[');
+/// A request's body in pieces, sent in order without being joined: for a
+/// delivery of packets, the packets' own bytes and what goes between them.
+pub struct DeliveryBody<'a> {
+    /// The bytes around and between the packets, one after the other.
+    glue: Vec<u8>,
+    pieces: Vec<Piece<'a>>,
+}
+
+enum Piece<'a> {
+    /// `glue[start..end]`.
+    Glue {
+        start: usize,
+        end: usize,
+    },
+    Borrowed(&'a [u8]),
+}
+
+impl<'a> DeliveryBody<'a> {
+    /// A body in one piece.
+    pub(crate) fn whole(bytes: Vec<u8>) -> DeliveryBody<'a> {
+        let mut body = DeliveryBody {
+            glue: bytes,
+            pieces: Vec::new(),
+        };
+        body.end_glue(0);
+        body
+    }
+
+    /// Ends the glue piece that started at `start`, if it holds anything.
+    fn end_glue(&mut self, start: usize) {
+        if self.glue.len() > start {
+            let end = self.glue.len();
+            self.pieces.push(Piece::Glue { start, end });
+        }
+    }
+
+    /// The pieces, for one vectored write.
+    pub fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.pieces
+            .iter()
+            .map(|piece| match *piece {
+                Piece::Glue { start, end } => IoSlice::new(&self.glue[start..end]),
+                Piece::Borrowed(bytes) => IoSlice::new(bytes),
+            })
+            .collect()
+    }
+}
+
+/// A JSON array of the packets, each with its retry count: the text they
+/// were encoded to when accepted, sent as it is, with the retry counts and
+/// the array's punctuation between.
+fn packets_body(batch: &[Job]) -> DeliveryBody<'_> {
+    let mut body = DeliveryBody {
+        glue: Vec::with_capacity(batch.len() * 24 + 2),
+        pieces: Vec::with_capacity(batch.len() * 2 + 1),
+    };
+    let mut start = 0;
     for (n, job) in batch.iter().enumerate() {
         if n > 0 {
-            body.push(b',');
+            write_retry_count(batch[n - 1].retries, &mut body.glue);
+            body.glue.extend_from_slice(b"},{");
+        } else {
+            body.glue.extend_from_slice(b"[{");
         }
-        job.packet.write_json(job.retries, &mut body);
+        body.end_glue(start);
+        body.pieces.push(Piece::Borrowed(job.packet.fields_json()));
+        start = body.glue.len();
     }
-    body.push(b']');
+    if let Some(last) = batch.last() {
+        write_retry_count(last.retries, &mut body.glue);
+        body.glue.push(b'}');
+    } else {
+        body.glue.push(b'[');
+    }
+    body.glue.push(b']');
+    body.end_glue(start);
     body
 }
 
 #[cfg(test)]
 mod tests {
     use super::DeliveryFormat;
+    use crate::dispatch::job::Job;
+    use crate::model::{EncodedPacket, Level, LogMessage, LogPacket};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_packets_body_is_the_json_array_serde_writes() {
+        let packet = |id: &str, message: &str, retry_count: u32| LogPacket {
+            id: id.into(),
+            messages: vec![LogMessage {
+                level: Level::Info,
+                message: message.into(),
+                source: "s".into(),
+                timestamp: "2026-01-01T00:00:00Z".parse().unwrap(),
+                metadata: None,
+            }],
+            retry_count,
+        };
+        let packets = [
+            packet("a", "one", 0),
+            packet("b", "two \"q\"", 3),
+            packet("c", "", 0),
+        ];
+        for count in 0..=packets.len() {
+            let batch: Vec<Job> = packets[..count]
+                .iter()
+                .enumerate()
+                .map(|(seq, p)| Job::new(seq as u64, Arc::new(EncodedPacket::new(p)), p.retry_count))
+                .collect();
+            let body: Vec<u8> = DeliveryFormat::Packets
+                .write_body(&batch)
+                .slices()
+                .iter()
+                .flat_map(|piece| piece.to_vec())
+                .collect();
+            let expected = serde_json::to_string(&packets[..count]).unwrap();
+            assert_eq!(String::from_utf8(body).unwrap(), expected);
+        }
+    }
 
     #[test]
     fn formats_are_named_in_lower_case_and_packets_is_the_default() {

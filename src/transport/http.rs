@@ -28,7 +28,7 @@
 
 use super::credentials::{AuthOptions, Credentials};
 use super::endpoint::Endpoint;
-use super::format::DeliveryFormat;
+use super::format::{DeliveryBody, DeliveryFormat};
 use super::headers::ExtraHeaders;
 use super::idempotency;
 use super::otlp::answer::{self as otlp_answer, PartialSuccessTally};
@@ -219,7 +219,9 @@ impl Http {
         if let (true, Some(credentials)) = (probe.with_credentials, &self.credentials) {
             head.extend_from_slice(&credentials.header_line());
         }
-        let exchange = probe.origin.exchange(&head, Vec::new(), probe.answered);
+        let exchange = probe
+            .origin
+            .exchange(&head, DeliveryBody::whole(Vec::new()), probe.answered);
         let answer = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| ExchangeError::NoAnswer(self.timeout))??;

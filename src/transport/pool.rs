@@ -9,11 +9,13 @@
 //! A host name is resolved on each new connection.
 
 use super::endpoint::Endpoint;
+use super::format::DeliveryBody;
 use super::stream::Stream;
 use super::tls::ClientTls;
 use super::ExchangeError;
 use crate::sync::LockUnpoisoned;
 use http1::{Answer, Connection};
+use std::io::IoSlice;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -60,10 +62,10 @@ impl Origin {
     pub(crate) async fn exchange(
         &self,
         head: &[u8],
-        body: Vec<u8>,
+        body: DeliveryBody<'_>,
         answered: Answered,
     ) -> Result<Answer, ExchangeError> {
-        let mut connection = self.send(head, &body).await?;
+        let mut connection = self.send(head, &body.slices()).await?;
         drop(body);
         let (answer, ended) = match answered {
             Answered::WithBody => connection.receive().await,
@@ -76,7 +78,7 @@ impl Origin {
 
     /// Sends a request on a kept-alive connection when there is one that
     /// takes it, otherwise on a new one.
-    async fn send(&self, head: &[u8], body: &[u8]) -> Result<Connection<Stream>, ExchangeError> {
+    async fn send(&self, head: &[u8], body: &[IoSlice<'_>]) -> Result<Connection<Stream>, ExchangeError> {
         let connector = self.tls.as_ref().map(|tls| {
             let (connector, rebuilt) = tls.connector();
             if rebuilt {
@@ -85,13 +87,13 @@ impl Origin {
             (connector, tls.server_name())
         });
         if let Some(mut connection) = self.take_idle() {
-            if connection.send(head, body).await.is_ok() {
+            if connection.send_vectored(head, body).await.is_ok() {
                 return Ok(connection);
             }
         }
         let mut connection = self.connect(connector).await?;
         connection
-            .send(head, body)
+            .send_vectored(head, body)
             .await
             .map_err(ExchangeError::Request)?;
         Ok(connection)

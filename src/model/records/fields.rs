@@ -10,7 +10,7 @@
 //! does not parse makes the record invalid, as does a missing message.
 
 use super::{kind, time, RecordRules};
-use crate::model::encode::MessageFields;
+use crate::model::encode::{MessageFields, Metadata};
 use crate::model::validate::{nesting, MAX_METADATA_DEPTH};
 use crate::model::Level;
 use chrono::{DateTime, Utc};
@@ -34,7 +34,7 @@ impl Mapped {
             message: &self.message,
             source: &self.source,
             timestamp: self.timestamp,
-            metadata: (!self.metadata.is_empty()).then_some(&self.metadata),
+            metadata: (!self.metadata.is_empty()).then_some(Metadata::Map(&self.metadata)),
         }
     }
 }
