@@ -101,8 +101,7 @@ async fn a_resent_batch_is_taken_once_and_each_packet_keeps_its_retry_count() {
     assert_eq!(handoff_packets(&peer.api, "duplicate").await, 3);
 
     // Durable before the answer, with the retries spent at the origin.
-    peer.sigterm();
-    assert!(peer.wait_exit(DEADLINE).await.success(), "{}", peer.stderr());
+    peer.stop_cleanly(DEADLINE).await;
     let saved = read_checkpoint(&data);
     let mut retries: Vec<(String, u64)> = saved["in_flight"]
         .as_array()
@@ -208,17 +207,8 @@ async fn a_replica_stopped_with_handoff_always_hands_what_its_drain_left_to_its_
     let (body, ids) = numbered_packets("always", 0, 150);
     leaving.api.post_logs(&body).await.expect(202);
 
-    leaving.sigterm();
-    assert!(
-        leaving.wait_exit(DEADLINE).await.success(),
-        "{}",
-        leaving.stderr()
-    );
-    assert!(
-        leaving.stderr().contains("handed every packet to peers"),
-        "{}",
-        leaving.stderr()
-    );
+    let log = leaving.stop_cleanly(DEADLINE).await;
+    assert!(log.contains("handed every packet to peers"), "{log}");
     assert_eq!(read_checkpoint(&leaving_data)["in_flight"], serde_json::json!([]));
     assert_eq!(handoff_packets(&peer.api, "adopted").await, 150);
 
@@ -244,8 +234,7 @@ async fn the_adopt_command_hands_an_orphaned_data_directory_to_a_running_distrib
     let mut former = Distributor::start(&config_path, &orphan, dir.path()).await;
     let (body, ids) = numbered_packets("orphan", 0, 120);
     former.api.post_logs(&body).await.expect(202);
-    former.sigterm();
-    assert!(former.wait_exit(DEADLINE).await.success(), "{}", former.stderr());
+    former.stop_cleanly(DEADLINE).await;
     assert_eq!(
         read_checkpoint(&orphan)["in_flight"].as_array().unwrap().len(),
         120
@@ -289,8 +278,7 @@ async fn the_adopt_command_keeps_what_no_peer_takes_and_fails_loudly() {
     let mut former = Distributor::start(&config_path, &orphan, dir.path()).await;
     let (body, _) = numbered_packets("kept", 0, 30);
     former.api.post_logs(&body).await.expect(202);
-    former.sigterm();
-    assert!(former.wait_exit(DEADLINE).await.success(), "{}", former.stderr());
+    former.stop_cleanly(DEADLINE).await;
 
     let refused = adopt(&orphan, &["http://127.0.0.1:9".into()], &["--timeout", "1s"]).await;
     assert!(!refused.status.success());
@@ -338,19 +326,8 @@ async fn peers_serving_https_are_handed_to_when_their_ca_is_trusted() {
     let mut leaving = Distributor::start(&untrusting, &data, dir.path()).await;
     let (body, ids) = numbered_packets("tls", 0, 60);
     leaving.api.post_logs(&body).await.expect(202);
-    leaving.sigterm();
-    assert!(
-        leaving.wait_exit(DEADLINE).await.success(),
-        "{}",
-        leaving.stderr()
-    );
-    assert!(
-        leaving
-            .stderr()
-            .contains("60 packets stay on this replica's volume"),
-        "{}",
-        leaving.stderr()
-    );
+    let log = leaving.stop_cleanly(DEADLINE).await;
+    assert!(log.contains("60 packets stay on this replica's volume"), "{log}");
 
     // With it (handoff.tls.ca_file), the same volume's packets go over HTTPS.
     let trusting = config.section(
@@ -362,17 +339,8 @@ async fn peers_serving_https_are_handed_to_when_their_ca_is_trusted() {
     );
     let trusting = write_config(dir.path(), "trusting.yaml", &trusting);
     leaving.launch(&trusting, &data, &[]).await;
-    leaving.sigterm();
-    assert!(
-        leaving.wait_exit(DEADLINE).await.success(),
-        "{}",
-        leaving.stderr()
-    );
-    assert!(
-        leaving.stderr().contains("handed every packet to peers"),
-        "{}",
-        leaving.stderr()
-    );
+    let log = leaving.stop_cleanly(DEADLINE).await;
+    assert!(log.contains("handed every packet to peers"), "{log}");
 
     analyzer.restart().await;
     delivered(&analyzer, &ids).await;

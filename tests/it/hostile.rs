@@ -1379,12 +1379,7 @@ async fn deep_metadata_that_ingest_accepts_survives_a_graceful_restart_in_flight
     let (depth, id) = deepest_accepted(&process.api, "deep-checkpoint").await;
     // SIGTERM: the drain times out (nobody in rotation) and the packet goes
     // into the checkpoint.
-    process.sigterm();
-    assert!(
-        process.wait_exit(DEADLINE).await.success(),
-        "{}",
-        process.stderr()
-    );
+    process.stop_cleanly(DEADLINE).await;
     let restarted = restart(&config, &data, dir.path()).await.unwrap_or_else(|e| {
         panic!(
             "packet {id} (metadata nested {depth} deep) was acknowledged and checkpointed in flight at \

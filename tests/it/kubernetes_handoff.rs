@@ -296,13 +296,7 @@ async fn scaling_in_hands_every_acknowledged_packet_to_the_remaining_replicas() 
 
     set.scale(2).await;
     let leaving = &mut set.replicas[2];
-    leaving.sigterm();
-    assert!(
-        leaving.wait_exit(Duration::from_secs(30)).await.success(),
-        "{}",
-        leaving.stderr()
-    );
-    let log = leaving.stderr();
+    let log = leaving.stop_cleanly(Duration::from_secs(30)).await;
     assert!(log.contains("stopping for good"), "{log}");
     assert!(log.contains("handed every packet to peers"), "{log}");
     assert_eq!(
@@ -336,13 +330,7 @@ async fn a_restart_keeps_its_packets_on_its_volume_and_hands_nothing() {
     }
 
     let leaving = &mut set.replicas[2];
-    leaving.sigterm();
-    assert!(
-        leaving.wait_exit(Duration::from_secs(30)).await.success(),
-        "{}",
-        leaving.stderr()
-    );
-    let log = leaving.stderr();
+    let log = leaving.stop_cleanly(Duration::from_secs(30)).await;
     assert!(log.contains("a restart, not a scale-in"), "{log}");
     assert!(!log.contains("stopping for good"), "{log}");
     let saved = read_checkpoint(&set.data_dir(2));
@@ -414,13 +402,7 @@ async fn a_scaled_in_replica_without_a_ready_peer_keeps_its_packets_and_says_so(
     post(&set.replicas[0], "ld-1", 40).await;
 
     let leaving = &mut set.replicas[0];
-    leaving.sigterm();
-    assert!(
-        leaving.wait_exit(Duration::from_secs(30)).await.success(),
-        "{}",
-        leaving.stderr()
-    );
-    let log = leaving.stderr();
+    let log = leaving.stop_cleanly(Duration::from_secs(30)).await;
     assert!(log.contains("40 packets stay on this replica's volume"), "{log}");
     assert_eq!(
         read_checkpoint(&set.data_dir(1))["in_flight"]
@@ -443,13 +425,7 @@ async fn a_deleted_statefulset_leaves_no_peer_and_the_packets_stay() {
         .ok("kubectl delete statefulset");
 
     let leaving = &mut set.replicas[1];
-    leaving.sigterm();
-    assert!(
-        leaving.wait_exit(Duration::from_secs(30)).await.success(),
-        "{}",
-        leaving.stderr()
-    );
-    let log = leaving.stderr();
+    let log = leaving.stop_cleanly(Duration::from_secs(30)).await;
     assert!(log.contains("is gone or names no Service"), "{log}");
     assert_eq!(
         read_checkpoint(&set.data_dir(2))["in_flight"]
@@ -479,13 +455,7 @@ async fn a_replica_that_may_not_read_its_statefulset_keeps_its_packets() {
     post(&set.replicas[0], "ld-2", 30).await;
 
     let leaving = &mut set.replicas[0];
-    leaving.sigterm();
-    assert!(
-        leaving.wait_exit(Duration::from_secs(30)).await.success(),
-        "{}",
-        leaving.stderr()
-    );
-    let log = leaving.stderr();
+    let log = leaving.stop_cleanly(Duration::from_secs(30)).await;
     assert!(log.contains("cannot tell a scale-in from a restart"), "{log}");
     assert!(log.contains("forbidden"), "{log}");
     assert_eq!(

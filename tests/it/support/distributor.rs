@@ -203,6 +203,16 @@ impl Distributor {
         }
     }
 
+    /// Sends SIGTERM and waits (at most `timeout`) for a clean exit;
+    /// answers the run's stderr.
+    pub(crate) async fn stop_cleanly(&mut self, timeout: Duration) -> String {
+        self.sigterm();
+        let status = self.wait_exit(timeout).await;
+        let log = self.stderr();
+        assert!(status.success(), "exited with {status}:\n{log}");
+        log
+    }
+
     /// The stderr of the current (or last) start.
     pub(crate) fn stderr(&self) -> String {
         self.logs
