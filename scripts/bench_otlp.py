@@ -15,6 +15,8 @@ a nop exporter:
   - the collector itself (scripts/otelcol.sh): otlp receiver -> otlp_http
     exporter (its defaults: an in-memory sending queue, 10 consumers; no
     compression, like the distributor's deliveries).
+Then the distributor (--fsync always) once more, open loop at half its
+peak (64 connections): the client's p99 there.
 Each row reports records/s accepted (2xx answers), the client's p50 and
 p99, records/s that reached the sink until it had them all, and the
 forwarder's peak RSS; the distributor's rows their ratio to the collector.
@@ -37,6 +39,8 @@ from bench import BINARY, LOADGEN, ROOT, free_port, proc_status_mib, progress, w
 
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_OTLP_CONCURRENCY", "16"))
+# Connections of the open-loop row at half the peak (enough that none waits for one).
+OPEN_LOOP_CONCURRENCY = 64
 RECORDS_PER_REQUEST = 512
 RECORD_BYTES = 200
 
@@ -111,14 +115,17 @@ def sink_records(metrics_port):
     return int(float(found.group(1))) if found else 0
 
 
-def loadgen(target):
-    progress(f"loadgen --otlp {target}")
+def loadgen(target, rate=None):
+    progress(f"loadgen --otlp {target}" + (f" at {rate:.0f} req/s" if rate else ""))
     command = [
-        LOADGEN, "--otlp", "--target", target, "--concurrency", str(CONCURRENCY),
+        LOADGEN, "--otlp", "--target", target,
+        "--concurrency", str(CONCURRENCY if rate is None else OPEN_LOOP_CONCURRENCY),
         "--duration", f"{DURATION}s", "--packets-per-request", "1",
         "--messages-per-packet", str(RECORDS_PER_REQUEST), "--message-bytes", str(RECORD_BYTES),
         "--json", "--quiet",
     ]
+    if rate is not None:
+        command += ["--rate", f"{rate:.0f}"]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 
@@ -161,10 +168,10 @@ class Rows:
         _, health = self.start_collector("sink", SINK_CONFIG, port=port, metrics=metrics)
         return port, health, metrics
 
-    def row(self, name, forwarder, target, metrics, note):
+    def row(self, name, forwarder, target, metrics, note, rate=None):
         before = sink_records(metrics)
         started = time.time()
-        report = loadgen(target)
+        report = loadgen(target, rate)
         accepted = report["packets_accepted"] * RECORDS_PER_REQUEST
         deadline = time.time() + 120
         while sink_records(metrics) - before < accepted and time.time() < deadline:
@@ -177,19 +184,22 @@ class Rows:
             note += f"; only {arrived:,} of {accepted:,} accepted records reached the sink"
         self.results.append((name, report, out, rss, note + (f"; {other}" if other else "")))
 
-    def distributor(self, fsync):
+    def distributor(self, fsync, rate=None):
+        """A distributor row: closed loop, or open loop at `rate` requests/s."""
         sink, health, metrics = self.start_sink()
-        config = os.path.join(self.work, f"distributor-{fsync}.yaml")
+        label = fsync + ("-half" if rate else "")
+        config = os.path.join(self.work, f"distributor-{label}.yaml")
         with open(config, "w") as f:
             f.write(DISTRIBUTOR_CONFIG.format(sink=sink, health=health))
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         process = self.spawn([BINARY, "--listen", f"127.0.0.1:{port}",
-                              "--data-dir", os.path.join(self.work, f"data-{fsync}"),
-                              "--config", config, "--fsync", fsync], f"distributor-{fsync}")
+                              "--data-dir", os.path.join(self.work, f"data-{label}"),
+                              "--config", config, "--fsync", fsync], f"distributor-{label}")
         wait_http(base + "/readyz", process, "the distributor")
-        self.row(f"distributor /v1/logs, fsync {fsync}", process, base + "/v1/logs", metrics,
-                 "-> format: otlp")
+        name = f"distributor /v1/logs, fsync {fsync}" + (" @half" if rate else "")
+        note = "-> format: otlp" + (f"; open loop {rate:,.0f} req/s" if rate else "")
+        self.row(name, process, base + "/v1/logs", metrics, note, rate)
         self.stop_all()
 
     def forwarding_collector(self):
@@ -208,6 +218,9 @@ def run(work):
         rows.forwarding_collector()
         for fsync in ("always", "never"):
             rows.distributor(fsync)
+        # Latency at half the peak of the fsync always row, open loop.
+        peak = next(r[1]["packets_per_sec"] for r in rows.results if r[0].endswith("fsync always"))
+        rows.distributor("always", rate=peak / 2)
     finally:
         rows.stop_all()
     return rows.results
@@ -216,7 +229,7 @@ def run(work):
 def print_table(results):
     print(f"\nOTLP ingest: {RECORDS_PER_REQUEST} records x ~{RECORD_BYTES} B per request, protobuf, "
           f"{CONCURRENCY} connections, {DURATION} s per row, to a collector sink (otlp -> nop)\n")
-    header = (f"{'row':<38} {'records/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'out rec/s':>11} "
+    header = (f"{'row':<42} {'records/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'out rec/s':>11} "
               f"{'peak RSS':>9} {'vs collector':>12}  notes")
     print(header)
     print("-" * (len(header) + 20))
@@ -224,8 +237,8 @@ def print_table(results):
     for name, report, out, rss, note in results:
         latency = report["latency_ms"]
         rate = report["messages_per_sec"]
-        ratio = "-" if name.startswith("collector") else f"{rate / baseline:.2f}x"
-        print(f"{name:<38} {rate:>11,.0f} {latency['p50']:>7.2f} {latency['p99']:>7.2f} {out:>11,.0f} "
+        ratio = "-" if name.startswith("collector") or "@half" in name else f"{rate / baseline:.2f}x"
+        print(f"{name:<42} {rate:>11,.0f} {latency['p50']:>7.2f} {latency['p99']:>7.2f} {out:>11,.0f} "
               f"{rss:>6.0f} MiB {ratio:>12}  {note}")
     print("\nrecords/s: records in 2xx answers per second (loadgen). out rec/s: records that reached the sink"
           " per second, until it had every accepted one. peak RSS: the forwarder (VmHWM).")
