@@ -25,6 +25,8 @@ Extra rows:
     the delivery, never the 202);
   - open loop at half the peak of the default row and of the linger 0 row:
     latency there;
+  - BENCH_WRK_ROUNDS (default 3) rounds of nginx then the distributor, both
+    driven by wrk at 1 packet per request: the ratio round by round;
   - per vCPU: MiB/s of 256-byte messages (one per packet, 100 packets per
     request) taken in and delivered per CPU-second of the distributor;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
@@ -34,7 +36,8 @@ Extra rows:
     to the same collector sink; a table of its own.
 
 Environment: BENCH_DURATION (seconds per row, default 10),
-BENCH_CONCURRENCY (connections, default 64), BENCH_CRITERION=1 to also run
+BENCH_CONCURRENCY (connections, default 64), BENCH_WRK_ROUNDS (alternated
+wrk rounds, default 3), BENCH_CRITERION=1 to also run
 the criterion micro-benchmarks in quick mode at the end.
 """
 
@@ -57,6 +60,8 @@ BINARY = os.path.join(ROOT, "target", "release", "logs-distributor")
 LOADGEN = os.path.join(ROOT, "target", "release", "logs-distributor-loadgen")
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
+# Alternated rounds of nginx then the distributor, both driven by wrk.
+WRK_ROUNDS = int(os.environ.get("BENCH_WRK_ROUNDS", "3"))
 PACKETS_PER_REQUEST = (1, 10, 100)
 FSYNC_MODES = ("always", "interval:10", "never")
 WEIGHTS = (40, 30, 20, 10)
@@ -388,6 +393,20 @@ def distributor_by_wrk(bench, work):
     return ("distributor (wrk)", 1, w["rps"], w, rss, "vs nginx (wrk)" + wrk_trouble(w))
 
 
+def wrk_rounds(bench, work):
+    """WRK_ROUNDS rounds of nginx then the distributor (default settings),
+    each driven by wrk at 1 packet per request: the ratio of one round is
+    less exposed to the machine's drift than two rows far apart in a run."""
+    rounds = []
+    for _ in range(WRK_ROUNDS):
+        nginx, base = bench.start_nginx()
+        baseline = wrk(work, base + "/api/v1/logs")
+        bench.stop(nginx)
+        distributor = distributor_by_wrk(bench, work)[3]
+        rounds.append((baseline["rps"], distributor["rps"], distributor["non_2xx"]))
+    return rounds
+
+
 def cpu_seconds(pid):
     """User + system CPU time of a process so far, in seconds."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -501,6 +520,7 @@ def main():
                              + ("n/a" if server_p99 is None else f"<= {server_p99:g} ms")
                              + (f"; dropped {dropped}" if dropped else "")
                              + (f"; {other}" if other else "")))
+        rounds = wrk_rounds(bench, work)
         sizing = per_vcpu(bench)
         overloaded = overload(bench)
         import bench_otlp
@@ -535,6 +555,9 @@ def main():
           f"{codes.get('503', 0):,} refused with 503; RSS {start:.0f} MiB at start, "
           f"peak {first_half:.0f} MiB in the first half, {second_half:.0f} MiB in the second half")
 
+    if rounds:
+        print("wrk, alternated rounds (nginx / distributor requests/s, ratio, distributor non-2xx): "
+              + "; ".join(f"{n:,.0f} / {d:,.0f}, {d / n:.2f}x, {bad}" for n, d, bad in rounds))
     print(f"per vCPU ({PER_VCPU_MESSAGE_BYTES}-byte messages, one per packet, 100 packets per request, "
           f"default settings, fsync always): {sizing['mib_per_cpu_sec']:.1f} MiB/s of message text taken in "
           f"and delivered per CPU-second of the distributor ({sizing['accepted_per_sec']:,.0f} packets/s "
