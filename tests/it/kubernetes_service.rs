@@ -10,6 +10,7 @@
 //! analyzers' own records.
 
 use crate::support::analyzers::AnalyzerProcess;
+use crate::support::distributor::Distributor;
 use crate::support::http::{processed, Api};
 use crate::support::kube::{
     analyzers_where, distributor, event_about, host_address, simulated, table, Cluster, Namespace,
@@ -298,11 +299,21 @@ async fn endpoints_join_and_leave_with_their_endpoint_slices() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unhealthy_endpoint_leaves_the_rotation_while_its_siblings_stay() {
-    let _gate = beside_others().await;
+/// Three ready pods behind the Service (a slice each), an Analyzer `svc`
+/// of weight 10 naming it, and a distributor with all three in rotation.
+/// Fields drop in order: the distributor, the pods, their directory, then
+/// the namespace.
+struct ThreeEndpoints {
+    d: Distributor,
+    ids: Vec<String>,
+    pods: Vec<AnalyzerProcess>,
+    _dir: tempfile::TempDir,
+    ns: Namespace,
+}
+
+async fn three_endpoints(namespace: &str) -> ThreeEndpoints {
     let cluster = shared().await;
-    let ns = Namespace::create(&cluster, "svc-health").await;
+    let ns = Namespace::create(&cluster, namespace).await;
     let dir = tempfile::tempdir().unwrap();
     let pods = start_pods(dir.path(), &[("p1", &[]), ("p2", &[]), ("p3", &[])]).await;
     let ids: Vec<String> = pods.iter().map(|pod| member("svc", pod)).collect();
@@ -312,6 +323,25 @@ async fn an_unhealthy_endpoint_leaves_the_rotation_while_its_siblings_stay() {
     ns.apply_ok(&service_analyzer("svc", 10)).await;
     let d = distributor(&cluster, &ns.name, "one", dir.path(), "").await;
     in_rotation(&d, &ids).await;
+    ThreeEndpoints {
+        d,
+        ids,
+        pods,
+        _dir: dir,
+        ns,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_endpoint_leaves_the_rotation_while_its_siblings_stay() {
+    let _gate = beside_others().await;
+    let ThreeEndpoints {
+        d,
+        ids,
+        pods,
+        ns,
+        _dir,
+    } = three_endpoints("svc-health").await;
 
     pods[1].set_health(false).await;
     in_rotation(&d, &[ids[0].clone(), ids[2].clone()]).await;
@@ -354,17 +384,13 @@ async fn an_unhealthy_endpoint_leaves_the_rotation_while_its_siblings_stay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_lists_the_endpoints_and_counts_over_endpoints_that_left_never_go_back() {
     let _gate = beside_others().await;
-    let cluster = shared().await;
-    let ns = Namespace::create(&cluster, "svc-status").await;
-    let dir = tempfile::tempdir().unwrap();
-    let pods = start_pods(dir.path(), &[("p1", &[]), ("p2", &[]), ("p3", &[])]).await;
-    let ids: Vec<String> = pods.iter().map(|pod| member("svc", pod)).collect();
-    for pod in &pods {
-        ns.apply_ok(&slice(pod, ready())).await;
-    }
-    ns.apply_ok(&service_analyzer("svc", 10)).await;
-    let d = distributor(&cluster, &ns.name, "one", dir.path(), "").await;
-    in_rotation(&d, &ids).await;
+    let ThreeEndpoints {
+        d,
+        ids,
+        pods,
+        ns,
+        _dir,
+    } = three_endpoints("svc-status").await;
     post_and_drain(&d, "before", 300).await;
 
     let status = status_where(&ns, "svc", "300 processed over 3/3 endpoints", |s| {
