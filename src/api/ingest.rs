@@ -111,12 +111,14 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         }
         other => ApiError::bad_request(other.to_string()),
     })?;
-    // No room for this request: refuse before validating, so that overload
-    // does not burn the time the deliveries need on packets that cannot be
-    // kept. (The body's length stands in for the packets' encoded size.)
-    state
+    // No room for this request: wait for some (`queue.full_wait`), or
+    // refuse, before validating, so that overload does not burn the time
+    // the deliveries need on packets that cannot be kept. (The body's
+    // length stands in for the packets' encoded size.)
+    let deadline = state
         .dispatcher
-        .check_room(raw.len(), body.len())
+        .wait_for_room(raw.len(), body.len())
+        .await
         .map_err(|e| refused(state, e, raw.len()))?;
 
     let now = Utc::now();
@@ -157,7 +159,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let count = packets.len();
     let ids = state
         .dispatcher
-        .admit(packets)
+        .admit_until(packets, deadline)
         .await
         .map_err(|e| refused(state, e, count))?;
     let status = if errors.is_empty() {

@@ -68,10 +68,11 @@ async fn accept(
         ));
     };
     let body = decode(headers, body?, state.limits.max_body_bytes, &state.body_budget).await?;
-    // No room: refused before the records are read, as one packet (their
-    // number is not known yet).
-    dispatcher
-        .check_room(1, body.len())
+    // No room (after `queue.full_wait`): refused before the records are
+    // read, as one packet (their number is not known yet).
+    let deadline = dispatcher
+        .wait_for_room(1, body.len())
+        .await
         .map_err(|e| refused(state, e, 1))?;
 
     let (limits, bounds, now) = (&state.limits, dispatcher.queue_bounds(), Utc::now());
@@ -94,7 +95,7 @@ async fn accept(
     if !mapped.packets.is_empty() {
         let count = mapped.packets.len();
         dispatcher
-            .admit(mapped.packets)
+            .admit_until(mapped.packets, deadline)
             .await
             .map_err(|e| refused(state, e, count))?;
     }

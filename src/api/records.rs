@@ -95,13 +95,15 @@ fn framing(headers: &HeaderMap) -> Result<Framing, ApiError> {
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let (framing, body) = ingest::read_body(state, headers, body, framing).await?;
     let rules = &state.records;
-    // No room for this request: refused before its records are mapped,
-    // so that overload costs a scan of the body, not the mapping.
+    // No room for this request (after `queue.full_wait`): refused before
+    // its records are mapped, so that overload costs a scan of the body,
+    // not the mapping.
     let records = pieces(&body, framing).count();
     let packets_at_least = records.div_ceil(rules.messages_per_packet(&state.limits));
-    state
+    let deadline = state
         .dispatcher
-        .check_room(packets_at_least, body.len())
+        .wait_for_room(packets_at_least, body.len())
+        .await
         .map_err(|e| refused(state, e, packets_at_least))?;
 
     let bounds = state.dispatcher.queue_bounds();
@@ -151,7 +153,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     } else {
         state
             .dispatcher
-            .admit(packets)
+            .admit_until(packets, deadline)
             .await
             .map_err(|e| refused(state, e, count))?
     };

@@ -404,10 +404,14 @@ impl Default for CheckpointConfig {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// Packets accepted and not yet delivered or dead-lettered; past it, 503.
+    /// Packets accepted and not yet delivered or dead-lettered; past it,
+    /// a request waits for room (`full_wait`), then 503.
     pub max_in_flight: usize,
-    /// The same, in bytes of packet JSON; past it, 503.
+    /// The same, in bytes of packet JSON.
     pub max_in_flight_bytes: usize,
+    /// How long a request waits for room in a full queue before its 503.
+    #[serde(with = "humantime_serde")]
+    pub full_wait: Duration,
     /// Deliveries running at once per analyzer.
     pub analyzer_concurrency: usize,
 }
@@ -417,6 +421,7 @@ impl Default for QueueConfig {
         QueueConfig {
             max_in_flight: 20_000,
             max_in_flight_bytes: 32 * 1024 * 1024,
+            full_wait: Duration::from_secs(1),
             analyzer_concurrency: 256,
         }
     }

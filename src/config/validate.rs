@@ -183,6 +183,7 @@ impl Settings {
             ("health.slow_start", self.health.slow_start, Bound::ZeroAllowed),
             ("batch.linger", self.batch.linger, Bound::ZeroAllowed),
             ("wal.commit_delay", self.wal.commit_delay, Bound::ZeroAllowed),
+            ("queue.full_wait", self.queue.full_wait, Bound::ZeroAllowed),
             (
                 "shutdown.drain_timeout",
                 self.shutdown.drain_timeout,
@@ -256,6 +257,16 @@ impl Settings {
                 format!(
                     "{} is below limits.max_body_bytes ({}): a request the body limit lets in could never fit in the queue",
                     self.queue.max_in_flight_bytes, self.limits.max_body_bytes
+                ),
+            );
+        }
+        if self.queue.full_wait >= self.server.request_timeout {
+            return bad(
+                "queue.full_wait".into(),
+                format!(
+                    "{} must be below server.request_timeout ({}): a request waiting for room would time out first",
+                    humantime::format_duration(self.queue.full_wait),
+                    humantime::format_duration(self.server.request_timeout)
                 ),
             );
         }

@@ -14,6 +14,7 @@ use std::collections::{hash_map, BTreeMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::OwnedRwLockReadGuard;
+use tokio::time::Instant;
 
 /// Why packets were not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,36 +93,56 @@ impl Drop for Admission {
 impl Dispatcher {
     /// Takes packets in (with retry count 0), all or none, durably: when
     /// this answers their ids (in order), every packet is in the
-    /// write-ahead log.
+    /// write-ahead log. While the queue is full it waits for room, up to
+    /// `queue.full_wait`.
     ///
     /// Dropping the future (the client went away) once the records are
     /// handed to the log does not stop the admission: they may reach the
     /// disk, so a task waits for them and routes the packets (or takes them
     /// back out if the write failed), as if the answer had been awaited.
     pub async fn admit(self: &Arc<Self>, packets: Vec<EncodedPacket>) -> Result<Vec<String>, AdmitError> {
-        self.admit_with_retries(packets.into_iter().map(|packet| (packet, 0)).collect())
-            .await
+        self.admit_until(packets, self.room_deadline()).await
     }
 
-    /// [`Dispatcher::admit`] of packets that have spent retries already
-    /// (handed over by a peer).
+    /// [`Dispatcher::admit`], waiting for room no later than `deadline`
+    /// (the one [`Dispatcher::wait_for_room`] answered, so that a request
+    /// waits `queue.full_wait` at most in all).
+    pub async fn admit_until(
+        self: &Arc<Self>,
+        packets: Vec<EncodedPacket>,
+        deadline: Instant,
+    ) -> Result<Vec<String>, AdmitError> {
+        let packets = packets.into_iter().map(|packet| (packet, 0)).collect();
+        self.admit_with_retries(packets, deadline).await
+    }
+
+    /// [`Dispatcher::admit_until`] of packets that have spent retries
+    /// already (handed over by a peer).
     pub(crate) async fn admit_with_retries(
         self: &Arc<Self>,
         packets: Vec<(EncodedPacket, u32)>,
+        deadline: Instant,
     ) -> Result<Vec<String>, AdmitError> {
-        if !self.accepting.load(Ordering::Acquire) {
-            return Err(AdmitError::ShuttingDown);
-        }
-        if !self.resumed.load(Ordering::Acquire) {
-            return Err(AdmitError::Recovering);
-        }
+        self.check_open()?;
         let sizes = AdmittedSizes {
             packets: packets.len(),
             bytes: packets.iter().map(|(p, _)| p.json_bytes()).sum(),
             messages: packets.iter().map(|(p, _)| p.message_count()).sum(),
         };
-        let admitting = Arc::clone(&self.admission).read_owned().await;
-        self.reserve(sizes.packets, sizes.bytes)?;
+        self.queue_bounds().check(sizes.packets, sizes.bytes)?;
+        // The admission lock is not held while waiting: a checkpoint must
+        // not wait for room.
+        let admitting = loop {
+            let admitting = Arc::clone(&self.admission).read_owned().await;
+            match self.reserve(sizes.packets, sizes.bytes) {
+                Ok(()) => break admitting,
+                Err(AdmitError::Full { .. }) => {
+                    drop(admitting);
+                    self.room_until(sizes.packets, sizes.bytes, deadline).await?;
+                }
+                Err(refused) => return Err(refused),
+            }
+        };
         let entered = self.enter(
             packets
                 .into_iter()
@@ -168,6 +189,7 @@ impl Dispatcher {
             }
             self.in_flight.fetch_sub(sizes.packets, Ordering::AcqRel);
             self.in_flight_bytes.fetch_sub(sizes.bytes, Ordering::AcqRel);
+            self.room_freed.notify_waiters();
             *self.storage_error.lock_unpoisoned() = Some(e.to_string());
             self.storage_failing.store(true, Ordering::Release);
             return Err(AdmitError::StorageUnavailable(e.to_string()));
@@ -185,14 +207,49 @@ impl Dispatcher {
         Ok(ids)
     }
 
-    /// Whether `packets` packets of about `bytes` bytes would fit now: a
-    /// cheap check before a request is validated, so that a request that
-    /// cannot fit is refused before its packets are parsed. (`admit` makes
-    /// the exact reservation; this one only looks.) A request larger than
-    /// the whole queue is refused for good (`LargerThanQueue`); any other
-    /// fits once enough in flight has finished.
-    pub fn check_room(&self, packets: usize, bytes: usize) -> Result<(), AdmitError> {
+    /// Waits until `packets` packets of about `bytes` bytes would fit, up
+    /// to `queue.full_wait`, and answers the deadline it waited against
+    /// (for [`Dispatcher::admit_until`]). A cheap look before a request is
+    /// validated, so that a request that cannot fit is refused before its
+    /// packets are parsed; the admission makes the exact reservation. A
+    /// request larger than the whole queue is refused at once, for good
+    /// (`LargerThanQueue`); any other fits once enough in flight has
+    /// finished, and is refused `Full` if that takes longer than the wait.
+    pub async fn wait_for_room(&self, packets: usize, bytes: usize) -> Result<Instant, AdmitError> {
+        let deadline = self.room_deadline();
+        self.check_open()?;
         self.queue_bounds().check(packets, bytes)?;
+        self.room_until(packets, bytes, deadline).await?;
+        Ok(deadline)
+    }
+
+    /// When a request arriving now stops waiting for room.
+    pub(crate) fn room_deadline(&self) -> Instant {
+        Instant::now() + self.settings.full_wait
+    }
+
+    /// Waits until `packets` packets of `bytes` would fit, or `deadline`
+    /// (then `Full`), or the distributor stops accepting.
+    async fn room_until(&self, packets: usize, bytes: usize, deadline: Instant) -> Result<(), AdmitError> {
+        loop {
+            // Registered before looking, so that room freed in between
+            // is not missed.
+            let freed = self.room_freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            self.check_open()?;
+            if self.has_room(packets, bytes).is_ok() {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                self.check_open()?;
+                return self.has_room(packets, bytes);
+            }
+        }
+    }
+
+    /// Whether `packets` packets of `bytes` fit now; `Full` names the limit.
+    fn has_room(&self, packets: usize, bytes: usize) -> Result<(), AdmitError> {
         let room = self.room();
         if packets > room.packets {
             return Err(AdmitError::full(self.settings.max_in_flight, "packets"));
@@ -203,9 +260,19 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Refuses while shutting down or before the restart's recovery is in.
+    fn check_open(&self) -> Result<(), AdmitError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(AdmitError::ShuttingDown);
+        }
+        if !self.resumed.load(Ordering::Acquire) {
+            return Err(AdmitError::Recovering);
+        }
+        Ok(())
+    }
+
     /// Counts `count` packets of `bytes` in, if both limits allow.
     fn reserve(&self, count: usize, bytes: usize) -> Result<(), AdmitError> {
-        self.queue_bounds().check(count, bytes)?;
         let (max_packets, max_bytes) = (self.settings.max_in_flight, self.settings.max_in_flight_bytes);
         self.in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {

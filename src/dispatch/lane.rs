@@ -350,9 +350,13 @@ impl Dispatcher {
                 }
             }
         }
+        if packets == 0 {
+            return;
+        }
         self.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        if packets > 0 && self.in_flight.fetch_sub(packets, Ordering::AcqRel) == packets {
+        if self.in_flight.fetch_sub(packets, Ordering::AcqRel) == packets {
             self.drained.notify_waiters();
         }
+        self.room_freed.notify_waiters();
     }
 }

@@ -100,6 +100,8 @@ pub struct Settings {
     pub budget: Option<RetryBudget>,
     pub batch: BatchConfig,
     pub slow_start: Duration,
+    /// How long an admission waits for room in a full queue.
+    pub full_wait: Duration,
 }
 
 pub struct Dispatcher {
@@ -137,6 +139,9 @@ pub struct Dispatcher {
     parked_count: AtomicUsize,
     accepting: AtomicBool,
     drained: Notify,
+    /// Told whenever packets leave the queue (or admitting stops), for
+    /// admissions waiting for room.
+    room_freed: Notify,
 }
 
 impl Dispatcher {
@@ -177,6 +182,7 @@ impl Dispatcher {
                 parked_count: AtomicUsize::new(0),
                 accepting: AtomicBool::new(true),
                 drained: Notify::new(),
+                room_freed: Notify::new(),
             }
         });
         for (analyzer, lane) in dispatcher.fleet.all().iter().zip(lanes) {
@@ -314,6 +320,7 @@ impl Dispatcher {
     /// Refuses new packets from now on (503 to clients).
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Release);
+        self.room_freed.notify_waiters();
     }
 
     pub fn is_accepting(&self) -> bool {

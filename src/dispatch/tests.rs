@@ -86,6 +86,7 @@ impl Harness {
                 budget: None,
                 batch: settings.batch.clone(),
                 slow_start: Duration::ZERO,
+                full_wait: settings.queue.full_wait,
             },
             metrics,
             dead_letter,
@@ -136,7 +137,10 @@ const STUCK: &[Simulated] = &[Simulated("stuck", 1, 0.0, 60_000)];
 
 #[tokio::test]
 async fn admission_takes_all_of_a_request_or_none_of_it() {
-    let h = Harness::start(STUCK, |s| s.queue.max_in_flight = 10);
+    let h = Harness::start(STUCK, |s| {
+        s.queue.max_in_flight = 10;
+        s.queue.full_wait = Duration::ZERO;
+    });
     let d = &h.dispatcher;
     assert_eq!(d.admit(packets(6)).await.unwrap().len(), 6);
     let refused = d.admit(packets(5)).await.unwrap_err();
@@ -146,15 +150,18 @@ async fn admission_takes_all_of_a_request_or_none_of_it() {
         6,
         "nothing of the refused request is kept"
     );
-    assert!(d.check_room(5, 0).is_err());
-    assert!(d.check_room(4, 0).is_ok());
+    assert!(d.wait_for_room(5, 0).await.is_err());
+    assert!(d.wait_for_room(4, 0).await.is_ok());
     assert_eq!(d.admit(packets(4)).await.unwrap().len(), 4);
     assert_eq!(d.pipeline().in_flight, 10);
 }
 
 #[tokio::test]
 async fn a_request_larger_than_the_whole_queue_is_refused_for_good_and_one_within_it_waits() {
-    let h = Harness::start(STUCK, |s| s.queue.max_in_flight_bytes = 1000);
+    let h = Harness::start(STUCK, |s| {
+        s.queue.max_in_flight_bytes = 1000;
+        s.queue.full_wait = Duration::ZERO;
+    });
     let d = &h.dispatcher;
     let refused = d.admit(vec![packet(0, &"x".repeat(2000))]).await.unwrap_err();
     assert!(matches!(refused, AdmitError::LargerThanQueue(_)), "{refused:?}");
@@ -163,6 +170,88 @@ async fn a_request_larger_than_the_whole_queue_is_refused_for_good_and_one_withi
     let refused = d.admit(vec![packet(2, &"x".repeat(600))]).await.unwrap_err();
     assert!(matches!(refused, AdmitError::Full { ref capacity } if capacity.contains("bytes")));
     assert_eq!(d.pipeline().in_flight, 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_holds_an_admission_until_there_is_room() {
+    // Deliveries take 300 ms: the second request fits once the first is delivered.
+    let h = Harness::start(&[Simulated("slow", 1, 0.0, 300)], |s| {
+        s.queue.max_in_flight = 4;
+        s.queue.full_wait = Duration::from_secs(5);
+    });
+    let d = &h.dispatcher;
+    let first = std::time::Instant::now();
+    assert_eq!(d.admit(packets(4)).await.unwrap().len(), 4);
+    assert_eq!(d.pipeline().in_flight, 4);
+    assert_eq!(
+        d.admit(packets(3)).await.unwrap().len(),
+        3,
+        "admitted once there was room"
+    );
+    assert!(
+        first.elapsed() >= Duration::from_millis(250),
+        "it waited for the deliveries: {:?}",
+        first.elapsed()
+    );
+    assert!(d.pipeline().in_flight <= 4);
+}
+
+#[tokio::test]
+async fn a_queue_still_full_at_the_deadline_refuses_and_keeps_nothing() {
+    let h = Harness::start(STUCK, |s| {
+        s.queue.max_in_flight = 4;
+        s.queue.full_wait = Duration::from_millis(200);
+    });
+    let d = &h.dispatcher;
+    assert_eq!(d.admit(packets(4)).await.unwrap().len(), 4);
+    let started = std::time::Instant::now();
+    let refused = d.admit(packets(1)).await.unwrap_err();
+    assert!(matches!(refused, AdmitError::Full { .. }), "{refused:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        d.wait_for_room(1, 0).await,
+        Err(AdmitError::Full { .. })
+    ));
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        d.pipeline().in_flight,
+        4,
+        "nothing of the refused request is kept"
+    );
+}
+
+#[tokio::test]
+async fn shutting_down_ends_the_wait_for_room_at_once() {
+    let h = Harness::start(STUCK, |s| {
+        s.queue.max_in_flight = 4;
+        s.queue.full_wait = Duration::from_secs(20);
+    });
+    let d = Arc::clone(&h.dispatcher);
+    assert_eq!(d.admit(packets(4)).await.unwrap().len(), 4);
+    let waiting = tokio::spawn({
+        let d = Arc::clone(&d);
+        async move { d.admit(packets(1)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the admission waits for room");
+    let started = std::time::Instant::now();
+    d.stop_accepting();
+    let answer = tokio::time::timeout(Duration::from_secs(2), waiting)
+        .await
+        .expect("stopping wakes the waiting admission")
+        .unwrap();
+    assert_eq!(answer.unwrap_err(), AdmitError::ShuttingDown);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(d.pipeline().in_flight, 4);
 }
 
 #[tokio::test]

@@ -68,7 +68,9 @@ impl Ledger {
         }
         let adopted = fresh.len();
         if !fresh.is_empty() {
-            dispatcher.admit_with_retries(fresh).await?;
+            dispatcher
+                .admit_with_retries(fresh, dispatcher.room_deadline())
+                .await?;
         }
         let now = Instant::now();
         known.extend(fresh_keys.into_iter().map(|key| (key, now)));

@@ -344,7 +344,7 @@ async fn unknown_routes_are_404_and_wrong_methods_405_in_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_distributor_answers_503_with_retry_after_and_keeps_nothing_of_the_request() {
-    let config = Config::four(1500).queue("{max_in_flight: 5}");
+    let config = Config::four(1500).queue("{max_in_flight: 5, full_wait: 0s}");
     let server = Server::start(&config).await;
     server.post_logs(&packets("kept", 5)).await.expect(202);
 
@@ -379,9 +379,48 @@ async fn a_full_distributor_answers_503_with_retry_after_and_keeps_nothing_of_th
     server.shutdown().await;
 }
 
+/// With the default `queue.full_wait` (1 s) a request that finds the queue
+/// full is held until deliveries make room, then accepted; one still
+/// without room when the wait ends is answered 503 with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_distributor_holds_a_request_for_up_to_queue_full_wait_then_answers_503() {
+    let config = Config::four(400).queue("{max_in_flight: 5}");
+    let server = Server::start(&config).await;
+    server.post_logs(&packets("first", 5)).await.expect(202);
+    let started = std::time::Instant::now();
+    server.post_logs(&packets("held", 3)).await.expect(202);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "held until the first five were delivered: {:?}",
+        started.elapsed()
+    );
+    let stats = server.drained().await;
+    assert_eq!(processed(&stats).values().sum::<u64>(), 8);
+    server.shutdown().await;
+
+    let config = Config::four(60_000).queue("{max_in_flight: 5, full_wait: 300ms}");
+    let server = Server::start(&config).await;
+    server.post_logs(&packets("stuck", 5)).await.expect(202);
+    let started = std::time::Instant::now();
+    let reply = server.post_logs(&packets("refused", 1)).await;
+    reply.expect(503);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "refused once queue.full_wait had passed: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert!(reply.error().contains("capacity"), "{}", reply.text);
+    assert_eq!(
+        server.stats().await["in_flight"],
+        5,
+        "nothing of the refused request is kept"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_cannot_fit_is_refused_before_its_packets_are_validated() {
-    let config = Config::four(1500).queue("{max_in_flight: 5}");
+    let config = Config::four(1500).queue("{max_in_flight: 5, full_wait: 0s}");
     let server = Server::start(&config).await;
     server.post_logs(&packets("kept", 3)).await.expect(202);
 

@@ -371,7 +371,8 @@ async fn a_leaving_replica_killed_mid_handoff_loses_nothing_and_its_volume_is_ad
         },
     )
     .await;
-    // The rest waits for room (503 from both); the replica dies meanwhile.
+    // The rest waits for room (both peers hold it up to queue.full_wait,
+    // then answer 503); the replica dies meanwhile.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         set.replicas[2].kill9(),

@@ -574,7 +574,7 @@ async fn every_answer_the_tests_can_provoke_matches_the_document() {
     // small body limit make 503 and 413 cheap to provoke.
     let config = Config::new(vec![analyzer("good", 3), analyzer("bad", 1).failing(1.0)])
         .retry("{base_delay: 10ms, max_retries: 0}")
-        .queue("{max_in_flight: 20, max_in_flight_bytes: 65536}")
+        .queue("{max_in_flight: 20, max_in_flight_bytes: 65536, full_wait: 0s}")
         .limits("{max_body_bytes: 65536}");
     let server = Server::start(&config).await;
     let mut seen: BTreeMap<(String, String), BTreeSet<u16>> = BTreeMap::new();

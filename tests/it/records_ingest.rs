@@ -354,7 +354,7 @@ async fn a_body_with_nothing_usable_is_400_and_keeps_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_or_stopping_distributor_answers_503_with_retry_after_and_keeps_nothing() {
     let config = Config::new(vec![analyzer("slow", 1).processing(1500)])
-        .queue("{max_in_flight: 3}")
+        .queue("{max_in_flight: 3, full_wait: 0s}")
         .shutdown("{drain_timeout: 5s}");
     let server = Server::start(&config).await;
     server.post_logs(&packets("filler", 3)).await.expect(202);
