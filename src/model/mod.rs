@@ -287,6 +287,39 @@ mod tests {
     }
 
     #[test]
+    fn packets_and_messages_are_objects_not_positional_arrays() {
+        let message = r#"{"level":"info","message":"m","source":"s"}"#;
+        let cases = [
+            (
+                r#"[null,[["INFO","m","src"]]]"#.to_string(),
+                "a packet must be a JSON object",
+            ),
+            (
+                format!(r#"["p-1",[{message}]]"#),
+                "a packet must be a JSON object",
+            ),
+            (
+                r#"{"messages":[["INFO","m","src"]]}"#.to_string(),
+                "messages[0]: a message must be a JSON object",
+            ),
+            (
+                format!(r#"{{"messages":[{message}, ["INFO","m","src",null,null]]}}"#),
+                "messages[1]: a message must be a JSON object",
+            ),
+            (
+                r#"{"id":"p-2","messages":[ ["INFO","m","src"] ]}"#.to_string(),
+                "messages[0]: a message must be a JSON object",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = check(&text).unwrap_err();
+            assert_eq!(err.reason, expected, "{text}");
+        }
+        let err = check(r#"{"id":"p-2","messages":[["INFO","m","src"]]}"#).unwrap_err();
+        assert_eq!(err.id.as_deref(), Some("p-2"), "the refusal names the packet");
+    }
+
+    #[test]
     fn message_text_is_limited_to_10000_bytes() {
         let at_limit = format!(
             r#"{{"messages":[{{"level":"info","message":"{}","source":"s"}}]}}"#,

@@ -5,10 +5,13 @@ use super::canonical;
 use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder};
 use super::wire::Level;
 use chrono::{DateTime, Utc};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 /// A message exactly as a client may send it: level is free text until
 /// validated, timestamp optional. Strings without escapes are borrowed
@@ -51,9 +54,35 @@ struct WholePacket<'a> {
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    messages: Vec<IncomingMessage<'a, &'a RawValue>>,
+    messages: Vec<Object<IncomingMessage<'a, &'a RawValue>>>,
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
+}
+
+/// A `T` read from a JSON object only. serde's derive also reads a struct
+/// from an array of its fields in order, a shape the API does not take.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Object)
+    }
 }
 
 /// Why one packet of a request was refused.
@@ -169,7 +198,7 @@ impl Limits {
             return refuse(reason);
         }
         let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
-        for (i, message) in whole.messages.iter().enumerate() {
+        for (i, Object(message)) in whole.messages.iter().enumerate() {
             let parsed;
             let metadata = match message.metadata.map(RawValue::get) {
                 None => None,
