@@ -17,6 +17,7 @@
 mod bounds;
 mod canonical;
 mod encode;
+mod object;
 pub mod records;
 mod rfc3339;
 mod split;
@@ -26,6 +27,7 @@ mod wire;
 pub use bounds::{LargerThanQueue, QueueBounds};
 pub(crate) use encode::{write_message_head, write_str, PacketEncoder};
 pub use encode::{write_retry_count, EncodedPacket};
+pub(crate) use object::Object;
 pub use split::{split_json_array, split_ndjson, BodyError};
 pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
 pub use wire::{Level, LogMessage, LogPacket};

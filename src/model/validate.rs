@@ -3,15 +3,13 @@
 
 use super::canonical;
 use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder};
+use super::object::Object;
 use super::wire::Level;
 use chrono::{DateTime, Utc};
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
 
 /// A message exactly as a client may send it: level is free text until
 /// validated, timestamp optional. Strings without escapes are borrowed
@@ -57,32 +55,6 @@ struct WholePacket<'a> {
     messages: Vec<Object<IncomingMessage<'a, &'a RawValue>>>,
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
-}
-
-/// A `T` read from a JSON object only. serde's derive also reads a struct
-/// from an array of its fields in order, a shape the API does not take.
-struct Object<T>(T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(PhantomData<T>);
-
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
-            type Value = T;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map))
-            }
-        }
-
-        deserializer
-            .deserialize_map(ObjectVisitor(PhantomData))
-            .map(Object)
-    }
 }
 
 /// Why one packet of a request was refused.
