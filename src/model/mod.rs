@@ -17,6 +17,7 @@
 mod bounds;
 mod canonical;
 mod encode;
+mod object;
 pub mod records;
 mod rfc3339;
 mod split;
@@ -26,6 +27,7 @@ mod wire;
 pub use bounds::{LargerThanQueue, QueueBounds};
 pub(crate) use encode::{write_message_head, write_str, PacketEncoder};
 pub use encode::{write_retry_count, EncodedPacket};
+pub(crate) use object::Object;
 pub use split::{split_json_array, split_ndjson, BodyError};
 pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
 pub use wire::{Level, LogMessage, LogPacket};
@@ -284,6 +286,39 @@ mod tests {
             let err = check(text).unwrap_err();
             assert!(err.reason.contains(expected), "{text}: got {:?}", err.reason);
         }
+    }
+
+    #[test]
+    fn packets_and_messages_are_objects_not_positional_arrays() {
+        let message = r#"{"level":"info","message":"m","source":"s"}"#;
+        let cases = [
+            (
+                r#"[null,[["INFO","m","src"]]]"#.to_string(),
+                "a packet must be a JSON object",
+            ),
+            (
+                format!(r#"["p-1",[{message}]]"#),
+                "a packet must be a JSON object",
+            ),
+            (
+                r#"{"messages":[["INFO","m","src"]]}"#.to_string(),
+                "messages[0]: a message must be a JSON object",
+            ),
+            (
+                format!(r#"{{"messages":[{message}, ["INFO","m","src",null,null]]}}"#),
+                "messages[1]: a message must be a JSON object",
+            ),
+            (
+                r#"{"id":"p-2","messages":[ ["INFO","m","src"] ]}"#.to_string(),
+                "messages[0]: a message must be a JSON object",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = check(&text).unwrap_err();
+            assert_eq!(err.reason, expected, "{text}");
+        }
+        let err = check(r#"{"id":"p-2","messages":[["INFO","m","src"]]}"#).unwrap_err();
+        assert_eq!(err.id.as_deref(), Some("p-2"), "the refusal names the packet");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::canonical;
 use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder};
+use super::object::Object;
 use super::wire::Level;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,7 @@ struct WholePacket<'a> {
     #[serde(default, borrow)]
     id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    messages: Vec<IncomingMessage<'a, &'a RawValue>>,
+    messages: Vec<Object<IncomingMessage<'a, &'a RawValue>>>,
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
 }
@@ -169,7 +170,7 @@ impl Limits {
             return refuse(reason);
         }
         let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
-        for (i, message) in whole.messages.iter().enumerate() {
+        for (i, Object(message)) in whole.messages.iter().enumerate() {
             let parsed;
             let metadata = match message.metadata.map(RawValue::get) {
                 None => None,

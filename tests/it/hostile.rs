@@ -399,6 +399,17 @@ async fn hostile_requests_get_their_exact_answer_and_the_service_survives_them()
         400,
         ["no packet was accepted"]
     );
+    case!(
+        "a message as a positional array",
+        server
+            .post_logs(&json!([{"id": "positional", "messages": [["INFO", "m", "s"]]}]))
+            .await,
+        400,
+        [
+            "no packet was accepted",
+            "messages[0]: a message must be a JSON object"
+        ]
+    );
 
     // -- huge numbers
     let huge = |number: &str| {

@@ -21,6 +21,7 @@ mod scalars;
 
 use super::map::{At, GroupHead, Mapper};
 use super::RequestError;
+use crate::model::Object;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{
     AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
@@ -336,7 +337,7 @@ impl LogRecordJson {
 
 /// A `KeyValue`.
 #[derive(Deserialize)]
-#[serde(from = "KeyValueFields")]
+#[serde(from = "Object<KeyValueFields>")]
 struct KeyValueJson(KeyValue);
 
 #[derive(Deserialize)]
@@ -347,8 +348,8 @@ struct KeyValueFields {
     value: Option<AnyValueJson>,
 }
 
-impl From<KeyValueFields> for KeyValueJson {
-    fn from(fields: KeyValueFields) -> KeyValueJson {
+impl From<Object<KeyValueFields>> for KeyValueJson {
+    fn from(Object(fields): Object<KeyValueFields>) -> KeyValueJson {
         KeyValueJson(KeyValue {
             key: fields.key.unwrap_or_default(),
             value: fields.value.map(|v| v.0),
@@ -363,7 +364,7 @@ fn pairs(list: Option<Vec<KeyValueJson>>) -> Vec<KeyValue> {
 
 /// An `AnyValue`: at most one of its values.
 #[derive(Deserialize)]
-#[serde(try_from = "AnyValueFields")]
+#[serde(try_from = "Object<AnyValueFields>")]
 struct AnyValueJson(AnyValue);
 
 #[derive(Deserialize)]
@@ -378,28 +379,28 @@ struct AnyValueFields {
     #[serde(default, alias = "double_value")]
     double_value: Option<Double>,
     #[serde(default, alias = "array_value")]
-    array_value: Option<ValuesJson<AnyValueJson>>,
+    array_value: Option<Object<ValuesJson<AnyValueJson>>>,
     #[serde(default, alias = "kvlist_value")]
-    kvlist_value: Option<ValuesJson<KeyValueJson>>,
+    kvlist_value: Option<Object<ValuesJson<KeyValueJson>>>,
     #[serde(default, alias = "bytes_value")]
     bytes_value: Option<Base64>,
 }
 
-impl TryFrom<AnyValueFields> for AnyValueJson {
+impl TryFrom<Object<AnyValueFields>> for AnyValueJson {
     type Error = String;
 
-    fn try_from(fields: AnyValueFields) -> Result<AnyValueJson, String> {
+    fn try_from(Object(fields): Object<AnyValueFields>) -> Result<AnyValueJson, String> {
         let values = [
             fields.string_value.map(Value::StringValue),
             fields.bool_value.map(Value::BoolValue),
             fields.int_value.map(|n| Value::IntValue(n.0)),
             fields.double_value.map(|x| Value::DoubleValue(x.0)),
-            fields.array_value.map(|array| {
+            fields.array_value.map(|Object(array)| {
                 Value::ArrayValue(ArrayValue {
                     values: array.into_vec().into_iter().map(|v| v.0).collect(),
                 })
             }),
-            fields.kvlist_value.map(|list| {
+            fields.kvlist_value.map(|Object(list)| {
                 Value::KvlistValue(KeyValueList {
                     values: list.into_vec().into_iter().map(|pair| pair.0).collect(),
                 })

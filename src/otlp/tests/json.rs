@@ -295,6 +295,39 @@ fn a_body_that_is_not_a_request_is_refused_with_the_reason() {
 }
 
 #[test]
+fn values_and_pairs_are_objects_not_positional_arrays() {
+    for (record, says) in [
+        (
+            r#"{"body":["text"]}"#,
+            "body: invalid type: sequence, expected a JSON object",
+        ),
+        (
+            r#"{"attributes":[["k",{"stringValue":"v"}]]}"#,
+            "attributes[0]: invalid type: sequence, expected a JSON object",
+        ),
+        (
+            r#"{"body":{"arrayValue":[[{"stringValue":"a"}]]}}"#,
+            "body.arrayValue: invalid type: sequence, expected a JSON object",
+        ),
+        (
+            r#"{"body":{"kvlistValue":{"values":[["k",{"intValue":1}]]}}}"#,
+            "body.kvlistValue.values[0]: invalid type: sequence, expected a JSON object",
+        ),
+    ] {
+        let reason = refusal(&with_record(record));
+        assert!(
+            reason.contains(&format!("logRecords[0]: {says}")),
+            "{record}: {reason}"
+        );
+    }
+    let reason = refusal(r#"{"resourceLogs":[{"resource":{"attributes":[["k",{"stringValue":"v"}]]}}]}"#);
+    assert!(
+        reason.contains("resource: attributes[0]: invalid type: sequence"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn nesting_as_deep_as_json_allows_is_refused_cleanly() {
     // 60 nested arrays: past serde_json's recursion limit of 128 containers.
     let mut value = String::from(r#"{"intValue":"1"}"#);

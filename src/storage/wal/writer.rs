@@ -1,8 +1,10 @@
 //! The writer thread: takes every append waiting, writes them as one
-//! commit group, fsyncs as the mode says, answers the appenders, and
-//! rotates segments (see the invariants in [`super`]).
+//! commit group, fsyncs as the mode says (then lets go of the synced
+//! pages, see `page_cache`), answers the appenders, and rotates segments
+//! (see the invariants in [`super`]).
 
 use super::format::{GroupHeader, SEGMENT_MAGIC};
+use super::page_cache::PageCache;
 use super::{segment_path, Command, FsyncMode, WalOptions};
 use crate::sync::LockUnpoisoned;
 use std::fs::{File, OpenOptions};
@@ -45,6 +47,8 @@ struct Segment {
     len: u64,
     /// Bytes made durable by the last completed fdatasync.
     synced: u64,
+    /// The synced pages let go of.
+    page_cache: PageCache,
 }
 
 impl Segment {
@@ -68,6 +72,7 @@ impl Segment {
             file,
             len,
             synced: len,
+            page_cache: PageCache::new(),
         })
     }
 
@@ -138,6 +143,8 @@ impl Writer {
         }
         if result.is_ok() {
             self.segment.synced = self.segment.len;
+            let segment = &mut self.segment;
+            segment.page_cache.after_sync(&segment.file, segment.synced);
         }
         result
     }
