@@ -4,6 +4,7 @@
 use super::canonical;
 use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder};
 use super::object::Object;
+use super::rfc3339::Timestamp;
 use super::wire::Level;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,7 @@ struct IncomingMessage<'a, M = serde_json::Map<String, serde_json::Value>> {
     #[serde(borrow)]
     source: Cow<'a, str>,
     #[serde(default)]
-    timestamp: Option<DateTime<Utc>>,
+    timestamp: Option<Timestamp>,
     #[serde(default)]
     metadata: Option<M>,
 }
@@ -263,7 +264,7 @@ impl Limits {
             level,
             message: &m.message,
             source: &m.source,
-            timestamp: m.timestamp.unwrap_or(now),
+            timestamp: m.timestamp.map_or(now, |Timestamp(time)| time),
             metadata,
         })
     }
