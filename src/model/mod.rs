@@ -18,6 +18,7 @@ mod bounds;
 mod canonical;
 mod encode;
 mod object;
+mod packet_reader;
 pub mod records;
 mod rfc3339;
 mod split;

@@ -4,6 +4,7 @@
 use super::canonical;
 use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder};
 use super::object::Object;
+use super::packet_reader;
 use super::rfc3339::Timestamp;
 use super::wire::Level;
 use chrono::{DateTime, Utc};
@@ -18,17 +19,17 @@ use std::fmt;
 /// text where the packet is read in one pass (see [`Limits::validate`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, bound(deserialize = "M: Deserialize<'de>"))]
-struct IncomingMessage<'a, M = serde_json::Map<String, serde_json::Value>> {
+pub(super) struct IncomingMessage<'a, M = serde_json::Map<String, serde_json::Value>> {
     #[serde(borrow)]
-    level: Cow<'a, str>,
+    pub(super) level: Cow<'a, str>,
     #[serde(borrow)]
-    message: Cow<'a, str>,
+    pub(super) message: Cow<'a, str>,
     #[serde(borrow)]
-    source: Cow<'a, str>,
+    pub(super) source: Cow<'a, str>,
     #[serde(default)]
-    timestamp: Option<Timestamp>,
+    pub(super) timestamp: Option<Timestamp>,
     #[serde(default)]
-    metadata: Option<M>,
+    pub(super) metadata: Option<M>,
 }
 
 /// A packet exactly as a client may send it. `retry_count` is accepted so
@@ -49,11 +50,11 @@ struct IncomingPacket<'a> {
 /// its messages' metadata is left as text.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WholePacket<'a> {
+pub(super) struct WholePacket<'a> {
     #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
+    pub(super) id: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    messages: Vec<Object<IncomingMessage<'a, &'a RawValue>>>,
+    pub(super) messages: Vec<Object<IncomingMessage<'a, &'a RawValue>>>,
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
 }
@@ -154,9 +155,10 @@ impl Limits {
         Ok(encoder.finish())
     }
 
-    /// A well-formed packet (the usual case), parsed in one pass and
-    /// encoded straight from the request's text: its metadata copied as it
-    /// is when canonical, else read into a map and written again. `None`
+    /// A well-formed packet (the usual case), read in one pass (by hand
+    /// when it has the usual shape, see `packet_reader`, else by serde_json)
+    /// and encoded straight from the request's text: its metadata copied as
+    /// it is when canonical, else read into a map and written again. `None`
     /// when it is not well-formed, or its metadata is too deep: the caller
     /// then goes message by message to name the field at fault.
     fn validate_whole(
@@ -164,16 +166,35 @@ impl Limits {
         text: &str,
         now: DateTime<Utc>,
     ) -> Option<Result<EncodedPacket, (Option<String>, String)>> {
+        if let Some(packet) = packet_reader::read(text) {
+            let messages = packet.messages.iter().map(|m| (m, m.metadata));
+            return self.encode_whole(text.len(), packet.id.as_deref(), messages, now);
+        }
         let whole = serde_json::from_str::<WholePacket>(text).ok()?;
-        let id = whole.id.as_deref();
+        let messages = whole
+            .messages
+            .iter()
+            .map(|Object(m)| (m, m.metadata.map(RawValue::get)));
+        self.encode_whole(text.len(), whole.id.as_deref(), messages, now)
+    }
+
+    /// [`Limits::validate_whole`] once the packet is read: its messages
+    /// each with their metadata's text.
+    fn encode_whole<'m, M: 'm>(
+        &self,
+        text_bytes: usize,
+        id: Option<&str>,
+        messages: impl ExactSizeIterator<Item = (&'m IncomingMessage<'m, M>, Option<&'m str>)>,
+        now: DateTime<Utc>,
+    ) -> Option<Result<EncodedPacket, (Option<String>, String)>> {
         let refuse = |reason: String| Some(Err((id.map(str::to_owned), reason)));
-        if let Err(reason) = self.check_head(id, whole.messages.len()) {
+        if let Err(reason) = self.check_head(id, messages.len()) {
             return refuse(reason);
         }
-        let mut encoder = PacketEncoder::new(id_or_new(id), text.len());
-        for (i, Object(message)) in whole.messages.iter().enumerate() {
+        let mut encoder = PacketEncoder::new(id_or_new(id), text_bytes);
+        for (i, (message, metadata)) in messages.enumerate() {
             let parsed;
-            let metadata = match message.metadata.map(RawValue::get) {
+            let metadata = match metadata {
                 None => None,
                 Some(json) => match canonical::object_depth(json, MAX_METADATA_DEPTH) {
                     Some(_) => Some(Metadata::Json(json)),

@@ -1,0 +1,490 @@
+//! The usual packet read by hand: what serde_json's derived reader
+//! (`validate::WholePacket`) reads for it, in one pass that finds the end
+//! of each string with `memchr` instead of checking every byte again.
+//!
+//! The text is a `RawValue`, valid JSON already, which is what makes the
+//! shortcuts sound: a string ends at the first `"` not escaped, holds no
+//! control character, and brackets match. Only the usual shape is read:
+//! known keys without escapes, each at most once, values of the expected
+//! types (or `null` where the field is optional), `retry_count` as plain
+//! digits, metadata an object, timestamps that parse. Anything else is
+//! `None`, and the caller takes serde_json's way, whose answer (and
+//! refusal) it keeps.
+
+use super::rfc3339::{self, Timestamp};
+use super::validate::IncomingMessage;
+use memchr::memchr2;
+use std::borrow::Cow;
+
+/// A packet read by hand: its messages' metadata left as text.
+#[derive(Debug)]
+pub(super) struct ReadPacket<'a> {
+    pub(super) id: Option<Cow<'a, str>>,
+    pub(super) messages: Vec<IncomingMessage<'a, &'a str>>,
+}
+
+/// Reads `text`, a JSON value, when it is a packet of the usual shape.
+pub(super) fn read(text: &str) -> Option<ReadPacket<'_>> {
+    let mut reader = Reader { text, at: 0 };
+    let packet = reader.packet()?;
+    reader.skip_whitespace();
+    (reader.at == text.len()).then_some(packet)
+}
+
+struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes().get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, not taken.
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_whitespace();
+        self.bytes().get(self.at).copied()
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.peek()? == byte).then(|| self.at += 1)
+    }
+
+    /// `null`, taken; whether it was there.
+    fn null(&mut self) -> bool {
+        let found = self.peek() == Some(b'n');
+        if found {
+            self.at += "null".len();
+        }
+        found
+    }
+
+    /// The members of an object: `member` is called with each key (one
+    /// without escapes) and reads its value.
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.expect(b'{')?;
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            let Cow::Borrowed(key) = self.string()? else {
+                return None;
+            };
+            self.expect(b':')?;
+            member(self, key)?;
+            match self.peek()? {
+                b',' => self.at += 1,
+                b'}' => {
+                    self.at += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn packet(&mut self) -> Option<ReadPacket<'a>> {
+        let mut id = None;
+        let mut messages = None;
+        let mut retry_count = false;
+        self.object(|reader, key| match key {
+            "id" => once(&mut id, reader.optional(Self::string)?),
+            "messages" => once(&mut messages, reader.messages()?),
+            "retry_count" if !retry_count => {
+                retry_count = true;
+                reader.optional(Self::retry_count).map(drop)
+            }
+            _ => None,
+        })?;
+        Some(ReadPacket {
+            id: id.flatten(),
+            messages: messages?,
+        })
+    }
+
+    fn messages(&mut self) -> Option<Vec<IncomingMessage<'a, &'a str>>> {
+        self.expect(b'[')?;
+        let mut messages = Vec::new();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(messages);
+        }
+        loop {
+            messages.push(self.message()?);
+            match self.peek()? {
+                b',' => self.at += 1,
+                b']' => {
+                    self.at += 1;
+                    return Some(messages);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn message(&mut self) -> Option<IncomingMessage<'a, &'a str>> {
+        let (mut level, mut message, mut source) = (None, None, None);
+        let (mut timestamp, mut metadata) = (None, None);
+        self.object(|reader, key| match key {
+            "level" => once(&mut level, reader.string()?),
+            "message" => once(&mut message, reader.string()?),
+            "source" => once(&mut source, reader.string()?),
+            "timestamp" => once(&mut timestamp, reader.optional(Self::timestamp)?),
+            "metadata" => once(&mut metadata, reader.optional(Self::object_text)?),
+            _ => None,
+        })?;
+        Some(IncomingMessage {
+            level: level?,
+            message: message?,
+            source: source?,
+            timestamp: timestamp.flatten(),
+            metadata: metadata.flatten(),
+        })
+    }
+
+    /// `null` as `None`, or what `value` reads.
+    fn optional<T>(&mut self, value: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.null() {
+            return Some(None);
+        }
+        value(self).map(Some)
+    }
+
+    /// A string: borrowed from the text when it has no escape, else
+    /// decoded by serde_json (`None` where it refuses one, such as a lone
+    /// surrogate).
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let escaped = self.skip_string()?;
+        if !escaped {
+            return Some(Cow::Borrowed(&self.text[start..self.at - 1]));
+        }
+        serde_json::from_str(&self.text[start - 1..self.at])
+            .ok()
+            .map(Cow::Owned)
+    }
+
+    /// Moves past the rest of a string whose `"` is taken, answering
+    /// whether it holds an escape.
+    fn skip_string(&mut self) -> Option<bool> {
+        let bytes = self.bytes();
+        let mut end = self.at + memchr2(b'"', b'\\', &bytes[self.at..])?;
+        let escaped = bytes[end] == b'\\';
+        while bytes[end] == b'\\' {
+            // The escaped byte (of `\uXXXX`, the `u`) cannot end the string.
+            end += 2;
+            end += memchr2(b'"', b'\\', &bytes[end..])?;
+        }
+        self.at = end + 1;
+        Some(escaped)
+    }
+
+    fn timestamp(&mut self) -> Option<Timestamp> {
+        rfc3339::parse(&self.string()?).ok().map(Timestamp)
+    }
+
+    /// The digits of a `u32`.
+    fn retry_count(&mut self) -> Option<u32> {
+        self.skip_whitespace();
+        let digits = self.bytes()[self.at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let text = &self.text[self.at..self.at + digits];
+        self.at += digits;
+        text.parse().ok()
+    }
+
+    /// An object's text, as it is.
+    fn object_text(&mut self) -> Option<&'a str> {
+        if self.peek()? != b'{' {
+            return None;
+        }
+        let start = self.at;
+        let mut depth = 0usize;
+        loop {
+            match *self.bytes().get(self.at)? {
+                b'"' => {
+                    self.at += 1;
+                    self.skip_string()?;
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.at += 1;
+                        return Some(&self.text[start..self.at]);
+                    }
+                }
+                _ => {}
+            }
+            self.at += 1;
+        }
+    }
+}
+
+/// Sets `slot` to `value` unless it was set already (a key given twice,
+/// which serde refuses).
+fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    match slot {
+        Some(_) => None,
+        None => {
+            *slot = Some(value);
+            Some(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::object::Object;
+    use super::super::validate::WholePacket;
+    use super::read;
+    use proptest::prelude::*;
+    use serde_json::value::RawValue;
+
+    /// A message's fields as text, whichever reader read them.
+    type Fields = (String, String, String, Option<String>, Option<String>);
+
+    /// What serde_json's derived reader reads, when it reads it.
+    fn by_serde(text: &str) -> Option<(Option<String>, Vec<Fields>)> {
+        let whole = serde_json::from_str::<WholePacket>(text).ok()?;
+        let messages = whole.messages.iter().map(|Object(m)| {
+            (
+                m.level.to_string(),
+                m.message.to_string(),
+                m.source.to_string(),
+                m.timestamp.map(|t| t.0.to_rfc3339()),
+                m.metadata.map(|raw| RawValue::get(raw).to_string()),
+            )
+        });
+        Some((whole.id.map(String::from), messages.collect()))
+    }
+
+    fn by_hand(text: &str) -> Option<(Option<String>, Vec<Fields>)> {
+        let packet = read(text)?;
+        let messages = packet.messages.iter().map(|m| {
+            (
+                m.level.to_string(),
+                m.message.to_string(),
+                m.source.to_string(),
+                m.timestamp.map(|t| t.0.to_rfc3339()),
+                m.metadata.map(str::to_string),
+            )
+        });
+        Some((packet.id.map(String::from), messages.collect()))
+    }
+
+    /// JSON strings: plain, escaped every way, a lone surrogate.
+    fn string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            12 => "[a-zA-Z0-9 .:-]{0,12}".prop_map(|s| format!("\"{s}\"")),
+            1 => Just(r#""""#.to_string()),
+            1 => Just(r#""a\"b\\c\/d\n\t\u00e9\ud83d\ude00""#.to_string()),
+            1 => Just(r#""\\""#.to_string()),
+            1 => Just(r#""x\ud800y""#.to_string()),
+            1 => any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+        ]
+    }
+
+    /// Values of the wrong type, or `null`.
+    fn other() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("null".to_string()),
+            Just("5".to_string()),
+            Just("-1.5e3".to_string()),
+            Just("true".to_string()),
+            Just("[]".to_string()),
+            Just(r#"["INFO","m","s"]"#.to_string()),
+            Just("{}".to_string()),
+        ]
+    }
+
+    fn timestamp() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => Just(r#""2026-01-01T00:00:00Z""#.to_string()),
+            4 => Just(r#""2024-02-29T23:59:59.123+05:30""#.to_string()),
+            2 => Just(r#""2024-02-29 23:59:59z""#.to_string()),
+            1 => Just(r#""2023-02-29T00:00:00Z""#.to_string()),
+            2 => Just(r#""2024\u002d01-01T00:00:00Z""#.to_string()),
+            1 => Just(r#""yesterday""#.to_string()),
+        ]
+    }
+
+    fn metadata() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => Just(r#"{"worker":3}"#.to_string()),
+            4 => Just(r#"{ "b" : [1, {"c": "}]\"{["}], "a": null }"#.to_string()),
+            1 => Just(r#"{"k":"\ud800"}"#.to_string()),
+            1 => Just(r#"{"n":1e400}"#.to_string()),
+            1 => Just(format!("{}1{}", r#"{"a":"#.repeat(40), "}".repeat(40))),
+            1 => Just(format!("{}{}", r#"{"a":["#.repeat(70), "]}".repeat(70))),
+        ]
+    }
+
+    /// A member `"key":value`, with whitespace around its parts.
+    fn member(key: &str, value: String, space: &str) -> String {
+        format!("{space}\"{key}\"{space}:{space}{value}{space}")
+    }
+
+    fn message() -> impl Strategy<Value = String> {
+        let value = |good: BoxedStrategy<String>| prop_oneof![12 => good, 1 => other()];
+        let keys = vec!["level", "message", "source", "timestamp", "metadata"];
+        (
+            (
+                value(string().boxed()),
+                value(string().boxed()),
+                value(string().boxed()),
+            ),
+            proptest::option::of(value(timestamp().boxed())),
+            proptest::option::of(value(metadata().boxed())),
+            (
+                Just(keys).prop_shuffle(),
+                prop_oneof![8 => Just(None), 1 => (0..3usize).prop_map(Some)],
+            ),
+            prop_oneof![
+                12 => Just(None),
+                1 => Just(Some("level")),
+                1 => Just(Some("colour")),
+                1 => Just(Some("\\u006cevel")),
+            ],
+            prop_oneof![Just(""), Just(" "), Just("\n\t ")],
+            prop_oneof![30 => Just(false), 1 => Just(true)],
+        )
+            .prop_map(
+                |(
+                    (level, text, source),
+                    timestamp,
+                    metadata,
+                    (keys, missing),
+                    extra,
+                    space,
+                    not_an_object,
+                )| {
+                    if not_an_object {
+                        return r#"["INFO","m","s"]"#.to_string();
+                    }
+                    let mut members: Vec<String> = keys
+                        .iter()
+                        .filter(|&&key| missing.map(|i| ["level", "message", "source"][i]) != Some(key))
+                        .filter_map(|&key| {
+                            let value = match key {
+                                "level" => level.clone(),
+                                "message" => text.clone(),
+                                "source" => source.clone(),
+                                "timestamp" => timestamp.clone()?,
+                                _ => metadata.clone()?,
+                            };
+                            Some(member(key, value, space))
+                        })
+                        .collect();
+                    if let Some(key) = extra {
+                        members.push(member(key, r#""x""#.into(), space));
+                    }
+                    format!("{{{}}}", members.join(","))
+                },
+            )
+    }
+
+    fn packet() -> impl Strategy<Value = String> {
+        (
+            proptest::option::of(prop_oneof![4 => string(), 1 => other()]),
+            prop_oneof![
+                8 => proptest::collection::vec(message(), 0..4).prop_map(|m| format!("[{}]", m.join(","))),
+                1 => other(),
+            ],
+            proptest::option::of(prop_oneof![
+                Just("0"),
+                Just("4294967295"),
+                Just("4294967296"),
+                Just("-1"),
+                Just("1.5"),
+                Just("1e3"),
+                Just("null"),
+                Just("\"3\""),
+            ]),
+            prop_oneof![
+                8 => Just(None),
+                1 => Just(Some(("id", r#""again""#))),
+                1 => Just(Some(("messages", "[]"))),
+                1 => Just(Some(("retry_count", "1"))),
+            ],
+            prop_oneof![Just(""), Just(" "), Just("\r\n ")],
+            any::<bool>(),
+        )
+            .prop_map(|(id, messages, retry_count, twice, space, messages_first)| {
+                let mut members = Vec::new();
+                members.extend(id.map(|id| member("id", id, space)));
+                let messages = member("messages", messages, space);
+                if messages_first {
+                    members.insert(0, messages);
+                } else {
+                    members.push(messages);
+                }
+                members.extend(retry_count.map(|n| member("retry_count", n.to_string(), space)));
+                if let Some((key, value)) = twice {
+                    members.push(member(key, value.into(), space));
+                }
+                format!("{space}{{{}}}{space}", members.join(","))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        #[test]
+        fn what_is_read_by_hand_is_what_serde_reads(text in packet()) {
+            // The reader is given JSON values only.
+            prop_assume!(serde_json::from_str::<&RawValue>(&text).is_ok());
+            let text = text.trim();
+            if let Some(read) = by_hand(text) {
+                prop_assert_eq!(Some(read), by_serde(text), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn the_usual_packets_are_read_by_hand() {
+        let compact = r#"{"id":"p-1","messages":[{"level":"INFO","message":"served in 3 ms","source":"api","timestamp":"2026-01-01T00:00:00Z","metadata":{"worker":3}},{"level":"warn","message":"m","source":"s"}]}"#;
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(compact).unwrap())
+                .unwrap();
+        let escaped = r#"{"messages":[{"source":"s","message":"a \"quoted\" \\ path\n","level":"INFO","timestamp":null,"metadata":null}],"retry_count":2,"id":null}"#;
+        for text in [compact, pretty.as_str(), escaped] {
+            let read = by_hand(text);
+            assert!(read.is_some(), "{text}");
+            assert_eq!(read, by_serde(text), "{text}");
+        }
+        let (_, messages) = by_hand(escaped).unwrap();
+        assert_eq!(messages[0].1, "a \"quoted\" \\ path\n");
+    }
+
+    #[test]
+    fn other_shapes_are_left_to_serde() {
+        for text in [
+            r#"{"messages":[["INFO","m","s"]]}"#,
+            r#"{"messages":[{"level":"INFO","message":"m","source":"s","colour":"red"}]}"#,
+            r#"{"messages":[{"level":"INFO","level":"INFO","message":"m","source":"s"}]}"#,
+            r#"{"messages":[{"\u006cevel":"INFO","message":"m","source":"s"}]}"#,
+            r#"{"messages":[{"level":"INFO","message":"m","source":"s","metadata":[1]}]}"#,
+            r#"{"messages":[{"level":"INFO","message":"m","source":"s","timestamp":"yesterday"}]}"#,
+            r#"{"messages":[{"level":5,"message":"m","source":"s"}]}"#,
+            r#"{"messages":[{"level":"INFO","message":"m"}]}"#,
+            r#"{"id":"a","messages":[],"retry_count":-1}"#,
+            r#"{"id":"\ud800","messages":[]}"#,
+            r#"{"id":"a"}"#,
+        ] {
+            assert!(read(text).is_none(), "{text}");
+        }
+    }
+}
