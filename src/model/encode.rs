@@ -15,6 +15,7 @@ impl LogMessage {
             source: &self.source,
             timestamp: self.timestamp,
             metadata: self.metadata.as_ref().map(Metadata::Map),
+            plain: false,
         }
     }
 }
@@ -35,13 +36,24 @@ pub(super) struct MessageFields<'a> {
     pub(super) source: &'a str,
     pub(super) timestamp: DateTime<Utc>,
     pub(super) metadata: Option<Metadata<'a>>,
+    /// Whether `message` and `source` are known to hold nothing JSON
+    /// escapes (strings read from JSON without an escape): they are then
+    /// copied without a look.
+    pub(super) plain: bool,
 }
 
 impl MessageFields<'_> {
     /// Appends the message as JSON, byte for byte what serde_json writes
     /// for the same [`LogMessage`].
     fn write_json(&self, out: &mut Vec<u8>) {
-        write_message_head(self.level, self.message, self.source, self.timestamp, out);
+        let write_text = if self.plain { write_plain } else { write_str };
+        write_head(
+            self.level,
+            [self.message, self.source],
+            write_text,
+            self.timestamp,
+            out,
+        );
         match self.metadata {
             None => {}
             Some(Metadata::Map(map)) => {
@@ -68,12 +80,23 @@ pub(crate) fn write_message_head(
     timestamp: DateTime<Utc>,
     out: &mut Vec<u8>,
 ) {
+    write_head(level, [message, source], write_str, timestamp, out);
+}
+
+/// [`write_message_head`], its `message` and `source` written by `write_text`.
+fn write_head(
+    level: Level,
+    [message, source]: [&str; 2],
+    write_text: fn(&str, &mut Vec<u8>),
+    timestamp: DateTime<Utc>,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(b"{\"level\":\"");
     out.extend_from_slice(level.name().as_bytes());
     out.extend_from_slice(b"\",\"message\":");
-    write_str(message, out);
+    write_text(message, out);
     out.extend_from_slice(b",\"source\":");
-    write_str(source, out);
+    write_text(source, out);
     out.extend_from_slice(b",\"timestamp\":");
     let mut text = [0u8; 30];
     match rfc3339::write(&timestamp, &mut text) {
@@ -91,12 +114,18 @@ pub(crate) fn write_message_head(
 /// serde_json.
 pub(crate) fn write_str(text: &str, out: &mut Vec<u8>) {
     if is_plain(text.as_bytes()) {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
+        write_plain(text, out);
     } else {
         serde_json::to_writer(&mut *out, text).expect("a string always serialises");
     }
+}
+
+/// Appends `text`, which holds nothing JSON escapes, as a JSON string.
+fn write_plain(text: &str, out: &mut Vec<u8>) {
+    debug_assert!(is_plain(text.as_bytes()), "{text:?} needs escapes");
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
 }
 
 /// Whether `text` holds no byte that JSON escapes (control characters,

@@ -227,6 +227,67 @@ mod tests {
         assert_eq!(p.messages[0].metadata.as_ref().unwrap()["attempt_count"], 5);
     }
 
+    mod level_names {
+        use super::super::Level;
+        use proptest::prelude::*;
+
+        /// Every name a level is read from, with its level.
+        const NAMES: [(&str, Level); 17] = [
+            ("emergency", Level::Emergency),
+            ("emerg", Level::Emergency),
+            ("panic", Level::Emergency),
+            ("alert", Level::Alert),
+            ("critical", Level::Critical),
+            ("crit", Level::Critical),
+            ("fatal", Level::Critical),
+            ("error", Level::Error),
+            ("err", Level::Error),
+            ("warning", Level::Warning),
+            ("warn", Level::Warning),
+            ("notice", Level::Notice),
+            ("info", Level::Info),
+            ("informational", Level::Info),
+            ("information", Level::Info),
+            ("debug", Level::Debug),
+            ("trace", Level::Trace),
+        ];
+
+        /// The rule, plainly: trimmed, then equal to a name in any case.
+        fn reference(text: &str) -> Option<Level> {
+            let name = text.trim();
+            NAMES
+                .iter()
+                .find(|(known, _)| known.eq_ignore_ascii_case(name))
+                .map(|&(_, level)| level)
+        }
+
+        fn near_names() -> impl Strategy<Value = String> {
+            (
+                proptest::sample::select(&NAMES[..]),
+                proptest::collection::vec(any::<bool>(), 13),
+                prop_oneof![Just(""), Just(" "), Just("\t\u{a0}"), Just("x"), Just("\u{130}")],
+                prop_oneof![Just(""), Just(" "), Just("s"), Just("\n")],
+                0usize..3,
+            )
+                .prop_map(|((name, _), upper, before, after, cut)| {
+                    let name: String = name
+                        .chars()
+                        .zip(upper)
+                        .map(|(c, up)| if up { c.to_ascii_uppercase() } else { c })
+                        .collect();
+                    let name = &name[..name.len() - if cut == 2 { 1 } else { 0 }];
+                    format!("{before}{name}{after}")
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn are_read_as_the_rule_says(text in prop_oneof![near_names(), "\\PC{0,14}"]) {
+                prop_assert_eq!(text.parse::<Level>().ok(), reference(&text), "{:?}", text);
+            }
+        }
+    }
+
     #[test]
     fn levels_accept_rfc5424_names_and_aliases_in_any_case() {
         for (text, level) in [

@@ -249,6 +249,7 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 mod tests {
     use super::super::object::Object;
     use super::super::validate::WholePacket;
+    use super::super::{EncodedPacket, Limits};
     use super::read;
     use proptest::prelude::*;
     use serde_json::value::RawValue;
@@ -297,6 +298,15 @@ mod tests {
         ]
     }
 
+    /// Level names, mostly known ones.
+    fn level() -> impl Strategy<Value = String> {
+        const KNOWN: [&str; 7] = ["INFO", "warn", "Error", "debug", "TRACE", " fatal ", "\\u0049NFO"];
+        prop_oneof![
+            6 => proptest::sample::select(&KNOWN[..]).prop_map(|name| format!("\"{name}\"")),
+            1 => string(),
+        ]
+    }
+
     /// Values of the wrong type, or `null`.
     fn other() -> impl Strategy<Value = String> {
         prop_oneof![
@@ -342,7 +352,7 @@ mod tests {
         let keys = vec!["level", "message", "source", "timestamp", "metadata"];
         (
             (
-                value(string().boxed()),
+                value(level().boxed()),
                 value(string().boxed()),
                 value(string().boxed()),
             ),
@@ -449,6 +459,23 @@ mod tests {
             let text = text.trim();
             if let Some(read) = by_hand(text) {
                 prop_assert_eq!(Some(read), by_serde(text), "{}", text);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Whichever way a packet was read and its strings written
+        /// (copied as plain, or escaped), its encoding is the one serde's
+        /// shapes give.
+        #[test]
+        fn valid_packets_encode_as_their_decoded_packet_does(text in packet()) {
+            let Ok(raw) = RawValue::from_string(text.trim().to_string()) else {
+                return Ok(());
+            };
+            if let Ok(encoded) = Limits::default().validate(0, &raw, chrono::Utc::now()) {
+                prop_assert_eq!(EncodedPacket::new(&encoded.decode(0)), encoded);
             }
         }
     }

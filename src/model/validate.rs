@@ -15,7 +15,8 @@ use std::fmt;
 
 /// A message exactly as a client may send it: level is free text until
 /// validated, timestamp optional. Strings without escapes are borrowed
-/// from the request, not copied. The metadata, `M`, is a map, or its raw
+/// from the request, not copied (and so, JSON having no raw control
+/// character in a string, hold nothing to escape when written again). The metadata, `M`, is a map, or its raw
 /// text where the packet is read in one pass (see [`Limits::validate`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, bound(deserialize = "M: Deserialize<'de>"))]
@@ -287,6 +288,7 @@ impl Limits {
             source: &m.source,
             timestamp: m.timestamp.map_or(now, |Timestamp(time)| time),
             metadata,
+            plain: matches!((&m.message, &m.source), (Cow::Borrowed(_), Cow::Borrowed(_))),
         })
     }
 }

@@ -41,40 +41,38 @@ impl Level {
             Level::Trace => "TRACE",
         }
     }
-}
 
-/// Every name a level is read from (in any case), with its level.
-const LEVEL_NAMES: [(&str, Level); 17] = [
-    ("emergency", Level::Emergency),
-    ("emerg", Level::Emergency),
-    ("panic", Level::Emergency),
-    ("alert", Level::Alert),
-    ("critical", Level::Critical),
-    ("crit", Level::Critical),
-    ("fatal", Level::Critical),
-    ("error", Level::Error),
-    ("err", Level::Error),
-    ("warning", Level::Warning),
-    ("warn", Level::Warning),
-    ("notice", Level::Notice),
-    ("info", Level::Info),
-    ("informational", Level::Info),
-    ("information", Level::Info),
-    ("debug", Level::Debug),
-    ("trace", Level::Trace),
-];
+    /// The level `name` names, in any case (`name` trimmed already).
+    /// Lower-cased into a buffer on the stack and matched: no allocation,
+    /// and the compiler turns the match into a few comparisons.
+    fn named(name: &str) -> Option<Level> {
+        // As long as the longest name, "informational".
+        let mut lower = [0u8; 13];
+        let lower = lower.get_mut(..name.len())?;
+        for (to, from) in lower.iter_mut().zip(name.bytes()) {
+            *to = from.to_ascii_lowercase();
+        }
+        Some(match &*lower {
+            b"emergency" | b"emerg" | b"panic" => Level::Emergency,
+            b"alert" => Level::Alert,
+            b"critical" | b"crit" | b"fatal" => Level::Critical,
+            b"error" | b"err" => Level::Error,
+            b"warning" | b"warn" => Level::Warning,
+            b"notice" => Level::Notice,
+            b"info" | b"informational" | b"information" => Level::Info,
+            b"debug" => Level::Debug,
+            b"trace" => Level::Trace,
+            _ => return None,
+        })
+    }
+}
 
 impl FromStr for Level {
     type Err = String;
 
-    /// Compared in place, in any case: no lower-cased copy per message.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let name = s.trim();
-        match LEVEL_NAMES
-            .iter()
-            .find(|(known, _)| known.eq_ignore_ascii_case(name))
-        {
-            Some(&(_, level)) => Ok(level),
+        match Level::named(s.trim()) {
+            Some(level) => Ok(level),
             None => Err(format!(
                 "unknown level {s:?}: expected one of EMERGENCY, ALERT, CRITICAL, ERROR, \
                  WARNING, NOTICE, INFO, DEBUG, TRACE (case-insensitive; aliases such as \

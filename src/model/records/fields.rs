@@ -35,6 +35,7 @@ impl Mapped {
             source: &self.source,
             timestamp: self.timestamp,
             metadata: (!self.metadata.is_empty()).then_some(Metadata::Map(&self.metadata)),
+            plain: false,
         }
     }
 }
