@@ -13,8 +13,9 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::service::service_fn;
-use hyper::Request;
+use hyper::{Request, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,7 +130,7 @@ where
     // The request timeout wraps the router's future here rather than as a
     // router layer, which would box every request's call once more.
     let service = service_fn(move |request: Request<Incoming>| {
-        let answer = app.clone().call(request);
+        let answer = app.clone().call(detached(request));
         async move {
             match tokio::time::timeout(timeouts.request, answer).await {
                 Ok(answered) => answered,
@@ -150,6 +151,26 @@ where
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// The request with its URI and header values copied out of the
+/// connection's read buffer. hyper hands them over as slices of that
+/// buffer, which keeps the whole of it (up to [`READ_BUFFER_MAX`]) alive
+/// for as long as the request, while the connection reads on into a new
+/// one: a buffer more for every request waiting for room in the queue. A
+/// value that cannot be copied as it is stays a slice.
+fn detached<B>(request: Request<B>) -> Request<B> {
+    let (mut head, body) = request.into_parts();
+    if let Ok(uri) = Uri::try_from(head.uri.to_string()) {
+        head.uri = uri;
+    }
+    for value in head.headers.values_mut() {
+        if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+    Request::from_parts(head, body)
 }
 
 /// A certificate and key in PEM files, and the TLS configuration built from
@@ -245,4 +266,38 @@ fn build(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Bytes;
+
+    #[test]
+    fn a_detached_request_holds_nothing_of_the_read_buffer() {
+        // As hyper parses a head: the URI and the header values are slices
+        // of the connection's read buffer.
+        let buffer = Bytes::from(b"/api/v1/logs?x=1 application/json secret".repeat(1000));
+        let request = Request::builder()
+            .uri(Uri::from_maybe_shared(buffer.slice(0..16)).unwrap())
+            .header(
+                "content-type",
+                HeaderValue::from_maybe_shared(buffer.slice(17..33)).unwrap(),
+            )
+            .header("authorization", {
+                let mut value = HeaderValue::from_maybe_shared(buffer.slice(34..40)).unwrap();
+                value.set_sensitive(true);
+                value
+            })
+            .body(())
+            .unwrap();
+        assert!(!buffer.is_unique());
+
+        let request = detached(request);
+        assert!(buffer.is_unique(), "the request still holds the read buffer");
+        assert_eq!(request.uri(), "/api/v1/logs?x=1");
+        assert_eq!(request.headers()["content-type"], "application/json");
+        assert_eq!(request.headers()["authorization"], "secret");
+        assert!(request.headers()["authorization"].is_sensitive());
+    }
 }
