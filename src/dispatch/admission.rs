@@ -156,7 +156,7 @@ impl Dispatcher {
                 retries: job.retries,
             })
             .collect();
-        let append = match self.wal.send_durable(&records) {
+        let append = match self.wal.send_durable(records) {
             Ok(append) => append,
             Err(e) => return self.conclude_admission(entered, sizes, Err(e)),
         };

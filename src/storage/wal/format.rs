@@ -17,8 +17,9 @@
 //!   kind 3 End     payload = seq:u64 LE          (delivered or dead-lettered)
 //! ```
 //!
-//! A commit group is what the writer writes at once, then fdatasyncs: it is
-//! on disk whole or it was never acknowledged. Both checksums cover every
+//! A commit group is what the writer writes at once (about a MiB at most,
+//! an append never split); the groups of one go are followed by one
+//! fdatasync, so a group is on disk whole or it was never acknowledged. Both checksums cover every
 //! length, so a damaged length is a checksum mismatch, never a record that
 //! seems to run past the end of the file. `synced` tells recovery which
 //! bytes were already durable when a later group was written: damage there
@@ -197,12 +198,12 @@ pub struct GroupHeader {
 }
 
 impl GroupHeader {
-    /// The header of a group whose body is `chunks`, in order.
-    pub fn for_body(chunks: &[Vec<u8>], synced: u64) -> GroupHeader {
+    /// The header of a group whose body is `body`.
+    pub fn for_body(body: &[u8], synced: u64) -> GroupHeader {
         GroupHeader {
-            len: chunks.iter().map(|c| c.len() as u64).sum(),
+            len: body.len() as u64,
             synced,
-            body_crc: chunks.iter().fold(0, |crc, c| crc32c::crc32c_append(crc, c)),
+            body_crc: crc32c::crc32c(body),
         }
     }
 
@@ -351,8 +352,7 @@ pub(super) mod tests {
         for r in &records {
             r.encode(&mut body);
         }
-        let chunks = vec![body[..10].to_vec(), body[10..].to_vec()];
-        let header = GroupHeader::for_body(&chunks, 8);
+        let header = GroupHeader::for_body(&body, 8);
         let mut group = header.encode().to_vec();
         group.extend_from_slice(&body);
         let (read, read_body) = decode_group(&group).unwrap();

@@ -21,11 +21,14 @@
 //! - Replay = checkpoint, then every segment from the checkpoint's
 //!   `wal_segment` on, applying Accept (insert), Retry (update) and End
 //!   (remove) by `seq`. A packet without an End is re-queued.
-//! - Group commit: one writer thread takes every append waiting, writes
-//!   them as one commit group in one `writev`, then (with
-//!   [`FsyncMode::Always`]) one `fdatasync` before any of them is
-//!   acknowledged. A failed write is cut back off the segment, so a disk
-//!   that fills up leaves no half group behind.
+//! - Group commit: one writer thread takes every append waiting, encodes
+//!   and writes them as commit groups of about [`GROUP_BYTES`] (an append
+//!   never split), then (with [`FsyncMode::Always`]) one `fdatasync`
+//!   before any of them is acknowledged. An append waiting for the writer
+//!   holds its records, which refer to the packets the registry holds, not
+//!   a copy of their bytes. A failed write is cut back off the segment,
+//!   with the groups written before it in the same go, so a disk that
+//!   fills up leaves no half group behind.
 //! - Each group records how much of its segment was durable when it was
 //!   written, so only groups written after the last completed fdatasync
 //!   can be torn, and recovery can tell them from damage to durable ones.
@@ -150,10 +153,16 @@ fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
+/// About the most a commit group holds: the writer encodes appends into
+/// one group until it holds this much, writes it, and goes on with the next.
+const GROUP_BYTES: usize = 1 << 20;
+
 enum Command {
+    /// Records the writer encodes as it writes them, and who waits for
+    /// them to be durable.
     Append {
-        bytes: Vec<u8>,
-        done: Option<oneshot::Sender<io::Result<()>>>,
+        records: Vec<Record>,
+        done: oneshot::Sender<io::Result<()>>,
     },
     Rotate {
         done: oneshot::Sender<io::Result<u64>>,
@@ -202,22 +211,15 @@ impl Wal {
     /// Appends records and waits until they are as durable as the fsync
     /// mode promises.
     pub async fn append_durable(&self, records: &[Record]) -> Result<(), WalError> {
-        self.send_durable(records)?.await
+        self.send_durable(records.to_vec())?.await
     }
 
     /// Hands records to the writer: they are written whether or not the
     /// answer is awaited.
-    pub fn send_durable(&self, records: &[Record]) -> Result<DurableAppend, WalError> {
-        let mut bytes = Vec::with_capacity(records.iter().map(Record::max_encoded_bytes).sum());
-        for record in records {
-            record.encode(&mut bytes);
-        }
+    pub fn send_durable(&self, records: Vec<Record>) -> Result<DurableAppend, WalError> {
         let (done, answer) = oneshot::channel();
         self.commands
-            .send(Command::Append {
-                bytes,
-                done: Some(done),
-            })
+            .send(Command::Append { records, done })
             .map_err(|_| WalError::Stopped)?;
         Ok(DurableAppend(answer))
     }
@@ -294,8 +296,6 @@ pub(super) mod tests {
     use format::tests::packet;
     use format::{GROUP_HEADER_BYTES, SEGMENT_MAGIC};
     use std::collections::BTreeMap;
-    use std::fs::File;
-    use writer::write_chunks;
 
     /// Replays every segment of `dir` from scratch.
     pub(crate) fn recover_all(dir: &Path, mode: RecoverMode) -> Result<Recovered, WalError> {
@@ -451,20 +451,6 @@ pub(super) mod tests {
         assert_eq!(wal.rotate().await.unwrap(), 6);
         assert_eq!(wal.rotate().await.unwrap(), 6);
         assert_eq!(list_segments(dir.path()).unwrap().len(), 2);
-    }
-
-    #[test]
-    fn a_group_of_more_chunks_than_one_writev_takes_lands_whole_and_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("chunks");
-        let mut file = File::create(&path).unwrap();
-        // Past IOV_MAX (1024 on Linux), with empty chunks and sizes that
-        // make a short write end inside a chunk.
-        let chunks: Vec<Vec<u8>> = (0..3000u32)
-            .map(|n| vec![(n % 251) as u8; (n % 7) as usize * 3])
-            .collect();
-        write_chunks(&mut file, &chunks).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), chunks.concat());
     }
 
     #[tokio::test]

@@ -4,8 +4,9 @@
 //! What a crash or a power loss can tear is the write of the commit groups
 //! after the last completed fdatasync, and only in the newest segment that
 //! holds any (every older one was fdatasynced whole before the next was
-//! created). With `fsync: always` that is the last group alone, never
-//! acknowledged; with `interval` or `never`, the groups of the window
+//! created). With `fsync: always` that is the groups of the last write
+//! (about a MiB each, written one after another before one fdatasync),
+//! none acknowledged; with `interval` or `never`, the groups of the window
 //! those modes may lose. Such a write can end early, or leave pages of
 //! zeros (allocated, never written) before pages that were written.
 //!
@@ -507,10 +508,9 @@ mod tests {
         record.extend_from_slice(b"{not json");
         let len = (record.len() - 4) as u32;
         record[..4].copy_from_slice(&len.to_le_bytes());
-        let body = vec![record];
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes.extend(GroupHeader::for_body(&body, bytes.len() as u64).encode());
-        bytes.extend(&body[0]);
+        bytes.extend(GroupHeader::for_body(&record, bytes.len() as u64).encode());
+        bytes.extend(&record);
         std::fs::write(&path, &bytes).unwrap();
         let error = recover_all(dir.path(), RecoverMode::Strict)
             .unwrap_err()

@@ -3,12 +3,12 @@
 //! pages, see `page_cache`), answers the appenders, and rotates segments
 //! (see the invariants in [`super`]).
 
-use super::format::{GroupHeader, SEGMENT_MAGIC};
+use super::format::{GroupHeader, Record, GROUP_HEADER_BYTES, SEGMENT_MAGIC};
 use super::page_cache::PageCache;
-use super::{segment_path, Command, FsyncMode, WalOptions};
+use super::{segment_path, Command, FsyncMode, WalOptions, GROUP_BYTES};
 use crate::sync::LockUnpoisoned;
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -25,16 +25,7 @@ pub(super) fn spawn(
     pending: Arc<Mutex<Vec<u8>>>,
     incoming: std_mpsc::Receiver<Command>,
 ) -> io::Result<()> {
-    let segment = Segment::create(dir, first_segment)?;
-    let writer = Writer {
-        dir: dir.to_path_buf(),
-        pending,
-        segment,
-        options,
-        unsynced: false,
-        last_sync: Instant::now(),
-        concurrent: false,
-    };
+    let writer = Writer::open(dir, first_segment, options, pending)?;
     std::thread::Builder::new()
         .name("wal-writer".into())
         .spawn(move || writer.run(incoming))?;
@@ -91,9 +82,30 @@ struct Writer {
     last_sync: Instant,
     /// Whether the last group held more than one durable append.
     concurrent: bool,
+    /// The commit group being encoded, its header's room first.
+    group: Vec<u8>,
 }
 
 impl Writer {
+    /// A writer on a new segment `first_segment`.
+    fn open(
+        dir: &Path,
+        first_segment: u64,
+        options: WalOptions,
+        pending: Arc<Mutex<Vec<u8>>>,
+    ) -> io::Result<Writer> {
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            pending,
+            segment: Segment::create(dir, first_segment)?,
+            options,
+            unsynced: false,
+            last_sync: Instant::now(),
+            concurrent: false,
+            group: Vec::new(),
+        })
+    }
+
     fn run(mut self, incoming: std_mpsc::Receiver<Command>) {
         loop {
             let first = match self.next_wait() {
@@ -130,7 +142,7 @@ impl Writer {
             self.commit(group);
         }
         let rest = self.take_pending();
-        self.write_group(vec![rest], Vec::new());
+        self.write_batch(vec![Part::Encoded(rest)], Vec::new());
         let _ = self.sync();
     }
 
@@ -174,40 +186,40 @@ impl Writer {
     /// Writes a group of appends at once and answers each; rotations in the
     /// group split it so that order is kept.
     fn commit(&mut self, group: Vec<Command>) {
-        let mut chunks = vec![self.take_pending()];
+        let mut parts = vec![Part::Encoded(self.take_pending())];
         let mut waiting = Vec::new();
         for command in group {
             match command {
-                Command::Append { bytes, done } => {
-                    chunks.push(bytes);
-                    waiting.extend(done);
+                Command::Append { records, done } => {
+                    parts.push(Part::Records(records));
+                    waiting.push(done);
                 }
                 Command::Flush => {}
                 Command::Rotate { done } => {
-                    chunks.push(self.take_pending());
-                    self.write_group(std::mem::take(&mut chunks), std::mem::take(&mut waiting));
+                    parts.push(Part::Encoded(self.take_pending()));
+                    self.write_batch(std::mem::take(&mut parts), std::mem::take(&mut waiting));
                     let _ = done.send(self.rotate_if_written());
                 }
             }
         }
-        chunks.push(self.take_pending());
-        self.write_group(chunks, waiting);
+        parts.push(Part::Encoded(self.take_pending()));
+        self.write_batch(parts, waiting);
     }
 
     fn take_pending(&self) -> Vec<u8> {
         std::mem::take(&mut *self.pending.lock_unpoisoned())
     }
 
-    /// Writes `chunks` in order as one group (one `writev` where the
-    /// kernel allows, one fdatasync) and answers everyone waiting on it.
-    fn write_group(&mut self, chunks: Vec<Vec<u8>>, waiting: Vec<oneshot::Sender<io::Result<()>>>) {
-        if chunks.iter().all(Vec::is_empty) {
+    /// Writes `parts` in order (commit groups, one fdatasync) and answers
+    /// everyone waiting on them.
+    fn write_batch(&mut self, parts: Vec<Part>, waiting: Vec<oneshot::Sender<io::Result<()>>>) {
+        if parts.iter().all(Part::is_empty) {
             for done in waiting {
                 let _ = done.send(Ok(()));
             }
             return;
         }
-        let result = self.write_durably(chunks);
+        let result = self.write_durably(parts);
         for done in waiting {
             let _ = done.send(
                 result
@@ -226,17 +238,13 @@ impl Writer {
         }
     }
 
-    /// Writes `body` as one commit group, behind its header.
-    fn write_durably(&mut self, mut body: Vec<Vec<u8>>) -> io::Result<()> {
+    /// Writes `parts` as commit groups, then fdatasyncs as the mode says;
+    /// on failure, cuts the segment back to where it was.
+    fn write_durably(&mut self, parts: Vec<Part>) -> io::Result<()> {
         let before = self.segment.len;
-        let header = GroupHeader::for_body(&body, self.segment.synced);
-        body.insert(0, header.encode().to_vec());
-        let mut written = write_chunks(&mut self.segment.file, &body);
-        if written.is_ok() {
-            self.segment.len += body.iter().map(|c| c.len() as u64).sum::<u64>();
-            if self.options.fsync == FsyncMode::Always {
-                written = self.sync();
-            }
+        let mut written = self.write_groups(parts);
+        if written.is_ok() && self.options.fsync == FsyncMode::Always {
+            written = self.sync();
         }
         match written {
             Ok(()) => {
@@ -255,6 +263,44 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// Encodes `parts` into commit groups of about [`GROUP_BYTES`] (a part
+    /// whole in one group) and writes each, one `write` per group, into a
+    /// buffer kept from one batch to the next.
+    fn write_groups(&mut self, parts: Vec<Part>) -> io::Result<()> {
+        let mut group = std::mem::take(&mut self.group);
+        group.clear();
+        group.resize(GROUP_HEADER_BYTES, 0);
+        let mut written = Ok(());
+        for part in parts {
+            part.encode(&mut group);
+            if group.len() >= GROUP_BYTES {
+                written = self.write_group(&mut group);
+                if written.is_err() {
+                    break;
+                }
+            }
+        }
+        if written.is_ok() && group.len() > GROUP_HEADER_BYTES {
+            written = self.write_group(&mut group);
+        }
+        // One large append does not keep its size for good.
+        group.clear();
+        group.shrink_to(GROUP_BYTES);
+        self.group = group;
+        written
+    }
+
+    /// Writes `group` (its header's room, then its body) as one commit
+    /// group and empties its body.
+    fn write_group(&mut self, group: &mut Vec<u8>) -> io::Result<()> {
+        let header = GroupHeader::for_body(&group[GROUP_HEADER_BYTES..], self.segment.synced);
+        group[..GROUP_HEADER_BYTES].copy_from_slice(&header.encode());
+        self.segment.file.write_all(group)?;
+        self.segment.len += group.len() as u64;
+        group.truncate(GROUP_HEADER_BYTES);
+        Ok(())
     }
 
     /// Starts the next segment unless nothing was written to this one (a
@@ -276,21 +322,117 @@ impl Writer {
     }
 }
 
-/// Writes every chunk, in order, without copying them into one buffer.
-pub(super) fn write_chunks(file: &mut File, chunks: &[Vec<u8>]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = chunks
-        .iter()
-        .filter(|chunk| !chunk.is_empty())
-        .map(|chunk| IoSlice::new(chunk))
-        .collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => IoSlice::advance_slices(&mut rest, written),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// What a batch writes, in order.
+enum Part {
+    /// Records appended without waiting, already encoded.
+    Encoded(Vec<u8>),
+    /// An append's records, encoded as they are written.
+    Records(Vec<Record>),
+}
+
+impl Part {
+    fn is_empty(&self) -> bool {
+        match self {
+            Part::Encoded(bytes) => bytes.is_empty(),
+            Part::Records(records) => records.is_empty(),
         }
     }
-    Ok(())
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Part::Encoded(bytes) => out.extend_from_slice(bytes),
+            Part::Records(records) => {
+                out.reserve(records.iter().map(Record::max_encoded_bytes).sum());
+                for record in records {
+                    record.encode(out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::format::decode_group;
+    use super::super::tests::options;
+    use super::*;
+    use crate::model::{EncodedPacket, Level, LogMessage, LogPacket};
+
+    /// An Accept record of about `bytes` bytes.
+    fn accept(seq: u64, bytes: usize) -> Record {
+        let packet = EncodedPacket::new(&LogPacket {
+            id: format!("p{seq}"),
+            messages: vec![LogMessage {
+                level: Level::Info,
+                message: "m".repeat(bytes),
+                source: "s".into(),
+                timestamp: chrono::Utc::now(),
+                metadata: None,
+            }],
+            retry_count: 0,
+        });
+        Record::Accept {
+            seq,
+            packet: Arc::new(packet),
+            retries: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_written_in_groups_of_about_group_bytes_each_append_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions {
+            segment_bytes: 1 << 30,
+            ..options(FsyncMode::Always)
+        };
+        let mut writer = Writer::open(dir.path(), 1, options, Arc::default()).unwrap();
+        // 60 appends of 40 records of about 1 KB: 2.4 MB in one batch.
+        let (appends, per_append) = (60u64, 40u64);
+        let mut answers = Vec::new();
+        let batch = (0..appends)
+            .map(|append| {
+                let (done, answer) = oneshot::channel();
+                answers.push(answer);
+                let first = append * per_append;
+                let records = (first..first + per_append).map(|seq| accept(seq, 1000)).collect();
+                Command::Append { records, done }
+            })
+            .collect();
+        writer.commit(batch);
+        for mut answer in answers {
+            answer.try_recv().unwrap().unwrap();
+        }
+
+        let segment = std::fs::read(super::super::segment_path(dir.path(), 1)).unwrap();
+        let mut at = SEGMENT_MAGIC.len();
+        let (mut groups, mut next_seq) = (0, 0);
+        while at < segment.len() {
+            let (header, body) = decode_group(&segment[at..]).unwrap();
+            let seqs: Vec<u64> = super::super::format::decode_body(body)
+                .unwrap()
+                .iter()
+                .map(|record| match record {
+                    Record::Accept { seq, .. } => *seq,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            // In order, whole appends only, at most one append past GROUP_BYTES.
+            assert_eq!(seqs[0], next_seq);
+            assert!(seqs.windows(2).all(|pair| pair[1] == pair[0] + 1));
+            assert_eq!(seqs.len() as u64 % per_append, 0, "an append split across groups");
+            assert!(
+                body.len() < GROUP_BYTES + 50 * 1024,
+                "a group of {} bytes",
+                body.len()
+            );
+            // All written before the batch's one fdatasync.
+            assert_eq!(header.synced, SEGMENT_MAGIC.len() as u64);
+            next_seq += seqs.len() as u64;
+            groups += 1;
+            at += GROUP_HEADER_BYTES + body.len();
+        }
+        assert_eq!(next_seq, appends * per_append);
+        assert!(groups >= 3, "{groups} groups");
+        assert_eq!(writer.segment.synced, segment.len() as u64);
+    }
 }
