@@ -17,6 +17,7 @@
 mod bounds;
 mod canonical;
 mod encode;
+mod incoming;
 mod object;
 mod packet_reader;
 pub mod records;

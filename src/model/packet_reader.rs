@@ -1,5 +1,5 @@
 //! The usual packet read by hand: what serde_json's derived reader
-//! (`validate::WholePacket`) reads for it, in one pass that finds the end
+//! (`incoming::WholePacket`) reads for it, in one pass that finds the end
 //! of each string with `memchr` instead of checking every byte again.
 //!
 //! The text is a `RawValue`, valid JSON already, which is what makes the
@@ -11,8 +11,8 @@
 //! `None`, and the caller takes serde_json's way, whose answer (and
 //! refusal) it keeps.
 
+use super::incoming::IncomingMessage;
 use super::rfc3339::{self, Timestamp};
-use super::validate::IncomingMessage;
 use memchr::memchr2;
 use std::borrow::Cow;
 
@@ -247,8 +247,8 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::incoming::WholePacket;
     use super::super::object::Object;
-    use super::super::validate::WholePacket;
     use super::super::{EncodedPacket, Limits};
     use super::read;
     use proptest::prelude::*;

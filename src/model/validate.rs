@@ -3,6 +3,7 @@
 
 use super::canonical;
 use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder};
+use super::incoming::{IncomingMessage, IncomingPacket, WholePacket};
 use super::object::Object;
 use super::packet_reader;
 use super::rfc3339::Timestamp;
@@ -12,53 +13,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
-
-/// A message exactly as a client may send it: level is free text until
-/// validated, timestamp optional. Strings without escapes are borrowed
-/// from the request, not copied (and so, JSON having no raw control
-/// character in a string, hold nothing to escape when written again). The metadata, `M`, is a map, or its raw
-/// text where the packet is read in one pass (see [`Limits::validate`]).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, bound(deserialize = "M: Deserialize<'de>"))]
-pub(super) struct IncomingMessage<'a, M = serde_json::Map<String, serde_json::Value>> {
-    #[serde(borrow)]
-    pub(super) level: Cow<'a, str>,
-    #[serde(borrow)]
-    pub(super) message: Cow<'a, str>,
-    #[serde(borrow)]
-    pub(super) source: Cow<'a, str>,
-    #[serde(default)]
-    pub(super) timestamp: Option<Timestamp>,
-    #[serde(default)]
-    pub(super) metadata: Option<M>,
-}
-
-/// A packet exactly as a client may send it. `retry_count` is accepted so
-/// that one distributor can be another's analyzer, but is reset to zero.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IncomingPacket<'a> {
-    #[serde(default, borrow)]
-    id: Option<Cow<'a, str>>,
-    /// Parsed one by one, so that an error names the message.
-    #[serde(borrow)]
-    messages: Vec<&'a RawValue>,
-    #[serde(default, rename = "retry_count")]
-    _retry_count: Option<u32>,
-}
-
-/// A well-formed packet, parsed in one pass (see [`Limits::validate`]);
-/// its messages' metadata is left as text.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct WholePacket<'a> {
-    #[serde(default, borrow)]
-    pub(super) id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub(super) messages: Vec<Object<IncomingMessage<'a, &'a RawValue>>>,
-    #[serde(default, rename = "retry_count")]
-    _retry_count: Option<u32>,
-}
 
 /// Why one packet of a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
