@@ -1,5 +1,6 @@
 //! The real binary: restart on the same data directory, SIGTERM drain,
-//! configuration errors, `--help`, environment variables.
+//! configuration errors, `--help`, environment variables, the allocator's
+//! options.
 
 use crate::support::config::{analyzer, write_config, Config};
 use crate::support::distributor::Distributor;
@@ -252,6 +253,28 @@ fn help_lists_every_flag_and_environment_variable() {
     let Finished { status, stdout, .. } = run_to_end(command().arg("--version"));
     assert!(status.success());
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+}
+
+/// jemalloc's options as it reports them at exit (`stats_print`), for a
+/// run of the binary with `_RJEM_MALLOC_CONF` set to `conf`.
+fn allocator_options(conf: &str) -> String {
+    let Finished { status, stderr, .. } =
+        run_to_end(command().arg("crd").env("_RJEM_MALLOC_CONF", conf));
+    assert!(status.success(), "{stderr}");
+    stderr
+}
+
+#[test]
+fn the_allocator_runs_one_arena_with_a_one_second_decay_unless_the_environment_says_otherwise()
+{
+    let built_in = allocator_options("stats_print:true");
+    for option in ["opt.narenas: 1\n", "opt.dirty_decay_ms: 1000 "] {
+        assert!(built_in.contains(option), "no {option:?} in:\n{built_in}");
+    }
+    let overridden = allocator_options("stats_print:true,narenas:3,dirty_decay_ms:5000");
+    for option in ["opt.narenas: 3\n", "opt.dirty_decay_ms: 5000 "] {
+        assert!(overridden.contains(option), "no {option:?} in:\n{overridden}");
+    }
 }
 
 #[test]

@@ -10,8 +10,9 @@ pub(crate) const BINARY: &str = env!("CARGO_BIN_EXE_logs-distributor");
 
 /// Every environment variable the binary reads, removed from every child so
 /// that the caller's environment cannot change what a test sees
-/// (`lifecycle` checks the list against `--help`).
-pub(crate) const ENV_VARS: [&str; 21] = [
+/// (`lifecycle` checks the list against `--help`); the last is the
+/// allocator's.
+pub(crate) const ENV_VARS: [&str; 22] = [
     "LD_LISTEN",
     "LD_DATA_DIR",
     "LD_CONFIG",
@@ -33,6 +34,7 @@ pub(crate) const ENV_VARS: [&str; 21] = [
     "LD_ADMIN_TOKEN_FILE",
     "LD_TLS_CERT",
     "LD_TLS_KEY",
+    "_RJEM_MALLOC_CONF",
 ];
 
 /// The binary with a clean environment.
