@@ -136,7 +136,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Running> {
                 .map(|percent| RetryBudget::new(percent, settings.retry.budget_min_concurrent)),
             batch: settings.batch.clone(),
             slow_start: settings.health.slow_start,
-            full_wait: settings.queue.full_wait,
+            full_wait: settings.full_wait(),
         },
         metrics,
         dead_letter,

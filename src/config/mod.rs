@@ -401,6 +401,10 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// `queue.full_wait` when neither it nor a short `server.request_timeout`
+/// says otherwise.
+const DEFAULT_FULL_WAIT: Duration = Duration::from_secs(1);
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
@@ -410,8 +414,10 @@ pub struct QueueConfig {
     /// The same, in bytes of packet JSON.
     pub max_in_flight_bytes: usize,
     /// How long a request waits for room in a full queue before its 503.
-    #[serde(with = "humantime_serde")]
-    pub full_wait: Duration,
+    /// Unset: 1 s, or half of `server.request_timeout` when that is
+    /// shorter ([`Settings::full_wait`]).
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub full_wait: Option<Duration>,
     /// Deliveries running at once per analyzer.
     pub analyzer_concurrency: usize,
 }
@@ -421,7 +427,7 @@ impl Default for QueueConfig {
         QueueConfig {
             max_in_flight: 20_000,
             max_in_flight_bytes: 32 * 1024 * 1024,
-            full_wait: Duration::from_secs(1),
+            full_wait: None,
             analyzer_concurrency: 256,
         }
     }
@@ -504,6 +510,15 @@ impl Settings {
         self.server
             .max_body_memory
             .unwrap_or_else(|| self.limits.max_body_bytes.saturating_mul(4))
+    }
+
+    /// `queue.full_wait`, or its default: 1 s, or half of
+    /// `server.request_timeout` when that is shorter, so that a request
+    /// refused for want of room hears so before its timeout.
+    pub fn full_wait(&self) -> Duration {
+        self.queue
+            .full_wait
+            .unwrap_or_else(|| DEFAULT_FULL_WAIT.min(self.server.request_timeout / 2))
     }
 
     pub fn to_yaml(&self) -> String {

@@ -350,12 +350,22 @@ fn the_receivers_of_analyzers_md_are_a_valid_configuration_with_their_formats() 
 
 #[test]
 fn a_request_waits_for_room_within_the_request_timeout() {
-    assert_eq!(Settings::default().queue.full_wait, Duration::from_secs(1));
+    assert_eq!(Settings::default().full_wait(), Duration::from_secs(1));
+    // Unset, it stays below a short request timeout: half of it.
+    let short = Settings::from_yaml("server: {request_timeout: 1s}\n").unwrap();
+    assert_eq!(short.full_wait(), Duration::from_millis(500));
+    assert!(!short.to_yaml().contains("full_wait"), "{}", short.to_yaml());
+    assert_eq!(
+        error_of("queue: {full_wait: 1s}\nserver: {request_timeout: 1s}\n"),
+        "configuration: queue.full_wait: 1s must be below server.request_timeout (1s): a request waiting for room would time out first"
+    );
     assert_eq!(
         error_of("queue: {full_wait: 30s}\n"),
         "configuration: queue.full_wait: 30s must be below server.request_timeout (30s): a request waiting for room would time out first"
     );
     let settings = Settings::from_yaml("queue: {full_wait: 0s}\nserver: {request_timeout: 2s}\n").unwrap();
-    assert_eq!(settings.queue.full_wait, Duration::ZERO);
-    Settings::from_yaml("queue: {full_wait: 1500ms}\nserver: {request_timeout: 2s}\n").unwrap();
+    assert_eq!(settings.full_wait(), Duration::ZERO);
+    let set = Settings::from_yaml("queue: {full_wait: 1500ms}\nserver: {request_timeout: 2s}\n").unwrap();
+    assert_eq!(set.full_wait(), Duration::from_millis(1500));
+    assert!(set.to_yaml().contains("full_wait: 1s 500ms"), "{}", set.to_yaml());
 }

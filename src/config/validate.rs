@@ -183,7 +183,7 @@ impl Settings {
             ("health.slow_start", self.health.slow_start, Bound::ZeroAllowed),
             ("batch.linger", self.batch.linger, Bound::ZeroAllowed),
             ("wal.commit_delay", self.wal.commit_delay, Bound::ZeroAllowed),
-            ("queue.full_wait", self.queue.full_wait, Bound::ZeroAllowed),
+            ("queue.full_wait", self.full_wait(), Bound::ZeroAllowed),
             (
                 "shutdown.drain_timeout",
                 self.shutdown.drain_timeout,
@@ -260,12 +260,12 @@ impl Settings {
                 ),
             );
         }
-        if self.queue.full_wait >= self.server.request_timeout {
+        if self.full_wait() >= self.server.request_timeout {
             return bad(
                 "queue.full_wait".into(),
                 format!(
                     "{} must be below server.request_timeout ({}): a request waiting for room would time out first",
-                    humantime::format_duration(self.queue.full_wait),
+                    humantime::format_duration(self.full_wait()),
                     humantime::format_duration(self.server.request_timeout)
                 ),
             );

@@ -86,7 +86,7 @@ impl Harness {
                 budget: None,
                 batch: settings.batch.clone(),
                 slow_start: Duration::ZERO,
-                full_wait: settings.queue.full_wait,
+                full_wait: settings.full_wait(),
             },
             metrics,
             dead_letter,
@@ -139,7 +139,7 @@ const STUCK: &[Simulated] = &[Simulated("stuck", 1, 0.0, 60_000)];
 async fn admission_takes_all_of_a_request_or_none_of_it() {
     let h = Harness::start(STUCK, |s| {
         s.queue.max_in_flight = 10;
-        s.queue.full_wait = Duration::ZERO;
+        s.queue.full_wait = Some(Duration::ZERO);
     });
     let d = &h.dispatcher;
     assert_eq!(d.admit(packets(6)).await.unwrap().len(), 6);
@@ -160,7 +160,7 @@ async fn admission_takes_all_of_a_request_or_none_of_it() {
 async fn a_request_larger_than_the_whole_queue_is_refused_for_good_and_one_within_it_waits() {
     let h = Harness::start(STUCK, |s| {
         s.queue.max_in_flight_bytes = 1000;
-        s.queue.full_wait = Duration::ZERO;
+        s.queue.full_wait = Some(Duration::ZERO);
     });
     let d = &h.dispatcher;
     let refused = d.admit(vec![packet(0, &"x".repeat(2000))]).await.unwrap_err();
@@ -177,7 +177,7 @@ async fn a_full_queue_holds_an_admission_until_there_is_room() {
     // Deliveries take 300 ms: the second request fits once the first is delivered.
     let h = Harness::start(&[Simulated("slow", 1, 0.0, 300)], |s| {
         s.queue.max_in_flight = 4;
-        s.queue.full_wait = Duration::from_secs(5);
+        s.queue.full_wait = Some(Duration::from_secs(5));
     });
     let d = &h.dispatcher;
     let first = std::time::Instant::now();
@@ -200,7 +200,7 @@ async fn a_full_queue_holds_an_admission_until_there_is_room() {
 async fn a_queue_still_full_at_the_deadline_refuses_and_keeps_nothing() {
     let h = Harness::start(STUCK, |s| {
         s.queue.max_in_flight = 4;
-        s.queue.full_wait = Duration::from_millis(200);
+        s.queue.full_wait = Some(Duration::from_millis(200));
     });
     let d = &h.dispatcher;
     assert_eq!(d.admit(packets(4)).await.unwrap().len(), 4);
@@ -233,7 +233,7 @@ async fn a_queue_still_full_at_the_deadline_refuses_and_keeps_nothing() {
 async fn shutting_down_ends_the_wait_for_room_at_once() {
     let h = Harness::start(STUCK, |s| {
         s.queue.max_in_flight = 4;
-        s.queue.full_wait = Duration::from_secs(20);
+        s.queue.full_wait = Some(Duration::from_secs(20));
     });
     let d = Arc::clone(&h.dispatcher);
     assert_eq!(d.admit(packets(4)).await.unwrap().len(), 4);

@@ -258,15 +258,13 @@ fn help_lists_every_flag_and_environment_variable() {
 /// jemalloc's options as it reports them at exit (`stats_print`), for a
 /// run of the binary with `_RJEM_MALLOC_CONF` set to `conf`.
 fn allocator_options(conf: &str) -> String {
-    let Finished { status, stderr, .. } =
-        run_to_end(command().arg("crd").env("_RJEM_MALLOC_CONF", conf));
+    let Finished { status, stderr, .. } = run_to_end(command().arg("crd").env("_RJEM_MALLOC_CONF", conf));
     assert!(status.success(), "{stderr}");
     stderr
 }
 
 #[test]
-fn the_allocator_runs_one_arena_with_a_one_second_decay_unless_the_environment_says_otherwise()
-{
+fn the_allocator_runs_one_arena_with_a_one_second_decay_unless_the_environment_says_otherwise() {
     let built_in = allocator_options("stats_print:true");
     for option in ["opt.narenas: 1\n", "opt.dirty_decay_ms: 1000 "] {
         assert!(built_in.contains(option), "no {option:?} in:\n{built_in}");

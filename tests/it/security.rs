@@ -250,12 +250,7 @@ async fn a_connection_trickling_its_headers_is_closed_after_the_header_read_time
 #[tokio::test]
 async fn a_request_slower_than_the_request_timeout_is_answered_408() {
     let _gate = beside_others().await;
-    let server = Server::start(
-        &Config::four(0)
-            .section("server", "{request_timeout: 1s}")
-            .queue("{full_wait: 500ms}"),
-    )
-    .await;
+    let server = Server::start(&Config::four(0).section("server", "{request_timeout: 1s}")).await;
     let mut slow = TcpStream::connect(server.running().addr()).await.unwrap();
     slow.write_all(
         b"POST /api/v1/logs HTTP/1.1\r\nHost: slow\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{\"messages\":",
@@ -331,11 +326,9 @@ async fn non_reader(addr: std::net::SocketAddr) -> tokio::task::JoinHandle<()> {
 /// slot when this returns.
 async fn binary_with(server: &str, shutdown: &str) -> (Distributor, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    // The wait for room must be below the request timeouts these tests set.
-    let config = Config::four(0)
-        .section("server", server)
-        .queue("{full_wait: 500ms}")
-        .shutdown(shutdown);
+    // Unset, the wait for room stays below the request timeouts these
+    // tests set (half of them).
+    let config = Config::four(0).section("server", server).shutdown(shutdown);
     let path = write_config(dir.path(), "config.yaml", &config);
     let process = Distributor::start(&path, &dir.path().join("data"), dir.path()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
