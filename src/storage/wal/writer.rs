@@ -1,6 +1,6 @@
 //! The writer thread: takes every append waiting, writes them as one
-//! commit group, fsyncs as the mode says (then lets go of the synced
-//! pages, see `page_cache`), answers the appenders, and rotates segments
+//! commit group, fsyncs as the mode says, answers the appenders, then lets
+//! go of the synced pages (see `page_cache`) and rotates segments
 //! (see the invariants in [`super`]).
 
 use super::format::{GroupHeader, Record, GROUP_HEADER_BYTES, SEGMENT_MAGIC};
@@ -155,10 +155,16 @@ impl Writer {
         }
         if result.is_ok() {
             self.segment.synced = self.segment.len;
-            let segment = &mut self.segment;
-            segment.page_cache.after_sync(&segment.file, segment.synced);
         }
         result
+    }
+
+    /// Lets go of the pages the last fdatasync made durable (see
+    /// `page_cache`): housekeeping, done once the appenders have their
+    /// answers.
+    fn release_synced_pages(&mut self) {
+        let segment = &mut self.segment;
+        segment.page_cache.after_sync(&segment.file, segment.synced);
     }
 
     /// How long to wait for work before an interval fsync is due.
@@ -177,6 +183,7 @@ impl Writer {
                 if let Err(e) = self.sync() {
                     tracing::error!(error = %e, "write-ahead log fsync failed");
                 }
+                self.release_synced_pages();
                 self.unsynced = false;
                 self.last_sync = Instant::now();
             }
@@ -231,6 +238,7 @@ impl Writer {
         if let Err(e) = &result {
             tracing::error!(error = %e, "write-ahead log write failed; answering 503 until it works again");
         }
+        self.release_synced_pages();
         if self.segment.len >= self.options.segment_bytes {
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "cannot start a new write-ahead log segment");
@@ -315,6 +323,7 @@ impl Writer {
 
     fn rotate(&mut self) -> io::Result<u64> {
         self.sync()?;
+        self.release_synced_pages();
         let next = Segment::create(&self.dir, self.segment.number + 1)?;
         self.segment = next;
         self.unsynced = false;
@@ -376,6 +385,43 @@ mod tests {
             packet: Arc::new(packet),
             retries: 0,
         }
+    }
+
+    /// Bytes of `path` in the page cache, as util-linux's `fincore` reads them.
+    #[cfg(target_os = "linux")]
+    fn resident_bytes(path: &Path) -> u64 {
+        let out = std::process::Command::new("fincore")
+            .args(["--bytes", "--noheadings", "--raw", "--output", "RES"])
+            .arg(path)
+            .output()
+            .expect("fincore (util-linux) runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_synced_log_leaves_the_page_cache_once_its_appenders_are_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions {
+            segment_bytes: 1 << 30,
+            ..options(FsyncMode::Always)
+        };
+        let mut writer = Writer::open(dir.path(), 1, options, Arc::default()).unwrap();
+        let (done, mut answer) = oneshot::channel();
+        let records = (0..2000).map(|seq| accept(seq, 1000)).collect();
+        writer.commit(vec![Command::Append { records, done }]);
+        answer.try_recv().unwrap().unwrap();
+
+        let path = super::super::segment_path(dir.path(), 1);
+        let written = std::fs::metadata(&path).unwrap().len();
+        assert!(written > 2_000_000, "{written} bytes written");
+        // At most the page the synced end falls in stays behind.
+        let resident = resident_bytes(&path);
+        assert!(
+            resident <= 64 * 1024,
+            "{resident} of {written} bytes still cached"
+        );
     }
 
     #[test]
