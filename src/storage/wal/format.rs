@@ -19,11 +19,11 @@
 //!
 //! A commit group is what the writer writes at once (about a MiB at most,
 //! an append never split); the groups of one go are followed by one
-//! fdatasync, so a group is on disk whole or it was never acknowledged. Both checksums cover every
-//! length, so a damaged length is a checksum mismatch, never a record that
-//! seems to run past the end of the file. `synced` tells recovery which
-//! bytes were already durable when a later group was written: damage there
-//! is corruption, not a torn write.
+//! fdatasync, so a group is on disk whole or it was never acknowledged.
+//! Both checksums cover every length, so a damaged length is a checksum
+//! mismatch, never a record that seems to run past the end of the file.
+//! `synced` tells recovery which bytes were already durable when a later
+//! group was written: damage there is corruption, not a torn write.
 //!
 //! Version 1 segments (written before the magic existed, still read):
 //!

@@ -277,8 +277,8 @@ impl Writer {
     /// whole in one group) and writes each, one `write` per group, into a
     /// buffer kept from one batch to the next.
     fn write_groups(&mut self, parts: Vec<Part>) -> io::Result<()> {
+        // Empty here: each batch leaves it so.
         let mut group = std::mem::take(&mut self.group);
-        group.clear();
         group.resize(GROUP_HEADER_BYTES, 0);
         let mut written = Ok(());
         for part in parts {
@@ -387,6 +387,15 @@ mod tests {
         }
     }
 
+    /// A writer on segment 1 of `dir`, fsync always, that never rotates.
+    fn unrotated_writer(dir: &Path) -> Writer {
+        let options = WalOptions {
+            segment_bytes: 1 << 30,
+            ..options(FsyncMode::Always)
+        };
+        Writer::open(dir, 1, options, Arc::default()).unwrap()
+    }
+
     /// Bytes of `path` in the page cache, as util-linux's `fincore` reads them.
     #[cfg(target_os = "linux")]
     fn resident_bytes(path: &Path) -> u64 {
@@ -403,11 +412,7 @@ mod tests {
     #[test]
     fn the_synced_log_leaves_the_page_cache_once_its_appenders_are_answered() {
         let dir = tempfile::tempdir().unwrap();
-        let options = WalOptions {
-            segment_bytes: 1 << 30,
-            ..options(FsyncMode::Always)
-        };
-        let mut writer = Writer::open(dir.path(), 1, options, Arc::default()).unwrap();
+        let mut writer = unrotated_writer(dir.path());
         let (done, mut answer) = oneshot::channel();
         let records = (0..2000).map(|seq| accept(seq, 1000)).collect();
         writer.commit(vec![Command::Append { records, done }]);
@@ -427,11 +432,7 @@ mod tests {
     #[test]
     fn a_batch_is_written_in_groups_of_about_group_bytes_each_append_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let options = WalOptions {
-            segment_bytes: 1 << 30,
-            ..options(FsyncMode::Always)
-        };
-        let mut writer = Writer::open(dir.path(), 1, options, Arc::default()).unwrap();
+        let mut writer = unrotated_writer(dir.path());
         // 60 appends of 40 records of about 1 KB: 2.4 MB in one batch.
         let (appends, per_append) = (60u64, 40u64);
         let mut answers = Vec::new();
