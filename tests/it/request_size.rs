@@ -73,14 +73,14 @@ async fn a_request_larger_than_the_whole_queue_is_413_naming_the_bound() {
 }
 
 /// Six clients send requests of 300 packets into a queue of 1000 faster
-/// than a slow analyzer takes them: each request is taken whole or refused
-/// whole (503), the queue never holds more than its bound, every client
+/// than a slow analyzer takes them, with no wait for room: each request is
+/// taken whole or refused whole (503), the queue never holds more than its bound, every client
 /// gets all its requests in by retrying, and every accepted packet is
 /// delivered once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_racing_for_room_never_push_the_queue_past_its_bound() {
     let config = Config::new(vec![analyzer("slow", 1).processing(20)])
-        .queue("{max_in_flight: 1000, analyzer_concurrency: 64}");
+        .queue("{max_in_flight: 1000, analyzer_concurrency: 64, full_wait: 0s}");
     let server = Server::start(&config).await;
     let watcher = {
         let api = server.api.clone();
