@@ -62,7 +62,7 @@ fn locate(segment: &[u8], needle: &str) -> Located {
     let u32_at = |at: usize| u32::from_le_bytes(segment[at..at + 4].try_into().unwrap()) as usize;
     if segment.starts_with(MAGIC) {
         let mut group = MAGIC.len();
-        while group < segment.len() {
+        while group < groups_end(segment) {
             let len = u64::from_le_bytes(segment[group..group + 8].try_into().unwrap()) as usize;
             let body = group + GROUP_HEADER..group + GROUP_HEADER + len;
             let mut record = body.start;
@@ -94,6 +94,20 @@ fn locate(segment: &[u8], needle: &str) -> Located {
     panic!("{needle:?} is in no record of the segment");
 }
 
+/// Where the commit groups of a version 2 segment end: the zeroed room
+/// the writer leaves ahead of them, if any, starts there.
+fn groups_end(segment: &[u8]) -> usize {
+    let mut group = MAGIC.len();
+    while group + GROUP_HEADER <= segment.len() {
+        let len = u64::from_le_bytes(segment[group..group + 8].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        group += GROUP_HEADER + len;
+    }
+    group
+}
+
 /// The newest segment that holds more than its header.
 fn newest_segment(data_dir: &Path) -> PathBuf {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(data_dir.join("wal"))
@@ -101,8 +115,8 @@ fn newest_segment(data_dir: &Path) -> PathBuf {
         .map(|e| e.expect("wal entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "wal"))
         .filter(|p| {
-            std::fs::metadata(p)
-                .map(|m| m.len() > MAGIC.len() as u64)
+            std::fs::read(p)
+                .map(|bytes| groups_end(&bytes) > MAGIC.len())
                 .unwrap_or(false)
         })
         .collect();
@@ -223,12 +237,17 @@ async fn a_torn_tail_is_cut_and_its_bytes_kept_aside() {
     let data_dir = dir.path().join("data");
     let mut distributor = acknowledged_then_killed(dir.path(), &data_dir, 3).await;
 
-    // The last commit group cut short, as a crash in its write leaves it.
+    // The last commit group cut short, as a crash in its write leaves it:
+    // its last bytes never written, zeros (room zeroed ahead, or pages
+    // allocated and never written) where they belong.
     let segment = newest_segment(&data_dir);
     let whole = std::fs::read(&segment).expect("read the segment");
     let last = locate(&whole, "\"req2-2\"");
-    let torn = &whole[..whole.len() - 10];
-    std::fs::write(&segment, torn).expect("tear the segment");
+    let end = groups_end(&whole);
+    assert_eq!(last.unit.end, end, "req2 is in the last group");
+    let mut torn = whole[..end - 10].to_vec();
+    torn.resize(whole.len().max(end), 0);
+    std::fs::write(&segment, &torn).expect("tear the segment");
 
     let analyzer = Analyzer::start(dir.path(), "analyzer", &[]).await;
     let up = write_config(dir.path(), "up.yaml", &analyzer.endpoint());
@@ -241,8 +260,8 @@ async fn a_torn_tail_is_cut_and_its_bytes_kept_aside() {
     assert_eq!(aside.len(), 1, "one copy of the cut bytes: {aside:?}");
     assert_eq!(
         std::fs::read(&aside[0]).expect("read the copy"),
-        &torn[last.unit.start..],
-        "{} holds the cut bytes",
+        &torn[last.unit.start..end - 10],
+        "{} holds the cut bytes, up to the last one written",
         aside[0].display()
     );
     assert!(

@@ -4,13 +4,14 @@
 //! <data-dir>/wal/00000000000000000007.wal              segments, numbered, oldest first
 //! <data-dir>/wal/00000000000000000007.wal.torn-at-N    bytes recovery cut off a torn tail
 //! <data-dir>/wal/00000000000000000007.wal.skipped-at-N bytes skip-corrupt recovery skipped
+//! <data-dir>/wal/next-segment.spare                   the next segment, being zeroed ahead
 //! ```
 //!
 //! The bytes of a segment (commit groups of records, each group with
 //! checksums over every length it holds) are in [`format`]; what start-up
 //! does with them is in [`recovery`]; the thread that writes them, group
 //! by group, in `writer`, which lets go of the page cache of what it has
-//! synced (`page_cache`).
+//! synced (`page_cache`) and writes into room zeroed ahead (`room`).
 //!
 //! Invariants:
 //! - A packet is put in the in-flight registry *before* its Accept is
@@ -34,10 +35,16 @@
 //!   can be torn, and recovery can tell them from damage to durable ones.
 //!   A segment's magic is fdatasynced when the segment is created, and a
 //!   segment is fdatasynced whole before the next one is created.
+//! - A segment's file can be longer than its groups: zeros written and
+//!   synced ahead (`room`), so that an fdatasync flushes data, not the
+//!   file system's journal. The writer writes each group at its offset,
+//!   cuts the unused room off when it rotates, and renames a spare zeroed
+//!   in the background into place as the next segment.
 
 pub mod format;
 mod page_cache;
 pub mod recovery;
+mod room;
 mod writer;
 
 pub use format::{DecodeError, Record, MAX_PACKET_JSON_BYTES};
@@ -497,7 +504,7 @@ pub(super) mod tests {
     fn synced_of_groups(segment: &[u8]) -> Vec<u64> {
         let mut at = SEGMENT_MAGIC.len();
         let mut synced = Vec::new();
-        while at < segment.len() {
+        while segment[at..].iter().any(|b| *b != 0) {
             let (header, body) = format::decode_group(&segment[at..]).unwrap();
             synced.push(header.synced);
             at += GROUP_HEADER_BYTES + body.len();
@@ -523,7 +530,8 @@ pub(super) mod tests {
             let segment = std::fs::read(segment_path(dir.path(), 1)).unwrap();
             assert!(segment.starts_with(&SEGMENT_MAGIC));
             let magic = SEGMENT_MAGIC.len() as u64;
-            let group = (segment.len() as u64 - magic) / 3;
+            let written = segment.iter().rposition(|b| *b != 0).unwrap() as u64 + 1;
+            let group = (written - magic) / 3;
             let expected = match fsync {
                 // Each group written after the one before it was synced.
                 FsyncMode::Always => vec![magic, magic + group, magic + 2 * group],

@@ -55,7 +55,7 @@ fn page_size() -> u64 {
 }
 
 #[cfg(target_os = "linux")]
-fn advise_dont_need(file: &File, range: &Range<u64>) {
+pub(super) fn advise_dont_need(file: &File, range: &Range<u64>) {
     use rustix::fs::{fadvise, Advice};
     use std::num::NonZeroU64;
     let len = NonZeroU64::new(range.end - range.start);
@@ -66,7 +66,7 @@ fn advise_dont_need(file: &File, range: &Range<u64>) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_dont_need(_file: &File, _range: &Range<u64>) {}
+pub(super) fn advise_dont_need(_file: &File, _range: &Range<u64>) {}
 
 #[cfg(test)]
 mod tests {

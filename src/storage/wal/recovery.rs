@@ -19,6 +19,13 @@
 //! A torn tail is copied to `<segment>.torn-at-N` (kept, never deleted),
 //! then cut off the segment.
 //!
+//! A segment can end in **zeroed room**: zeros the writer wrote ahead of
+//! its groups (see `room`), never used, or not cut off before a crash.
+//! Where every byte from a group's start to the segment's end is zero,
+//! nothing was written there; recovery cuts that room off, in any segment.
+//! A torn write into room leaves its written part, then zeros: a torn tail
+//! whose copy ends at its last written byte.
+//!
 //! Anything else is **corruption**: [`RecoverMode::Strict`] refuses to
 //! start, naming the segment and byte; [`RecoverMode::SkipCorrupt`] copies
 //! the damaged bytes to `<segment>.skipped-at-N`, logs an error and goes on
@@ -107,13 +114,39 @@ pub fn recover(
     Ok(replay.report)
 }
 
-/// Whether a segment holds anything besides its magic (or a part of it).
+/// Whether a segment holds anything besides its magic (or a part of it)
+/// and zeroed room.
 fn holds_groups(path: &Path) -> io::Result<bool> {
+    let mut file = File::open(path)?;
     let mut start = Vec::with_capacity(SEGMENT_MAGIC.len() + 1);
-    File::open(path)?
+    (&mut file)
         .take(SEGMENT_MAGIC.len() as u64 + 1)
         .read_to_end(&mut start)?;
-    Ok(layout(&start).is_some_and(|(_, first)| first < start.len()))
+    match layout(&start) {
+        None => Ok(false),
+        Some((Layout::V1, first)) => Ok(first < start.len()),
+        Some((Layout::V2, first)) => {
+            if start[first..].iter().any(|b| *b != 0) {
+                return Ok(true);
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let read = file.read(&mut chunk)?;
+                if read == 0 {
+                    return Ok(false);
+                }
+                if chunk[..read].iter().any(|b| *b != 0) {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+/// Where the bytes of a segment end once its zeroed room (all zeros to
+/// its end) is left out.
+fn written_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |last| last + 1)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,9 +212,11 @@ struct After {
     next_whole: Option<usize>,
 }
 
-fn look_after(bytes: &[u8], at: usize, layout: Layout) -> After {
+/// Looks at every offset past `at` before `written` (no group or record
+/// starts in zeroed room: each starts with a length above zero).
+fn look_after(bytes: &[u8], at: usize, written: usize, layout: Layout) -> After {
     let mut after = After::default();
-    for offset in at + 1..bytes.len() {
+    for offset in at + 1..written {
         if after.durable_witness.is_none() {
             let claims_durable = GroupHeader::decode(&bytes[offset..])
                 .is_some_and(|header| header.synced > at as u64 && header.synced <= offset as u64);
@@ -212,6 +247,7 @@ impl Replay {
         let Some((layout, mut offset)) = layout(bytes) else {
             return Ok(());
         };
+        let written = written_end(bytes);
         while offset < bytes.len() {
             let damage = match read_unit(bytes, offset, layout) {
                 Ok((records, next)) => {
@@ -223,9 +259,12 @@ impl Replay {
                 }
                 Err(damage) => damage,
             };
-            let after = look_after(bytes, offset, layout);
+            if offset >= written {
+                return cut_zeroed_room(path, offset);
+            }
+            let after = look_after(bytes, offset, written, layout);
             if is_tail && !damage.whole && after.durable_witness.is_none() {
-                return self.cut_torn_tail(path, bytes, offset, &damage.reason);
+                return self.cut_torn_tail(path, &bytes[..written], offset, &damage.reason);
             }
             let reason = match (damage.whole, after.durable_witness) {
                 (true, _) => damage.reason,
@@ -263,8 +302,8 @@ impl Replay {
         Ok(())
     }
 
-    /// Copies the bytes from `offset` on next to the segment, then cuts
-    /// them off it.
+    /// Copies the bytes from `offset` on next to the segment (`bytes` ends
+    /// where its zeroed room starts), then cuts them and the room off it.
     fn cut_torn_tail(
         &mut self,
         path: &Path,
@@ -304,6 +343,15 @@ impl Replay {
     }
 }
 
+/// Cuts the zeroed room at the end of a segment (from `offset` on, room
+/// the writer never used) off it. Losing the cut in a crash is harmless:
+/// the next recovery reads the same room.
+fn cut_zeroed_room(path: &Path, offset: usize) -> Result<(), WalError> {
+    let file = OpenOptions::new().write(true).open(path)?;
+    file.set_len(offset as u64)?;
+    Ok(())
+}
+
 /// Writes `bytes` durably to `<segment>.<what>-<offset>`, next to the
 /// segment; answers the path.
 fn keep_aside(segment: &Path, what: &str, offset: usize, bytes: &[u8]) -> io::Result<PathBuf> {
@@ -332,8 +380,26 @@ mod tests {
 
     /// Writes one commit group per entry of `groups` (its records' seqs)
     /// with the real writer, then stops it; answers segment 1's path and the
-    /// byte range of each group.
+    /// byte range of each group. The segment is left as long as its groups
+    /// (no zeroed room), as a segment that could not be zeroed ahead is.
     async fn written(dir: &Path, fsync: FsyncMode, groups: &[&[u64]]) -> (PathBuf, Vec<Range<usize>>) {
+        let (path, ranges) = written_with_room(dir, fsync, groups).await;
+        let end = ranges.last().map_or(SEGMENT_MAGIC.len(), |last| last.end);
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(end as u64)
+            .unwrap();
+        (path, ranges)
+    }
+
+    /// [`written`], with the zeroed room the writer left after the groups.
+    async fn written_with_room(
+        dir: &Path,
+        fsync: FsyncMode,
+        groups: &[&[u64]],
+    ) -> (PathBuf, Vec<Range<usize>>) {
         let wal = Wal::open(dir, 0, options(fsync)).unwrap();
         for seqs in groups {
             let records: Vec<Record> = seqs.iter().map(|seq| accept(*seq)).collect();
@@ -344,14 +410,25 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let mut ranges = Vec::new();
         let mut at = SEGMENT_MAGIC.len();
-        while at < bytes.len() {
+        while ranges.len() < groups.len() {
             let (_, body) = decode_group(&bytes[at..]).unwrap();
             let end = at + GROUP_HEADER_BYTES + body.len();
             ranges.push(at..end);
             at = end;
         }
-        assert_eq!(ranges.len(), groups.len(), "one group per append");
+        assert!(
+            bytes[at..].iter().all(|b| *b == 0),
+            "one group per append, then room"
+        );
         (path, ranges)
+    }
+
+    /// Zeros added to the end of `path` up to `len` bytes, as the writer
+    /// leaves room ahead of its groups.
+    fn with_room(path: &Path, len: u64) {
+        let file = OpenOptions::new().write(true).open(path).unwrap();
+        assert!(file.metadata().unwrap().len() <= len);
+        file.set_len(len).unwrap();
     }
 
     fn seqs(recovered: &Recovered) -> Vec<u64> {
@@ -393,7 +470,7 @@ mod tests {
 
     /// A power loss during the last group's write: the file grew, but a
     /// page of it (or its end) was never written and reads as zeros, while
-    /// pages after it were.
+    /// pages after it were. Zeros past it, to the end, are room.
     #[tokio::test]
     async fn zeros_in_the_last_group_are_a_torn_write() {
         for zeros in ["a page inside it", "its end", "a page past it"] {
@@ -411,13 +488,14 @@ mod tests {
             std::fs::write(&path, &bytes).unwrap();
             let recovered = recover_all(dir.path(), RecoverMode::Strict)
                 .unwrap_or_else(|e| panic!("zeros at {zeros}: {e}"));
-            let expected: Vec<u64> = if zeros == "a page past it" {
-                (1..200).collect()
+            if zeros == "a page past it" {
+                // Zeros to the end: read as room, every group whole.
+                assert_eq!(seqs(&recovered), (1..200).collect::<Vec<u64>>());
+                assert_eq!(recovered.torn_tail_bytes, 0);
             } else {
-                vec![1, 2]
-            };
-            assert_eq!(seqs(&recovered), expected, "zeros at {zeros}");
-            assert!(recovered.torn_tail_bytes > 0, "zeros at {zeros}");
+                assert_eq!(seqs(&recovered), [1, 2], "zeros at {zeros}");
+                assert!(recovered.torn_tail_bytes > 0, "zeros at {zeros}");
+            }
         }
     }
 
@@ -528,6 +606,92 @@ mod tests {
         // its magic, one with part of it.
         std::fs::write(segment_path(dir.path(), 2), SEGMENT_MAGIC).unwrap();
         std::fs::write(segment_path(dir.path(), 3), &SEGMENT_MAGIC[..3]).unwrap();
+        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
+        assert_eq!(seqs(&recovered), [1]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), groups[1].start as u64);
+    }
+
+    #[tokio::test]
+    async fn zeroed_room_after_the_last_group_is_cut_off_as_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, groups) = written(dir.path(), FsyncMode::Always, &[&[1], &[2], &[3, 4]]).await;
+        with_room(&path, 1 << 20);
+
+        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
+        assert_eq!(seqs(&recovered), [1, 2, 3, 4]);
+        assert_eq!(recovered.torn_tail_bytes, 0, "room is no torn write");
+        assert_eq!(kept(dir.path()), [], "nothing kept aside");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), groups[2].end as u64);
+    }
+
+    #[tokio::test]
+    async fn the_writer_leaves_its_room_and_recovery_reads_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, groups) = written_with_room(dir.path(), FsyncMode::Always, &[&[1], &[2, 3]]).await;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            1 << 20,
+            "the first room, zeroed ahead"
+        );
+        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
+        assert_eq!(seqs(&recovered), [1, 2, 3]);
+        assert_eq!(recovered.torn_tail_bytes, 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), groups[1].end as u64);
+    }
+
+    /// A crash in the last group's write into room: its first part on
+    /// disk, the rest still the zeros written ahead.
+    #[tokio::test]
+    async fn a_torn_group_in_zeroed_room_is_cut_and_its_copy_ends_at_its_last_written_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, groups) = written(dir.path(), FsyncMode::Always, &[&[1], &[2], &[3, 4]]).await;
+        let last = groups[2].clone();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[last.end - 10..].fill(0);
+        bytes.resize(1 << 20, 0);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
+        assert_eq!(seqs(&recovered), [1, 2], "the torn group is dropped whole");
+        assert_eq!(recovered.torn_tail_bytes, (last.len() - 10) as u64);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), last.start as u64);
+        let name = format!("00000000000000000001.wal.torn-at-{}", last.start);
+        assert_eq!(
+            kept(dir.path()),
+            [(name, bytes[last.start..last.end - 10].to_vec())]
+        );
+    }
+
+    /// The writer cuts a segment's unused room off when it rotates; a
+    /// crash can keep that cut from reaching the disk.
+    #[tokio::test]
+    async fn zeroed_room_left_in_an_older_segment_is_no_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = written(dir.path(), FsyncMode::Always, &[&[1], &[2]]).await;
+        with_room(&path, 256 * 1024);
+        let next = Wal::open(dir.path(), 1, options(FsyncMode::Always)).unwrap();
+        next.append_durable(&[accept(3)]).await.unwrap();
+        drop(next);
+
+        let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
+        assert_eq!(seqs(&recovered), [1, 2, 3]);
+        assert_eq!(recovered.torn_tail_bytes, 0);
+        assert_eq!(kept(dir.path()), []);
+    }
+
+    /// A spare renamed into place as the next segment, then a crash before
+    /// anything was written to it: its magic and zeros hold no group, so
+    /// the torn tail is still the older segment's.
+    #[tokio::test]
+    async fn a_newer_segment_of_magic_and_zeros_leaves_the_torn_tail_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, groups) = written(dir.path(), FsyncMode::Always, &[&[1], &[2]]).await;
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let mut spare = SEGMENT_MAGIC.to_vec();
+        spare.resize(256 * 1024, 0);
+        std::fs::write(segment_path(dir.path(), 2), spare).unwrap();
+
         let recovered = recover_all(dir.path(), RecoverMode::Strict).unwrap();
         assert_eq!(seqs(&recovered), [1]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), groups[1].start as u64);

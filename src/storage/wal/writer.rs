@@ -5,10 +5,12 @@
 
 use super::format::{GroupHeader, Record, GROUP_HEADER_BYTES, SEGMENT_MAGIC};
 use super::page_cache::PageCache;
+use super::room::{self, Spare, Spares};
 use super::{segment_path, Command, FsyncMode, WalOptions, GROUP_BYTES};
 use crate::sync::LockUnpoisoned;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -35,41 +37,68 @@ pub(super) fn spawn(
 struct Segment {
     number: u64,
     file: File,
+    /// Bytes of commit groups (and the magic) written.
     len: u64,
     /// Bytes made durable by the last completed fdatasync.
     synced: u64,
+    /// The file's length: past `len`, room zeroed ahead (see `room`).
+    room: u64,
     /// The synced pages let go of.
     page_cache: PageCache,
 }
 
 impl Segment {
-    /// Creates the segment with its magic, durable (file and directory)
-    /// before anything is written to it. A creation that fails (a full
-    /// disk) leaves no file behind, so it can be tried again.
-    fn create(dir: &Path, number: u64) -> io::Result<Segment> {
+    /// Creates the segment with its magic and `room` bytes zeroed (at
+    /// least the magic), durable (file and directory) before anything is
+    /// written to it. A creation that fails (a full disk) leaves no file
+    /// behind, so it can be tried again.
+    fn create(dir: &Path, number: u64, room: u64) -> io::Result<Segment> {
         let path = segment_path(dir, number);
-        let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+        let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
+        let magic = SEGMENT_MAGIC.len() as u64;
+        let room = room.max(magic);
         let durable = file
-            .write_all(&SEGMENT_MAGIC)
-            .and_then(|()| file.sync_data())
+            .write_all_at(&SEGMENT_MAGIC, 0)
+            .and_then(|()| room::zero_fill(&file, magic, room))
             .and_then(|()| File::open(dir)?.sync_all());
         if let Err(e) = durable {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
+        Ok(Segment::opened(number, file, room))
+    }
+
+    /// Renames a zeroed spare into place as the segment.
+    fn from_spare(dir: &Path, number: u64, spare: Spare) -> io::Result<Segment> {
+        let (file, room) = spare.install(dir, &segment_path(dir, number))?;
+        Ok(Segment::opened(number, file, room))
+    }
+
+    /// A segment holding its magic, durable, and `room` bytes in all.
+    fn opened(number: u64, file: File, room: u64) -> Segment {
         let len = SEGMENT_MAGIC.len() as u64;
-        Ok(Segment {
+        Segment {
             number,
             file,
             len,
             synced: len,
+            room,
             page_cache: PageCache::new(),
-        })
+        }
     }
 
     /// Whether any commit group was written to it.
     fn has_groups(&self) -> bool {
         self.len > SEGMENT_MAGIC.len() as u64
+    }
+
+    /// Cuts the unused room off the file.
+    fn cut_to_len(&mut self) -> io::Result<()> {
+        if self.room != self.len {
+            self.file.set_len(self.len)?;
+            self.room = self.len;
+        }
+        Ok(())
     }
 }
 
@@ -84,6 +113,8 @@ struct Writer {
     concurrent: bool,
     /// The commit group being encoded, its header's room first.
     group: Vec<u8>,
+    /// Segments zeroed ahead, to rotate into.
+    spares: Spares,
 }
 
 impl Writer {
@@ -94,15 +125,17 @@ impl Writer {
         options: WalOptions,
         pending: Arc<Mutex<Vec<u8>>>,
     ) -> io::Result<Writer> {
+        let spares = Spares::new(dir, options.segment_bytes);
         Ok(Writer {
             dir: dir.to_path_buf(),
             pending,
-            segment: Segment::create(dir, first_segment)?,
+            segment: Segment::create(dir, first_segment, first_room(dir, &options))?,
             options,
             unsynced: false,
             last_sync: Instant::now(),
             concurrent: false,
             group: Vec::new(),
+            spares,
         })
     }
 
@@ -239,11 +272,24 @@ impl Writer {
             tracing::error!(error = %e, "write-ahead log write failed; answering 503 until it works again");
         }
         self.release_synced_pages();
-        if self.segment.len >= self.options.segment_bytes {
+        if self.rotation_due() {
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "cannot start a new write-ahead log segment");
             }
         }
+    }
+
+    /// Whether the segment is full, or has used its zeroed room and a
+    /// spare is ready; asks for a spare once half the room is used.
+    fn rotation_due(&mut self) -> bool {
+        let segment = &self.segment;
+        if segment.len >= self.options.segment_bytes {
+            return true;
+        }
+        if segment.len >= segment.room / 2 {
+            self.spares.request();
+        }
+        self.segment.len >= self.segment.room && self.spares.is_ready()
     }
 
     /// Writes `parts` as commit groups, then fdatasyncs as the mode says;
@@ -263,8 +309,10 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                // Leave no half group behind: cut the segment back.
+                // Leave no half group behind: cut the segment back (its
+                // room ahead with it).
                 self.segment.len = before;
+                self.segment.room = before;
                 if let Err(cut) = self.segment.file.set_len(before) {
                     tracing::error!(error = %cut, "cannot cut a failed write off the write-ahead log");
                 }
@@ -305,8 +353,10 @@ impl Writer {
     fn write_group(&mut self, group: &mut Vec<u8>) -> io::Result<()> {
         let header = GroupHeader::for_body(&group[GROUP_HEADER_BYTES..], self.segment.synced);
         group[..GROUP_HEADER_BYTES].copy_from_slice(&header.encode());
-        self.segment.file.write_all(group)?;
-        self.segment.len += group.len() as u64;
+        let segment = &mut self.segment;
+        segment.file.write_all_at(group, segment.len)?;
+        segment.len += group.len() as u64;
+        segment.room = segment.room.max(segment.len);
         group.truncate(GROUP_HEADER_BYTES);
         Ok(())
     }
@@ -321,13 +371,42 @@ impl Writer {
         self.rotate()
     }
 
+    /// Syncs the segment, cuts off its unused room, and goes on in the
+    /// next: the ready spare, or a new segment with its first room.
     fn rotate(&mut self) -> io::Result<u64> {
         self.sync()?;
         self.release_synced_pages();
-        let next = Segment::create(&self.dir, self.segment.number + 1)?;
+        if let Err(e) = self.segment.cut_to_len() {
+            // Recovery reads the zeros left as room never written.
+            tracing::warn!(error = %e, "cannot cut the unused room off a write-ahead log segment");
+        }
+        let number = self.segment.number + 1;
+        let spare = self
+            .spares
+            .take()
+            .map(|spare| Segment::from_spare(&self.dir, number, spare));
+        let next = match spare {
+            Some(Ok(segment)) => segment,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot rename the zeroed spare into a write-ahead log segment");
+                Segment::create(&self.dir, number, first_room(&self.dir, &self.options))?
+            }
+            None => Segment::create(&self.dir, number, first_room(&self.dir, &self.options))?,
+        };
         self.segment = next;
         self.unsynced = false;
         Ok(self.segment.number)
+    }
+}
+
+/// The room a new segment gets zeroed at its creation: [`room::FIRST_ROOM`]
+/// (at most a segment), where zeroing is worth it.
+fn first_room(dir: &Path, options: &WalOptions) -> u64 {
+    let room = room::FIRST_ROOM.min(options.segment_bytes);
+    if room::worth_zeroing(dir, room) {
+        room
+    } else {
+        0
     }
 }
 
@@ -387,13 +466,107 @@ mod tests {
         }
     }
 
-    /// A writer on segment 1 of `dir`, fsync always, that never rotates.
-    fn unrotated_writer(dir: &Path) -> Writer {
+    /// A writer on segment 1 of `dir`, fsync always, with segments of
+    /// `segment_bytes`.
+    fn writer_with_segments(dir: &Path, segment_bytes: u64) -> Writer {
         let options = WalOptions {
-            segment_bytes: 1 << 30,
+            segment_bytes,
             ..options(FsyncMode::Always)
         };
         Writer::open(dir, 1, options, Arc::default()).unwrap()
+    }
+
+    /// A writer that does not rotate within one batch of a few MiB.
+    fn unrotated_writer(dir: &Path) -> Writer {
+        writer_with_segments(dir, 64 << 20)
+    }
+
+    /// Appends `records` and waits for the answer.
+    fn append(writer: &mut Writer, records: Vec<Record>) {
+        let (done, mut answer) = oneshot::channel();
+        writer.commit(vec![Command::Append { records, done }]);
+        answer.try_recv().unwrap().unwrap();
+    }
+
+    /// Asserts that `dir` is not on a memory file system, where segments
+    /// get no zeroed room.
+    fn on_disk(dir: &Path) {
+        assert!(
+            room::worth_zeroing(dir, 64 << 20),
+            "{} must be on a disk file system with room to spare",
+            dir.display()
+        );
+    }
+
+    /// The segment's length in the file, and the blocks it holds.
+    fn extent(path: &Path) -> (u64, u64) {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).unwrap();
+        (meta.len(), meta.blocks())
+    }
+
+    #[test]
+    fn appends_overwrite_the_zeroed_room_without_growing_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        on_disk(dir.path());
+        let mut writer = unrotated_writer(dir.path());
+        let path = super::super::segment_path(dir.path(), 1);
+        let before = extent(&path);
+        assert_eq!(before.0, room::FIRST_ROOM, "the first room is zeroed at creation");
+        for seq in 0..100 {
+            append(&mut writer, vec![accept(seq, 1000)]);
+        }
+        assert!(writer.segment.len > 100_000);
+        assert_eq!(extent(&path), before, "the appends grew the segment");
+    }
+
+    #[test]
+    fn a_used_up_room_moves_the_writer_into_a_zeroed_spare_and_the_old_segment_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        on_disk(dir.path());
+        let segment_bytes = 4 << 20;
+        let mut writer = writer_with_segments(dir.path(), segment_bytes);
+        let spare = dir.path().join(room::SPARE_NAME);
+        let mut seq = 0;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while writer.segment.number == 1 {
+            assert!(Instant::now() < deadline, "no rotation into a spare");
+            append(
+                &mut writer,
+                (seq..seq + 10).map(|seq| accept(seq, 1000)).collect(),
+            );
+            seq += 10;
+            if writer.segment.len >= room::FIRST_ROOM {
+                // Past its room the segment grows; the spare comes soon.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // The old segment ends at its last group; the new one is the spare,
+        // a whole segment long, renamed into place.
+        let old = std::fs::read(super::super::segment_path(dir.path(), 1)).unwrap();
+        let mut at = SEGMENT_MAGIC.len();
+        while at < old.len() {
+            let (_, body) = decode_group(&old[at..]).unwrap();
+            at += GROUP_HEADER_BYTES + body.len();
+        }
+        assert_eq!(at, old.len());
+        assert!(
+            (old.len() as u64) < segment_bytes,
+            "rotated for its room, not its size"
+        );
+        let new = super::super::segment_path(dir.path(), 2);
+        assert_eq!(extent(&new).0, segment_bytes);
+        assert!(std::fs::read(&new).unwrap().starts_with(&SEGMENT_MAGIC));
+        assert!(!spare.exists(), "the spare was renamed, not copied");
+        // Writing on keeps the spare's length.
+        let before = extent(&new);
+        append(&mut writer, vec![accept(seq, 1000)]);
+        assert_eq!(extent(&new), before);
+        drop(writer);
+        let recovered =
+            super::super::tests::recover_all(dir.path(), super::super::RecoverMode::Strict).unwrap();
+        assert_eq!(recovered.in_flight.len() as u64, seq + 1);
+        assert_eq!(recovered.torn_tail_bytes, 0);
     }
 
     /// Bytes of `path` in the page cache, as util-linux's `fincore` reads them.
