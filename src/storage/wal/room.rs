@@ -31,11 +31,15 @@ pub(super) const FIRST_ROOM: u64 = 1 << 20;
 pub(super) const SPARE_NAME: &str = "next-segment.spare";
 /// How long after a failed or pointless try the next one waits.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
-/// Zeros are written in chunks of this size...
-const CHUNK: usize = 1 << 20;
-/// ...and synced (then dropped from the page cache) every this many bytes,
-/// so zeroing never piles up dirty pages ahead of the writer's fdatasyncs.
-const SYNC_EVERY: u64 = 8 << 20;
+/// Zeros are written, synced and dropped from the page cache this much at
+/// a time, so that zeroing never holds the disk for long ahead of the
+/// writer's fdatasyncs.
+const CHUNK: usize = 256 << 10;
+/// Zeroing writes each byte twice; what it saves is a journal commit per
+/// fdatasync. So a spare is zeroed only while the segment's fdatasyncs
+/// average at most this many bytes (one packet per request: a few KiB
+/// each; a hundred: hundreds of KiB, where the extra writes cost more).
+pub(super) const SMALL_SYNC_BYTES: u64 = 64 << 10;
 
 /// Whether zeroing `bytes` of room in `dir` is worth it: not on a memory
 /// file system, and with twice that much free.
@@ -72,22 +76,14 @@ fn free_disk(_dir: &Path) -> Option<u64> {
 pub(super) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
     let zeros = vec![0u8; CHUNK];
     let mut at = from;
-    let mut synced = from;
     while at < to {
         let len = (to - at).min(CHUNK as u64) as usize;
         file.write_all_at(&zeros[..len], at)?;
+        file.sync_data()?;
+        page_cache::advise_dont_need(file, &(at..at + len as u64));
         at += len as u64;
-        if at - synced >= SYNC_EVERY {
-            file.sync_data()?;
-            page_cache::advise_dont_need(file, &(synced..at));
-            synced = at;
-        }
     }
-    file.sync_data()?;
-    if to > synced {
-        page_cache::advise_dont_need(file, &(synced..to));
-    }
-    Ok(())
+    file.sync_data()
 }
 
 /// A whole segment's worth of zeros, magic first, durable, waiting under

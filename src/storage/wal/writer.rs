@@ -41,6 +41,8 @@ struct Segment {
     len: u64,
     /// Bytes made durable by the last completed fdatasync.
     synced: u64,
+    /// fdatasyncs that made groups of it durable.
+    syncs: u64,
     /// The file's length: past `len`, room zeroed ahead (see `room`).
     room: u64,
     /// The synced pages let go of.
@@ -82,6 +84,7 @@ impl Segment {
             file,
             len,
             synced: len,
+            syncs: 0,
             room,
             page_cache: PageCache::new(),
         }
@@ -186,8 +189,9 @@ impl Writer {
         if let Some(histogram) = &self.options.fsync_duration {
             histogram.observe(started.elapsed().as_secs_f64());
         }
-        if result.is_ok() {
+        if result.is_ok() && self.segment.synced < self.segment.len {
             self.segment.synced = self.segment.len;
+            self.segment.syncs += 1;
         }
         result
     }
@@ -280,13 +284,16 @@ impl Writer {
     }
 
     /// Whether the segment is full, or has used its zeroed room and a
-    /// spare is ready; asks for a spare once half the room is used.
+    /// spare is ready; asks for a spare once half the room is used, while
+    /// fdatasyncs are small (see `room`).
     fn rotation_due(&mut self) -> bool {
         let segment = &self.segment;
         if segment.len >= self.options.segment_bytes {
             return true;
         }
-        if segment.len >= segment.room / 2 {
+        let groups = segment.len - SEGMENT_MAGIC.len() as u64;
+        let small_syncs = groups <= segment.syncs.saturating_mul(room::SMALL_SYNC_BYTES);
+        if segment.len >= segment.room / 2 && small_syncs {
             self.spares.request();
         }
         self.segment.len >= self.segment.room && self.spares.is_ready()
@@ -518,6 +525,26 @@ mod tests {
         }
         assert!(writer.segment.len > 100_000);
         assert_eq!(extent(&path), before, "the appends grew the segment");
+    }
+
+    /// A MiB per fdatasync (a hundred packets per request, many requests
+    /// per group): zeroing a spare would write more than it saves.
+    #[test]
+    fn large_fdatasyncs_get_no_spare_and_the_segment_grows_past_its_room() {
+        let dir = tempfile::tempdir().unwrap();
+        on_disk(dir.path());
+        let mut writer = writer_with_segments(dir.path(), 16 << 20);
+        for batch in 0..4 {
+            let first = batch * 1000;
+            append(
+                &mut writer,
+                (first..first + 1000).map(|seq| accept(seq, 1000)).collect(),
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(writer.segment.number, 1, "rotated into a spare");
+        assert!(writer.segment.len > 2 * room::FIRST_ROOM);
+        assert!(!dir.path().join(room::SPARE_NAME).exists(), "a spare was zeroed");
     }
 
     #[test]
