@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Two builds of the distributor, alternated: is a change faster?
+
+    scripts/bench_ab.py OLD_BINARY NEW_BINARY [ROUNDS]
+
+Each round runs nginx driven by wrk (1 packet per request, the baseline of
+that round), then each binary with its default settings and --fsync always,
+driven by wrk, then each binary at BENCH_AB_PPR packets per request (default
+100) driven by logs-distributor-loadgen; the order of the two binaries swaps
+every round, so that the machine's drift falls on both. Per row it prints
+requests or packets/s, the wrk latency, non-2xx answers and the mean
+fdatasync the distributor's own histogram measured. Build each binary with
+`cargo build --release` on its commit and copy it aside first, and this
+checkout's load generator (`cargo build --release --workspace`). The four
+reference analyzers of a row run the binary under test (`logs-distributor
+analyzer`). It reuses `make bench`'s helpers: BENCH_DURATION and
+BENCH_CONCURRENCY apply.
+"""
+
+import os
+import re
+import sys
+import tempfile
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+
+def mean_fsync_ms(base):
+    text = urllib.request.urlopen(base + "/metrics").read().decode()
+    total, count = (float(re.search(rf"^logs_distributor_wal_fsync_duration_seconds_{name} (\S+)", text,
+                                    re.M).group(1)) for name in ("sum", "count"))
+    return total / max(count, 1) * 1e3
+
+
+def run(bench_, binary, body):
+    """A fresh distributor of `binary` under `body(base)`; answers its result
+    and the mean fdatasync."""
+    bench.BINARY = binary
+    server, base = bench_.start_distributor("always")
+    result = body(base)
+    fsync = mean_fsync_ms(base)
+    bench.wait_drained(base)
+    bench_.stop(server)
+    return result, fsync
+
+
+def main():
+    if len(sys.argv) not in (3, 4):
+        sys.exit(__doc__)
+    binaries = {"old": os.path.abspath(sys.argv[1]), "new": os.path.abspath(sys.argv[2])}
+    rounds = int(sys.argv[3]) if len(sys.argv) == 4 else 3
+    ppr = int(os.environ.get("BENCH_AB_PPR", "100"))
+    own_binary = bench.BINARY
+    bench.nginx_binary()
+    bench.wrk_binary()
+    work = tempfile.mkdtemp(prefix="ld-bench-ab-")
+    bench_ = bench.Bench(work)
+    try:
+        for n in range(rounds):
+            order = ("old", "new") if n % 2 == 0 else ("new", "old")
+            bench.BINARY = own_binary  # nginx's analyzers
+            nginx, base = bench_.start_nginx()
+            baseline = bench.wrk(work, base + "/api/v1/logs")["rps"]
+            bench_.stop(nginx)
+            line = f"round {n + 1}, 1 pkt/req by wrk: nginx {baseline:,.0f} req/s"
+            for name in order:
+                w, fsync = run(bench_, binaries[name], lambda base: bench.wrk(work, base + "/api/v1/logs"))
+                line += (f" | {name} {w['rps']:,.0f} ({w['rps'] / baseline:.2f}x) p50 {w['latency_ms']['p50']:.2f}"
+                         f" p99 {w['latency_ms']['p99']:.2f} ms, non-2xx {w['non_2xx']}, fsync {fsync:.3f} ms")
+            print(line, flush=True)
+            line = f"round {n + 1}, {ppr} pkts/req by loadgen:"
+            for name in order:
+                report, fsync = run(bench_, binaries[name],
+                                    lambda base: bench.loadgen(base + "/api/v1/logs", ppr))
+                other = {c: k for c, k in report["status_codes"].items() if c != "202"}
+                line += f" | {name} {report['packets_per_sec']:,.0f} pkts/s, fsync {fsync:.3f} ms {other or ''}"
+            print(line, flush=True)
+    finally:
+        bench.BINARY = own_binary
+        bench_.stop_all()
+
+
+if __name__ == "__main__":
+    main()
