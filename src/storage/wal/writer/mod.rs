@@ -70,6 +70,22 @@ impl Segment {
         Ok(Segment::opened(number, file, room))
     }
 
+    /// A new segment with [`room::FIRST_ROOM`] (at most a segment) zeroed
+    /// where that is worth it; without room when zeroing it fails (a disk
+    /// filling up between the check and the writes).
+    fn with_first_room(dir: &Path, number: u64, options: &WalOptions) -> io::Result<Segment> {
+        let room = room::FIRST_ROOM.min(options.segment_bytes);
+        if room::worth_zeroing(dir, room) {
+            match Segment::create(dir, number, room) {
+                Ok(segment) => return Ok(segment),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot zero a new write-ahead log segment ahead; appending instead")
+                }
+            }
+        }
+        Segment::create(dir, number, 0)
+    }
+
     /// Renames a zeroed spare into place as the segment.
     fn from_spare(dir: &Path, number: u64, spare: Spare) -> io::Result<Segment> {
         let (file, room) = spare.install(dir, &segment_path(dir, number))?;
@@ -132,7 +148,7 @@ impl Writer {
         Ok(Writer {
             dir: dir.to_path_buf(),
             pending,
-            segment: Segment::create(dir, first_segment, first_room(dir, &options))?,
+            segment: Segment::with_first_room(dir, first_segment, &options)?,
             options,
             unsynced: false,
             last_sync: Instant::now(),
@@ -396,24 +412,13 @@ impl Writer {
             Some(Ok(segment)) => segment,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "cannot rename the zeroed spare into a write-ahead log segment");
-                Segment::create(&self.dir, number, first_room(&self.dir, &self.options))?
+                Segment::with_first_room(&self.dir, number, &self.options)?
             }
-            None => Segment::create(&self.dir, number, first_room(&self.dir, &self.options))?,
+            None => Segment::with_first_room(&self.dir, number, &self.options)?,
         };
         self.segment = next;
         self.unsynced = false;
         Ok(self.segment.number)
-    }
-}
-
-/// The room a new segment gets zeroed at its creation: [`room::FIRST_ROOM`]
-/// (at most a segment), where zeroing is worth it.
-fn first_room(dir: &Path, options: &WalOptions) -> u64 {
-    let room = room::FIRST_ROOM.min(options.segment_bytes);
-    if room::worth_zeroing(dir, room) {
-        room
-    } else {
-        0
     }
 }
 
