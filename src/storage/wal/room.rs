@@ -6,9 +6,11 @@
 //! synced ahead of the commit groups, as PostgreSQL's WAL segments do:
 //!
 //! - a new segment gets [`FIRST_ROOM`] zeroed when it is created;
-//! - once half its room is used, a thread zeroes a *spare*: a whole
-//!   segment's worth, magic first, under [`SPARE_NAME`] (no segment's
-//!   name), which the writer renames into place when it rotates.
+//! - once half its room is used, and while its fdatasyncs are small (see
+//!   [`SMALL_SYNC_BYTES`]), a thread zeroes a *spare*: a whole segment's
+//!   worth, magic first, under [`SPARE_NAME`] (no segment's name), which
+//!   the writer renames into place once the room is used up, or when it
+//!   rotates.
 //!
 //! Where zeroing buys nothing it is skipped: on tmpfs and ramfs (no
 //! journal, and the zeros would sit in memory) and while the file system
