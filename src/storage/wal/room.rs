@@ -73,11 +73,15 @@ fn free_disk(_dir: &Path) -> Option<u64> {
     None
 }
 
-/// Writes zeros over `[from, to)` of `file`, then fdatasyncs it, letting
-/// go of the zeroed pages as it goes.
-pub(super) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
+/// Writes a new segment's magic into `file`, then zeros after it up to
+/// `room` bytes in all (the magic alone when `room` is shorter), and
+/// fdatasyncs it, letting go of the zeroed pages as it goes. Answers the
+/// file's length.
+pub(super) fn write_magic_and_room(file: &File, room: u64) -> io::Result<u64> {
+    file.write_all_at(&SEGMENT_MAGIC, 0)?;
+    let to = room.max(SEGMENT_MAGIC.len() as u64);
     let zeros = vec![0u8; CHUNK];
-    let mut at = from;
+    let mut at = SEGMENT_MAGIC.len() as u64;
     while at < to {
         let len = (to - at).min(CHUNK as u64) as usize;
         file.write_all_at(&zeros[..len], at)?;
@@ -85,7 +89,8 @@ pub(super) fn zero_fill(file: &File, from: u64, to: u64) -> io::Result<()> {
         page_cache::advise_dont_need(file, &(at..at + len as u64));
         at += len as u64;
     }
-    file.sync_data()
+    file.sync_data()?;
+    Ok(to)
 }
 
 /// A whole segment's worth of zeros, magic first, durable, waiting under
@@ -105,11 +110,7 @@ impl Spare {
             .truncate(true)
             .write(true)
             .open(&path)
-            .and_then(|file| {
-                file.write_all_at(&SEGMENT_MAGIC, 0)?;
-                zero_fill(&file, SEGMENT_MAGIC.len() as u64, bytes)?;
-                Ok(file)
-            });
+            .and_then(|file| write_magic_and_room(&file, bytes).map(|_| file));
         match made {
             Ok(file) => Ok(Spare { file, path, bytes }),
             Err(e) => {

@@ -228,12 +228,19 @@ async fn a_whole_group_that_cannot_be_read_is_refused_even_at_the_end() {
     assert!(error.contains("cannot be read"), "{error}");
 }
 
+/// Segment 1 of `dir` with two groups, the second cut short by 3 bytes;
+/// answers its path and the groups' byte ranges.
+async fn second_group_torn(dir: &Path) -> (PathBuf, Vec<Range<usize>>) {
+    let (path, groups) = written(dir, FsyncMode::Always, &[&[1], &[2]]).await;
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    (path, groups)
+}
+
 #[tokio::test]
 async fn a_newer_segment_with_only_its_magic_leaves_the_torn_tail_where_it_is() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, groups) = written(dir.path(), FsyncMode::Always, &[&[1], &[2]]).await;
-    let bytes = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let (path, groups) = second_group_torn(dir.path()).await;
     // Two start-ups that crashed before recovering: one segment with
     // its magic, one with part of it.
     std::fs::write(segment_path(dir.path(), 2), SEGMENT_MAGIC).unwrap();
@@ -317,9 +324,7 @@ async fn zeroed_room_left_in_an_older_segment_is_no_damage() {
 #[tokio::test]
 async fn a_newer_segment_of_magic_and_zeros_leaves_the_torn_tail_where_it_is() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, groups) = written(dir.path(), FsyncMode::Always, &[&[1], &[2]]).await;
-    let bytes = std::fs::read(&path).unwrap();
-    std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let (path, groups) = second_group_torn(dir.path()).await;
     let mut spare = SEGMENT_MAGIC.to_vec();
     spare.resize(256 * 1024, 0);
     std::fs::write(segment_path(dir.path(), 2), spare).unwrap();

@@ -57,17 +57,15 @@ impl Segment {
     fn create(dir: &Path, number: u64, room: u64) -> io::Result<Segment> {
         let path = segment_path(dir, number);
         let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
-        let magic = SEGMENT_MAGIC.len() as u64;
-        let room = room.max(magic);
-        let durable = file
-            .write_all_at(&SEGMENT_MAGIC, 0)
-            .and_then(|()| room::zero_fill(&file, magic, room))
-            .and_then(|()| File::open(dir)?.sync_all());
-        if let Err(e) = durable {
-            let _ = std::fs::remove_file(&path);
-            return Err(e);
+        let durable = room::write_magic_and_room(&file, room)
+            .and_then(|room| File::open(dir)?.sync_all().map(|()| room));
+        match durable {
+            Ok(room) => Ok(Segment::opened(number, file, room)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
         }
-        Ok(Segment::opened(number, file, room))
     }
 
     /// A new segment with [`room::FIRST_ROOM`] (at most a segment) zeroed
@@ -404,16 +402,15 @@ impl Writer {
             tracing::warn!(error = %e, "cannot cut the unused room off a write-ahead log segment");
         }
         let number = self.segment.number + 1;
-        let spare = self
-            .spares
-            .take()
-            .map(|spare| Segment::from_spare(&self.dir, number, spare));
-        let next = match spare {
-            Some(Ok(segment)) => segment,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "cannot rename the zeroed spare into a write-ahead log segment");
-                Segment::with_first_room(&self.dir, number, &self.options)?
-            }
+        let from_spare = self.spares.take().and_then(|spare| {
+            Segment::from_spare(&self.dir, number, spare)
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "cannot rename the zeroed spare into a write-ahead log segment")
+                })
+                .ok()
+        });
+        let next = match from_spare {
+            Some(segment) => segment,
             None => Segment::with_first_room(&self.dir, number, &self.options)?,
         };
         self.segment = next;
