@@ -142,7 +142,7 @@ impl Writer {
         options: WalOptions,
         pending: Arc<Mutex<Vec<u8>>>,
     ) -> io::Result<Writer> {
-        let spares = Spares::new(dir, options.segment_bytes);
+        let spares = Spares::new(dir);
         Ok(Writer {
             dir: dir.to_path_buf(),
             pending,
@@ -298,19 +298,23 @@ impl Writer {
     }
 
     /// Whether the segment is full, or has used its zeroed room and a
-    /// spare is ready; asks for a spare once half the room is used, while
-    /// fdatasyncs are small (see `room`).
+    /// whole segment's spare is ready. Asks for a whole spare once half the
+    /// room is used while fdatasyncs are small, and otherwise for one of the
+    /// first room once half the segment is written (see `room`).
     fn rotation_due(&mut self) -> bool {
         let segment = &self.segment;
-        if segment.len >= self.options.segment_bytes {
+        let whole = self.options.segment_bytes;
+        if segment.len >= whole {
             return true;
         }
         let groups = segment.len - SEGMENT_MAGIC.len() as u64;
         let small_syncs = groups <= segment.syncs.saturating_mul(room::SMALL_SYNC_BYTES);
         if segment.len >= segment.room / 2 && small_syncs {
-            self.spares.request();
+            self.spares.request(whole);
+        } else if segment.len >= whole / 2 {
+            self.spares.request(room::FIRST_ROOM.min(whole));
         }
-        self.segment.len >= self.segment.room && self.spares.is_ready()
+        self.segment.len >= self.segment.room && self.spares.ready_bytes() == Some(whole)
     }
 
     /// Writes `parts` as commit groups, then fdatasyncs as the mode says;

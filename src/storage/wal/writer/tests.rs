@@ -99,6 +99,48 @@ fn large_fdatasyncs_get_no_spare_and_the_segment_grows_past_its_room() {
     assert!(!dir.path().join(room::SPARE_NAME).exists(), "a spare was zeroed");
 }
 
+/// The file's inode number.
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+/// Large fdatasyncs get no whole spare, but the next segment is still made
+/// ahead, with the first room: the rotation renames it rather than zeroing
+/// and syncing a new file while appenders wait.
+#[test]
+fn large_fdatasyncs_rotate_into_a_spare_of_the_first_room_made_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    on_disk(dir.path());
+    let segment_bytes = 4 << 20;
+    let mut writer = writer_with_segments(dir.path(), segment_bytes);
+    let spare = dir.path().join(room::SPARE_NAME);
+    let mut seq = 0;
+    let mut append_mib = |writer: &mut Writer| {
+        append(writer, (seq..seq + 1000).map(|seq| accept(seq, 1000)).collect());
+        seq += 1000;
+    };
+    while writer.segment.len < segment_bytes / 2 {
+        append_mib(&mut writer);
+    }
+    assert_eq!(writer.segment.number, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while writer.spares.ready_bytes().is_none() {
+        assert!(Instant::now() < deadline, "no spare made ahead");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(extent(&spare).0, room::FIRST_ROOM, "a spare of the first room");
+    let made_ahead = inode(&spare);
+    append_mib(&mut writer);
+    assert_eq!(writer.segment.number, 1, "rotated before the segment was full");
+    while writer.segment.number == 1 {
+        append_mib(&mut writer);
+    }
+    let new = super::super::segment_path(dir.path(), 2);
+    assert_eq!(inode(&new), made_ahead, "the new segment is not the spare");
+    assert!(!spare.exists());
+}
+
 #[test]
 fn a_used_up_room_moves_the_writer_into_a_zeroed_spare_and_the_old_segment_is_cut() {
     let dir = tempfile::tempdir().unwrap();
