@@ -185,7 +185,7 @@ impl Http {
     }
 
     pub async fn deliver(&self, batch: &[Job]) -> Result<(), DeliveryFailure> {
-        let body = self.format.write_body(batch);
+        let body = self.format.write_body_off_thread(batch).await;
         let mut head = self.delivery_head.clone();
         if let Some(credentials) = &self.credentials {
             head.extend_from_slice(&credentials.header_line());
