@@ -56,6 +56,7 @@ impl DeliveryFormat {
         if self != DeliveryFormat::Otlp || messages < BLOCKING_BODY_MESSAGES {
             return self.write_body(batch);
         }
+        let _builder = body_builders().acquire().await.expect("never closed");
         let jobs = batch.to_vec();
         match tokio::task::spawn_blocking(move || super::otlp::write_body(&jobs)).await {
             Ok(body) => DeliveryBody::whole(body),
@@ -69,6 +70,17 @@ impl DeliveryFormat {
 /// Messages from which an OTLP body is built on a blocking thread (about
 /// a tenth of a millisecond of work, where the hop costs tens of µs).
 const BLOCKING_BODY_MESSAGES: usize = 32;
+
+/// Bodies built on blocking threads at once, across every analyzer: one
+/// per CPU, so that the batches being decoded (and their memory) stay as
+/// few as when they were built on the request threads.
+fn body_builders() -> &'static tokio::sync::Semaphore {
+    static BUILDERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    BUILDERS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cpus)
+    })
+}
 
 /// A request's body in pieces, sent in order without being joined: for a
 /// delivery of packets, the packets' own bytes and what goes between them.

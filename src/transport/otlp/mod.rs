@@ -122,33 +122,29 @@ impl MappedMessage {
         let (mut scope, mut resource_schema_url, mut scope_schema_url) = (None, String::new(), String::new());
         let (mut resource_attributes, mut body, mut attributes) = (None, None, Vec::new());
         if from_otlp {
-            resource_attributes = take_if(&mut metadata, "resource", |json| {
-                json.as_object().map(value::key_values)
-            });
+            resource_attributes = take_object(&mut metadata, "resource").map(value::key_values);
             resource.dropped_attributes_count =
                 take_u32(&mut metadata, "resource_dropped_attributes_count").unwrap_or(0);
             resource_schema_url = take_string(&mut metadata, "resource_schema_url").unwrap_or_default();
             scope = take_scope(&mut metadata);
             scope_schema_url = take_string(&mut metadata, "scope_schema_url").unwrap_or_default();
-            if let Some(fields) = take_if(&mut metadata, "attributes", |json| {
-                json.as_object().map(value::key_values)
-            }) {
-                attributes = fields;
+            if let Some(fields) = take_object(&mut metadata, "attributes") {
+                attributes = value::key_values(fields);
             }
             take_record_fields(&mut metadata, &mut record);
-            body = metadata.remove("body").map(|json| value::any_value(&json));
+            body = metadata.remove("body").map(value::any_value);
         }
         resource.attributes = resource_attributes
-            .unwrap_or_else(|| vec![value::key_value(SERVICE_NAME, &Json::String(message.source))]);
+            .unwrap_or_else(|| vec![value::key_value(SERVICE_NAME, Json::String(message.source))]);
         // What no field of the record took.
-        attributes.extend(value::key_values(&metadata));
+        attributes.extend(value::key_values(metadata));
         attributes.retain(|kv| kv.key != PACKET_ID_ATTRIBUTE);
         attributes.push(value::key_value(
             PACKET_ID_ATTRIBUTE,
-            &Json::String(packet_id.to_owned()),
+            Json::String(packet_id.to_owned()),
         ));
         record.attributes = attributes;
-        record.body = Some(body.unwrap_or_else(|| value::any_value(&Json::String(message.message))));
+        record.body = Some(body.unwrap_or_else(|| value::any_value(Json::String(message.message))));
         MappedMessage {
             resource,
             resource_schema_url,
@@ -207,7 +203,7 @@ fn take_scope(metadata: &mut Map<String, Json>) -> Option<InstrumentationScope> 
         };
         let attributes = match fields.get("attributes") {
             None => Vec::new(),
-            Some(json) => value::key_values(json.as_object()?),
+            Some(json) => value::key_values(json.as_object()?.clone()),
         };
         let dropped_attributes_count = match fields.get("dropped_attributes_count") {
             None => 0,
@@ -224,6 +220,17 @@ fn take_scope(metadata: &mut Map<String, Json>) -> Option<InstrumentationScope> 
             dropped_attributes_count,
         })
     })
+}
+
+/// Removes `key` from the metadata when its value is an object.
+fn take_object(metadata: &mut Map<String, Json>, key: &str) -> Option<Map<String, Json>> {
+    if !metadata.get(key)?.is_object() {
+        return None;
+    }
+    match metadata.remove(key) {
+        Some(Json::Object(fields)) => Some(fields),
+        _ => None,
+    }
 }
 
 /// Removes `key` from the metadata when `read` takes its value.

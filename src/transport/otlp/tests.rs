@@ -63,7 +63,7 @@ fn a_plain_message_has_its_source_as_service_name_and_its_metadata_as_attributes
     let resource_logs = &request.resource_logs[0];
     assert_eq!(
         resource_logs.resource.as_ref().unwrap().attributes,
-        [value::key_value("service.name", &json!("api"))]
+        [value::key_value("service.name", json!("api"))]
     );
     let scope_logs = &resource_logs.scope_logs;
     assert_eq!(scope_logs.len(), 1);
@@ -106,7 +106,7 @@ fn a_plain_message_has_its_source_as_service_name_and_its_metadata_as_attributes
     ));
     assert!(matches!(
         attribute(&record.attributes, "ctx"),
-        Some(Value::KvlistValue(l)) if l.values == [value::key_value("k", &json!("v"))]
+        Some(Value::KvlistValue(l)) if l.values == [value::key_value("k", json!("v"))]
     ));
     assert_eq!(
         attribute(&record.attributes, PACKET_ID_ATTRIBUTE),
@@ -277,7 +277,7 @@ fn a_message_that_came_over_otlp_goes_out_with_its_fields_where_they_were() {
         Some(InstrumentationScope {
             name: "lib".into(),
             version: "1.2".into(),
-            attributes: vec![value::key_value("a", &json!(1))],
+            attributes: vec![value::key_value("a", json!(1))],
             dropped_attributes_count: 3,
         })
     );
@@ -289,7 +289,7 @@ fn a_message_that_came_over_otlp_goes_out_with_its_fields_where_they_were() {
     assert_eq!(record.severity_text, "warn2");
     assert_eq!(
         record.body.as_ref().unwrap(),
-        &value::any_value(&json!({"event": "checkout", "items": [1, 2.5]})),
+        &value::any_value(json!({"event": "checkout", "items": [1, 2.5]})),
         "the typed body, not the message's text"
     );
     assert_eq!(
@@ -341,7 +341,7 @@ fn what_no_field_can_hold_goes_out_as_an_attribute() {
     // No resource in the metadata: the source is the service.
     assert_eq!(
         resource_logs.resource.as_ref().unwrap().attributes,
-        [value::key_value("service.name", &json!("src"))]
+        [value::key_value("service.name", json!("src"))]
     );
     assert_eq!(resource_logs.scope_logs[0].scope, None);
     let record = &resource_logs.scope_logs[0].log_records[0];

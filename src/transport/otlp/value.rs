@@ -19,21 +19,21 @@ use serde_json::{Map, Value as Json};
 /// The key of the one-key object that stands for a bytes value.
 pub(super) const BYTES_KEY: &str = "bytes_base64";
 
-/// The OTLP value of a natural JSON value.
-pub(super) fn any_value(json: &Json) -> AnyValue {
+/// The OTLP value of a natural JSON value, taking its strings as they are.
+pub(super) fn any_value(json: Json) -> AnyValue {
     let value = match json {
         Json::Null => None,
-        Json::Bool(b) => Some(Value::BoolValue(*b)),
-        Json::String(s) => Some(Value::StringValue(s.clone())),
+        Json::Bool(b) => Some(Value::BoolValue(b)),
+        Json::String(s) => Some(Value::StringValue(s)),
         Json::Number(n) => Some(match n.as_i64() {
             Some(i) => Value::IntValue(i),
             // A u64 above i64::MAX, or a number with a fraction or exponent.
             None => Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN)),
         }),
         Json::Array(items) => Some(Value::ArrayValue(ArrayValue {
-            values: items.iter().map(any_value).collect(),
+            values: items.into_iter().map(any_value).collect(),
         })),
-        Json::Object(fields) => Some(match bytes_of(fields) {
+        Json::Object(fields) => Some(match bytes_of(&fields) {
             Some(bytes) => Value::BytesValue(bytes),
             None => Value::KvlistValue(KeyValueList {
                 values: key_values(fields),
@@ -44,13 +44,16 @@ pub(super) fn any_value(json: &Json) -> AnyValue {
 }
 
 /// An object's fields as OTLP attributes, in the object's order.
-pub(super) fn key_values(fields: &Map<String, Json>) -> Vec<KeyValue> {
-    fields.iter().map(|(key, value)| key_value(key, value)).collect()
+pub(super) fn key_values(fields: Map<String, Json>) -> Vec<KeyValue> {
+    fields
+        .into_iter()
+        .map(|(key, value)| key_value(key, value))
+        .collect()
 }
 
-pub(super) fn key_value(key: &str, value: &Json) -> KeyValue {
+pub(super) fn key_value(key: impl Into<String>, value: Json) -> KeyValue {
     KeyValue {
-        key: key.to_owned(),
+        key: key.into(),
         value: Some(any_value(value)),
         ..KeyValue::default()
     }
@@ -74,7 +77,7 @@ mod tests {
     use serde_json::json;
 
     fn of(json: Json) -> Option<Value> {
-        any_value(&json).value
+        any_value(json).value
     }
 
     #[test]
@@ -146,14 +149,14 @@ mod tests {
                 Some(Value::StringValue("two".into())),
                 None,
                 Some(Value::KvlistValue(KeyValueList {
-                    values: vec![key_value("k", &json!(false))]
+                    values: vec![key_value("k", json!(false))]
                 })),
             ]
         );
         assert_eq!(
             list.values[0].value.as_ref().unwrap().value,
             Some(Value::KvlistValue(KeyValueList {
-                values: vec![key_value("b", &json!(2.5))]
+                values: vec![key_value("b", json!(2.5))]
             }))
         );
     }
