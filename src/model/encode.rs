@@ -218,11 +218,14 @@ impl EncodedPacket {
         out.push(b'}');
     }
 
-    /// The packet again, with `retry_count`.
+    /// The packet again, with `retry_count`: its messages read from where
+    /// they are, not from a copy of the whole packet.
     pub fn decode(&self, retry_count: u32) -> LogPacket {
-        let mut json = Vec::with_capacity(self.json_bytes());
-        self.write_json(retry_count, &mut json);
-        serde_json::from_slice(&json).expect("an encoded packet always decodes")
+        LogPacket {
+            id: self.id.clone(),
+            messages: serde_json::from_slice(self.messages_json()).expect("an encoded packet always decodes"),
+            retry_count,
+        }
     }
 }
 
