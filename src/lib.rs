@@ -40,6 +40,7 @@ pub mod handoff;
 pub mod k8s;
 pub(crate) mod metrics;
 pub mod model;
+pub(crate) mod offload;
 pub mod otlp;
 pub(crate) mod server;
 pub mod service;

@@ -7,6 +7,7 @@
 
 use crate::dispatch::job::Job;
 use crate::model::write_retry_count;
+use crate::offload;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::io::IoSlice;
@@ -47,22 +48,22 @@ impl DeliveryFormat {
         }
     }
 
-    /// [`Self::write_body`], on a blocking thread when the body is long to
-    /// build: an OTLP body of many messages takes milliseconds of CPU (each
-    /// packet decoded, each message mapped), and on a request thread that
-    /// time would hold back every request and delivery waiting behind it.
+    /// [`Self::write_body`], off the request threads ([`crate::offload`])
+    /// when the body is long to build: an OTLP body of many messages takes
+    /// milliseconds of CPU (each packet decoded, each message mapped).
     pub async fn write_body_off_thread(self, batch: &[Job]) -> DeliveryBody<'_> {
         let messages: usize = batch.iter().map(|job| job.packet.message_count()).sum();
         if self != DeliveryFormat::Otlp || messages < BLOCKING_BODY_MESSAGES {
             return self.write_body(batch);
         }
-        let _builder = body_builders().acquire().await.expect("never closed");
         let jobs = batch.to_vec();
-        match tokio::task::spawn_blocking(move || super::otlp::write_body(&jobs)).await {
-            Ok(body) => DeliveryBody::whole(body),
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        match offload::DELIVERY_BODIES
+            .run(move || super::otlp::write_body(&jobs))
+            .await
+        {
+            Some(body) => DeliveryBody::whole(body),
             // The runtime is stopping: no blocking thread to be had.
-            Err(_) => self.write_body(batch),
+            None => self.write_body(batch),
         }
     }
 }
@@ -70,17 +71,6 @@ impl DeliveryFormat {
 /// Messages from which an OTLP body is built on a blocking thread (about
 /// a tenth of a millisecond of work, where the hop costs tens of µs).
 const BLOCKING_BODY_MESSAGES: usize = 32;
-
-/// Bodies built on blocking threads at once, across every analyzer: one
-/// per CPU, so that the batches being decoded (and their memory) stay as
-/// few as when they were built on the request threads.
-fn body_builders() -> &'static tokio::sync::Semaphore {
-    static BUILDERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    BUILDERS.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cpus)
-    })
-}
 
 /// A request's body in pieces, sent in order without being joined: for a
 /// delivery of packets, the packets' own bytes and what goes between them.
