@@ -21,6 +21,7 @@
 //!   peer; the adopt command does the same for an orphaned data directory.
 //! - [`config`]: the settings (the YAML file), their defaults and checks;
 //!   [`cli`] applies the command line's flags and env vars onto them.
+//! - `offload`: CPU work of milliseconds (OTLP bodies) on blocking threads.
 //! - [`server`]: the accept loop (timeouts, connection bound, TLS); the
 //!   bearer tokens are [`api::auth`]; [`write_deadline`] cuts off clients
 //!   that do not read their answers.
