@@ -15,7 +15,6 @@
 use super::body;
 use super::ingest::{decode, refused};
 use super::{ApiError, AppState};
-use crate::offload;
 use crate::otlp::response::{code_of, export_body, status_body, Encoding};
 use crate::otlp::{self, RequestError};
 use axum::body::Body;
@@ -23,11 +22,6 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-
-/// Bodies from which the records are read off the request threads
-/// ([`crate::offload`]): 64 KiB of protobuf is about a tenth of a
-/// millisecond of work, OTLP/JSON ten times that.
-const OFF_THREAD_BODY_BYTES: usize = 64 << 10;
 
 pub(super) async fn export(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let metrics = state.dispatcher.metrics();
@@ -76,31 +70,23 @@ async fn accept(
     let body = decode(headers, body?, state.limits.max_body_bytes, &state.body_budget).await?;
     // No room (after `queue.full_wait`): refused before the records are
     // read, as one packet (their number is not known yet).
-    let body_len = body.len();
     let deadline = dispatcher
-        .wait_for_room(1, body_len)
+        .wait_for_room(1, body.len())
         .await
         .map_err(|e| refused(state, e, 1))?;
 
-    let (limits, bounds, now) = (state.limits.clone(), dispatcher.queue_bounds(), Utc::now());
-    // The body is not needed past the mapping: not kept while the packets
-    // wait for the log.
-    let map = move || match encoding {
-        Encoding::Protobuf => otlp::from_protobuf(&body, &limits, bounds, now),
-        Encoding::Json => otlp::from_json(&body, &limits, bounds, now),
-    };
-    let mapped = if body_len >= OFF_THREAD_BODY_BYTES {
-        offload::OTLP_REQUESTS
-            .run(map)
-            .await
-            .ok_or_else(|| refused(state, crate::dispatch::AdmitError::ShuttingDown, 1))?
-    } else {
-        map()
+    let (limits, bounds, now) = (&state.limits, dispatcher.queue_bounds(), Utc::now());
+    let mapped = match encoding {
+        Encoding::Protobuf => otlp::from_protobuf(&body, limits, bounds, now),
+        Encoding::Json => otlp::from_json(&body, limits, bounds, now),
     }
     .map_err(|e| match e {
         RequestError::Invalid(reason) => ApiError::bad_request(reason),
         RequestError::LargerThanQueue(too_large) => refused(state, too_large.into(), 1),
     })?;
+    // The body is not needed past the mapping: not kept while the packets
+    // wait for the log.
+    drop(body);
     let answer = export_body(
         encoding,
         mapped.rejected_records,
