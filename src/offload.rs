@@ -28,12 +28,18 @@ impl Offload {
 
     /// Runs `work` on a blocking thread once a place is free; `None` when
     /// the runtime is stopping and has no thread to give. A panic in
-    /// `work` goes on in the caller.
+    /// `work` goes on in the caller. The work holds its place until it
+    /// ends, even when the caller stops waiting for it.
     pub(crate) async fn run<T: Send + 'static>(
-        &self,
+        &'static self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Option<T> {
-        let _place = self.permits.acquire().await.expect("never closed");
+        let place = self.permits.acquire().await.expect("never closed");
+        let work = move || {
+            let done = work();
+            drop(place);
+            done
+        };
         match tokio::task::spawn_blocking(work).await {
             Ok(done) => Some(done),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -77,6 +83,31 @@ mod tests {
         assert_eq!(answers, (0..cpus * 4).map(|n| n * 2).collect::<Vec<_>>());
         assert_eq!(most.load(Ordering::SeqCst), cpus, "{cpus} CPUs");
         assert_eq!(WORK.free(), cpus);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_whose_caller_stopped_waiting_keeps_its_place_until_it_ends() {
+        static WORK: Offload = Offload::new();
+        let cpus = WORK.free();
+        let (started, finish) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let (started_tx, started_rx) = started;
+        let (finish_tx, finish_rx) = finish;
+        let caller = tokio::spawn(WORK.run(move || {
+            started_tx.send(()).unwrap();
+            finish_rx.recv().unwrap();
+        }));
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        assert_eq!(WORK.free(), cpus - 1, "the running work lost its place");
+        finish_tx.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while WORK.free() != cpus {
+            assert!(std::time::Instant::now() < deadline, "the place never came back");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]
