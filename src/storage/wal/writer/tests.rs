@@ -99,6 +99,17 @@ fn large_fdatasyncs_get_no_spare_and_the_segment_grows_past_its_room() {
     assert!(!dir.path().join(room::SPARE_NAME).exists(), "a spare was zeroed");
 }
 
+/// Segments small enough to fill in a test, large enough for spares.
+const SPARED_SEGMENT_BYTES: u64 = 4 << 20;
+
+/// A writer on a disk directory with segments of [`SPARED_SEGMENT_BYTES`],
+/// and where its spare is made.
+fn spared_writer(dir: &Path) -> (Writer, PathBuf) {
+    on_disk(dir);
+    let writer = writer_with_segments(dir, SPARED_SEGMENT_BYTES);
+    (writer, dir.join(room::SPARE_NAME))
+}
+
 /// The file's inode number.
 fn inode(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -111,10 +122,8 @@ fn inode(path: &Path) -> u64 {
 #[test]
 fn large_fdatasyncs_rotate_into_a_spare_of_the_first_room_made_ahead() {
     let dir = tempfile::tempdir().unwrap();
-    on_disk(dir.path());
-    let segment_bytes = 4 << 20;
-    let mut writer = writer_with_segments(dir.path(), segment_bytes);
-    let spare = dir.path().join(room::SPARE_NAME);
+    let (mut writer, spare) = spared_writer(dir.path());
+    let segment_bytes = SPARED_SEGMENT_BYTES;
     let mut seq = 0;
     let mut append_mib = |writer: &mut Writer| {
         append(writer, (seq..seq + 1000).map(|seq| accept(seq, 1000)).collect());
@@ -144,10 +153,8 @@ fn large_fdatasyncs_rotate_into_a_spare_of_the_first_room_made_ahead() {
 #[test]
 fn a_used_up_room_moves_the_writer_into_a_zeroed_spare_and_the_old_segment_is_cut() {
     let dir = tempfile::tempdir().unwrap();
-    on_disk(dir.path());
-    let segment_bytes = 4 << 20;
-    let mut writer = writer_with_segments(dir.path(), segment_bytes);
-    let spare = dir.path().join(room::SPARE_NAME);
+    let (mut writer, spare) = spared_writer(dir.path());
+    let segment_bytes = SPARED_SEGMENT_BYTES;
     let mut seq = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     while writer.segment.number == 1 {
