@@ -52,8 +52,9 @@ impl DeliveryFormat {
     /// when the body is long to build: an OTLP body of many messages takes
     /// milliseconds of CPU (each packet decoded, each message mapped).
     pub async fn write_body_off_thread(self, batch: &[Job]) -> DeliveryBody<'_> {
-        let messages: usize = batch.iter().map(|job| job.packet.message_count()).sum();
-        if self != DeliveryFormat::Otlp || messages < BLOCKING_BODY_MESSAGES {
+        let long =
+            || batch.iter().map(|job| job.packet.message_count()).sum::<usize>() >= BLOCKING_BODY_MESSAGES;
+        if self != DeliveryFormat::Otlp || !long() {
             return self.write_body(batch);
         }
         let jobs = batch.to_vec();

@@ -33,6 +33,11 @@ use std::time::{Duration, Instant};
 /// The room a segment gets zeroed when it is created: cheap enough to
 /// zero at once (a few ms), enough for the first writes of a run.
 pub(super) const FIRST_ROOM: u64 = 1 << 20;
+
+/// The first room of a new segment of at most `segment_bytes`.
+pub(super) fn first_room(segment_bytes: u64) -> u64 {
+    FIRST_ROOM.min(segment_bytes)
+}
 /// The spare being zeroed, or ready, in the log's directory.
 pub(super) const SPARE_NAME: &str = "next-segment.spare";
 /// How long after a failed or pointless try the next one waits.

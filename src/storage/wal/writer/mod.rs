@@ -72,7 +72,7 @@ impl Segment {
     /// where that is worth it; without room when zeroing it fails (a disk
     /// filling up between the check and the writes).
     fn with_first_room(dir: &Path, number: u64, options: &WalOptions) -> io::Result<Segment> {
-        let room = room::FIRST_ROOM.min(options.segment_bytes);
+        let room = room::first_room(options.segment_bytes);
         if room::worth_zeroing(dir, room) {
             match Segment::create(dir, number, room) {
                 Ok(segment) => return Ok(segment),
@@ -312,7 +312,7 @@ impl Writer {
         if segment.len >= segment.room / 2 && small_syncs {
             self.spares.request(whole);
         } else if segment.len >= whole / 2 {
-            self.spares.request(room::FIRST_ROOM.min(whole));
+            self.spares.request(room::first_room(whole));
         }
         self.segment.len >= self.segment.room && self.spares.ready_bytes() == Some(whole)
     }
