@@ -22,14 +22,17 @@ pub(crate) mod answer;
 mod value;
 
 use crate::dispatch::job::Job;
-use crate::model::{Level, LogMessage, LogPacket};
+use crate::model::{EncodedPacket, Level};
 use chrono::{DateTime, Utc};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
-use serde_json::{Map, Value as Json};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// The attribute naming a record's packet.
 pub(crate) const PACKET_ID_ATTRIBUTE: &str = "logs_distributor.packet_id";
@@ -46,68 +49,146 @@ const OTLP_MARKERS: [&str; 5] = [
 
 /// The body of one delivery of `batch`: an `ExportLogsServiceRequest`.
 pub(crate) fn write_body(batch: &[Job]) -> Vec<u8> {
-    request(batch.iter().map(|job| job.packet.decode(job.retries))).encode_to_vec()
+    request(batch.iter().map(|job| &*job.packet)).encode_to_vec()
 }
 
-/// The request that carries `packets`, in order.
-fn request(packets: impl IntoIterator<Item = LogPacket>) -> ExportLogsServiceRequest {
-    let mut request = ExportLogsServiceRequest::default();
+/// The request that carries `packets`, in order, each message read from
+/// the packet's encoded text where it is.
+fn request<'a>(packets: impl IntoIterator<Item = &'a EncodedPacket>) -> ExportLogsServiceRequest {
+    let mut builder = RequestBuilder::default();
     for packet in packets {
-        for message in packet.messages {
-            push(&mut request, &packet.id, message);
+        let messages: Vec<EncodedMessage<'a>> =
+            serde_json::from_slice(packet.messages_json()).expect("an encoded packet always decodes");
+        for message in messages {
+            builder.push(packet.id(), message);
         }
     }
-    request
+    builder.request
 }
 
-/// Appends the record of `message` to the request, in the last
-/// `ResourceLogs` and `ScopeLogs` when it shares them.
-fn push(request: &mut ExportLogsServiceRequest, packet_id: &str, message: LogMessage) {
-    let mut mapped = MappedMessage::new(packet_id, message);
-    let same_resource = request.resource_logs.last().is_some_and(|last| {
-        last.resource.as_ref() == Some(&mapped.resource) && last.schema_url == mapped.resource_schema_url
-    });
-    if !same_resource {
-        request.resource_logs.push(ResourceLogs {
-            resource: Some(std::mem::take(&mut mapped.resource)),
-            scope_logs: Vec::new(),
-            schema_url: std::mem::take(&mut mapped.resource_schema_url),
-        });
+/// A message of an encoded packet, its strings and metadata values
+/// borrowed from the packet's text: the fields of `LogMessage`.
+#[derive(Deserialize)]
+struct EncodedMessage<'a> {
+    level: Level,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    timestamp: DateTime<Utc>,
+    #[serde(default, borrow)]
+    metadata: Option<Metadata<'a>>,
+}
+
+/// A message's metadata: each value's JSON text, by key.
+type Metadata<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
+
+/// What a message's resource is made of: two messages made of the same
+/// have the same resource, without building it.
+#[derive(PartialEq)]
+struct ResourceSource<'a> {
+    attributes: ResourceAttributes<'a>,
+    dropped_attributes_count: u32,
+    schema_url: String,
+}
+
+/// Where a resource's attributes come from.
+enum ResourceAttributes<'a> {
+    /// The message's `resource` object.
+    Object(&'a RawValue),
+    /// The message's source, as `service.name`, when it had none.
+    Source(Cow<'a, str>),
+}
+
+impl PartialEq for ResourceAttributes<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Object(a), Self::Object(b)) => a.get() == b.get(),
+            (Self::Source(a), Self::Source(b)) => a == b,
+            _ => false,
+        }
     }
-    let resource_logs = request
-        .resource_logs
-        .last_mut()
-        .expect("a ResourceLogs was just found or pushed");
-    let same_scope = resource_logs
-        .scope_logs
-        .last()
-        .is_some_and(|last| last.scope == mapped.scope && last.schema_url == mapped.scope_schema_url);
-    if !same_scope {
-        resource_logs.scope_logs.push(ScopeLogs {
-            scope: mapped.scope.take(),
-            log_records: Vec::new(),
-            schema_url: std::mem::take(&mut mapped.scope_schema_url),
-        });
+}
+
+impl ResourceSource<'_> {
+    fn resource(&self) -> Resource {
+        let attributes = match &self.attributes {
+            ResourceAttributes::Object(json) => value::key_values(json).expect("a resource is an object"),
+            ResourceAttributes::Source(source) => vec![value::key_value(
+                SERVICE_NAME,
+                value::string_value(source.as_ref()),
+            )],
+        };
+        Resource {
+            attributes,
+            dropped_attributes_count: self.dropped_attributes_count,
+            ..Resource::default()
+        }
     }
-    resource_logs
-        .scope_logs
-        .last_mut()
-        .expect("a ScopeLogs was just found or pushed")
-        .log_records
-        .push(mapped.record);
+}
+
+/// Builds a request message by message.
+#[derive(Default)]
+struct RequestBuilder<'a> {
+    request: ExportLogsServiceRequest,
+    /// What the last `ResourceLogs`' resource was made of.
+    last_resource: Option<ResourceSource<'a>>,
+}
+
+impl<'a> RequestBuilder<'a> {
+    /// Appends the record of `message`, in the last `ResourceLogs` and
+    /// `ScopeLogs` when it shares them.
+    fn push(&mut self, packet_id: &str, message: EncodedMessage<'a>) {
+        let mapped = MappedMessage::new(packet_id, message);
+        if self.last_resource.as_ref() != Some(&mapped.resource) {
+            let resource = mapped.resource.resource();
+            let same_resource = self.request.resource_logs.last().is_some_and(|last| {
+                last.resource.as_ref() == Some(&resource) && last.schema_url == mapped.resource.schema_url
+            });
+            if !same_resource {
+                self.request.resource_logs.push(ResourceLogs {
+                    resource: Some(resource),
+                    scope_logs: Vec::new(),
+                    schema_url: mapped.resource.schema_url.clone(),
+                });
+            }
+            self.last_resource = Some(mapped.resource);
+        }
+        let resource_logs = self
+            .request
+            .resource_logs
+            .last_mut()
+            .expect("a ResourceLogs was just found or pushed");
+        let same_scope = resource_logs
+            .scope_logs
+            .last()
+            .is_some_and(|last| last.scope == mapped.scope && last.schema_url == mapped.scope_schema_url);
+        if !same_scope {
+            resource_logs.scope_logs.push(ScopeLogs {
+                scope: mapped.scope,
+                log_records: Vec::new(),
+                schema_url: mapped.scope_schema_url,
+            });
+        }
+        resource_logs
+            .scope_logs
+            .last_mut()
+            .expect("a ScopeLogs was just found or pushed")
+            .log_records
+            .push(mapped.record);
+    }
 }
 
 /// One message as OTLP: its record and where the record belongs.
-struct MappedMessage {
-    resource: Resource,
-    resource_schema_url: String,
+struct MappedMessage<'a> {
+    resource: ResourceSource<'a>,
     scope: Option<InstrumentationScope>,
     scope_schema_url: String,
     record: LogRecord,
 }
 
-impl MappedMessage {
-    fn new(packet_id: &str, message: LogMessage) -> MappedMessage {
+impl<'a> MappedMessage<'a> {
+    fn new(packet_id: &str, message: EncodedMessage<'a>) -> MappedMessage<'a> {
         let mut metadata = message.metadata.unwrap_or_default();
         let from_otlp = OTLP_MARKERS.iter().any(|key| metadata.contains_key(*key));
         let time = unix_nanos(message.timestamp);
@@ -118,36 +199,45 @@ impl MappedMessage {
             severity_text: message.level.name().to_owned(),
             ..LogRecord::default()
         };
-        let mut resource = Resource::default();
-        let (mut scope, mut resource_schema_url, mut scope_schema_url) = (None, String::new(), String::new());
-        let (mut resource_attributes, mut body, mut attributes) = (None, None, Vec::new());
+        let mut resource = ResourceSource {
+            attributes: ResourceAttributes::Source(message.source),
+            dropped_attributes_count: 0,
+            schema_url: String::new(),
+        };
+        let (mut scope, mut scope_schema_url) = (None, String::new());
+        let (mut body, mut attributes) = (None, Vec::new());
         if from_otlp {
-            resource_attributes = take_object(&mut metadata, "resource").map(value::key_values);
+            if let Some(object) = take_if(&mut metadata, "resource", |json| {
+                value::is_object(json).then_some(json)
+            }) {
+                resource.attributes = ResourceAttributes::Object(object);
+            }
             resource.dropped_attributes_count =
                 take_u32(&mut metadata, "resource_dropped_attributes_count").unwrap_or(0);
-            resource_schema_url = take_string(&mut metadata, "resource_schema_url").unwrap_or_default();
+            resource.schema_url = take_string(&mut metadata, "resource_schema_url").unwrap_or_default();
             scope = take_scope(&mut metadata);
             scope_schema_url = take_string(&mut metadata, "scope_schema_url").unwrap_or_default();
-            if let Some(fields) = take_object(&mut metadata, "attributes") {
-                attributes = value::key_values(fields);
+            if let Some(fields) = take_if(&mut metadata, "attributes", value::key_values) {
+                attributes = fields;
             }
             take_record_fields(&mut metadata, &mut record);
             body = metadata.remove("body").map(value::any_value);
         }
-        resource.attributes = resource_attributes
-            .unwrap_or_else(|| vec![value::key_value(SERVICE_NAME, Json::String(message.source))]);
         // What no field of the record took.
-        attributes.extend(value::key_values(metadata));
+        attributes.extend(
+            metadata
+                .into_iter()
+                .map(|(key, json)| value::key_value(key, value::any_value(json))),
+        );
         attributes.retain(|kv| kv.key != PACKET_ID_ATTRIBUTE);
         attributes.push(value::key_value(
             PACKET_ID_ATTRIBUTE,
-            Json::String(packet_id.to_owned()),
+            value::string_value(packet_id),
         ));
         record.attributes = attributes;
-        record.body = Some(body.unwrap_or_else(|| value::any_value(Json::String(message.message))));
+        record.body = Some(body.unwrap_or_else(|| value::string_value(message.message)));
         MappedMessage {
             resource,
-            resource_schema_url,
             scope,
             scope_schema_url,
             record,
@@ -157,7 +247,7 @@ impl MappedMessage {
 
 /// The record's own fields that an OTLP message keeps in its metadata;
 /// each taken out only when its value fits the field.
-fn take_record_fields(metadata: &mut Map<String, Json>, record: &mut LogRecord) {
+fn take_record_fields(metadata: &mut Metadata<'_>, record: &mut LogRecord) {
     // The record's times as they came (the message's timestamp is the same
     // instant when the record had one).
     if let Some(nanos) = take_nanos(metadata, "time_unix_nano") {
@@ -166,9 +256,7 @@ fn take_record_fields(metadata: &mut Map<String, Json>, record: &mut LogRecord) 
     if let Some(nanos) = take_nanos(metadata, "observed_time_unix_nano") {
         record.observed_time_unix_nano = nanos;
     }
-    if let Some(number) = take_if(metadata, "severity_number", |json| {
-        json.as_i64().and_then(|n| i32::try_from(n).ok())
-    }) {
+    if let Some(number) = take_if(metadata, "severity_number", parse::<i32>) {
         record.severity_number = number;
     }
     if let Some(text) = take_string(metadata, "severity_text") {
@@ -194,25 +282,25 @@ fn take_record_fields(metadata: &mut Map<String, Json>, record: &mut LogRecord) 
 /// The scope of an OTLP message: `{name, version, attributes,
 /// dropped_attributes_count}`, each key optional; left in the metadata
 /// (and so sent as an attribute) when it is not that shape.
-fn take_scope(metadata: &mut Map<String, Json>) -> Option<InstrumentationScope> {
+fn take_scope(metadata: &mut Metadata<'_>) -> Option<InstrumentationScope> {
     take_if(metadata, "scope", |json| {
-        let fields = json.as_object()?;
+        let fields: Metadata<'_> = parse(json)?;
+        let known = ["name", "version", "attributes", "dropped_attributes_count"];
+        if fields.keys().any(|key| !known.contains(&key.as_ref())) {
+            return None;
+        }
         let text = |key: &str| match fields.get(key) {
             None => Some(String::new()),
-            Some(json) => json.as_str().map(str::to_owned),
+            Some(json) => parse::<String>(json),
         };
-        let attributes = match fields.get("attributes") {
+        let attributes: Vec<KeyValue> = match fields.get("attributes") {
             None => Vec::new(),
-            Some(json) => value::key_values(json.as_object()?.clone()),
+            Some(json) => value::key_values(json)?,
         };
         let dropped_attributes_count = match fields.get("dropped_attributes_count") {
             None => 0,
-            Some(json) => json.as_u64().and_then(|n| u32::try_from(n).ok())?,
+            Some(json) => parse::<u32>(json)?,
         };
-        let known = ["name", "version", "attributes", "dropped_attributes_count"];
-        if fields.keys().any(|key| !known.contains(&key.as_str())) {
-            return None;
-        }
         Some(InstrumentationScope {
             name: text("name")?,
             version: text("version")?,
@@ -222,50 +310,44 @@ fn take_scope(metadata: &mut Map<String, Json>) -> Option<InstrumentationScope> 
     })
 }
 
-/// Removes `key` from the metadata when its value is an object.
-fn take_object(metadata: &mut Map<String, Json>, key: &str) -> Option<Map<String, Json>> {
-    if !metadata.get(key)?.is_object() {
-        return None;
-    }
-    match metadata.remove(key) {
-        Some(Json::Object(fields)) => Some(fields),
-        _ => None,
-    }
-}
-
 /// Removes `key` from the metadata when `read` takes its value.
-fn take_if<T>(
-    metadata: &mut Map<String, Json>,
+fn take_if<'a, T>(
+    metadata: &mut Metadata<'a>,
     key: &str,
-    read: impl FnOnce(&Json) -> Option<T>,
+    read: impl FnOnce(&'a RawValue) -> Option<T>,
 ) -> Option<T> {
     let taken = read(metadata.get(key)?)?;
     metadata.remove(key);
     Some(taken)
 }
 
-fn take_string(metadata: &mut Map<String, Json>, key: &str) -> Option<String> {
-    take_if(metadata, key, |json| json.as_str().map(str::to_owned))
+/// A value read as `T`; `None` when it is not one (a string where a
+/// number is due, a number out of range, ...).
+fn parse<'a, T: Deserialize<'a>>(json: &'a RawValue) -> Option<T> {
+    serde_json::from_str(json.get()).ok()
 }
 
-fn take_u32(metadata: &mut Map<String, Json>, key: &str) -> Option<u32> {
-    take_if(metadata, key, |json| {
-        json.as_u64().and_then(|n| u32::try_from(n).ok())
-    })
+fn take_string(metadata: &mut Metadata<'_>, key: &str) -> Option<String> {
+    take_if(metadata, key, parse::<String>)
+}
+
+fn take_u32(metadata: &mut Metadata<'_>, key: &str) -> Option<u32> {
+    take_if(metadata, key, parse::<u32>)
 }
 
 /// Nanoseconds since the epoch, written as OTLP/JSON writes an int64 (a
 /// decimal string) or as a JSON integer.
-fn take_nanos(metadata: &mut Map<String, Json>, key: &str) -> Option<u64> {
-    take_if(metadata, key, |json| match json {
-        Json::String(text) => text.parse().ok(),
-        other => other.as_u64(),
+fn take_nanos(metadata: &mut Metadata<'_>, key: &str) -> Option<u64> {
+    take_if(metadata, key, |json| match parse::<String>(json) {
+        Some(text) => text.parse().ok(),
+        None => parse::<u64>(json),
     })
 }
 
 /// The bytes of a string of exactly `len` bytes in hex (either case).
-fn hex_bytes(json: &Json, len: usize) -> Option<Vec<u8>> {
-    let text = json.as_str()?.as_bytes();
+fn hex_bytes(json: &RawValue, len: usize) -> Option<Vec<u8>> {
+    let text = parse::<String>(json)?;
+    let text = text.as_bytes();
     if text.len() != 2 * len {
         return None;
     }

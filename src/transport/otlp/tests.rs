@@ -1,9 +1,9 @@
 use super::*;
-use crate::model::EncodedPacket;
+use crate::model::{EncodedPacket, LogMessage, LogPacket};
 use crate::transport::DeliveryFormat;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
-use serde_json::json;
+use opentelemetry_proto::tonic::common::v1::AnyValue;
+use serde_json::{json, Value as Json};
 
 fn message(level: Level, text: &str, source: &str, metadata: Option<Json>) -> LogMessage {
     LogMessage {
@@ -15,14 +15,22 @@ fn message(level: Level, text: &str, source: &str, metadata: Option<Json>) -> Lo
     }
 }
 
-/// The packet as delivery sees it: encoded when accepted, decoded again.
-fn packet(id: &str, messages: Vec<LogMessage>) -> LogPacket {
-    let packet = LogPacket {
+/// The packet as delivery sees it: encoded when accepted.
+fn packet(id: &str, messages: Vec<LogMessage>) -> EncodedPacket {
+    EncodedPacket::new(&LogPacket {
         id: id.into(),
         messages,
         retry_count: 0,
-    };
-    EncodedPacket::new(&packet).decode(0)
+    })
+}
+
+/// The OTLP value of a JSON value.
+fn any(json: Json) -> AnyValue {
+    value::any_value(&serde_json::value::to_raw_value(&json).unwrap())
+}
+
+fn key_value(key: &str, json: Json) -> KeyValue {
+    value::key_value(key, any(json))
 }
 
 fn string(s: &str) -> Option<AnyValue> {
@@ -55,7 +63,7 @@ fn the_format_is_named_otlp_and_sent_as_protobuf() {
 fn a_plain_message_has_its_source_as_service_name_and_its_metadata_as_attributes() {
     let metadata =
         json!({"user_id": 42, "ok": true, "ratio": 0.5, "tags": ["a", "b"], "ctx": {"k": "v"}, "none": null});
-    let request = request([packet(
+    let request = request(&[packet(
         "p-1",
         vec![message(Level::Error, "db down", "api", Some(metadata))],
     )]);
@@ -63,7 +71,7 @@ fn a_plain_message_has_its_source_as_service_name_and_its_metadata_as_attributes
     let resource_logs = &request.resource_logs[0];
     assert_eq!(
         resource_logs.resource.as_ref().unwrap().attributes,
-        [value::key_value("service.name", json!("api"))]
+        [key_value("service.name", json!("api"))]
     );
     let scope_logs = &resource_logs.scope_logs;
     assert_eq!(scope_logs.len(), 1);
@@ -106,7 +114,7 @@ fn a_plain_message_has_its_source_as_service_name_and_its_metadata_as_attributes
     ));
     assert!(matches!(
         attribute(&record.attributes, "ctx"),
-        Some(Value::KvlistValue(l)) if l.values == [value::key_value("k", json!("v"))]
+        Some(Value::KvlistValue(l)) if l.values == [key_value("k", json!("v"))]
     ));
     assert_eq!(
         attribute(&record.attributes, PACKET_ID_ATTRIBUTE),
@@ -132,7 +140,7 @@ fn every_level_has_its_severity_number_and_name() {
         .iter()
         .map(|(level, ..)| message(*level, "m", "s", None))
         .collect();
-    let request = request([packet("p", messages)]);
+    let request = request(&[packet("p", messages)]);
     let records = &request.resource_logs[0].scope_logs[0].log_records;
     assert_eq!(records.len(), levels.len());
     for (record, (_, number, name)) in records.iter().zip(levels) {
@@ -158,7 +166,7 @@ fn consecutive_messages_share_their_resource_and_scope_in_order() {
             Some(json!({"resource": {"service.name": source}, "scope": {"name": scope}})),
         )
     };
-    let request = request([
+    let request = request(&[
         packet("p-1", vec![scoped("a", "x"), scoped("a", "x"), scoped("a", "y")]),
         // The next packet continues the same resource and scope.
         packet("p-2", vec![scoped("a", "y"), scoped("b", "y"), scoped("a", "y")]),
@@ -250,7 +258,7 @@ fn a_message_that_came_over_otlp_goes_out_with_its_fields_where_they_were() {
         "observed_time_unix_nano": "1737837046000000001",
         "event_name": "cart.checkout",
     });
-    let request = request([packet(
+    let request = request(&[packet(
         "p-9",
         vec![message(
             Level::Warning,
@@ -277,7 +285,7 @@ fn a_message_that_came_over_otlp_goes_out_with_its_fields_where_they_were() {
         Some(InstrumentationScope {
             name: "lib".into(),
             version: "1.2".into(),
-            attributes: vec![value::key_value("a", json!(1))],
+            attributes: vec![key_value("a", json!(1))],
             dropped_attributes_count: 3,
         })
     );
@@ -289,7 +297,7 @@ fn a_message_that_came_over_otlp_goes_out_with_its_fields_where_they_were() {
     assert_eq!(record.severity_text, "warn2");
     assert_eq!(
         record.body.as_ref().unwrap(),
-        &value::any_value(json!({"event": "checkout", "items": [1, 2.5]})),
+        &any(json!({"event": "checkout", "items": [1, 2.5]})),
         "the typed body, not the message's text"
     );
     assert_eq!(
@@ -333,7 +341,7 @@ fn what_no_field_can_hold_goes_out_as_an_attribute() {
         "scope": {"name": "lib", "unexpected": 1},
         "extra": {"kept": true},
     });
-    let request = request([packet(
+    let request = request(&[packet(
         "p-2",
         vec![message(Level::Info, "m", "src", Some(metadata))],
     )]);
@@ -341,7 +349,7 @@ fn what_no_field_can_hold_goes_out_as_an_attribute() {
     // No resource in the metadata: the source is the service.
     assert_eq!(
         resource_logs.resource.as_ref().unwrap().attributes,
-        [value::key_value("service.name", json!("src"))]
+        [key_value("service.name", json!("src"))]
     );
     assert_eq!(resource_logs.scope_logs[0].scope, None);
     let record = &resource_logs.scope_logs[0].log_records[0];
@@ -378,9 +386,9 @@ fn the_body_is_the_request_in_protobuf() {
             vec![message(Level::Info, "hello", "api", Some(json!({"n": 1})))],
         )]
     };
-    let bytes = request(packets()).encode_to_vec();
+    let bytes = request(&packets()).encode_to_vec();
     let decoded = ExportLogsServiceRequest::decode(bytes.as_slice()).unwrap();
-    assert_eq!(decoded, request(packets()));
+    assert_eq!(decoded, request(&packets()));
 }
 
 #[test]
@@ -504,7 +512,7 @@ fn otlp_that_came_in_goes_out_as_it_came() {
     .expect("a valid request");
     assert_eq!(mapped.rejected_records, 0, "{:?}", mapped.rejections);
     let ids: Vec<String> = mapped.packets.iter().map(|p| p.id().to_owned()).collect();
-    let mut came_back = request(mapped.packets.iter().map(|p| p.decode(0)));
+    let mut came_back = request(&mapped.packets);
 
     let mut packet_ids = Vec::new();
     for record in came_back
@@ -521,4 +529,33 @@ fn otlp_that_came_in_goes_out_as_it_came() {
     // One packet per resource x scope group, each record naming its own.
     let named = |i: usize| Some(Value::StringValue(ids[i].clone()));
     assert_eq!(packet_ids, [named(0), named(0), named(1), named(2)]);
+}
+
+#[test]
+fn escaped_text_comes_out_as_the_text_it_stands_for() {
+    let request = request(&[packet(
+        "p-\"1\"",
+        vec![message(
+            Level::Info,
+            "line\nbreak \"quoted\" é",
+            "svc\\x",
+            Some(json!({"k\"ey": "tab\there", "plain": "v"})),
+        )],
+    )]);
+    let resource_logs = &request.resource_logs[0];
+    assert_eq!(
+        resource_logs.resource.as_ref().unwrap().attributes,
+        [key_value("service.name", json!("svc\\x"))]
+    );
+    let record = &resource_logs.scope_logs[0].log_records[0];
+    assert_eq!(record.body, string("line\nbreak \"quoted\" é"));
+    assert_eq!(keys(&record.attributes), ["k\"ey", "plain", PACKET_ID_ATTRIBUTE]);
+    assert_eq!(
+        attribute(&record.attributes, "k\"ey"),
+        Some(&Value::StringValue("tab\there".into()))
+    );
+    assert_eq!(
+        attribute(&record.attributes, PACKET_ID_ATTRIBUTE),
+        Some(&Value::StringValue("p-\"1\"".into()))
+    );
 }
