@@ -30,6 +30,7 @@ pub use bounds::{LargerThanQueue, QueueBounds};
 pub(crate) use encode::{write_message_head, write_str, PacketEncoder};
 pub use encode::{write_retry_count, EncodedPacket};
 pub(crate) use object::Object;
+pub(crate) use rfc3339::Timestamp;
 pub use split::{split_json_array, split_ndjson, BodyError};
 pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
 pub use wire::{Level, LogMessage, LogPacket};

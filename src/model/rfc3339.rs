@@ -19,7 +19,7 @@ use std::fmt;
 /// A timestamp a client sent, read as chrono's serde reads a
 /// `DateTime<Utc>` (same errors), faster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Timestamp(pub(super) DateTime<Utc>);
+pub(crate) struct Timestamp(pub(crate) DateTime<Utc>);
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

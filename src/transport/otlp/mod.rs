@@ -19,11 +19,13 @@
 //! drop the duplicates at-least-once delivery may bring.
 
 pub(crate) mod answer;
+mod metadata;
 mod value;
 
 use crate::dispatch::job::Job;
-use crate::model::{EncodedPacket, Level};
+use crate::model::{EncodedPacket, Level, Timestamp};
 use chrono::{DateTime, Utc};
+use metadata::{Field, Metadata};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -32,20 +34,11 @@ use prost::Message as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 /// The attribute naming a record's packet.
 pub(crate) const PACKET_ID_ATTRIBUTE: &str = "logs_distributor.packet_id";
 /// The resource attribute a message's source becomes.
 const SERVICE_NAME: &str = "service.name";
-/// The metadata keys that mark a message as one that came in over OTLP.
-const OTLP_MARKERS: [&str; 5] = [
-    "resource",
-    "scope",
-    "attributes",
-    "time_unix_nano",
-    "observed_time_unix_nano",
-];
 
 /// The body of one delivery of `batch`: an `ExportLogsServiceRequest`.
 pub(crate) fn write_body(batch: &[Job]) -> Vec<u8> {
@@ -75,13 +68,10 @@ struct EncodedMessage<'a> {
     message: Cow<'a, str>,
     #[serde(borrow)]
     source: Cow<'a, str>,
-    timestamp: DateTime<Utc>,
+    timestamp: Timestamp,
     #[serde(default, borrow)]
     metadata: Option<Metadata<'a>>,
 }
-
-/// A message's metadata: each value's JSON text, by key.
-type Metadata<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
 
 /// What a message's resource is made of: two messages made of the same
 /// have the same resource, without building it.
@@ -190,8 +180,7 @@ struct MappedMessage<'a> {
 impl<'a> MappedMessage<'a> {
     fn new(packet_id: &str, message: EncodedMessage<'a>) -> MappedMessage<'a> {
         let mut metadata = message.metadata.unwrap_or_default();
-        let from_otlp = OTLP_MARKERS.iter().any(|key| metadata.contains_key(*key));
-        let time = unix_nanos(message.timestamp);
+        let time = unix_nanos(message.timestamp.0);
         let mut record = LogRecord {
             time_unix_nano: time,
             observed_time_unix_nano: time,
@@ -206,27 +195,32 @@ impl<'a> MappedMessage<'a> {
         };
         let (mut scope, mut scope_schema_url) = (None, String::new());
         let (mut body, mut attributes) = (None, Vec::new());
-        if from_otlp {
-            if let Some(object) = take_if(&mut metadata, "resource", |json| {
-                value::is_object(json).then_some(json)
-            }) {
+        if metadata.came_over_otlp() {
+            if let Some(object) =
+                metadata.take_if(Field::Resource, |json| value::is_object(json).then_some(json))
+            {
                 resource.attributes = ResourceAttributes::Object(object);
             }
-            resource.dropped_attributes_count =
-                take_u32(&mut metadata, "resource_dropped_attributes_count").unwrap_or(0);
-            resource.schema_url = take_string(&mut metadata, "resource_schema_url").unwrap_or_default();
-            scope = take_scope(&mut metadata);
-            scope_schema_url = take_string(&mut metadata, "scope_schema_url").unwrap_or_default();
-            if let Some(fields) = take_if(&mut metadata, "attributes", value::key_values) {
+            resource.dropped_attributes_count = metadata
+                .take_if(Field::ResourceDroppedAttributesCount, parse::<u32>)
+                .unwrap_or(0);
+            resource.schema_url = metadata
+                .take_if(Field::ResourceSchemaUrl, parse::<String>)
+                .unwrap_or_default();
+            scope = metadata.take_if(Field::Scope, scope_of);
+            scope_schema_url = metadata
+                .take_if(Field::ScopeSchemaUrl, parse::<String>)
+                .unwrap_or_default();
+            if let Some(fields) = metadata.take_if(Field::Attributes, value::key_values) {
                 attributes = fields;
             }
             take_record_fields(&mut metadata, &mut record);
-            body = metadata.remove("body").map(value::any_value);
+            body = metadata.take_if(Field::Body, |json| Some(value::any_value(json)));
         }
         // What no field of the record took.
         attributes.extend(
             metadata
-                .into_iter()
+                .into_rest()
                 .map(|(key, json)| value::key_value(key, value::any_value(json))),
         );
         attributes.retain(|kv| kv.key != PACKET_ID_ATTRIBUTE);
@@ -250,75 +244,62 @@ impl<'a> MappedMessage<'a> {
 fn take_record_fields(metadata: &mut Metadata<'_>, record: &mut LogRecord) {
     // The record's times as they came (the message's timestamp is the same
     // instant when the record had one).
-    if let Some(nanos) = take_nanos(metadata, "time_unix_nano") {
+    if let Some(nanos) = metadata.take_if(Field::TimeUnixNano, nanos) {
         record.time_unix_nano = nanos;
     }
-    if let Some(nanos) = take_nanos(metadata, "observed_time_unix_nano") {
+    if let Some(nanos) = metadata.take_if(Field::ObservedTimeUnixNano, nanos) {
         record.observed_time_unix_nano = nanos;
     }
-    if let Some(number) = take_if(metadata, "severity_number", parse::<i32>) {
+    if let Some(number) = metadata.take_if(Field::SeverityNumber, parse::<i32>) {
         record.severity_number = number;
     }
-    if let Some(text) = take_string(metadata, "severity_text") {
+    if let Some(text) = metadata.take_if(Field::SeverityText, parse::<String>) {
         record.severity_text = text;
     }
-    if let Some(id) = take_if(metadata, "trace_id", |json| hex_bytes(json, 16)) {
+    if let Some(id) = metadata.take_if(Field::TraceId, |json| hex_bytes(json, 16)) {
         record.trace_id = id;
     }
-    if let Some(id) = take_if(metadata, "span_id", |json| hex_bytes(json, 8)) {
+    if let Some(id) = metadata.take_if(Field::SpanId, |json| hex_bytes(json, 8)) {
         record.span_id = id;
     }
-    if let Some(flags) = take_u32(metadata, "flags") {
+    if let Some(flags) = metadata.take_if(Field::Flags, parse::<u32>) {
         record.flags = flags;
     }
-    if let Some(count) = take_u32(metadata, "dropped_attributes_count") {
+    if let Some(count) = metadata.take_if(Field::DroppedAttributesCount, parse::<u32>) {
         record.dropped_attributes_count = count;
     }
-    if let Some(name) = take_string(metadata, "event_name") {
+    if let Some(name) = metadata.take_if(Field::EventName, parse::<String>) {
         record.event_name = name;
     }
 }
 
 /// The scope of an OTLP message: `{name, version, attributes,
-/// dropped_attributes_count}`, each key optional; left in the metadata
-/// (and so sent as an attribute) when it is not that shape.
-fn take_scope(metadata: &mut Metadata<'_>) -> Option<InstrumentationScope> {
-    take_if(metadata, "scope", |json| {
-        let fields: Metadata<'_> = parse(json)?;
-        let known = ["name", "version", "attributes", "dropped_attributes_count"];
-        if fields.keys().any(|key| !known.contains(&key.as_ref())) {
-            return None;
-        }
-        let text = |key: &str| match fields.get(key) {
-            None => Some(String::new()),
-            Some(json) => parse::<String>(json),
-        };
-        let attributes: Vec<KeyValue> = match fields.get("attributes") {
-            None => Vec::new(),
-            Some(json) => value::key_values(json)?,
-        };
-        let dropped_attributes_count = match fields.get("dropped_attributes_count") {
-            None => 0,
-            Some(json) => parse::<u32>(json)?,
-        };
-        Some(InstrumentationScope {
-            name: text("name")?,
-            version: text("version")?,
-            attributes,
-            dropped_attributes_count,
-        })
+/// dropped_attributes_count}`, each key optional; `None` (and so left in
+/// the metadata, sent as an attribute) when it is not that shape.
+fn scope_of(json: &RawValue) -> Option<InstrumentationScope> {
+    let fields: Metadata<'_> = parse(json)?;
+    let known = ["name", "version", "attributes", "dropped_attributes_count"];
+    if fields.keys().any(|key| !known.contains(&key)) {
+        return None;
+    }
+    let text = |key: &str| match fields.value_of(key) {
+        None => Some(String::new()),
+        Some(json) => parse::<String>(json),
+    };
+    let attributes: Vec<KeyValue> = match fields.value_of("attributes") {
+        None => Vec::new(),
+        Some(json) => value::key_values(json)?,
+    };
+    let dropped_attributes_count = match fields.value_of("dropped_attributes_count") {
+        None => 0,
+        Some(json) => parse::<u32>(json)?,
+    };
+    Some(InstrumentationScope {
+        name: text("name")?,
+        version: text("version")?,
+        attributes,
+        dropped_attributes_count,
     })
-}
-
-/// Removes `key` from the metadata when `read` takes its value.
-fn take_if<'a, T>(
-    metadata: &mut Metadata<'a>,
-    key: &str,
-    read: impl FnOnce(&'a RawValue) -> Option<T>,
-) -> Option<T> {
-    let taken = read(metadata.get(key)?)?;
-    metadata.remove(key);
-    Some(taken)
 }
 
 /// A value read as `T`; `None` when it is not one (a string where a
@@ -327,21 +308,13 @@ fn parse<'a, T: Deserialize<'a>>(json: &'a RawValue) -> Option<T> {
     serde_json::from_str(json.get()).ok()
 }
 
-fn take_string(metadata: &mut Metadata<'_>, key: &str) -> Option<String> {
-    take_if(metadata, key, parse::<String>)
-}
-
-fn take_u32(metadata: &mut Metadata<'_>, key: &str) -> Option<u32> {
-    take_if(metadata, key, parse::<u32>)
-}
-
 /// Nanoseconds since the epoch, written as OTLP/JSON writes an int64 (a
 /// decimal string) or as a JSON integer.
-fn take_nanos(metadata: &mut Metadata<'_>, key: &str) -> Option<u64> {
-    take_if(metadata, key, |json| match parse::<String>(json) {
+fn nanos(json: &RawValue) -> Option<u64> {
+    match parse::<String>(json) {
         Some(text) => text.parse().ok(),
         None => parse::<u64>(json),
-    })
+    }
 }
 
 /// The bytes of a string of exactly `len` bytes in hex (either case).

@@ -152,19 +152,26 @@ fn fields<'de, M: MapAccess<'de>>(mut map: M) -> Result<Vec<KeyValue>, M::Error>
     while let Some((key, Any(value))) = map.next_entry::<String, Any>()? {
         fields.push(key_value(key, AnyValue { value }));
     }
-    if fields.windows(2).all(|pair| pair[0].key < pair[1].key) {
-        return Ok(fields);
+    Ok(in_key_order(fields, |field| &field.key))
+}
+
+/// An object's entries in key order, a repeated key keeping its last
+/// value: as a JSON map holds them. Text that serde_json wrote is in that
+/// order already.
+pub(super) fn in_key_order<T>(entries: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<T> {
+    if entries.windows(2).all(|pair| key(&pair[0]) < key(&pair[1])) {
+        return entries;
     }
-    // Text not written by serde_json (which writes a map in key order).
-    fields.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut unique: Vec<KeyValue> = Vec::with_capacity(fields.len());
-    for field in fields {
+    let mut sorted = entries;
+    sorted.sort_by(|a, b| key(a).cmp(key(b)));
+    let mut unique: Vec<T> = Vec::with_capacity(sorted.len());
+    for entry in sorted {
         match unique.last_mut() {
-            Some(last) if last.key == field.key => *last = field,
-            _ => unique.push(field),
+            Some(last) if key(last) == key(&entry) => *last = entry,
+            _ => unique.push(entry),
         }
     }
-    Ok(unique)
+    unique
 }
 
 /// The bytes an object `{"bytes_base64": "..."}` stands for; `None` for any
