@@ -80,6 +80,33 @@ mod tests {
                 let chrono = time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
                 prop_assert_eq!(std::str::from_utf8(&text[..len]).unwrap(), chrono.as_str());
             }
+
+            /// Times one after another, many in the same second (which
+            /// a thread writes from the text of the last one).
+            #[test]
+            fn in_a_row_are_written_as_chrono_writes_them(
+                times in proptest::collection::vec(
+                    (1_767_225_598i64..1_767_225_602, prop_oneof![Just(0u32), 0u32..1_000_000_000]),
+                    1..40,
+                ),
+            ) {
+                for (seconds, nanos) in times {
+                    let time = DateTime::<Utc>::from_timestamp(seconds, nanos).unwrap();
+                    let mut text = [0u8; 30];
+                    let len = rfc3339::write(&time, &mut text).expect("years 0 to 9999 are written");
+                    let chrono = time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+                    prop_assert_eq!(std::str::from_utf8(&text[..len]).unwrap(), chrono.as_str());
+                }
+            }
+        }
+
+        #[test]
+        fn a_leap_second_after_its_second_falls_back_to_chrono() {
+            let second = DateTime::<Utc>::from_timestamp(1_483_228_799, 0).unwrap();
+            let leap = DateTime::<Utc>::from_timestamp(1_483_228_799, 1_500_000_000).unwrap();
+            let mut text = [0u8; 30];
+            assert_eq!(rfc3339::write(&second, &mut text), Some(20));
+            assert_eq!(rfc3339::write(&leap, &mut text), None, "only chrono writes :60");
         }
     }
 

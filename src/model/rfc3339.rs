@@ -14,6 +14,7 @@ use chrono::{
 };
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use std::cell::Cell;
 use std::fmt;
 
 /// A timestamp a client sent, read as chrono's serde reads a
@@ -120,26 +121,54 @@ pub(super) fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> R
     }
 }
 
+/// The length of `YYYY-MM-DDTHH:MM:SS`.
+const SECOND_BYTES: usize = 19;
+
+thread_local! {
+    /// The second this thread wrote last, and its text: the messages of a
+    /// packet, and of a stream, mostly share their second.
+    static LAST_SECOND: Cell<(i64, [u8; SECOND_BYTES])> = const { Cell::new((i64::MIN, [0; SECOND_BYTES])) };
+}
+
 /// Writes `time` into `out`, answering the length; `None` for what
 /// only chrono writes.
 pub(super) fn write(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
-    let year = time.year();
     let nano = time.nanosecond();
-    if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
+    if nano >= 1_000_000_000 {
         return None;
     }
-    let mut text = Text { out, len: 0 };
-    text.digits(year as u32, 4);
-    text.byte(b'-');
-    text.digits(time.month(), 2);
-    text.byte(b'-');
-    text.digits(time.day(), 2);
-    text.byte(b'T');
-    text.digits(time.hour(), 2);
-    text.byte(b':');
-    text.digits(time.minute(), 2);
-    text.byte(b':');
-    text.digits(time.second(), 2);
+    let second = time.timestamp();
+    let (last, text_of_last) = LAST_SECOND.get();
+    if last == second {
+        out[..SECOND_BYTES].copy_from_slice(&text_of_last);
+    } else {
+        let year = time.year();
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let mut text = Text {
+            out: &mut *out,
+            len: 0,
+        };
+        text.digits(year as u32, 4);
+        text.byte(b'-');
+        text.digits(time.month(), 2);
+        text.byte(b'-');
+        text.digits(time.day(), 2);
+        text.byte(b'T');
+        text.digits(time.hour(), 2);
+        text.byte(b':');
+        text.digits(time.minute(), 2);
+        text.byte(b':');
+        text.digits(time.second(), 2);
+        let mut written = [0; SECOND_BYTES];
+        written.copy_from_slice(&out[..SECOND_BYTES]);
+        LAST_SECOND.set((second, written));
+    }
+    let mut text = Text {
+        out,
+        len: SECOND_BYTES,
+    };
     if nano != 0 {
         text.byte(b'.');
         if nano % 1_000_000 == 0 {
