@@ -1,12 +1,15 @@
-//! Bytes/s through `split_json_array` + `Limits::validate` for one request
-//! body of 100 packets, 3 messages of ~200 bytes each (the shape `make
-//! bench` sends).
+//! Bytes/s through `read_json_array` + `Limits::validate` (what a request
+//! to `/api/v1/logs` goes through) for one body of 100 packets, 3 messages
+//! of ~200 bytes each: with timestamps, without (the shape `make bench`
+//! sends: the distributor writes the time it took them in), and split by
+//! serde_json (`split_json_array`, the way of bodies with an unusual
+//! packet).
 //!
 //! `cargo bench --bench validation` (add `-- --quick` for a short run).
 
 use chrono::Utc;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use logs_distributor::model::{split_json_array, Limits};
+use logs_distributor::model::{read_json_array, split_json_array, Limits, RawPacket};
 
 const LEVELS: [&str; 4] = ["INFO", "WARN", "ERROR", "DEBUG"];
 
@@ -26,18 +29,21 @@ fn text(length: usize, seed: usize) -> String {
     out
 }
 
-fn body(packets: usize, messages: usize, message_bytes: usize) -> Vec<u8> {
+fn body(packets: usize, messages: usize, message_bytes: usize, timestamps: bool) -> Vec<u8> {
     let packets: Vec<serde_json::Value> = (0..packets)
         .map(|p| {
             let messages: Vec<serde_json::Value> = (0..messages)
                 .map(|m| {
-                    serde_json::json!({
+                    let mut message = serde_json::json!({
                         "level": LEVELS[(p + m) % LEVELS.len()],
                         "message": text(message_bytes, p * messages + m),
                         "source": "bench",
-                        "timestamp": "2026-01-01T00:00:00Z",
                         "metadata": {"worker": p % 8},
-                    })
+                    });
+                    if timestamps {
+                        message["timestamp"] = "2026-01-01T00:00:00Z".into();
+                    }
+                    message
                 })
                 .collect();
             serde_json::json!({"id": format!("bench-{p}"), "messages": messages})
@@ -46,24 +52,41 @@ fn body(packets: usize, messages: usize, message_bytes: usize) -> Vec<u8> {
     serde_json::to_vec(&packets).expect("the body serializes")
 }
 
-fn validate(c: &mut Criterion) {
-    let body = body(100, 3, 200);
+/// How many of `packets` are valid.
+fn valid<'a>(packets: impl Iterator<Item = RawPacket<'a>>) -> usize {
     let limits = Limits::default();
     let now = Utc::now();
+    packets
+        .enumerate()
+        .filter_map(|(i, packet)| limits.validate(i, packet, now).ok())
+        .count()
+}
+
+fn validate(c: &mut Criterion) {
     let mut group = c.benchmark_group("validation");
-    group.throughput(Throughput::Bytes(body.len() as u64));
-    group.bench_function("split_json_array + validate, 100 packets x 3 x 200 B", |b| {
-        b.iter(|| {
-            let raw = split_json_array(black_box(&body), 100).expect("a JSON array within limits");
-            let valid = raw
-                .iter()
-                .enumerate()
-                .filter(|(i, packet)| limits.validate(*i, packet, now).is_ok())
-                .count();
-            assert_eq!(valid, 100);
-            valid
-        })
-    });
+    for timestamps in [true, false] {
+        let body = body(100, 3, 200, timestamps);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        let shape = if timestamps { "timestamped" } else { "untimed" };
+        group.bench_function(
+            format!("read_json_array + validate, 100 packets x 3 x 200 B, {shape}"),
+            |b| {
+                b.iter(|| {
+                    let packets = read_json_array(black_box(&body), 100).expect("a JSON array within limits");
+                    assert_eq!(valid(packets.into_iter()), 100);
+                })
+            },
+        );
+        group.bench_function(
+            format!("split_json_array + validate, 100 packets x 3 x 200 B, {shape}"),
+            |b| {
+                b.iter(|| {
+                    let raw = split_json_array(black_box(&body), 100).expect("a JSON array within limits");
+                    assert_eq!(valid(raw.into_iter().map(RawPacket::from)), 100);
+                })
+            },
+        );
+    }
     group.finish();
 }
 

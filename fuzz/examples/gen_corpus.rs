@@ -31,7 +31,7 @@ fn wal_records() -> std::io::Result<()> {
     let raw = split_json_array(body, 1).expect("seed body is an array");
     let packet = Arc::new(
         Limits::default()
-            .validate(0, raw[0], now)
+            .validate(0, raw[0].into(), now)
             .expect("seed packet is valid"),
     );
     let records = [

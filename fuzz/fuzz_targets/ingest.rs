@@ -1,4 +1,5 @@
-//! JSON-array request bodies: split, then validate every packet. Must never
+//! JSON-array request bodies: split (by hand, as serde_json splits them),
+//! then validate every packet. Must never
 //! panic; a packet that validates must survive the service's own encoding
 //! (`EncodedPacket`) unchanged, see `roundtrip.rs`.
 #![no_main]
@@ -7,10 +8,13 @@ mod roundtrip;
 
 use libfuzzer_sys::fuzz_target;
 use logs_distributor::config::QueueConfig;
-use logs_distributor::model::split_json_array;
+use logs_distributor::model::{read_json_array, split_json_array};
 
 fuzz_target!(|body: &[u8]| {
-    if let Ok(packets) = split_json_array(body, QueueConfig::default().max_in_flight) {
-        roundtrip::validate_all(&packets);
+    let max = QueueConfig::default().max_in_flight;
+    let read = read_json_array(body, max);
+    roundtrip::same_split(&read, split_json_array(body, max));
+    if let Ok(packets) = read {
+        roundtrip::validate_all(packets);
     }
 });

@@ -1,4 +1,5 @@
-//! NDJSON request bodies: split into lines, then validate every packet.
+//! NDJSON request bodies: split into lines (by hand, as serde_json splits them), then validate
+//! every packet.
 //! Must never panic; a packet that validates must survive the service's own
 //! encoding (`EncodedPacket`) unchanged, see `roundtrip.rs`.
 #![no_main]
@@ -7,10 +8,13 @@ mod roundtrip;
 
 use libfuzzer_sys::fuzz_target;
 use logs_distributor::config::QueueConfig;
-use logs_distributor::model::split_ndjson;
+use logs_distributor::model::{read_ndjson, split_ndjson};
 
 fuzz_target!(|body: &[u8]| {
-    if let Ok(packets) = split_ndjson(body, QueueConfig::default().max_in_flight) {
-        roundtrip::validate_all(&packets);
+    let max = QueueConfig::default().max_in_flight;
+    let read = read_ndjson(body, max);
+    roundtrip::same_split(&read, split_ndjson(body, max));
+    if let Ok(packets) = read {
+        roundtrip::validate_all(packets);
     }
 });

@@ -1,7 +1,9 @@
 //! The checks shared by the `ingest`, `ndjson` and `records` targets (each pulls them
-//! in with `mod roundtrip;`; this is not a fuzz target of its own): every
-//! packet of a split body is validated ([`validate_all`]), and each one
-//! that validates must survive a round trip ([`check`]).
+//! in with `mod roundtrip;`; this is not a fuzz target of its own): a body
+//! read by hand splits as serde_json splits it ([`same_split`]), every
+//! packet of a split body is validated, to the same verdict as serde's
+//! split packet gets ([`validate_all`]), and each one that validates must
+//! survive a round trip ([`check`]).
 //!
 //! The validator encodes an accepted packet by hand, straight from the
 //! request's text, as the service's hot path does. The encoding must be
@@ -17,19 +19,40 @@
 //!   back to it.
 
 use chrono::{TimeZone, Utc};
-use logs_distributor::model::{EncodedPacket, Limits, LogPacket};
+use logs_distributor::model::{BodyError, EncodedPacket, Limits, LogPacket, RawPacket};
 use serde_json::value::RawValue;
 
+/// Panics unless the body read by hand (`read_json_array`, `read_ndjson`)
+/// was split into the packets serde_json split it into, or refused alike.
+pub fn same_split(read: &Result<Vec<RawPacket<'_>>, BodyError>, split: Result<Vec<&RawValue>, BodyError>) {
+    let read = match read {
+        Ok(packets) => Ok(packets.iter().map(RawPacket::text).collect::<Vec<_>>()),
+        Err(e) => Err(e.clone()),
+    };
+    let split = split.map(|raws| raws.into_iter().map(RawValue::get).collect::<Vec<_>>());
+    assert_eq!(read, split, "read by hand and split by serde_json differ");
+}
+
 /// Validates every packet of a split body as the ingest handler does: must
-/// never panic; a refusal names the packet's own index; what validates
-/// goes through [`check`].
-pub fn validate_all(packets: &[&RawValue]) {
+/// never panic; a refusal names the packet's own index, and is the one
+/// the packet split by serde_json gets; what validates goes through
+/// [`check`] and is what the packet split by serde_json validates to.
+pub fn validate_all(packets: Vec<RawPacket<'_>>) {
     let limits = Limits::default();
     let now = Utc.timestamp_opt(1_750_000_000, 0).unwrap();
-    for (index, raw) in packets.iter().enumerate() {
-        match limits.validate(index, raw, now) {
-            Ok(packet) => check(&packet),
-            Err(error) => assert_eq!(error.index, index),
+    for (index, packet) in packets.into_iter().enumerate() {
+        let raw = RawValue::from_string(packet.text().to_owned()).expect("a split packet is JSON");
+        let by_serde = limits.validate(index, raw.as_ref().into(), now);
+        match (limits.validate(index, packet, now), by_serde) {
+            (Ok(packet), Ok(by_serde)) => {
+                check(&packet);
+                assert_eq!(packet.messages_json(), by_serde.messages_json());
+            }
+            (Err(error), Err(by_serde)) => {
+                assert_eq!(error.index, index);
+                assert_eq!(error.reason, by_serde.reason);
+            }
+            (read, by_serde) => panic!("read by hand: {read:?}, by serde_json: {by_serde:?}"),
         }
     }
 }

@@ -10,7 +10,7 @@ use super::body::{self, HeldBody};
 use super::budget::BodyBudget;
 use super::{gzip, ApiError, AppState};
 use crate::dispatch::AdmitError;
-use crate::model::{split_json_array, split_ndjson, BodyError, LargerThanQueue, PacketError};
+use crate::model::{read_json_array, read_ndjson, BodyError, LargerThanQueue, PacketError, RawPacket};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -96,9 +96,9 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let bounds = state.dispatcher.queue_bounds();
     let configured = state.limits.max_packets_per_request.unwrap_or(usize::MAX);
     let max_packets = configured.min(bounds.max_packets);
-    let raw = match format {
-        BodyFormat::JsonArray => split_json_array(&body, max_packets),
-        BodyFormat::Ndjson => split_ndjson(&body, max_packets),
+    let mut raw = match format {
+        BodyFormat::JsonArray => read_json_array(&body, max_packets),
+        BodyFormat::Ndjson => read_ndjson(&body, max_packets),
     }
     .map_err(|e| match e {
         BodyError::TooManyPackets { .. } if configured <= bounds.max_packets => ApiError::new(
@@ -114,7 +114,12 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     // No room for this request: wait for some (`queue.full_wait`), or
     // refuse, before validating, so that overload does not burn the time
     // the deliveries need on packets that cannot be kept. (The body's
-    // length stands in for the packets' encoded size.)
+    // length stands in for the packets' encoded size.) A request that
+    // waits holds its packets' text only: what was read of them is, beside
+    // the body, most of its memory; they are read again once it gets room.
+    if !state.dispatcher.fits_now(raw.len(), body.len()) {
+        raw.iter_mut().for_each(RawPacket::forget_reading);
+    }
     let deadline = state
         .dispatcher
         .wait_for_room(raw.len(), body.len())
@@ -122,9 +127,10 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         .map_err(|e| refused(state, e, raw.len()))?;
 
     let now = Utc::now();
-    let mut packets = Vec::with_capacity(raw.len());
+    let total = raw.len();
+    let mut packets = Vec::with_capacity(total);
     let mut errors = Vec::new();
-    for (index, packet) in raw.iter().enumerate() {
+    for (index, packet) in raw.into_iter().enumerate() {
         match state.limits.validate(index, packet, now) {
             Ok(packet) => packets.push(packet),
             Err(error) => errors.push(PacketVerdict::from(error)),
@@ -137,10 +143,8 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             .with_label_values(&["invalid"])
             .inc_by(errors.len() as u64);
     }
-    let total = raw.len();
     // The body is not needed past validation: not kept while the packets
     // wait for the log (it is most of a request's memory under overload).
-    drop(raw);
     drop(body);
     if packets.is_empty() {
         let report = SubmitReport {

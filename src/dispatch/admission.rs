@@ -248,6 +248,13 @@ impl Dispatcher {
         }
     }
 
+    /// Whether `packets` packets of about `bytes` bytes fit now: a look,
+    /// for a caller about to [`Dispatcher::wait_for_room`] that holds less
+    /// while it waits.
+    pub fn fits_now(&self, packets: usize, bytes: usize) -> bool {
+        self.has_room(packets, bytes).is_ok()
+    }
+
     /// Whether `packets` packets of `bytes` fit now; `Full` names the limit.
     fn has_room(&self, packets: usize, bytes: usize) -> Result<(), AdmitError> {
         let room = self.room();

@@ -10,7 +10,8 @@
 
 /// The nesting of `text` (an object holding only scalars is 1) when it is a
 /// canonical JSON object nested at most `max_depth` levels; `None` when it
-/// is not (or is deeper). `text` is well-formed JSON (serde_json read it).
+/// is not (or is deeper). `text` need not be JSON: the scan checks every
+/// byte, so what it calls canonical is valid JSON too.
 pub(super) fn object_depth(text: &str, max_depth: usize) -> Option<usize> {
     let mut scanner = Scanner {
         text: text.as_bytes(),
@@ -91,12 +92,11 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string without escapes: its contents. (Well-formed JSON holds no
-    /// raw control character in a string.)
+    /// A string without escapes or control characters: its contents.
     fn string(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
         let rest = &self.text[self.at..];
-        let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+        let end = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
         if rest[end] != b'"' {
             return None;
         }

@@ -155,6 +155,9 @@ pub struct EncodedPacket {
     fields: Box<[u8]>,
 }
 
+/// The longest `,"timestamp":…` the encoder writes for a time of this era.
+pub(super) const TIMESTAMP_BYTES: usize = r#","timestamp":"2026-01-01T00:00:00.000000000Z""#.len();
+
 /// Room for `,"retry_count":4294967295` and the braces.
 const RETRY_COUNT_BYTES: usize = 27;
 

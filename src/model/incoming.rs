@@ -3,8 +3,10 @@
 //! read in one pass (by serde, or by `packet_reader` when it has the
 //! usual shape). `validate` checks them against the limits.
 
+use super::canonical;
 use super::object::Object;
 use super::rfc3339::Timestamp;
+use super::validate::MAX_METADATA_DEPTH;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -55,4 +57,24 @@ pub(super) struct WholePacket<'a> {
     pub(super) messages: Vec<Object<IncomingMessage<'a, &'a RawValue>>>,
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
+}
+
+/// A message's metadata as it stands in the request: JSON text serde_json
+/// would write back unchanged (see `canonical`), copied as it is when the
+/// packet is encoded, or other text, read into a map and written again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MetadataText<'a> {
+    Canonical(&'a str),
+    Other(&'a str),
+}
+
+impl<'a> MetadataText<'a> {
+    /// Sorts an object's text (well-formed JSON): canonical when it is
+    /// and is nested at most [`MAX_METADATA_DEPTH`] levels.
+    pub(super) fn of(text: &'a str) -> MetadataText<'a> {
+        match canonical::object_depth(text, MAX_METADATA_DEPTH) {
+            Some(_) => MetadataText::Canonical(text),
+            None => MetadataText::Other(text),
+        }
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! A request body is parsed in two steps so that one bad packet does not
 //! spoil its neighbours: the body is split into raw packets
-//! ([`split_json_array`], [`split_ndjson`]), then each raw packet is parsed
-//! and validated on its own ([`Limits::validate`]), giving either an
+//! ([`read_json_array`], [`read_ndjson`]: read as they are split when
+//! they have the usual shape), then each raw packet is validated on its
+//! own ([`Limits::validate`]), giving either an
 //! [`EncodedPacket`] (written straight from the request's text) or a
 //! [`PacketError`] naming the field at fault.
 //!
@@ -31,7 +32,7 @@ pub(crate) use encode::{write_message_head, write_str, PacketEncoder};
 pub use encode::{write_retry_count, EncodedPacket};
 pub(crate) use object::Object;
 pub(crate) use rfc3339::Timestamp;
-pub use split::{split_json_array, split_ndjson, BodyError};
+pub use split::{read_json_array, read_ndjson, split_json_array, split_ndjson, BodyError, RawPacket};
 pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
 pub use wire::{Level, LogMessage, LogPacket};
 
@@ -51,7 +52,7 @@ mod tests {
 
     fn check(text: &str) -> Result<LogPacket, PacketError> {
         Limits::default()
-            .validate(0, &raw(text), now())
+            .validate(0, raw(text).as_ref().into(), now())
             .map(|p| p.decode(0))
     }
 
@@ -191,7 +192,9 @@ mod tests {
             {"level":"INFO","message":"m","source":"s","metadata":null}]}"#;
         for text in [plain, escaped, metadata] {
             // Encoded as it is validated, from the request's own text.
-            let validated = Limits::default().validate(0, &raw(text), now()).unwrap();
+            let validated = Limits::default()
+                .validate(0, raw(text).as_ref().into(), now())
+                .unwrap();
             let packet = validated.decode(0);
             assert_eq!(
                 EncodedPacket::new(&packet),
@@ -442,7 +445,7 @@ mod tests {
             max_packet_bytes: 50,
             ..Limits::default()
         };
-        let err = limits.validate(3, &raw(GOOD), now()).unwrap_err();
+        let err = limits.validate(3, raw(GOOD).as_ref().into(), now()).unwrap_err();
         assert_eq!(err.index, 3);
         assert!(err.reason.contains("at most 50"), "{}", err.reason);
     }

@@ -1,17 +1,20 @@
 //! The usual packet read by hand: what serde_json's derived reader
 //! (`incoming::WholePacket`) reads for it, in one pass that finds the end
-//! of each string with `memchr` instead of checking every byte again.
+//! of each string with `memchr` and checks what it skips in blocks.
 //!
-//! The text is a `RawValue`, valid JSON already, which is what makes the
-//! shortcuts sound: a string ends at the first `"` not escaped, holds no
-//! control character, and brackets match. Only the usual shape is read:
-//! known keys without escapes, each at most once, values of the expected
-//! types (or `null` where the field is optional), `retry_count` as plain
-//! digits, metadata an object, timestamps that parse. Anything else is
-//! `None`, and the caller takes serde_json's way, whose answer (and
-//! refusal) it keeps.
+//! Only the usual shape is read: known keys without escapes, each at most
+//! once, values of the expected types (or `null` where the field is
+//! optional), `retry_count` as plain digits, metadata an object,
+//! timestamps that parse. Anything else is `None`, and the caller takes
+//! serde_json's way, whose answer (and refusal) it keeps.
+//!
+//! The reader checks every byte it takes as JSON does (strings, literals,
+//! numbers, structure) but a metadata object's, which only the
+//! `canonical` scan checks: so a packet read whole with canonical
+//! metadata ([`read_valid`]) is valid JSON, and a request body of such
+//! packets needs no other pass to be known valid (see `split`).
 
-use super::incoming::IncomingMessage;
+use super::incoming::{IncomingMessage, MetadataText};
 use super::rfc3339::{self, Timestamp};
 use memchr::memchr2;
 use std::borrow::Cow;
@@ -20,7 +23,7 @@ use std::borrow::Cow;
 #[derive(Debug)]
 pub(super) struct ReadPacket<'a> {
     pub(super) id: Option<Cow<'a, str>>,
-    pub(super) messages: Vec<IncomingMessage<'a, &'a str>>,
+    pub(super) messages: Vec<IncomingMessage<'a, MetadataText<'a>>>,
 }
 
 /// Reads `text`, a JSON value, when it is a packet of the usual shape.
@@ -29,6 +32,22 @@ pub(super) fn read(text: &str) -> Option<ReadPacket<'_>> {
     let packet = reader.packet()?;
     reader.skip_whitespace();
     (reader.at == text.len()).then_some(packet)
+}
+
+/// Reads the packet that starts at `at` in `text`, which need not be
+/// JSON, when it is a packet of the usual shape whose metadata is all
+/// canonical: the packet, and where its text ends. Such a packet's text is
+/// valid JSON; `None` says nothing either way.
+pub(super) fn read_valid(text: &str, at: usize) -> Option<(ReadPacket<'_>, usize)> {
+    let mut reader = Reader { text, at };
+    let packet = reader.packet()?;
+    let canonical =
+        |m: &IncomingMessage<'_, MetadataText<'_>>| !matches!(m.metadata, Some(MetadataText::Other(_)));
+    packet
+        .messages
+        .iter()
+        .all(canonical)
+        .then_some((packet, reader.at))
 }
 
 struct Reader<'a> {
@@ -59,7 +78,8 @@ impl<'a> Reader<'a> {
 
     /// `null`, taken; whether it was there.
     fn null(&mut self) -> bool {
-        let found = self.peek() == Some(b'n');
+        self.skip_whitespace();
+        let found = self.text[self.at..].starts_with("null");
         if found {
             self.at += "null".len();
         }
@@ -110,7 +130,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn messages(&mut self) -> Option<Vec<IncomingMessage<'a, &'a str>>> {
+    fn messages(&mut self) -> Option<Vec<IncomingMessage<'a, MetadataText<'a>>>> {
         self.expect(b'[')?;
         let mut messages = Vec::new();
         if self.peek()? == b']' {
@@ -130,7 +150,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn message(&mut self) -> Option<IncomingMessage<'a, &'a str>> {
+    fn message(&mut self) -> Option<IncomingMessage<'a, MetadataText<'a>>> {
         let (mut level, mut message, mut source) = (None, None, None);
         let (mut timestamp, mut metadata) = (None, None);
         self.object(|reader, key| match key {
@@ -138,7 +158,10 @@ impl<'a> Reader<'a> {
             "message" => once(&mut message, reader.string()?),
             "source" => once(&mut source, reader.string()?),
             "timestamp" => once(&mut timestamp, reader.optional(Self::timestamp)?),
-            "metadata" => once(&mut metadata, reader.optional(Self::object_text)?),
+            "metadata" => once(
+                &mut metadata,
+                reader.optional(|reader| reader.object_text().map(MetadataText::of))?,
+            ),
             _ => None,
         })?;
         Some(IncomingMessage {
@@ -158,15 +181,16 @@ impl<'a> Reader<'a> {
         value(self).map(Some)
     }
 
-    /// A string: borrowed from the text when it has no escape, else
-    /// decoded by serde_json (`None` where it refuses one, such as a lone
-    /// surrogate).
+    /// A string: borrowed from the text when it has no escape (nor, as
+    /// JSON allows none, a control character), else decoded by serde_json
+    /// (`None` where it refuses one, such as a lone surrogate).
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.expect(b'"')?;
         let start = self.at;
         let escaped = self.skip_string()?;
         if !escaped {
-            return Some(Cow::Borrowed(&self.text[start..self.at - 1]));
+            let text = &self.text[start..self.at - 1];
+            return (!has_control(text.as_bytes())).then_some(Cow::Borrowed(text));
         }
         serde_json::from_str(&self.text[start - 1..self.at])
             .ok()
@@ -182,7 +206,7 @@ impl<'a> Reader<'a> {
         while bytes[end] == b'\\' {
             // The escaped byte (of `\uXXXX`, the `u`) cannot end the string.
             end += 2;
-            end += memchr2(b'"', b'\\', &bytes[end..])?;
+            end += memchr2(b'"', b'\\', bytes.get(end..)?)?;
         }
         self.at = end + 1;
         Some(escaped)
@@ -201,6 +225,9 @@ impl<'a> Reader<'a> {
             .count();
         let text = &self.text[self.at..self.at + digits];
         self.at += digits;
+        if text.len() > 1 && text.starts_with('0') {
+            return None; // not JSON
+        }
         text.parse().ok()
     }
 
@@ -233,6 +260,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Whether `bytes` holds a control character, which a JSON string may
+/// not hold raw. Blocks are checked whole, so that the compiler checks many
+/// bytes per instruction.
+fn has_control(bytes: &[u8]) -> bool {
+    const BLOCK: usize = 64;
+    bytes
+        .chunks(BLOCK)
+        .any(|block| block.iter().fold(false, |found, &b| found | (b < 0x20)))
+}
+
 /// Sets `slot` to `value` unless it was set already (a key given twice,
 /// which serde refuses).
 fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
@@ -247,9 +284,12 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::incoming::WholePacket;
+    use super::super::incoming::{MetadataText, WholePacket};
     use super::super::object::Object;
-    use super::super::{EncodedPacket, Limits};
+    use super::super::{
+        read_json_array, read_ndjson, split_json_array, split_ndjson, BodyError, EncodedPacket, Limits,
+        RawPacket,
+    };
     use super::read;
     use proptest::prelude::*;
     use serde_json::value::RawValue;
@@ -280,7 +320,8 @@ mod tests {
                 m.message.to_string(),
                 m.source.to_string(),
                 m.timestamp.map(|t| t.0.to_rfc3339()),
-                m.metadata.map(str::to_string),
+                m.metadata
+                    .map(|(MetadataText::Canonical(text) | MetadataText::Other(text))| text.to_string()),
             )
         });
         Some((packet.id.map(String::from), messages.collect()))
@@ -474,10 +515,183 @@ mod tests {
             let Ok(raw) = RawValue::from_string(text.trim().to_string()) else {
                 return Ok(());
             };
-            if let Ok(encoded) = Limits::default().validate(0, &raw, chrono::Utc::now()) {
+            if let Ok(encoded) = Limits::default().validate(0, raw.as_ref().into(), chrono::Utc::now()) {
                 prop_assert_eq!(EncodedPacket::new(&encoded.decode(0)), encoded);
             }
         }
+    }
+
+    /// Packets of the usual shape (which the reader reads whole), mostly
+    /// valid, with their parts in any order.
+    fn usual_packet() -> impl Strategy<Value = String> {
+        let metadata = prop::sample::select(vec![
+            r#"{"worker":3}"#,
+            r#"{}"#,
+            r#"{"a":[1,{"b":null}],"c":"x","d":-12,"e":true}"#,
+            "null",
+        ]);
+        let message = (
+            level(),
+            string(),
+            string(),
+            proptest::option::of(prop_oneof![timestamp(), Just("null".to_string())]),
+            proptest::option::of(metadata),
+            prop_oneof![Just(""), Just(" "), Just("\n\t ")],
+        )
+            .prop_map(|(level, text, source, timestamp, metadata, space)| {
+                let mut members = vec![
+                    member("level", level, space),
+                    member("message", text, space),
+                    member("source", source, space),
+                ];
+                members.extend(timestamp.map(|t| member("timestamp", t, space)));
+                members.extend(metadata.map(|m| member("metadata", m.to_string(), space)));
+                members
+            })
+            .prop_shuffle()
+            .prop_map(|members| format!("{{{}}}", members.join(",")));
+        (
+            proptest::option::of(prop_oneof![string(), Just("null".to_string())]),
+            proptest::collection::vec(message, 1..4),
+            proptest::option::of(prop::sample::select(vec![
+                "0",
+                "7",
+                "4294967295",
+                "null",
+                "07",
+                "nul",
+                "-0",
+            ])),
+        )
+            .prop_map(|(id, messages, retry_count)| {
+                let mut members = vec![format!(r#""messages":[{}]"#, messages.join(","))];
+                members.extend(id.map(|id| format!(r#""id":{id}"#)));
+                members.extend(retry_count.map(|n| format!(r#""retry_count":{n}"#)));
+                format!("{{{}}}", members.join(","))
+            })
+    }
+
+    /// A way to spoil a body at some byte.
+    #[derive(Debug, Clone)]
+    enum Spoil {
+        Put(u8),
+        Replace(u8),
+        Remove,
+        Cut,
+    }
+
+    /// A request body of packets, a JSON array or NDJSON, maybe spoilt: a
+    /// byte JSON cares about put in or put in place of another, one taken
+    /// out, or the end cut off.
+    fn body() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        let byte = prop::sample::select(&b"\x01\x1f\"\\{}[],:0 \n\xff\xc3tn"[..]);
+        let spoil = prop_oneof![
+            4 => Just(None),
+            1 => (any::<prop::sample::Index>(), byte.clone()).prop_map(|(at, byte)| Some((at, Spoil::Put(byte)))),
+            1 => (any::<prop::sample::Index>(), byte).prop_map(|(at, byte)| Some((at, Spoil::Replace(byte)))),
+            1 => any::<prop::sample::Index>().prop_map(|at| Some((at, Spoil::Remove))),
+            1 => any::<prop::sample::Index>().prop_map(|at| Some((at, Spoil::Cut))),
+        ];
+        let packet = prop_oneof![3 => usual_packet(), 1 => packet()];
+        (proptest::collection::vec(packet, 1..5), any::<bool>(), spoil).prop_map(
+            |(packets, ndjson, spoil)| {
+                let mut body = if ndjson {
+                    packets.join("\n").into_bytes()
+                } else {
+                    format!("[{}]", packets.join(",")).into_bytes()
+                };
+                if let Some((at, spoil)) = spoil {
+                    let at = at.index(body.len());
+                    match spoil {
+                        Spoil::Put(byte) => body.insert(at, byte),
+                        Spoil::Replace(byte) => body[at] = byte,
+                        Spoil::Remove => drop(body.remove(at)),
+                        Spoil::Cut => body.truncate(at),
+                    }
+                }
+                (body, ndjson)
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// A body read by hand as it is split gives what serde_json's
+        /// split gives, and each packet validates to the same verdict
+        /// (whether what was read of it is kept or read again).
+        #[test]
+        fn bodies_read_as_they_are_split_are_what_serde_splits(
+            (body, ndjson) in body(),
+            max in 1usize..5,
+            forget in any::<bool>(),
+        ) {
+            let (read, split) = if ndjson {
+                (read_ndjson(&body, max), split_ndjson(&body, max))
+            } else {
+                (read_json_array(&body, max), split_json_array(&body, max))
+            };
+            let texts = read.as_ref().map(|packets| packets.iter().map(RawPacket::text).collect::<Vec<_>>());
+            let split_texts = split.as_ref().map(|raws| raws.iter().map(|raw| raw.get()).collect::<Vec<_>>());
+            prop_assert_eq!(texts, split_texts);
+            let (Ok(read), Ok(split)) = (read, split) else {
+                return Ok(());
+            };
+            let now = chrono::Utc::now();
+            for (index, (mut packet, raw)) in read.into_iter().zip(split).enumerate() {
+                if forget && index % 2 == 1 {
+                    packet.forget_reading();
+                }
+                let by_hand = Limits::default().validate(index, packet, now);
+                let by_serde = Limits::default().validate(index, raw.into(), now);
+                match (by_hand, by_serde) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a.messages_json(), b.messages_json()),
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (a, b) => prop_assert!(false, "by hand {:?}, by serde {:?}", a, b),
+                }
+            }
+        }
+    }
+
+    /// Bodies a reader that trusted its text to be JSON would take.
+    #[test]
+    fn bodies_that_are_not_json_are_refused_as_serde_refuses_them() {
+        let good = r#"{"id":"a","messages":[{"level":"INFO","message":"m","source":"s"}]}"#;
+        for body in [
+            format!("[{good},"),
+            format!("[{good}"),
+            format!("[{good}]]"),
+            format!("[{good},]"),
+            r#"[{"id":"a\"#.to_string(),
+            r#"[{"id":"a\u"#.to_string(),
+            r#"[{"id":"a","messages":[],"retry_count":07}]"#.to_string(),
+            r#"[{"id":nul,"messages":[]}]"#.to_string(),
+            r#"[{"id":nulx,"messages":[]}]"#.to_string(),
+            format!("[{}]", good.replace("\"m\"", "\"m\u{1}\"")),
+            format!("[{}]", good.replace("\"s\"", "\"s\"\"")),
+            format!(
+                "[{}]",
+                good.replace("\"s\"}", "\"s\",\"metadata\":{\"k\":\"\u{1}\"}}")
+            ),
+            format!("[{}]", good.replace("\"s\"}", "\"s\",\"metadata\":{\"a\":tru}}")),
+            format!("[{}]", good.replace("\"s\"}", "\"s\",\"metadata\":{\"a\":[}]}")),
+        ] {
+            assert!(
+                split_json_array(body.as_bytes(), 10).is_err(),
+                "the test's premise: {body}"
+            );
+            assert_eq!(
+                read_json_array(body.as_bytes(), 10).map(|packets| packets.len()),
+                split_json_array(body.as_bytes(), 10).map(|raws| raws.len()),
+                "{body}"
+            );
+        }
+        let body = format!("[{good},{good}]");
+        assert_eq!(read_json_array(body.as_bytes(), 2).unwrap().len(), 2);
+        assert_eq!(
+            read_json_array(body.as_bytes(), 1).unwrap_err(),
+            BodyError::TooManyPackets { max: 1 }
+        );
     }
 
     #[test]

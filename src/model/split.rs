@@ -1,8 +1,139 @@
 //! Request bodies split into raw packets, JSON array or NDJSON, counted
 //! while they are split so that the packet limit bounds the work.
+//!
+//! A body whose packets all have the usual shape is split and read in one
+//! pass by hand ([`read_json_array`], [`read_ndjson`]): the reader checks
+//! every byte as JSON does, so no other pass is needed to know the body is
+//! valid. Any other body (one unusual packet, or anything wrong) is split
+//! by serde_json ([`split_json_array`], [`split_ndjson`]), whose answer,
+//! and refusal, stands.
 
+use super::packet_reader::{self, ReadPacket};
 use serde_json::value::RawValue;
 use std::fmt;
+
+/// One packet of a request body: its JSON text and, where the body was read
+/// by hand, what was read of it (see [`Limits::validate`](super::Limits::validate)).
+#[derive(Debug)]
+pub struct RawPacket<'a> {
+    text: &'a str,
+    read: Option<ReadPacket<'a>>,
+}
+
+impl<'a> RawPacket<'a> {
+    /// The packet's JSON text, as it stands in the request.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Drops what was read of the packet, keeping its text (which
+    /// validation then reads again): for a packet held a while, as what was
+    /// read of it takes about half the room its text does.
+    pub fn forget_reading(&mut self) {
+        self.read = None;
+    }
+
+    pub(super) fn into_parts(self) -> (&'a str, Option<ReadPacket<'a>>) {
+        (self.text, self.read)
+    }
+}
+
+impl<'a> From<&'a RawValue> for RawPacket<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        RawPacket {
+            text: raw.get(),
+            read: None,
+        }
+    }
+}
+
+/// [`split_json_array`]'s answer, the packets read as the body is split
+/// when they all have the usual shape.
+pub fn read_json_array(body: &[u8], max_packets: usize) -> Result<Vec<RawPacket<'_>>, BodyError> {
+    match read_array_by_hand(body, max_packets) {
+        Some(packets) => Ok(packets),
+        None => Ok(split_json_array(body, max_packets)?
+            .into_iter()
+            .map(RawPacket::from)
+            .collect()),
+    }
+}
+
+/// [`split_ndjson`]'s answer, the packets read as the body is split when
+/// they all have the usual shape.
+pub fn read_ndjson(body: &[u8], max_packets: usize) -> Result<Vec<RawPacket<'_>>, BodyError> {
+    match read_lines_by_hand(body, max_packets) {
+        Some(packets) => Ok(packets),
+        None => Ok(split_ndjson(body, max_packets)?
+            .into_iter()
+            .map(RawPacket::from)
+            .collect()),
+    }
+}
+
+/// A JSON array body of at least one and at most `max_packets` packets,
+/// each of the usual shape (see `packet_reader::read_valid`), split and
+/// read; `None` for any other body.
+fn read_array_by_hand(body: &[u8], max_packets: usize) -> Option<Vec<RawPacket<'_>>> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut at = skip_whitespace(text, 0);
+    if text.as_bytes().get(at) != Some(&b'[') {
+        return None;
+    }
+    let mut packets = Vec::new();
+    loop {
+        if packets.len() == max_packets {
+            return None;
+        }
+        let (packet, end) = read_at(text, skip_whitespace(text, at + 1))?;
+        packets.push(packet);
+        at = skip_whitespace(text, end);
+        match text.as_bytes().get(at)? {
+            b',' => {}
+            b']' => break,
+            _ => return None,
+        }
+    }
+    (skip_whitespace(text, at + 1) == text.len()).then_some(packets)
+}
+
+/// An NDJSON body as [`read_array_by_hand`] takes a JSON array.
+fn read_lines_by_hand(body: &[u8], max_packets: usize) -> Option<Vec<RawPacket<'_>>> {
+    let mut packets = Vec::new();
+    for line in body.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if packets.len() == max_packets {
+            return None;
+        }
+        let line = std::str::from_utf8(line).ok()?;
+        let (packet, end) = read_at(line, skip_whitespace(line, 0))?;
+        (skip_whitespace(line, end) == line.len()).then_some(())?;
+        packets.push(packet);
+    }
+    (!packets.is_empty()).then_some(packets)
+}
+
+/// The packet of the usual shape that starts at `at`, and where it ends.
+fn read_at(text: &str, at: usize) -> Option<(RawPacket<'_>, usize)> {
+    let (read, end) = packet_reader::read_valid(text, at)?;
+    let packet = RawPacket {
+        text: &text[at..end],
+        read: Some(read),
+    };
+    Some((packet, end))
+}
+
+/// Where the JSON whitespace that starts at `at` ends.
+fn skip_whitespace(text: &str, at: usize) -> usize {
+    let blank = text.as_bytes()[at.min(text.len())..]
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        .count();
+    at + blank
+}
 
 /// Why a whole request body was refused before looking at its packets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,16 +1,15 @@
 //! Validation: one raw packet parsed, checked against the [`Limits`] and
 //! encoded, or refused with a [`PacketError`] naming the field at fault.
 
-use super::canonical;
-use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder};
-use super::incoming::{IncomingMessage, IncomingPacket, WholePacket};
+use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder, TIMESTAMP_BYTES};
+use super::incoming::{IncomingMessage, IncomingPacket, MetadataText, WholePacket};
 use super::object::Object;
-use super::packet_reader;
+use super::packet_reader::{self, ReadPacket};
 use super::rfc3339::Timestamp;
+use super::split::RawPacket;
 use super::wire::Level;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -65,14 +64,15 @@ impl Default for Limits {
 impl Limits {
     /// Parses and validates one raw packet and encodes it (retry count 0);
     /// `now` fills missing timestamps and a fresh UUIDv4 fills a missing id.
+    /// A packet read already as the body was split is not read again.
     pub fn validate(
         &self,
         index: usize,
-        raw: &RawValue,
+        packet: RawPacket<'_>,
         now: DateTime<Utc>,
     ) -> Result<EncodedPacket, PacketError> {
         let fail = |id: Option<String>, reason: String| PacketError { index, id, reason };
-        let text = raw.get();
+        let (text, read) = packet.into_parts();
         if text.len() > self.max_packet_bytes {
             return Err(fail(
                 None,
@@ -86,7 +86,7 @@ impl Limits {
         if !text.starts_with('{') {
             return Err(fail(None, "a packet must be a JSON object".into()));
         }
-        if let Some(validated) = self.validate_whole(text, now) {
+        if let Some(validated) = self.validate_whole(text, read, now) {
             return validated.map_err(|(id, reason)| fail(id, reason));
         }
         // Malformed somewhere: message by message, to name the field at fault.
@@ -112,16 +112,18 @@ impl Limits {
 
     /// A well-formed packet (the usual case), read in one pass (by hand
     /// when it has the usual shape, see `packet_reader`, else by serde_json)
-    /// and encoded straight from the request's text: its metadata copied as
-    /// it is when canonical, else read into a map and written again. `None`
-    /// when it is not well-formed, or its metadata is too deep: the caller
-    /// then goes message by message to name the field at fault.
+    /// unless `read` already, and encoded straight from the request's text:
+    /// its metadata copied as it is when canonical, else read into a map
+    /// and written again. `None` when it is not well-formed, or its
+    /// metadata is too deep: the caller then goes message by message to
+    /// name the field at fault.
     fn validate_whole(
         &self,
         text: &str,
+        read: Option<ReadPacket<'_>>,
         now: DateTime<Utc>,
     ) -> Option<Result<EncodedPacket, (Option<String>, String)>> {
-        if let Some(packet) = packet_reader::read(text) {
+        if let Some(packet) = read.or_else(|| packet_reader::read(text)) {
             let messages = packet.messages.iter().map(|m| (m, m.metadata));
             return self.encode_whole(text.len(), packet.id.as_deref(), messages, now);
         }
@@ -129,7 +131,7 @@ impl Limits {
         let messages = whole
             .messages
             .iter()
-            .map(|Object(m)| (m, m.metadata.map(RawValue::get)));
+            .map(|Object(m)| (m, m.metadata.map(|raw| MetadataText::of(raw.get()))));
         self.encode_whole(text.len(), whole.id.as_deref(), messages, now)
     }
 
@@ -139,28 +141,29 @@ impl Limits {
         &self,
         text_bytes: usize,
         id: Option<&str>,
-        messages: impl ExactSizeIterator<Item = (&'m IncomingMessage<'m, M>, Option<&'m str>)>,
+        messages: impl ExactSizeIterator<Item = (&'m IncomingMessage<'m, M>, Option<MetadataText<'m>>)>,
         now: DateTime<Utc>,
     ) -> Option<Result<EncodedPacket, (Option<String>, String)>> {
         let refuse = |reason: String| Some(Err((id.map(str::to_owned), reason)));
         if let Err(reason) = self.check_head(id, messages.len()) {
             return refuse(reason);
         }
-        let mut encoder = PacketEncoder::new(id_or_new(id), text_bytes);
+        // Room for the timestamps the encoder writes where the client gave
+        // none, so that the buffer is not grown (copied) midway.
+        let room = text_bytes + messages.len() * TIMESTAMP_BYTES;
+        let mut encoder = PacketEncoder::new(id_or_new(id), room);
         for (i, (message, metadata)) in messages.enumerate() {
             let parsed;
             let metadata = match metadata {
                 None => None,
-                Some(json) => match canonical::object_depth(json, MAX_METADATA_DEPTH) {
-                    Some(_) => Some(Metadata::Json(json)),
-                    None => {
-                        parsed = serde_json::from_str(json).ok()?;
-                        if map_depth(&parsed) > MAX_METADATA_DEPTH {
-                            return None;
-                        }
-                        Some(Metadata::Map(&parsed))
+                Some(MetadataText::Canonical(json)) => Some(Metadata::Json(json)),
+                Some(MetadataText::Other(json)) => {
+                    parsed = serde_json::from_str(json).ok()?;
+                    if map_depth(&parsed) > MAX_METADATA_DEPTH {
+                        return None;
                     }
-                },
+                    Some(Metadata::Map(&parsed))
+                }
             };
             match self.validate_message(message, metadata, now) {
                 Ok(fields) => encoder.push(&fields),
