@@ -6,7 +6,6 @@
 use super::canonical;
 use super::object::Object;
 use super::rfc3339::Timestamp;
-use super::validate::MAX_METADATA_DEPTH;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -58,6 +57,11 @@ pub(super) struct WholePacket<'a> {
     #[serde(default, rename = "retry_count")]
     _retry_count: Option<u32>,
 }
+
+/// Deepest nesting of `metadata`: stored packets are re-read inside
+/// wrappers (log records, dead-letter entries, checkpoints), which must stay
+/// well under serde_json's recursion limit of 128.
+pub const MAX_METADATA_DEPTH: usize = 32;
 
 /// A message's metadata as it stands in the request: JSON text serde_json
 /// would write back unchanged (see `canonical`), copied as it is when the

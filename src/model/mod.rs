@@ -30,10 +30,11 @@ mod wire;
 pub use bounds::{LargerThanQueue, QueueBounds};
 pub(crate) use encode::{write_message_head, write_str, PacketEncoder};
 pub use encode::{write_retry_count, EncodedPacket};
+pub use incoming::MAX_METADATA_DEPTH;
 pub(crate) use object::Object;
 pub(crate) use rfc3339::Timestamp;
 pub use split::{read_json_array, read_ndjson, split_json_array, split_ndjson, BodyError, RawPacket};
-pub use validate::{Limits, PacketError, MAX_METADATA_DEPTH};
+pub use validate::{Limits, PacketError};
 pub use wire::{Level, LogMessage, LogPacket};
 
 #[cfg(test)]

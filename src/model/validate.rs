@@ -2,7 +2,7 @@
 //! encoded, or refused with a [`PacketError`] naming the field at fault.
 
 use super::encode::{EncodedPacket, MessageFields, Metadata, PacketEncoder, TIMESTAMP_BYTES};
-use super::incoming::{IncomingMessage, IncomingPacket, MetadataText, WholePacket};
+use super::incoming::{IncomingMessage, IncomingPacket, MetadataText, WholePacket, MAX_METADATA_DEPTH};
 use super::object::Object;
 use super::packet_reader::{self, ReadPacket};
 use super::rfc3339::Timestamp;
@@ -254,11 +254,6 @@ impl Limits {
 fn id_or_new(id: Option<&str>) -> String {
     id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
 }
-
-/// Deepest nesting of `metadata`: stored packets are re-read inside
-/// wrappers (log records, dead-letter entries, checkpoints), which must stay
-/// well under serde_json's recursion limit of 128.
-pub const MAX_METADATA_DEPTH: usize = 32;
 
 /// Levels of arrays and objects in a metadata map (1 when it holds only
 /// scalars).

@@ -11,8 +11,9 @@
 
 use super::{kind, time, RecordRules};
 use crate::model::encode::{MessageFields, Metadata};
-use crate::model::validate::{nesting, MAX_METADATA_DEPTH};
+use crate::model::validate::nesting;
 use crate::model::Level;
+use crate::model::MAX_METADATA_DEPTH;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
