@@ -7,6 +7,13 @@
 //! The kernel drops whole pages only; the page the synced end falls in is
 //! advised again after the next fdatasync. Elsewhere than on Linux this is
 //! a no-op.
+//!
+//! Where nothing syncs as it goes (`fsync: never`), the same advice on the
+//! written but unsynced pages, every [`WRITEBACK_BYTES`], starts their
+//! writeback without waiting for it (Linux's `POSIX_FADV_DONTNEED` starts
+//! writeback of the dirty pages of the range, and drops only the clean
+//! ones): the fdatasync that seals a segment at rotation then finds little
+//! left to write, instead of a whole segment that holds up every append.
 
 use std::fs::File;
 use std::ops::Range;
@@ -15,14 +22,20 @@ use std::ops::Range;
 /// `released` was advised after it was synced.
 pub(super) struct PageCache {
     released: u64,
+    /// Every whole page before this was written and its writeback started.
+    written_back: u64,
     page: u64,
 }
+
+/// How much is written unsynced before its writeback is started.
+pub(super) const WRITEBACK_BYTES: u64 = 1 << 20;
 
 impl PageCache {
     /// For a new segment, none of which is let go yet.
     pub(super) fn new() -> PageCache {
         PageCache {
             released: 0,
+            written_back: 0,
             page: page_size(),
         }
     }
@@ -35,6 +48,25 @@ impl PageCache {
             self.released = range.end;
         }
     }
+}
+
+impl PageCache {
+    /// After writing the first `written` bytes of `file` without syncing
+    /// them: starts the writeback of the pages written since the last
+    /// start, once they are [`WRITEBACK_BYTES`] or more.
+    pub(super) fn after_unsynced_write(&mut self, file: &File, written: u64) {
+        if let Some(range) = to_write_back(self.written_back, written, self.page) {
+            advise_dont_need(file, &range);
+            self.written_back = range.end;
+        }
+    }
+}
+
+/// The whole pages of `[written_back, written)` once they are at least
+/// [`WRITEBACK_BYTES`], else `None`.
+fn to_write_back(written_back: u64, written: u64, page: u64) -> Option<Range<u64>> {
+    let end = written - written % page;
+    (end >= written_back + WRITEBACK_BYTES).then_some(written_back..end)
 }
 
 /// The whole pages of `[released, synced)` (`released` at a page
@@ -70,7 +102,7 @@ pub(super) fn advise_dont_need(_file: &File, _range: &Range<u64>) {}
 
 #[cfg(test)]
 mod tests {
-    use super::to_release;
+    use super::{to_release, to_write_back, WRITEBACK_BYTES};
 
     #[test]
     fn whole_synced_pages_are_released_once_each() {
@@ -106,6 +138,36 @@ mod tests {
             }
             assert_eq!(released, synced - synced % page, "page {page}");
             assert!(covered.len() > 1);
+        }
+    }
+
+    #[test]
+    fn writeback_starts_every_megabyte_of_whole_written_pages() {
+        let page = 4096;
+        let mega = WRITEBACK_BYTES;
+        assert_eq!(to_write_back(0, mega - 1, page), None);
+        assert_eq!(to_write_back(0, mega, page), Some(0..mega));
+        assert_eq!(to_write_back(0, mega + 5000, page), Some(0..mega + 4096));
+        // The rest waits for the next megabyte.
+        assert_eq!(to_write_back(mega + 4096, 2 * mega, page), None);
+        assert_eq!(
+            to_write_back(mega + 4096, 2 * mega + 8192, page),
+            Some(mega + 4096..2 * mega + 8192)
+        );
+        let mut written_back = 0;
+        let mut written = 0;
+        for group in (1..=5000u64).map(|n| 1000 + n * 7919 % 60_000) {
+            written += group;
+            if let Some(range) = to_write_back(written_back, written, page) {
+                assert_eq!(range.start, written_back, "no gap, no page twice");
+                assert_eq!(range.end % page, 0);
+                assert!(range.end <= written, "nothing not yet written");
+                written_back = range.end;
+            }
+            assert!(
+                written - written_back < WRITEBACK_BYTES + page,
+                "none left behind"
+            );
         }
     }
 }

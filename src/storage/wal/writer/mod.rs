@@ -290,6 +290,12 @@ impl Writer {
             tracing::error!(error = %e, "write-ahead log write failed; answering 503 until it works again");
         }
         self.release_synced_pages();
+        if self.options.fsync == FsyncMode::Never {
+            let segment = &mut self.segment;
+            segment
+                .page_cache
+                .after_unsynced_write(&segment.file, segment.len);
+        }
         if self.rotation_due() {
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "cannot start a new write-ahead log segment");
