@@ -132,7 +132,7 @@ fn write_plain(text: &str, out: &mut Vec<u8>) {
 /// `"` and `\\`). Blocks are checked whole, without stopping at the first
 /// such byte, so that the compiler checks many bytes per instruction: a
 /// byte-by-byte search was the costliest part of encoding a packet.
-fn is_plain(text: &[u8]) -> bool {
+pub(super) fn is_plain(text: &[u8]) -> bool {
     const BLOCK: usize = 64;
     text.chunks(BLOCK).all(|block| {
         !block

@@ -73,8 +73,9 @@ pub(super) enum MetadataText<'a> {
 }
 
 impl<'a> MetadataText<'a> {
-    /// Sorts an object's text (well-formed JSON): canonical when it is
-    /// and is nested at most [`MAX_METADATA_DEPTH`] levels.
+    /// Sorts an object's text: canonical when it is (which makes it valid
+    /// JSON, see `canonical`) and is nested at most [`MAX_METADATA_DEPTH`]
+    /// levels.
     pub(super) fn of(text: &'a str) -> MetadataText<'a> {
         match canonical::object_depth(text, MAX_METADATA_DEPTH) {
             Some(_) => MetadataText::Canonical(text),

@@ -8,7 +8,7 @@
 //! by serde_json ([`split_json_array`], [`split_ndjson`]), whose answer,
 //! and refusal, stands.
 
-use super::packet_reader::{self, ReadPacket};
+use super::packet_reader::{self, skip_whitespace, ReadPacket};
 use serde_json::value::RawValue;
 use std::fmt;
 
@@ -50,24 +50,27 @@ impl<'a> From<&'a RawValue> for RawPacket<'a> {
 /// [`split_json_array`]'s answer, the packets read as the body is split
 /// when they all have the usual shape.
 pub fn read_json_array(body: &[u8], max_packets: usize) -> Result<Vec<RawPacket<'_>>, BodyError> {
-    match read_array_by_hand(body, max_packets) {
-        Some(packets) => Ok(packets),
-        None => Ok(split_json_array(body, max_packets)?
-            .into_iter()
-            .map(RawPacket::from)
-            .collect()),
-    }
+    read_else_split(read_array_by_hand(body, max_packets), || {
+        split_json_array(body, max_packets)
+    })
 }
 
 /// [`split_ndjson`]'s answer, the packets read as the body is split when
 /// they all have the usual shape.
 pub fn read_ndjson(body: &[u8], max_packets: usize) -> Result<Vec<RawPacket<'_>>, BodyError> {
-    match read_lines_by_hand(body, max_packets) {
+    read_else_split(read_lines_by_hand(body, max_packets), || {
+        split_ndjson(body, max_packets)
+    })
+}
+
+/// The packets read by hand, or else serde_json's split of the body.
+fn read_else_split<'a>(
+    read: Option<Vec<RawPacket<'a>>>,
+    split: impl FnOnce() -> Result<Vec<&'a RawValue>, BodyError>,
+) -> Result<Vec<RawPacket<'a>>, BodyError> {
+    match read {
         Some(packets) => Ok(packets),
-        None => Ok(split_ndjson(body, max_packets)?
-            .into_iter()
-            .map(RawPacket::from)
-            .collect()),
+        None => Ok(split()?.into_iter().map(RawPacket::from).collect()),
     }
 }
 
@@ -124,15 +127,6 @@ fn read_at(text: &str, at: usize) -> Option<(RawPacket<'_>, usize)> {
         read: Some(read),
     };
     Some((packet, end))
-}
-
-/// Where the JSON whitespace that starts at `at` ends.
-fn skip_whitespace(text: &str, at: usize) -> usize {
-    let blank = text.as_bytes()[at.min(text.len())..]
-        .iter()
-        .take_while(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
-        .count();
-    at + blank
 }
 
 /// Why a whole request body was refused before looking at its packets.

@@ -14,6 +14,7 @@
 //! metadata ([`read_valid`]) is valid JSON, and a request body of such
 //! packets needs no other pass to be known valid (see `split`).
 
+use super::encode::is_plain;
 use super::incoming::{IncomingMessage, MetadataText};
 use super::rfc3339::{self, Timestamp};
 use memchr::memchr2;
@@ -61,9 +62,7 @@ impl<'a> Reader<'a> {
     }
 
     fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes().get(self.at) {
-            self.at += 1;
-        }
+        self.at = skip_whitespace(self.text, self.at);
     }
 
     /// The next byte that is not whitespace, not taken.
@@ -190,7 +189,8 @@ impl<'a> Reader<'a> {
         let escaped = self.skip_string()?;
         if !escaped {
             let text = &self.text[start..self.at - 1];
-            return (!has_control(text.as_bytes())).then_some(Cow::Borrowed(text));
+            // Without `"` or `\` already: plain unless a control character.
+            return is_plain(text.as_bytes()).then_some(Cow::Borrowed(text));
         }
         serde_json::from_str(&self.text[start - 1..self.at])
             .ok()
@@ -260,14 +260,13 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Whether `bytes` holds a control character, which a JSON string may
-/// not hold raw. Blocks are checked whole, so that the compiler checks many
-/// bytes per instruction.
-fn has_control(bytes: &[u8]) -> bool {
-    const BLOCK: usize = 64;
-    bytes
-        .chunks(BLOCK)
-        .any(|block| block.iter().fold(false, |found, &b| found | (b < 0x20)))
+/// Where the JSON whitespace that starts at `at` in `text` ends.
+pub(super) fn skip_whitespace(text: &str, at: usize) -> usize {
+    let blank = text.as_bytes()[at.min(text.len())..]
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        .count();
+    at + blank
 }
 
 /// Sets `slot` to `value` unless it was set already (a key given twice,

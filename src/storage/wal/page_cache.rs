@@ -48,9 +48,7 @@ impl PageCache {
             self.released = range.end;
         }
     }
-}
 
-impl PageCache {
     /// After writing the first `written` bytes of `file` without syncing
     /// them: starts the writeback of the pages written since the last
     /// start, once they are [`WRITEBACK_BYTES`] or more.

@@ -218,6 +218,18 @@ impl Writer {
         segment.page_cache.after_sync(&segment.file, segment.synced);
     }
 
+    /// With `fsync: never`, starts the writeback of what was written since
+    /// the last start (see `page_cache`), so that the fdatasync sealing the
+    /// segment at rotation finds little to write.
+    fn start_writeback_of_unsynced_pages(&mut self) {
+        if self.options.fsync == FsyncMode::Never {
+            let segment = &mut self.segment;
+            segment
+                .page_cache
+                .after_unsynced_write(&segment.file, segment.len);
+        }
+    }
+
     /// How long to wait for work before an interval fsync is due.
     fn next_wait(&self) -> Option<Duration> {
         match self.options.fsync {
@@ -290,12 +302,7 @@ impl Writer {
             tracing::error!(error = %e, "write-ahead log write failed; answering 503 until it works again");
         }
         self.release_synced_pages();
-        if self.options.fsync == FsyncMode::Never {
-            let segment = &mut self.segment;
-            segment
-                .page_cache
-                .after_unsynced_write(&segment.file, segment.len);
-        }
+        self.start_writeback_of_unsynced_pages();
         if self.rotation_due() {
             if let Err(e) = self.rotate() {
                 tracing::error!(error = %e, "cannot start a new write-ahead log segment");
