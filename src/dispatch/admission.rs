@@ -143,10 +143,12 @@ impl Dispatcher {
                 Err(refused) => return Err(refused),
             }
         };
+        // One atomic step for the request's seqs, not one per packet.
+        let first_seq = self.next_seq.fetch_add(sizes.packets as u64, Ordering::Relaxed);
         let entered = self.enter(
-            packets
-                .into_iter()
-                .map(|(packet, retries)| (None, Arc::new(packet), retries)),
+            (first_seq..)
+                .zip(packets)
+                .map(|(seq, (packet, retries))| (seq, Arc::new(packet), retries)),
         );
         let records: Vec<Record> = entered
             .iter()
@@ -334,27 +336,22 @@ impl Dispatcher {
         let bytes: usize = recovered.values().map(|u| u.packet.json_bytes()).sum();
         self.in_flight.fetch_add(recovered.len(), Ordering::AcqRel);
         self.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
-        let entered = self.enter(
-            recovered
-                .into_iter()
-                .map(|(seq, u)| (Some(seq), u.packet, u.retries)),
-        );
+        let entered = self.enter(recovered.into_iter().map(|(seq, u)| (seq, u.packet, u.retries)));
         for job in entered {
             self.route(job);
         }
     }
 
-    /// Puts packets in the registry (new seqs where none is given) and
-    /// answers their jobs, not yet routed.
+    /// Puts packets in the registry under their seqs and answers their
+    /// jobs, not yet routed.
     ///
     /// A seq names one packet for ever: entering one that is in flight
     /// would overwrite that packet and lose it, so it stops the process's
     /// task here, loudly, rather than go on.
-    fn enter(&self, packets: impl Iterator<Item = (Option<u64>, Arc<EncodedPacket>, u32)>) -> Vec<Job> {
+    fn enter(&self, packets: impl Iterator<Item = (u64, Arc<EncodedPacket>, u32)>) -> Vec<Job> {
         let mut registry = self.lock_registry();
         packets
             .map(|(seq, packet, retries)| {
-                let seq = seq.unwrap_or_else(|| self.next_seq.fetch_add(1, Ordering::Relaxed));
                 match registry.entry(seq) {
                     hash_map::Entry::Vacant(place) => {
                         place.insert(InFlight {
