@@ -1,6 +1,6 @@
 //! The usual packet read by hand: what serde_json's derived reader
 //! (`incoming::WholePacket`) reads for it, in one pass that finds the end
-//! of each string with `memchr` and checks what it skips in blocks.
+//! of each string (and any byte JSON forbids in it) a block at a time.
 //!
 //! Only the usual shape is read: known keys without escapes, each at most
 //! once, values of the expected types (or `null` where the field is
@@ -14,10 +14,8 @@
 //! metadata ([`read_valid`]) is valid JSON, and a request body of such
 //! packets needs no other pass to be known valid (see `split`).
 
-use super::encode::is_plain;
 use super::incoming::{IncomingMessage, MetadataText};
 use super::rfc3339::{self, Timestamp};
-use memchr::memchr2;
 use std::borrow::Cow;
 
 /// A packet read by hand: its messages' metadata left as text.
@@ -180,17 +178,14 @@ impl<'a> Reader<'a> {
         value(self).map(Some)
     }
 
-    /// A string: borrowed from the text when it has no escape (nor, as
-    /// JSON allows none, a control character), else decoded by serde_json
-    /// (`None` where it refuses one, such as a lone surrogate).
+    /// A string: borrowed from the text when it has no escape, else
+    /// decoded by serde_json (`None` where it refuses one, such as a lone
+    /// surrogate).
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.expect(b'"')?;
         let start = self.at;
-        let escaped = self.skip_string()?;
-        if !escaped {
-            let text = &self.text[start..self.at - 1];
-            // Without `"` or `\` already: plain unless a control character.
-            return is_plain(text.as_bytes()).then_some(Cow::Borrowed(text));
+        if !self.skip_string()? {
+            return Some(Cow::Borrowed(&self.text[start..self.at - 1]));
         }
         serde_json::from_str(&self.text[start - 1..self.at])
             .ok()
@@ -198,17 +193,22 @@ impl<'a> Reader<'a> {
     }
 
     /// Moves past the rest of a string whose `"` is taken, answering
-    /// whether it holds an escape.
+    /// whether it holds an escape; `None` when it does not end, or holds a
+    /// control character (which JSON allows only escaped).
     fn skip_string(&mut self) -> Option<bool> {
         let bytes = self.bytes();
-        let mut end = self.at + memchr2(b'"', b'\\', &bytes[self.at..])?;
-        let escaped = bytes[end] == b'\\';
-        while bytes[end] == b'\\' {
-            // The escaped byte (of `\uXXXX`, the `u`) cannot end the string.
-            end += 2;
-            end += memchr2(b'"', b'\\', bytes.get(end..)?)?;
+        let mut escaped = false;
+        let mut at = self.at;
+        loop {
+            at += find_special(bytes.get(at..)?)?;
+            match bytes[at] {
+                b'"' => break,
+                // The escaped byte (of `\uXXXX`, the `u`) cannot end the string.
+                b'\\' => (escaped, at) = (true, at + 2),
+                _ => return None,
+            }
         }
-        self.at = end + 1;
+        self.at = at + 1;
         Some(escaped)
     }
 
@@ -258,6 +258,24 @@ impl<'a> Reader<'a> {
             self.at += 1;
         }
     }
+}
+
+/// Where the first byte of `bytes` that ends a JSON string's run of plain
+/// text is: `"`, `\` or a control character. Each block of 16 bytes is
+/// checked whole (the compiler makes that a few vector instructions), and
+/// searched byte by byte only when it holds one.
+fn find_special(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 16;
+    let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut at = 0;
+    for block in &mut blocks {
+        if block.iter().fold(false, |found, &b| found | special(b)) {
+            break;
+        }
+        at += BLOCK;
+    }
+    bytes[at..].iter().position(|&b| special(b)).map(|i| at + i)
 }
 
 /// Where the JSON whitespace that starts at `at` in `text` ends.
