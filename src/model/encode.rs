@@ -5,7 +5,6 @@
 use super::rfc3339;
 use super::wire::{Level, LogMessage, LogPacket};
 use chrono::{DateTime, Utc};
-use std::io::Write as _;
 
 impl LogMessage {
     fn fields(&self) -> MessageFields<'_> {
@@ -237,7 +236,7 @@ impl EncodedPacket {
 /// Appends `,"retry_count":N`: what follows a packet's fields.
 pub fn write_retry_count(retry_count: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"retry_count\":");
-    write!(out, "{retry_count}").expect("writing to a Vec cannot fail");
+    out.extend_from_slice(itoa::Buffer::new().format(retry_count).as_bytes());
 }
 
 /// Writes an [`EncodedPacket`] message by message.

@@ -12,12 +12,12 @@
 //! written twice.
 
 use crate::dispatch::job::Job;
+use crate::model::write_retry_count;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Write as _;
 
 /// The names of a line's own fields: a metadata key among them stays
 /// under `metadata`.
@@ -101,7 +101,7 @@ fn write_line(message: &MessageText<'_>, packet_id: &[u8], retry_count: u32, out
     out.extend_from_slice(message.source.get().as_bytes());
     out.extend_from_slice(b",\"packet_id\":");
     out.extend_from_slice(packet_id);
-    write!(out, ",\"retry_count\":{retry_count}").expect("writing to a Vec cannot fail");
+    write_retry_count(retry_count, out);
     let mut kept_apart = Vec::new();
     for (key, value) in message.metadata.iter().flat_map(|entries| &entries.0) {
         if LINE_FIELDS.contains(&key.as_ref()) {
