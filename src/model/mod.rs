@@ -340,6 +340,37 @@ mod tests {
             assert_eq!(text.parse::<Level>(), Ok(level), "{text}");
         }
         assert!("verbose".parse::<Level>().is_err());
+        let all = [
+            Level::Emergency,
+            Level::Alert,
+            Level::Critical,
+            Level::Error,
+            Level::Warning,
+            Level::Notice,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ];
+        for level in all {
+            assert_eq!(level.name().parse::<Level>(), Ok(level));
+            assert_eq!(format!(" {} ", level.name()).parse::<Level>(), Ok(level));
+        }
+    }
+
+    #[test]
+    fn a_source_or_id_of_only_whitespace_is_refused_and_any_other_taken() {
+        for blank in ["", " ", "\t\n", "\u{3000}", "\u{a0} "] {
+            let source =
+                serde_json::json!({"messages": [{"level": "INFO", "message": "m", "source": blank}]});
+            let id = serde_json::json!({"id": blank, "messages": [{"level": "INFO", "message": "m", "source": "s"}]});
+            assert!(check(&source.to_string()).is_err(), "source {blank:?}");
+            assert!(check(&id.to_string()).is_err(), "id {blank:?}");
+        }
+        for taken in ["a", " a", "\u{3000}a", "é", "-"] {
+            let source =
+                serde_json::json!({"messages": [{"level": "INFO", "message": "m", "source": taken}]});
+            assert_eq!(check(&source.to_string()).unwrap().messages[0].source, taken);
+        }
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Limits {
     }
 
     fn check_id(&self, id: &str) -> Result<(), String> {
-        if id.trim().is_empty() {
+        if is_blank(id) {
             return Err("id: must not be empty (leave it out to get a generated one)".into());
         }
         if id.len() > self.max_id_bytes {
@@ -236,7 +236,7 @@ impl Limits {
                 self.max_message_bytes
             ));
         }
-        if m.source.trim().is_empty() {
+        if is_blank(&m.source) {
             return Err("source: must not be empty".into());
         }
         Ok(MessageFields {
@@ -247,6 +247,15 @@ impl Limits {
             metadata,
             plain: matches!((&m.message, &m.source), (Cow::Borrowed(_), Cow::Borrowed(_))),
         })
+    }
+}
+
+/// Whether `text` is empty or all whitespace. A printable ASCII first byte
+/// (the usual case) answers without looking further.
+fn is_blank(text: &str) -> bool {
+    match text.as_bytes().first() {
+        Some(first) if first.is_ascii_graphic() => false,
+        _ => text.trim().is_empty(),
     }
 }
 

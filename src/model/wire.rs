@@ -42,6 +42,23 @@ impl Level {
         }
     }
 
+    /// The level whose canonical name `name` is: the usual case, matched
+    /// before any other work.
+    fn canonical(name: &str) -> Option<Level> {
+        Some(match name {
+            "INFO" => Level::Info,
+            "ERROR" => Level::Error,
+            "WARNING" => Level::Warning,
+            "DEBUG" => Level::Debug,
+            "TRACE" => Level::Trace,
+            "NOTICE" => Level::Notice,
+            "CRITICAL" => Level::Critical,
+            "ALERT" => Level::Alert,
+            "EMERGENCY" => Level::Emergency,
+            _ => return None,
+        })
+    }
+
     /// The level `name` names, in any case (`name` trimmed already).
     /// Lower-cased into a buffer on the stack and matched: no allocation,
     /// and the compiler turns the match into a few comparisons.
@@ -71,6 +88,9 @@ impl FromStr for Level {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(level) = Level::canonical(s) {
+            return Ok(level);
+        }
         match Level::named(s.trim()) {
             Some(level) => Ok(level),
             None => Err(format!(
