@@ -433,3 +433,20 @@ fn other_shapes_are_left_to_serde() {
         assert!(read(text).is_none(), "{text}");
     }
 }
+
+proptest! {
+    /// The block search finds the byte a plain search finds, wherever it
+    /// sits in a block and whatever bytes (above 0x7f too) surround it.
+    #[test]
+    fn the_first_byte_ending_plain_text_is_found_where_it_is(
+        plain in proptest::collection::vec(prop_oneof![0x20u8..0x22, 0x23u8..0x5c, 0x5du8..=0xff], 0..70),
+        stop in prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20],
+        after in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let mut bytes = plain.clone();
+        bytes.push(stop);
+        bytes.extend_from_slice(&after);
+        prop_assert_eq!(super::find_special(&bytes), Some(plain.len()));
+        prop_assert_eq!(super::find_special(&plain), None);
+    }
+}
