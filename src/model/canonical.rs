@@ -8,6 +8,8 @@
 //! `-0`. Anything else (floats, escapes, whitespace, keys out of order) is
 //! not canonical, and the caller takes the general way.
 
+use super::encode::find_special;
+
 /// The nesting of `text` (an object holding only scalars is 1) when it is a
 /// canonical JSON object nested at most `max_depth` levels; `None` when it
 /// is not (or is deeper). `text` need not be JSON: the scan checks every
@@ -96,7 +98,7 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
         let rest = &self.text[self.at..];
-        let end = rest.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let end = find_special(rest)?;
         if rest[end] != b'"' {
             return None;
         }

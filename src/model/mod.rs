@@ -57,6 +57,18 @@ mod tests {
             .map(|p| p.decode(0))
     }
 
+    const ALL_LEVELS: [Level; 9] = [
+        Level::Emergency,
+        Level::Alert,
+        Level::Critical,
+        Level::Error,
+        Level::Warning,
+        Level::Notice,
+        Level::Info,
+        Level::Debug,
+        Level::Trace,
+    ];
+
     const GOOD: &str =
         r#"{"messages":[{"level":"ERROR","message":"Database connection failed","source":"api-service"}]}"#;
 
@@ -164,17 +176,7 @@ mod tests {
 
     #[test]
     fn level_names_are_their_serde_names() {
-        for level in [
-            Level::Emergency,
-            Level::Alert,
-            Level::Critical,
-            Level::Error,
-            Level::Warning,
-            Level::Notice,
-            Level::Info,
-            Level::Debug,
-            Level::Trace,
-        ] {
+        for level in ALL_LEVELS {
             assert_eq!(serde_json::to_value(level).unwrap(), level.name());
         }
     }
@@ -340,18 +342,7 @@ mod tests {
             assert_eq!(text.parse::<Level>(), Ok(level), "{text}");
         }
         assert!("verbose".parse::<Level>().is_err());
-        let all = [
-            Level::Emergency,
-            Level::Alert,
-            Level::Critical,
-            Level::Error,
-            Level::Warning,
-            Level::Notice,
-            Level::Info,
-            Level::Debug,
-            Level::Trace,
-        ];
-        for level in all {
+        for level in ALL_LEVELS {
             assert_eq!(level.name().parse::<Level>(), Ok(level));
             assert_eq!(format!(" {} ", level.name()).parse::<Level>(), Ok(level));
         }

@@ -103,11 +103,7 @@ fn read_array_by_hand(body: &[u8], max_packets: usize) -> Option<Vec<RawPacket<'
 /// An NDJSON body as [`read_array_by_hand`] takes a JSON array.
 fn read_lines_by_hand(body: &[u8], max_packets: usize) -> Option<Vec<RawPacket<'_>>> {
     let mut packets = Vec::new();
-    for line in body.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    for (_, line) in packet_lines(body) {
         if packets.len() == max_packets {
             return None;
         }
@@ -211,16 +207,12 @@ impl<'de> serde::de::Visitor<'de> for BoundedPackets<'_> {
 /// body, naming it.
 pub fn split_ndjson(body: &[u8], max_packets: usize) -> Result<Vec<&RawValue>, BodyError> {
     let mut packets = Vec::new();
-    for (number, line) in body.split(|&b| b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    for (number, line) in packet_lines(body) {
         if packets.len() == max_packets {
             return Err(BodyError::TooManyPackets { max: max_packets });
         }
         let raw: &RawValue = serde_json::from_slice(line).map_err(|e| BodyError::InvalidNdjsonLine {
-            line: number + 1,
+            line: number,
             reason: e.to_string(),
         })?;
         packets.push(raw);
@@ -229,4 +221,14 @@ pub fn split_ndjson(body: &[u8], max_packets: usize) -> Result<Vec<&RawValue>, B
         return Err(BodyError::Empty);
     }
     Ok(packets)
+}
+
+/// The lines of an NDJSON body that are not blank, each with its number
+/// (from 1) and without its `\r\n` or `\n`.
+fn packet_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    body.split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .enumerate()
+        .map(|(index, line)| (index + 1, line))
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
 }

@@ -14,6 +14,7 @@
 //! metadata ([`read_valid`]) is valid JSON, and a request body of such
 //! packets needs no other pass to be known valid (see `split`).
 
+use super::encode::find_special;
 use super::incoming::{IncomingMessage, MetadataText};
 use super::rfc3339::{self, Timestamp};
 use std::borrow::Cow;
@@ -258,45 +259,6 @@ impl<'a> Reader<'a> {
             self.at += 1;
         }
     }
-}
-
-/// Where the first byte of `bytes` that ends a JSON string's run of plain
-/// text is: `"`, `\` or a control character. Each block of 16 bytes is
-/// checked whole (the compiler makes that a few vector instructions); the
-/// block that holds one is searched eight bytes at a time.
-fn find_special(bytes: &[u8]) -> Option<usize> {
-    const BLOCK: usize = 16;
-    let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
-    let mut blocks = bytes.chunks_exact(BLOCK);
-    let mut at = 0;
-    for block in &mut blocks {
-        if block.iter().fold(false, |found, &b| found | special(b)) {
-            let (low, high) = block.split_at(8);
-            let first = match special_bytes(low) {
-                0 => 8 + special_bytes(high).trailing_zeros() / 8,
-                found => found.trailing_zeros() / 8,
-            };
-            return Some(at + first as usize);
-        }
-        at += BLOCK;
-    }
-    blocks
-        .remainder()
-        .iter()
-        .position(|&b| special(b))
-        .map(|i| at + i)
-}
-
-/// The high bit set in each byte of an eight-byte `word` that is `"`, `\`
-/// or a control character, the first (lowest) one at least; bytes after it
-/// may be marked too (a borrow carried up), so only the first mark counts.
-fn special_bytes(word: &[u8]) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let word = u64::from_le_bytes(word.try_into().expect("eight bytes"));
-    // The bytes of `word` below `n` (at most 0x80).
-    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word & HIGHS;
-    below(word, 0x20) | below(word ^ (ONES * u64::from(b'"')), 1) | below(word ^ (ONES * u64::from(b'\\')), 1)
 }
 
 /// Where the JSON whitespace that starts at `at` in `text` ends.

@@ -446,7 +446,7 @@ proptest! {
         let mut bytes = plain.clone();
         bytes.push(stop);
         bytes.extend_from_slice(&after);
-        prop_assert_eq!(super::find_special(&bytes), Some(plain.len()));
-        prop_assert_eq!(super::find_special(&plain), None);
+        prop_assert_eq!(super::super::encode::find_special(&bytes), Some(plain.len()));
+        prop_assert_eq!(super::super::encode::find_special(&plain), None);
     }
 }
