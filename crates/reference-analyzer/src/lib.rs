@@ -23,8 +23,10 @@ use clap::Args;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -76,14 +78,44 @@ struct Analyzer {
 }
 
 struct Seen {
-    ids: HashSet<String>,
+    ids: IdDigests,
     record: Option<std::fs::File>,
+}
+
+/// The ids seen, each kept as a 128-bit digest (two 64-bit hashes under
+/// different seeds): sixteen bytes an id however long it is, and a false
+/// duplicate needs both hashes of two ids to collide.
+struct IdDigests {
+    first: foldhash::quality::FixedState,
+    second: foldhash::quality::FixedState,
+    seen: HashSet<u128, foldhash::fast::RandomState>,
+}
+
+impl IdDigests {
+    fn new() -> IdDigests {
+        IdDigests {
+            first: foldhash::quality::FixedState::with_seed(0x9e37_79b9_7f4a_7c15),
+            second: foldhash::quality::FixedState::with_seed(0xc2b2_ae3d_27d4_eb4f),
+            seen: HashSet::default(),
+        }
+    }
+
+    fn digest(&self, id: &str) -> u128 {
+        (u128::from(self.first.hash_one(id)) << 64) | u128::from(self.second.hash_one(id))
+    }
+
+    /// Remembers `id`; false when it was seen before.
+    fn insert(&mut self, id: &str) -> bool {
+        let digest = self.digest(id);
+        self.seen.insert(digest)
+    }
 }
 
 /// Only the parts of a packet the analyzer looks at.
 #[derive(Deserialize)]
-struct PacketView {
-    id: String,
+struct PacketView<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
     messages: Vec<serde::de::IgnoredAny>,
 }
 
@@ -109,7 +141,7 @@ pub fn app(args: AnalyzerArgs) -> std::io::Result<Router> {
         deliveries: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         seen: Mutex::new(Seen {
-            ids: HashSet::new(),
+            ids: IdDigests::new(),
             record,
         }),
     });
@@ -194,15 +226,18 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
     };
     let messages: usize = packets.iter().map(|p| p.messages.len()).sum();
     let count = packets.len();
-    // Recording fsyncs: off the async workers, so /health stays quick.
-    // Without a record it is a few set inserts, not worth a thread hop.
-    let remembered = if me.args.record.is_some() {
-        let recorder = me.clone();
-        tokio::task::spawn_blocking(move || recorder.remember(&packets, recorded.as_deref()))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    } else {
-        me.remember(&packets, None)
+    let remembered = match record_lines(&me, &packets, recorded.as_deref()) {
+        // Recording fsyncs: off the async workers, so /health stays quick.
+        Ok(Some(lines)) => {
+            let ids: Vec<String> = packets.iter().map(|p| p.id.to_string()).collect();
+            let recorder = me.clone();
+            tokio::task::spawn_blocking(move || recorder.remember(ids.iter().map(String::as_str), &lines))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        }
+        // Without a record it is a few set inserts, not worth a thread hop.
+        Ok(None) => me.remember(packets.iter().map(|p| p.id.as_ref()), &[]),
+        Err(e) => Err(e),
     };
     if let Err(e) = remembered {
         return (
@@ -217,26 +252,38 @@ async fn receive(State(me): State<Arc<Analyzer>>, body: Bytes) -> Response {
     (StatusCode::OK, Json(json!({"accepted": count}))).into_response()
 }
 
+/// The lines `--record` appends for `packets` (with their messages when
+/// `recorded` holds them); none without `--record`.
+fn record_lines(
+    me: &Analyzer,
+    packets: &[PacketView<'_>],
+    recorded: Option<&[RecordedPacket]>,
+) -> std::io::Result<Option<Vec<u8>>> {
+    if me.args.record.is_none() {
+        return Ok(None);
+    }
+    let mut lines = Vec::new();
+    for (i, packet) in packets.iter().enumerate() {
+        match recorded.and_then(|all| all.get(i)) {
+            Some(whole) => serde_json::to_writer(&mut lines, whole)?,
+            None => serde_json::to_writer(&mut lines, &json!({"id": packet.id}))?,
+        }
+        lines.push(b'\n');
+    }
+    Ok(Some(lines))
+}
+
 impl Analyzer {
-    /// Counts the ids seen and records them (with their messages when
-    /// `recorded` holds them).
-    fn remember(&self, packets: &[PacketView], recorded: Option<&[RecordedPacket]>) -> std::io::Result<()> {
+    /// Counts the ids seen and appends `lines` to the record (fsynced).
+    fn remember<'a>(&self, ids: impl Iterator<Item = &'a str>, lines: &[u8]) -> std::io::Result<()> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let mut lines = Vec::new();
-        for (i, packet) in packets.iter().enumerate() {
-            if !seen.ids.insert(packet.id.clone()) {
+        for id in ids {
+            if !seen.ids.insert(id) {
                 self.duplicates.fetch_add(1, Ordering::Relaxed);
-            }
-            if seen.record.is_some() {
-                match recorded.and_then(|all| all.get(i)) {
-                    Some(whole) => serde_json::to_writer(&mut lines, whole)?,
-                    None => serde_json::to_writer(&mut lines, &json!({"id": packet.id}))?,
-                }
-                lines.push(b'\n');
             }
         }
         if let Some(file) = seen.record.as_mut() {
-            file.write_all(&lines)?;
+            file.write_all(lines)?;
             file.sync_data()?;
         }
         Ok(())
@@ -287,4 +334,68 @@ async fn stats(State(me): State<Arc<Analyzer>>) -> Json<serde_json::Value> {
         "messages_received": me.messages.load(Ordering::Relaxed),
         "duplicates": me.duplicates.load(Ordering::Relaxed),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn analyzer() -> Arc<Analyzer> {
+        let args = AnalyzerArgs {
+            listen: "127.0.0.1:0".into(),
+            name: "test".into(),
+            latency_ms: 0,
+            failure_rate: 0.0,
+            record: None,
+            record_messages: false,
+            fail_first: 0,
+            respond_status: None,
+        };
+        Arc::new(Analyzer {
+            args,
+            healthy: AtomicBool::new(true),
+            packets: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            seen: Mutex::new(Seen {
+                ids: IdDigests::new(),
+                record: None,
+            }),
+        })
+    }
+
+    fn body(ids: &[&str]) -> Bytes {
+        let packets: Vec<_> = ids
+            .iter()
+            .map(|id| json!({"id": id, "source": "s", "messages": [{"level": "INFO", "message": "m"}, {"message": "n"}]}))
+            .collect();
+        Bytes::from(serde_json::to_vec(&packets).unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_id_seen_again_counts_as_a_duplicate_and_any_other_does_not() {
+        let me = analyzer();
+        let first = receive(State(me.clone()), body(&["a-1", "a-2", "a-10", "b-1"])).await;
+        assert_eq!(first.status(), StatusCode::OK);
+        assert_eq!(me.duplicates.load(Ordering::Relaxed), 0);
+        // An escaped id is the same id as its plain spelling.
+        let escaped = r#"[{"id": "a-2", "messages": [{}, {}]}, {"id": "a-3", "messages": [{}, {}]},
+            {"id": "b\u002d1", "messages": [{}, {}]}, {"id": "a-1\u0000", "messages": [{}, {}]}]"#;
+        let again = receive(State(me.clone()), Bytes::from_static(escaped.as_bytes())).await;
+        assert_eq!(again.status(), StatusCode::OK);
+        assert_eq!(me.duplicates.load(Ordering::Relaxed), 2);
+        assert_eq!(me.packets.load(Ordering::Relaxed), 8);
+        assert_eq!(me.messages.load(Ordering::Relaxed), 16);
+    }
+
+    #[test]
+    fn ids_differing_anywhere_have_different_digests() {
+        let digests = IdDigests::new();
+        let ids: Vec<String> = (0..100_000).map(|n| format!("lg-0123abcd-{n}")).collect();
+        let distinct: HashSet<u128> = ids.iter().map(|id| digests.digest(id)).collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert_eq!(digests.digest("same id"), digests.digest("same id"));
+    }
 }
