@@ -203,9 +203,7 @@ impl Dispatcher {
         self.metrics.packets_received.inc_by(sizes.packets as u64);
         self.metrics.messages_received.inc_by(sizes.messages as u64);
         let ids = entered.iter().map(|job| job.packet.id().to_string()).collect();
-        for job in entered {
-            self.route(job);
-        }
+        self.route(entered);
         Ok(ids)
     }
 
@@ -337,9 +335,7 @@ impl Dispatcher {
         self.in_flight.fetch_add(recovered.len(), Ordering::AcqRel);
         self.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
         let entered = self.enter(recovered.into_iter().map(|(seq, u)| (seq, u.packet, u.retries)));
-        for job in entered {
-            self.route(job);
-        }
+        self.route(entered);
     }
 
     /// Puts packets in the registry under their seqs and answers their

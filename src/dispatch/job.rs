@@ -31,9 +31,10 @@ impl Job {
 /// What an analyzer's lane carries.
 #[derive(Debug)]
 pub enum LaneItem {
-    /// A packet routed to the analyzer: the lane batches it with the
-    /// packets queued behind it.
-    Packet(Job),
+    /// Packets routed to the analyzer together (a request's share): the
+    /// lane batches them with the packets queued behind them, and cuts
+    /// them where a batch is full.
+    Routed(Vec<Job>),
     /// Packets whose delivery to the analyzer failed together, going again
     /// together: the same packets in the same order (so the same
     /// `Idempotency-Key`).
@@ -43,15 +44,13 @@ pub enum LaneItem {
 impl LaneItem {
     pub fn packets(&self) -> usize {
         match self {
-            LaneItem::Packet(_) => 1,
-            LaneItem::Retry(jobs) => jobs.len(),
+            LaneItem::Routed(jobs) | LaneItem::Retry(jobs) => jobs.len(),
         }
     }
 
     pub(super) fn into_jobs(self) -> Vec<Job> {
         match self {
-            LaneItem::Packet(job) => vec![job],
-            LaneItem::Retry(jobs) => jobs,
+            LaneItem::Routed(jobs) | LaneItem::Retry(jobs) => jobs,
         }
     }
 }

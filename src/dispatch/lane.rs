@@ -32,6 +32,46 @@ impl Packets for PendingRetry {
     }
 }
 
+/// A batch being filled: its packets and their JSON bytes, against the
+/// limits of one delivery.
+struct BatchUnderWay {
+    jobs: Vec<Job>,
+    bytes: usize,
+    max_packets: usize,
+    max_bytes: usize,
+}
+
+impl BatchUnderWay {
+    /// Full: no packet more goes in (the last one in may have passed the
+    /// byte limit; a single packet larger than it still goes alone).
+    fn is_full(&self) -> bool {
+        self.is_full_with(0)
+    }
+
+    /// Takes `jobs` in order while the batch is not full; answers those
+    /// left over.
+    fn take(&mut self, mut jobs: Vec<Job>) -> Option<Vec<Job>> {
+        let mut fit = 0;
+        while fit < jobs.len() && !self.is_full_with(fit) {
+            self.bytes += jobs[fit].packet.json_bytes();
+            fit += 1;
+        }
+        let rest = jobs.split_off(fit);
+        if self.jobs.is_empty() {
+            self.jobs = jobs;
+        } else {
+            self.jobs.append(&mut jobs);
+        }
+        (!rest.is_empty()).then_some(rest)
+    }
+
+    /// [`BatchUnderWay::is_full`] once `more` packets (already counted in
+    /// `bytes`) join it.
+    fn is_full_with(&self, more: usize) -> bool {
+        self.jobs.len() + more >= self.max_packets || self.bytes >= self.max_bytes
+    }
+}
+
 impl Dispatcher {
     /// A retry whose wait is over: sent back if the budget allows it,
     /// otherwise it waits one more backoff step (its retry counts unchanged).
@@ -63,16 +103,7 @@ impl Dispatcher {
             },
             _ => retry.jobs,
         };
-        for job in jobs {
-            self.route(job);
-        }
-    }
-
-    /// Routes what a lane took out for an analyzer no longer in rotation.
-    fn reroute(&self, item: LaneItem) {
-        for job in item.into_jobs() {
-            self.route(job);
-        }
+        self.route(jobs);
     }
 
     pub(super) async fn drain_lane(self: Arc<Self>, analyzer: Arc<Analyzer>, mut lane: LaneReceiver) {
@@ -90,7 +121,7 @@ impl Dispatcher {
                 },
             };
             if !analyzer.in_rotation() {
-                self.reroute(item);
+                self.route(item.into_jobs());
                 continue;
             }
             // The slot first, the batch second: while every slot is busy the
@@ -101,11 +132,11 @@ impl Dispatcher {
             };
             // It may have left the rotation while the packets waited for a slot.
             if !analyzer.in_rotation() {
-                self.reroute(item);
+                self.route(item.into_jobs());
                 continue;
             }
             let batch = match item {
-                LaneItem::Packet(first) => {
+                LaneItem::Routed(first) => {
                     let (batch, next) = self.fill_batch(&analyzer, &mut lane, first).await;
                     held = next;
                     batch
@@ -123,20 +154,27 @@ impl Dispatcher {
 
     /// Adds to `first` what else the lane holds for the same analyzer, up
     /// to the batch limits and the analyzer's own cap, waiting at most
-    /// `batch.linger` for more. A retry met on the way ends the batch (it
-    /// goes as it is) and is answered too.
+    /// `batch.linger` for more. What does not fit is answered, to start
+    /// the next batch; so is a retry met on the way, which ends the batch
+    /// (it goes as it is).
     async fn fill_batch(
         &self,
         analyzer: &Analyzer,
         lane: &mut LaneReceiver,
-        first: Job,
+        first: Vec<Job>,
     ) -> (Vec<Job>, Option<LaneItem>) {
         let limits = &self.settings.batch;
-        let max_packets = analyzer.max_batch_packets(limits.max_packets);
-        let mut bytes = first.packet.json_bytes();
-        let mut batch = vec![first];
-        if max_packets <= 1 {
-            return (batch, None);
+        let mut batch = BatchUnderWay {
+            jobs: Vec::new(),
+            bytes: 0,
+            max_packets: analyzer.max_batch_packets(limits.max_packets).max(1),
+            max_bytes: limits.max_bytes,
+        };
+        if let Some(rest) = batch.take(first) {
+            return (batch.jobs, Some(LaneItem::Routed(rest)));
+        }
+        if batch.is_full() {
+            return (batch.jobs, None);
         }
         let deadline = tokio::time::Instant::now() + limits.linger;
         if lane.is_empty() {
@@ -144,7 +182,7 @@ impl Dispatcher {
             // of the group route their packets before this batch closes.
             tokio::task::yield_now().await;
         }
-        while batch.len() < max_packets && bytes < limits.max_bytes {
+        while !batch.is_full() {
             let next = match lane.try_recv() {
                 Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Empty) if !limits.linger.is_zero() => {
@@ -157,18 +195,19 @@ impl Dispatcher {
             };
             let Some(item) = next else { break };
             analyzer.queued.fetch_sub(item.packets(), Ordering::Relaxed);
-            let job = match item {
-                LaneItem::Packet(job) => job,
-                retry @ LaneItem::Retry(_) => return (batch, Some(retry)),
+            let jobs = match item {
+                LaneItem::Routed(jobs) => jobs,
+                retry @ LaneItem::Retry(_) => return (batch.jobs, Some(retry)),
             };
             if !analyzer.in_rotation() {
-                self.route(job);
+                self.route(jobs);
                 continue;
             }
-            bytes += job.packet.json_bytes();
-            batch.push(job);
+            if let Some(rest) = batch.take(jobs) {
+                return (batch.jobs, Some(LaneItem::Routed(rest)));
+            }
         }
-        (batch, None)
+        (batch.jobs, None)
     }
 
     /// Delivers `batch` to `analyzer`. A part refused as too large or for a

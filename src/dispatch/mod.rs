@@ -57,7 +57,7 @@ use crate::model::EncodedPacket;
 use crate::storage::wal::Wal;
 use crate::storage::DeadLetter;
 use crate::sync::LockUnpoisoned;
-use fleet::{Analyzer, Fleet, LaneReceiver};
+use fleet::{Analyzer, Fleet, LaneReceiver, Share};
 use job::{Job, LaneItem};
 use lane::PendingRetry;
 use retry::{Backoff, RetryBudget, RetryTimer};
@@ -208,36 +208,44 @@ impl Dispatcher {
         &self.dead_letter
     }
 
-    /// Hands `job` to the next analyzer in rotation, or parks it.
-    fn route(&self, mut job: Job) {
-        loop {
-            if let Some(analyzer) = self.fleet.pick() {
-                analyzer.metrics.routed.inc();
-                analyzer
-                    .metrics
-                    .messages_routed
-                    .inc_by(job.packet.message_count() as u64);
-                match analyzer.enqueue(LaneItem::Packet(job)) {
-                    Ok(()) => return,
-                    Err(returned) => {
-                        job = returned
-                            .into_jobs()
-                            .pop()
-                            .expect("a packet comes back as it went");
-                        continue;
-                    }
-                }
-            }
-            let mut parked = self.parked.lock_unpoisoned();
-            // Checked under the lock that `rotation_changed` drains with, so
-            // a job parked here is always seen by the next drain.
-            if self.fleet.any_in_rotation() {
-                continue;
-            }
-            parked.push_back(job);
-            self.parked_count.fetch_add(1, Ordering::Relaxed);
-            return;
+    /// Hands each job to the next analyzer in rotation (one lane send per
+    /// analyzer picked), or parks them.
+    fn route(&self, mut jobs: Vec<Job>) {
+        while !jobs.is_empty() {
+            jobs = match self.fleet.share(jobs) {
+                Ok(shares) => self.enqueue_shares(shares),
+                Err(unrouted) => self.park(unrouted),
+            };
         }
+    }
+
+    /// Queues each analyzer's share on its lane; answers the jobs of lanes
+    /// closed since the pick, to be routed again.
+    fn enqueue_shares(&self, shares: Vec<Share<Job>>) -> Vec<Job> {
+        let mut returned = Vec::new();
+        for (analyzer, jobs) in shares {
+            analyzer.metrics.routed.inc_by(jobs.len() as u64);
+            let messages: usize = jobs.iter().map(|job| job.packet.message_count()).sum();
+            analyzer.metrics.messages_routed.inc_by(messages as u64);
+            if let Err(item) = analyzer.enqueue(LaneItem::Routed(jobs)) {
+                returned.extend(item.into_jobs());
+            }
+        }
+        returned
+    }
+
+    /// Parks jobs while nothing is in rotation; gives them back to be
+    /// routed if something came back meanwhile.
+    fn park(&self, jobs: Vec<Job>) -> Vec<Job> {
+        let mut parked = self.parked.lock_unpoisoned();
+        // Checked under the lock that `rotation_changed` drains with, so
+        // a job parked here is always seen by the next drain.
+        if self.fleet.any_in_rotation() {
+            return jobs;
+        }
+        self.parked_count.fetch_add(jobs.len(), Ordering::Relaxed);
+        parked.extend(jobs);
+        Vec::new()
     }
 
     /// Adds an analyzer (or replaces the one with its id) and starts its lane.
@@ -291,8 +299,8 @@ impl Dispatcher {
                 "analyzers back in rotation; releasing parked packets"
             );
         }
-        for job in released {
-            self.route(job);
+        if !released.is_empty() {
+            self.route(released);
         }
     }
 

@@ -105,21 +105,36 @@ impl<T> RoutingTable<T> {
 
     /// The next member in the cycle, or `None` when nothing is in rotation.
     pub fn pick(&self) -> Option<&T> {
-        if self.cycle.is_empty() {
-            return None;
-        }
-        let position = self.cursor.fetch_add(1, Ordering::Relaxed);
+        self.pick_many(1).next().map(|member| &self.members[member])
+    }
+
+    /// The next `n` picks at once (one atomic step), as indices into
+    /// [`RoutingTable::members`]: the same members `n` calls of
+    /// [`RoutingTable::pick`] would answer, in their order. Empty when
+    /// nothing is in rotation.
+    pub fn pick_many(&self, n: usize) -> impl Iterator<Item = usize> + '_ {
+        let n = if self.cycle.is_empty() { 0 } else { n };
+        let first = if n == 0 {
+            0
+        } else {
+            self.cursor.fetch_add(n, Ordering::Relaxed)
+        };
+        (0..n).map(move |i| self.member_at(first.wrapping_add(i)))
+    }
+
+    /// The member of pick number `position`.
+    fn member_at(&self, position: usize) -> usize {
         let turn = self.cycle[position % self.cycle.len()];
         let group = self.groups[turn.group as usize];
         if group.size == 1 {
-            return Some(&self.members[group.start]);
+            return group.start;
         }
         // The group's turns so far, `round * turns_per_cycle + earlier`,
         // modulo its size (without overflowing).
         let round = position / self.cycle.len();
         let nth = ((round % group.size) * (group.turns_per_cycle % group.size) + turn.earlier as usize)
             % group.size;
-        Some(&self.members[group.start + nth])
+        group.start + nth
     }
 
     /// The members in rotation (weight above zero), group after group.
@@ -341,6 +356,22 @@ mod tests {
                     let expected = if *weight == 0 { 0 } else { (weight / divisor) as usize * sizes / size };
                     prop_assert_eq!(seen.get(&(g, m)).copied().unwrap_or(0), expected);
                 }
+            }
+        }
+
+        #[test]
+        fn picks_taken_together_are_the_picks_taken_one_by_one(
+            groups in prop::collection::vec((1usize..4, 0u32..=12), 1..5),
+            takes in prop::collection::vec(0usize..40, 1..12),
+        ) {
+            let build = || RoutingTable::grouped(groups.iter().enumerate().map(|(g, &(size, weight))| {
+                ((0..size).map(|m| (g, m)).collect::<Vec<_>>(), weight)
+            }));
+            let (together, one_by_one) = (build(), build());
+            for n in takes {
+                let many: Vec<(usize, usize)> = together.pick_many(n).map(|i| together.members()[i]).collect();
+                let single: Vec<(usize, usize)> = (0..n).filter_map(|_| one_by_one.pick().copied()).collect();
+                prop_assert_eq!(many, single);
             }
         }
 

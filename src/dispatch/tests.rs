@@ -313,6 +313,24 @@ async fn a_lane_batches_what_queued_behind_its_delivery() {
 }
 
 #[tokio::test]
+async fn one_request_larger_than_a_batch_is_cut_into_batches_by_bytes() {
+    // A packet goes in while the batch is under `max_bytes`: with room
+    // for just over two packets, each batch takes three.
+    let size = packets(1)[0].json_bytes();
+    let h = Harness::start(&[Simulated("only", 1, 0.0, 0)], |s| {
+        s.queue.analyzer_concurrency = 1;
+        s.batch.max_packets = 256;
+        s.batch.max_bytes = 2 * size + 1;
+        s.analyzers[0].max_batch_packets = Some(256);
+    });
+    h.dispatcher.admit(packets(10)).await.unwrap();
+    h.drained().await;
+    let metrics = &h.analyzer("only").metrics;
+    assert_eq!(metrics.delivered.get(), 10);
+    assert_eq!(metrics.delivery_duration.get_sample_count(), 4);
+}
+
+#[tokio::test]
 async fn a_simulated_analyzer_takes_one_packet_per_delivery_unless_its_own_cap_says_more() {
     // With batching on, as by default; a simulated analyzer's sleep is per
     // packet, so it keeps to one packet per delivery.
