@@ -4,12 +4,13 @@
 //! (`POSIX_FADV_DONTNEED`) rather than keep them until memory runs short:
 //! under sustained ingest the cache holds the unsynced tail, not the log.
 //!
-//! The kernel drops whole pages only; the page the synced end falls in is
-//! advised again after the next fdatasync. Elsewhere than on Linux this is
-//! a no-op.
+//! The kernel drops whole pages only, and each advice drains every CPU's
+//! page lists: advice goes once a megabyte ([`ADVICE_BYTES`]) of whole
+//! pages is ready, not after every fdatasync, and the page an end falls in
+//! waits for the next. Elsewhere than on Linux this is a no-op.
 //!
 //! Where nothing syncs as it goes (`fsync: never`), the same advice on the
-//! written but unsynced pages, every [`WRITEBACK_BYTES`], starts their
+//! written but unsynced pages, every [`ADVICE_BYTES`], starts their
 //! writeback without waiting for it (Linux's `POSIX_FADV_DONTNEED` starts
 //! writeback of the dirty pages of the range, and drops only the clean
 //! ones): the fdatasync that seals a segment at rotation then finds little
@@ -27,8 +28,8 @@ pub(super) struct PageCache {
     page: u64,
 }
 
-/// How much is written unsynced before its writeback is started.
-pub(super) const WRITEBACK_BYTES: u64 = 1 << 20;
+/// How many bytes of whole pages one advice covers at least.
+pub(super) const ADVICE_BYTES: u64 = 1 << 20;
 
 impl PageCache {
     /// For a new segment, none of which is let go yet.
@@ -41,9 +42,10 @@ impl PageCache {
     }
 
     /// After a completed fdatasync of the first `synced` bytes of `file`:
-    /// advises the kernel that the synced pages will not be read again.
+    /// advises the kernel that the synced pages will not be read again,
+    /// once they are [`ADVICE_BYTES`] or more.
     pub(super) fn after_sync(&mut self, file: &File, synced: u64) {
-        if let Some(range) = to_release(self.released, synced, self.page) {
+        if let Some(range) = next_advice(self.released, synced, self.page) {
             advise_dont_need(file, &range);
             self.released = range.end;
         }
@@ -51,27 +53,20 @@ impl PageCache {
 
     /// After writing the first `written` bytes of `file` without syncing
     /// them: starts the writeback of the pages written since the last
-    /// start, once they are [`WRITEBACK_BYTES`] or more.
+    /// start, once they are [`ADVICE_BYTES`] or more.
     pub(super) fn after_unsynced_write(&mut self, file: &File, written: u64) {
-        if let Some(range) = to_write_back(self.written_back, written, self.page) {
+        if let Some(range) = next_advice(self.written_back, written, self.page) {
             advise_dont_need(file, &range);
             self.written_back = range.end;
         }
     }
 }
 
-/// The whole pages of `[written_back, written)` once they are at least
-/// [`WRITEBACK_BYTES`], else `None`.
-fn to_write_back(written_back: u64, written: u64, page: u64) -> Option<Range<u64>> {
-    let end = written - written % page;
-    (end >= written_back + WRITEBACK_BYTES).then_some(written_back..end)
-}
-
-/// The whole pages of `[released, synced)` (`released` at a page
-/// boundary), or `None` when that holds no whole page yet.
-fn to_release(released: u64, synced: u64, page: u64) -> Option<Range<u64>> {
-    let end = synced - synced % page;
-    (end > released).then_some(released..end)
+/// The whole pages of `[advised, upto)` (`advised` at a page boundary)
+/// once they are at least [`ADVICE_BYTES`], else `None`.
+fn next_advice(advised: u64, upto: u64, page: u64) -> Option<Range<u64>> {
+    let end = upto - upto % page;
+    (end >= advised + ADVICE_BYTES).then_some(advised..end)
 }
 
 #[cfg(target_os = "linux")]
@@ -100,72 +95,44 @@ pub(super) fn advise_dont_need(_file: &File, _range: &Range<u64>) {}
 
 #[cfg(test)]
 mod tests {
-    use super::{to_release, to_write_back, WRITEBACK_BYTES};
+    use super::{next_advice, ADVICE_BYTES};
 
     #[test]
-    fn whole_synced_pages_are_released_once_each() {
+    fn advice_covers_whole_pages_once_a_megabyte_of_them_is_ready() {
         let page = 4096;
-        // Less than a page synced: nothing whole to let go.
-        assert_eq!(to_release(0, 8, page), None);
-        assert_eq!(to_release(0, 4095, page), None);
-        assert_eq!(to_release(0, 4096, page), Some(0..4096));
-        // The page the synced end falls in waits for the next sync.
-        assert_eq!(to_release(0, 10_000, page), Some(0..8192));
-        assert_eq!(to_release(8192, 10_000, page), None);
-        assert_eq!(to_release(8192, 12_288, page), Some(8192..12_288));
-        assert_eq!(to_release(8192, 1 << 20, page), Some(8192..1 << 20));
-        // Nothing new synced.
-        assert_eq!(to_release(1 << 20, 1 << 20, page), None);
-    }
-
-    #[test]
-    fn the_releases_of_many_small_syncs_cover_every_whole_synced_page() {
-        for page in [4096, 16_384, 65_536] {
-            let mut released = 0;
-            let mut covered = Vec::new();
-            let mut synced = 0;
-            for group in (1..=2000u64).map(|n| 37 + n * 13 % 900) {
-                synced += group;
-                if let Some(range) = to_release(released, synced, page) {
-                    assert_eq!(range.start, released, "no gap, no page twice");
-                    assert_eq!(range.end % page, 0);
-                    assert!(range.end <= synced, "nothing unsynced");
-                    covered.push(range.clone());
-                    released = range.end;
-                }
-            }
-            assert_eq!(released, synced - synced % page, "page {page}");
-            assert!(covered.len() > 1);
-        }
-    }
-
-    #[test]
-    fn writeback_starts_every_megabyte_of_whole_written_pages() {
-        let page = 4096;
-        let mega = WRITEBACK_BYTES;
-        assert_eq!(to_write_back(0, mega - 1, page), None);
-        assert_eq!(to_write_back(0, mega, page), Some(0..mega));
-        assert_eq!(to_write_back(0, mega + 5000, page), Some(0..mega + 4096));
-        // The rest waits for the next megabyte.
-        assert_eq!(to_write_back(mega + 4096, 2 * mega, page), None);
+        let mega = ADVICE_BYTES;
+        assert_eq!(next_advice(0, 8, page), None);
+        assert_eq!(next_advice(0, mega - 1, page), None);
+        assert_eq!(next_advice(0, mega, page), Some(0..mega));
+        // The page an end falls in waits for the next advice.
+        assert_eq!(next_advice(0, mega + 5000, page), Some(0..mega + 4096));
+        assert_eq!(next_advice(mega + 4096, 2 * mega, page), None);
         assert_eq!(
-            to_write_back(mega + 4096, 2 * mega + 8192, page),
+            next_advice(mega + 4096, 2 * mega + 8192, page),
             Some(mega + 4096..2 * mega + 8192)
         );
-        let mut written_back = 0;
-        let mut written = 0;
-        for group in (1..=5000u64).map(|n| 1000 + n * 7919 % 60_000) {
-            written += group;
-            if let Some(range) = to_write_back(written_back, written, page) {
-                assert_eq!(range.start, written_back, "no gap, no page twice");
-                assert_eq!(range.end % page, 0);
-                assert!(range.end <= written, "nothing not yet written");
-                written_back = range.end;
+        // Nothing new.
+        assert_eq!(next_advice(mega, mega, page), None);
+    }
+
+    #[test]
+    fn the_advice_after_many_small_writes_covers_every_whole_page_once() {
+        for page in [4096, 16_384, 65_536] {
+            let mut advised = 0;
+            let mut upto = 0;
+            let mut advices = 0;
+            for group in (1..=5000u64).map(|n| 37 + n * 7919 % 60_000) {
+                upto += group;
+                if let Some(range) = next_advice(advised, upto, page) {
+                    assert_eq!(range.start, advised, "no gap, no page twice");
+                    assert_eq!(range.end % page, 0);
+                    assert!(range.end <= upto, "nothing not yet there");
+                    advised = range.end;
+                    advices += 1;
+                }
+                assert!(upto - advised < ADVICE_BYTES + page, "none left behind");
             }
-            assert!(
-                written - written_back < WRITEBACK_BYTES + page,
-                "none left behind"
-            );
+            assert!(advices > 1, "page {page}");
         }
     }
 }
