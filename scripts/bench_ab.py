@@ -9,7 +9,12 @@ driven by wrk, then each binary at BENCH_AB_PPR packets per request (default
 100) driven by logs-distributor-loadgen; the order of the two binaries swaps
 every round, so that the machine's drift falls on both. Per row it prints
 requests or packets/s, the wrk latency, non-2xx answers and the mean
-fdatasync the distributor's own histogram measured. Build each binary with
+fdatasync the distributor's own histogram measured; the loadgen rows also
+print the CPU time per packet of the distributor and of the four analyzers
+(user + system, over the load and the drain) and their ratio. This VM's
+speed moves by tens of percent between runs, the analyzers' CPU with the
+distributor's: where both builds' analyzer code is the same, the ratio is
+the steadier figure. Build each binary with
 `cargo build --release` on its commit and copy it aside first, and this
 checkout's load generator (`cargo build --release --workspace`). The four
 reference analyzers of a row run the binary under test (`logs-distributor
@@ -34,16 +39,23 @@ def mean_fsync_ms(base):
     return total / max(count, 1) * 1e3
 
 
+def cpu_seconds(processes):
+    return sum(bench.cpu_seconds(process.pid) for process in processes)
+
+
 def run(bench_, binary, body):
-    """A fresh distributor of `binary` under `body(base)`; answers its result
-    and the mean fdatasync."""
+    """A fresh distributor of `binary` under `body(base)`; answers its result,
+    the mean fdatasync, and the CPU seconds the distributor and the analyzers
+    spent over the load and the drain."""
     bench.BINARY = binary
     server, base = bench_.start_distributor("always")
+    before = (cpu_seconds([server]), cpu_seconds(bench_.analyzers))
     result = body(base)
     fsync = mean_fsync_ms(base)
     bench.wait_drained(base)
+    spent = (cpu_seconds([server]) - before[0], cpu_seconds(bench_.analyzers) - before[1])
     bench_.stop(server)
-    return result, fsync
+    return result, fsync, spent
 
 
 def main():
@@ -66,16 +78,19 @@ def main():
             bench_.stop(nginx)
             line = f"round {n + 1}, 1 pkt/req by wrk: nginx {baseline:,.0f} req/s"
             for name in order:
-                w, fsync = run(bench_, binaries[name], lambda base: bench.wrk(work, base + "/api/v1/logs"))
+                w, fsync, _ = run(bench_, binaries[name], lambda base: bench.wrk(work, base + "/api/v1/logs"))
                 line += (f" | {name} {w['rps']:,.0f} ({w['rps'] / baseline:.2f}x) p50 {w['latency_ms']['p50']:.2f}"
                          f" p99 {w['latency_ms']['p99']:.2f} ms, non-2xx {w['non_2xx']}, fsync {fsync:.3f} ms")
             print(line, flush=True)
             line = f"round {n + 1}, {ppr} pkts/req by loadgen:"
             for name in order:
-                report, fsync = run(bench_, binaries[name],
-                                    lambda base: bench.loadgen(base + "/api/v1/logs", ppr))
+                report, fsync, (own, analyzers) = run(bench_, binaries[name],
+                                                      lambda base: bench.loadgen(base + "/api/v1/logs", ppr))
                 other = {c: k for c, k in report["status_codes"].items() if c != "202"}
-                line += f" | {name} {report['packets_per_sec']:,.0f} pkts/s, fsync {fsync:.3f} ms {other or ''}"
+                packets = max(bench.answered_2xx(report) * ppr, 1)
+                line += (f" | {name} {report['packets_per_sec']:,.0f} pkts/s, fsync {fsync:.3f} ms,"
+                         f" CPU {own / packets * 1e6:.2f} us/pkt (analyzers {analyzers / packets * 1e6:.2f},"
+                         f" ratio {own / max(analyzers, 1e-9):.2f}) {other or ''}")
             print(line, flush=True)
     finally:
         bench.BINARY = own_binary
