@@ -372,11 +372,6 @@ impl Fleet {
         groups
     }
 
-    /// The next analyzer by smooth weighted round-robin, if any is in rotation.
-    pub fn pick(&self) -> Option<Arc<Analyzer>> {
-        self.table.load().pick().cloned()
-    }
-
     /// Shares `items` out among the analyzers in rotation, one pick each,
     /// in the order single picks would make them: for each analyzer
     /// picked, its items in their order. `items` come back whole when

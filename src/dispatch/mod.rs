@@ -298,8 +298,6 @@ impl Dispatcher {
                 packets = released.len(),
                 "analyzers back in rotation; releasing parked packets"
             );
-        }
-        if !released.is_empty() {
             self.route(released);
         }
     }

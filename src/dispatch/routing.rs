@@ -114,11 +114,7 @@ impl<T> RoutingTable<T> {
     /// nothing is in rotation.
     pub fn pick_many(&self, n: usize) -> impl Iterator<Item = usize> + '_ {
         let n = if self.cycle.is_empty() { 0 } else { n };
-        let first = if n == 0 {
-            0
-        } else {
-            self.cursor.fetch_add(n, Ordering::Relaxed)
-        };
+        let first = self.cursor.fetch_add(n, Ordering::Relaxed);
         (0..n).map(move |i| self.member_at(first.wrapping_add(i)))
     }
 

@@ -20,17 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 async fn reference_analyzer(name: &str) -> SocketAddr {
-    let args = AnalyzerArgs {
-        listen: String::new(),
-        name: name.into(),
-        latency_ms: 0,
-        failure_rate: 0.0,
-        record: None,
-        record_messages: false,
-        fail_first: 0,
-        respond_status: None,
-    };
-    serve(reference_analyzer::app(args).expect("analyzer app")).await
+    serve(reference_analyzer::app(AnalyzerArgs::named(name)).expect("analyzer app")).await
 }
 
 /// Probes and ejection out of the way: the rotation never changes.

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
@@ -60,6 +60,16 @@ pub struct AnalyzerArgs {
     /// Answer every delivery with this status instead of taking it (e.g. 400).
     #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u16).range(100..600))]
     pub respond_status: Option<u16>,
+}
+
+impl AnalyzerArgs {
+    /// The command line's defaults, named `name` (for tests that host the
+    /// analyzer in-process).
+    pub fn named(name: &str) -> AnalyzerArgs {
+        let command = AnalyzerArgs::augment_args(clap::Command::new("analyzer"));
+        let matches = command.get_matches_from(["analyzer", "--name", name]);
+        AnalyzerArgs::from_arg_matches(&matches).expect("the defaults are valid arguments")
+    }
 }
 
 /// What the analyzer knows about itself.
@@ -132,19 +142,7 @@ pub fn app(args: AnalyzerArgs) -> std::io::Result<Router> {
         Some(path) => Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         None => None,
     };
-    let state = Arc::new(Analyzer {
-        args,
-        healthy: AtomicBool::new(true),
-        packets: AtomicU64::new(0),
-        messages: AtomicU64::new(0),
-        duplicates: AtomicU64::new(0),
-        deliveries: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-        seen: Mutex::new(Seen {
-            ids: IdDigests::new(),
-            record,
-        }),
-    });
+    let state = Arc::new(Analyzer::new(args, record));
     Ok(Router::new()
         .route("/", post(receive))
         .route("/health", get(health))
@@ -274,6 +272,23 @@ fn record_lines(
 }
 
 impl Analyzer {
+    /// Nothing seen yet; ids recorded to `record` when there is one.
+    fn new(args: AnalyzerArgs, record: Option<std::fs::File>) -> Analyzer {
+        Analyzer {
+            args,
+            healthy: AtomicBool::new(true),
+            packets: AtomicU64::new(0),
+            messages: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            seen: Mutex::new(Seen {
+                ids: IdDigests::new(),
+                record,
+            }),
+        }
+    }
+
     /// Counts the ids seen and appends `lines` to the record (fsynced).
     fn remember<'a>(&self, ids: impl Iterator<Item = &'a str>, lines: &[u8]) -> std::io::Result<()> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -341,29 +356,7 @@ mod tests {
     use super::*;
 
     fn analyzer() -> Arc<Analyzer> {
-        let args = AnalyzerArgs {
-            listen: "127.0.0.1:0".into(),
-            name: "test".into(),
-            latency_ms: 0,
-            failure_rate: 0.0,
-            record: None,
-            record_messages: false,
-            fail_first: 0,
-            respond_status: None,
-        };
-        Arc::new(Analyzer {
-            args,
-            healthy: AtomicBool::new(true),
-            packets: AtomicU64::new(0),
-            messages: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
-            deliveries: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            seen: Mutex::new(Seen {
-                ids: IdDigests::new(),
-                record: None,
-            }),
-        })
+        Arc::new(Analyzer::new(AnalyzerArgs::named("test"), None))
     }
 
     fn body(ids: &[&str]) -> Bytes {
