@@ -125,14 +125,40 @@ pub(super) fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> R
 const SECOND_BYTES: usize = 19;
 
 thread_local! {
+    /// The time this thread wrote last, and its text: the messages of a
+    /// request that carry no timestamp all get the time it arrived.
+    static LAST_TIME: Cell<Option<Written>> = const { Cell::new(None) };
     /// The second this thread wrote last, and its text: the messages of a
     /// packet, and of a stream, mostly share their second.
     static LAST_SECOND: Cell<(i64, [u8; SECOND_BYTES])> = const { Cell::new((i64::MIN, [0; SECOND_BYTES])) };
 }
 
+/// A time and the text [`write`] wrote for it.
+#[derive(Clone, Copy)]
+struct Written {
+    time: DateTime<Utc>,
+    text: [u8; 30],
+    len: usize,
+}
+
 /// Writes `time` into `out`, answering the length; `None` for what
 /// only chrono writes.
 pub(super) fn write(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
+    if let Some(last) = LAST_TIME.get().filter(|last| last.time == *time) {
+        *out = last.text;
+        return Some(last.len);
+    }
+    let len = write_anew(time, out)?;
+    LAST_TIME.set(Some(Written {
+        time: *time,
+        text: *out,
+        len,
+    }));
+    Some(len)
+}
+
+/// [`write`] without its memo of the last time.
+fn write_anew(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
     let nano = time.nanosecond();
     if nano >= 1_000_000_000 {
         return None;
@@ -207,8 +233,8 @@ impl Text<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse, parse_common};
-    use chrono::{DateTime, FixedOffset, Utc};
+    use super::{parse, parse_common, write};
+    use chrono::{DateTime, FixedOffset, TimeZone, Utc};
     use proptest::prelude::*;
 
     fn chrono(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
@@ -245,6 +271,30 @@ mod tests {
         #[test]
         fn timestamps_are_read_as_chrono_reads_them(text in near_rfc3339()) {
             prop_assert_eq!(parse(&text), chrono(&text), "{}", text);
+        }
+
+        /// Times written one after the other, some again (the memo of the
+        /// last time and of the last second), are each the text chrono's
+        /// serde writes.
+        #[test]
+        fn times_written_in_turn_are_written_as_chrono_writes_them(
+            picks in proptest::collection::vec(0usize..6, 1..24),
+            seconds in proptest::collection::vec(-62_167_219_200i64..253_402_300_800, 3),
+            nanos in proptest::collection::vec(prop_oneof![Just(0u32), 0u32..1_000_000_000, (0u32..1000).prop_map(|n| n * 1_000_000)], 3),
+        ) {
+            let times: Vec<DateTime<Utc>> = seconds
+                .iter()
+                .flat_map(|&second| nanos.iter().map(move |&nano| Utc.timestamp_opt(second, nano).unwrap()))
+                .collect();
+            for pick in picks {
+                let time = times[pick];
+                let mut text = [0u8; 30];
+                let chrono = serde_json::to_string(&time).unwrap();
+                match write(&time, &mut text) {
+                    Some(len) => prop_assert_eq!(format!("\"{}\"", std::str::from_utf8(&text[..len]).unwrap()), chrono),
+                    None => prop_assert!(!(0..=9999).contains(&chrono::Datelike::year(&time)), "{}", chrono),
+                }
+            }
         }
 
         #[test]
