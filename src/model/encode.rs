@@ -137,8 +137,10 @@ fn is_plain(text: &[u8]) -> bool {
 /// text is: `"`, `\` or a control character. Each block of 16 bytes is
 /// checked whole (the compiler makes that a few vector instructions); the
 /// block that holds one is searched eight bytes at a time.
-// Inlined: the reader's string scan calls it from another module.
-#[inline]
+// Always inlined into the reader, which calls it for every string (about
+// thirty a packet): as calls they took about 4% of the CPU at 100 packets
+// per request.
+#[inline(always)]
 pub(super) fn find_special(bytes: &[u8]) -> Option<usize> {
     const BLOCK: usize = 16;
     let special = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');

@@ -195,7 +195,9 @@ impl<'a> Reader<'a> {
 
     /// Moves past the rest of a string whose `"` is taken, answering
     /// whether it holds an escape; `None` when it does not end, or holds a
-    /// control character (which JSON allows only escaped).
+    /// control character (which JSON allows only escaped). Always inlined,
+    /// as [`find_special`] is.
+    #[inline(always)]
     fn skip_string(&mut self) -> Option<bool> {
         let bytes = self.bytes();
         let mut escaped = false;
