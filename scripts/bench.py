@@ -31,8 +31,6 @@ Extra rows:
     request) taken in and delivered per CPU-second of the distributor;
   - overload: 256 connections x 100 packets against one distributor, whose RSS
     must stay flat (503s, not growth);
-  - the host's speed at the start and at the end (SHA-256 on one core): a
-    shared virtual machine's speed drifts, and every figure with it;
   - OTLP ingest (scripts/bench_otlp.py): POST /v1/logs at 512 records per
     request next to an OpenTelemetry Collector forwarding the same load, both
     to the same collector sink; a table of its own.
@@ -43,7 +41,6 @@ wrk rounds, default 3), BENCH_CRITERION=1 to also run
 the criterion micro-benchmarks in quick mode at the end.
 """
 
-import hashlib
 import json
 import os
 import re
@@ -417,19 +414,6 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def host_speed_mb_s():
-    """MB/s of SHA-256 on one core, the best of five tries: a yardstick for
-    the host's speed, which on a shared virtual machine drifts by tens of
-    percent within an hour (and every figure of the bench with it)."""
-    data = bytes(32 << 20)
-    best = 0.0
-    for _ in range(5):
-        started = time.perf_counter()
-        hashlib.sha256(data).digest()
-        best = max(best, len(data) / (time.perf_counter() - started) / 1e6)
-    return best
-
-
 def per_vcpu(bench):
     """Log text per CPU-second of the distributor (default settings, fsync
     always) at PER_VCPU_MESSAGE_BYTES-byte messages, one per packet, 100
@@ -480,7 +464,6 @@ def main():
                     "-p", "logs-distributor", "-p", "logs-distributor-loadgen"], cwd=ROOT, check=True)
     nginx_binary()
     wrk_binary()
-    speed_at_start = host_speed_mb_s()
     work = tempfile.mkdtemp(prefix="ld-bench-")
     bench = Bench(work)
     rows = []  # (system, ppr, packets/s, p50, p99, rss MiB, note)
@@ -544,15 +527,13 @@ def main():
         overloaded = overload(bench)
         import bench_otlp
         otlp_rows = bench_otlp.run(work)
-        speed_at_end = host_speed_mb_s()
     finally:
         bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\nlogs-distributor bench: {os.cpu_count()} cores, {DURATION} s per row, {CONCURRENCY} connections, "
           f"{MESSAGES_PER_PACKET} messages x ~{MESSAGE_BYTES} B per packet, loopback, "
-          f"4 reference analyzers over HTTP; host speed (SHA-256, one core) {speed_at_start:,.0f} MB/s "
-          f"at the start, {speed_at_end:,.0f} MB/s at the end\n")
+          f"4 reference analyzers over HTTP\n")
     header = (f"{'row':<44} {'pkts/req':>8} {'pkts/s':>10} {'p50 ms':>7} {'p99 ms':>7} "
               f"{'peak RSS':>9} {'vs nginx':>8}  notes")
     print(header)
