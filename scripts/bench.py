@@ -494,8 +494,9 @@ def main():
                 started = time.time()
                 report = loadgen(base + "/api/v1/logs", ppr)
                 after = wait_drained(base)
-                out = (delivered(after) - delivered(before)) / (time.time() - started)
-                cpu_us = (cpu_seconds(server.pid) - cpu_before) * 1e6 / max(delivered(after) - delivered(before), 1)
+                packets_out = delivered(after) - delivered(before)
+                out = packets_out / (time.time() - started)
+                cpu_us = (cpu_seconds(server.pid) - cpu_before) * 1e6 / max(packets_out, 1)
                 rss = proc_status_mib(server.pid, "VmHWM")
                 bench.stop(server)
                 name = f"distributor {fsync}{variant_suffix(variant)}"

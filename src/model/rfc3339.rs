@@ -126,11 +126,9 @@ const SECOND_BYTES: usize = 19;
 
 thread_local! {
     /// The time this thread wrote last, and its text: the messages of a
-    /// request that carry no timestamp all get the time it arrived.
-    static LAST_TIME: Cell<Option<Written>> = const { Cell::new(None) };
-    /// The second this thread wrote last, and its text: the messages of a
-    /// packet, and of a stream, mostly share their second.
-    static LAST_SECOND: Cell<(i64, [u8; SECOND_BYTES])> = const { Cell::new((i64::MIN, [0; SECOND_BYTES])) };
+    /// request that carry no timestamp all get the time it arrived, and
+    /// the messages of a packet, and of a stream, mostly share their second.
+    static LAST: Cell<Option<Written>> = const { Cell::new(None) };
 }
 
 /// A time and the text [`write`] wrote for it.
@@ -144,52 +142,38 @@ struct Written {
 /// Writes `time` into `out`, answering the length; `None` for what
 /// only chrono writes.
 pub(super) fn write(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
-    if let Some(last) = LAST_TIME.get().filter(|last| last.time == *time) {
+    let last = LAST.get();
+    if let Some(last) = last.filter(|last| last.time == *time) {
         *out = last.text;
         return Some(last.len);
     }
-    let len = write_anew(time, out)?;
-    LAST_TIME.set(Some(Written {
-        time: *time,
-        text: *out,
-        len,
-    }));
-    Some(len)
-}
-
-/// [`write`] without its memo of the last time.
-fn write_anew(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
     let nano = time.nanosecond();
     if nano >= 1_000_000_000 {
         return None;
     }
-    let second = time.timestamp();
-    let (last, text_of_last) = LAST_SECOND.get();
-    if last == second {
-        out[..SECOND_BYTES].copy_from_slice(&text_of_last);
-    } else {
-        let year = time.year();
-        if !(0..=9999).contains(&year) {
-            return None;
+    match last.filter(|last| last.time.timestamp() == time.timestamp()) {
+        Some(last) => out[..SECOND_BYTES].copy_from_slice(&last.text[..SECOND_BYTES]),
+        None => {
+            let year = time.year();
+            if !(0..=9999).contains(&year) {
+                return None;
+            }
+            let mut text = Text {
+                out: &mut *out,
+                len: 0,
+            };
+            text.digits(year as u32, 4);
+            text.byte(b'-');
+            text.digits(time.month(), 2);
+            text.byte(b'-');
+            text.digits(time.day(), 2);
+            text.byte(b'T');
+            text.digits(time.hour(), 2);
+            text.byte(b':');
+            text.digits(time.minute(), 2);
+            text.byte(b':');
+            text.digits(time.second(), 2);
         }
-        let mut text = Text {
-            out: &mut *out,
-            len: 0,
-        };
-        text.digits(year as u32, 4);
-        text.byte(b'-');
-        text.digits(time.month(), 2);
-        text.byte(b'-');
-        text.digits(time.day(), 2);
-        text.byte(b'T');
-        text.digits(time.hour(), 2);
-        text.byte(b':');
-        text.digits(time.minute(), 2);
-        text.byte(b':');
-        text.digits(time.second(), 2);
-        let mut written = [0; SECOND_BYTES];
-        written.copy_from_slice(&out[..SECOND_BYTES]);
-        LAST_SECOND.set((second, written));
     }
     let mut text = Text {
         out,
@@ -206,7 +190,13 @@ fn write_anew(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
         }
     }
     text.byte(b'Z');
-    Some(text.len)
+    let len = text.len;
+    LAST.set(Some(Written {
+        time: *time,
+        text: *out,
+        len,
+    }));
+    Some(len)
 }
 
 struct Text<'a> {

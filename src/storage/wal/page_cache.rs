@@ -45,20 +45,24 @@ impl PageCache {
     /// advises the kernel that the synced pages will not be read again,
     /// once they are [`ADVICE_BYTES`] or more.
     pub(super) fn after_sync(&mut self, file: &File, synced: u64) {
-        if let Some(range) = next_advice(self.released, synced, self.page) {
-            advise_dont_need(file, &range);
-            self.released = range.end;
-        }
+        advise_up_to(file, &mut self.released, synced, self.page);
     }
 
     /// After writing the first `written` bytes of `file` without syncing
     /// them: starts the writeback of the pages written since the last
     /// start, once they are [`ADVICE_BYTES`] or more.
     pub(super) fn after_unsynced_write(&mut self, file: &File, written: u64) {
-        if let Some(range) = next_advice(self.written_back, written, self.page) {
-            advise_dont_need(file, &range);
-            self.written_back = range.end;
-        }
+        advise_up_to(file, &mut self.written_back, written, self.page);
+    }
+}
+
+/// Advises the whole pages of `file` from `advised` up to `upto` once
+/// there are enough of them (see [`next_advice`]), and moves `advised`
+/// past them.
+fn advise_up_to(file: &File, advised: &mut u64, upto: u64, page: u64) {
+    if let Some(range) = next_advice(*advised, upto, page) {
+        advise_dont_need(file, &range);
+        *advised = range.end;
     }
 }
 
