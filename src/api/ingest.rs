@@ -9,7 +9,7 @@
 use super::body::{self, HeldBody};
 use super::budget::BodyBudget;
 use super::{gzip, ApiError, AppState};
-use crate::dispatch::AdmitError;
+use crate::dispatch::{AdmitError, Admitted};
 use crate::model::{read_json_array, read_ndjson, BodyError, LargerThanQueue, PacketError, RawPacket};
 use axum::body::Body;
 use axum::extract::State;
@@ -31,7 +31,7 @@ struct SubmitReport {
     total_packets: usize,
     successful: usize,
     failed: usize,
-    processed_packets: Vec<String>,
+    processed_packets: Admitted,
     errors: Vec<PacketVerdict>,
 }
 
@@ -155,13 +155,13 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             total_packets: total,
             successful: 0,
             failed: errors.len(),
-            processed_packets: Vec::new(),
+            processed_packets: Admitted::default(),
             errors,
         };
         return Ok((StatusCode::BAD_REQUEST, Json(report)).into_response());
     }
     let count = packets.len();
-    let ids = state
+    let admitted = state
         .dispatcher
         .admit_until(packets, deadline)
         .await
@@ -174,9 +174,9 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let report = SubmitReport {
         error: None,
         total_packets: total,
-        successful: ids.len(),
+        successful: admitted.len(),
         failed: errors.len(),
-        processed_packets: ids,
+        processed_packets: admitted,
         errors,
     };
     Ok((status, Json(report)).into_response())

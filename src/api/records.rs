@@ -14,6 +14,7 @@
 
 use super::ingest::{self, media_type, refused, NDJSON_TYPES, RETRY_AFTER_SHUTDOWN};
 use super::{ApiError, AppState};
+use crate::dispatch::Admitted;
 use crate::model::records::{pack, pieces, Framing, InvalidRecord, InvalidRecords, Packed, RecordsError};
 use crate::model::LogPacket;
 use axum::body::Body;
@@ -38,7 +39,7 @@ struct Report {
     /// Invalid records written to the dead letter (all of them).
     dead_lettered: usize,
     /// The ids of the packets the accepted records went into, in order.
-    packets: Vec<String>,
+    packets: Admitted,
     /// The first invalid records, with their reasons.
     errors: Vec<RecordVerdict>,
 }
@@ -148,8 +149,8 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         return Ok((StatusCode::BAD_REQUEST, Json(refusal)).into_response());
     }
     let count = packets.len();
-    let ids = if packets.is_empty() {
-        Vec::new()
+    let admitted = if packets.is_empty() {
+        Admitted::default()
     } else {
         state
             .dispatcher
@@ -158,14 +159,14 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             .map_err(|e| refused(state, e, count))?
     };
     if !invalid.is_empty() {
-        keep_in_dead_letter(state, &invalid, !ids.is_empty()).await?;
+        keep_in_dead_letter(state, &invalid, !admitted.is_empty()).await?;
     }
     let report = Report {
         total_records: total,
         accepted_records: accepted,
         invalid_records: invalid.len(),
         dead_lettered: invalid.len(),
-        packets: ids,
+        packets: admitted,
         errors: listed(&invalid),
     };
     Ok((StatusCode::OK, Json(report)).into_response())

@@ -41,6 +41,32 @@ impl AdmitError {
     }
 }
 
+/// The packets an admission took, in the order they were given: the
+/// answer lists their ids (serialized as an array of them) without a copy
+/// of each.
+#[derive(Debug, Default)]
+pub struct Admitted(Vec<Arc<EncodedPacket>>);
+
+impl Admitted {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|packet| packet.id())
+    }
+}
+
+impl serde::Serialize for Admitted {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.ids())
+    }
+}
+
 /// What an admission takes in: packets, their JSON bytes, their messages.
 #[derive(Debug, Clone, Copy)]
 struct AdmittedSizes {
@@ -61,7 +87,7 @@ struct Admission {
 }
 
 impl Admission {
-    async fn wait(mut self) -> Result<Vec<String>, AdmitError> {
+    async fn wait(mut self) -> Result<Admitted, AdmitError> {
         let written = self.append.as_mut().expect("an admission is awaited once").await;
         self.append = None;
         let entered = std::mem::take(&mut self.entered);
@@ -92,7 +118,7 @@ impl Drop for Admission {
 
 impl Dispatcher {
     /// Takes packets in (with retry count 0), all or none, durably: when
-    /// this answers their ids (in order), every packet is in the
+    /// this answers them (in order), every packet is in the
     /// write-ahead log. While the queue is full it waits for room, up to
     /// `queue.full_wait`.
     ///
@@ -100,7 +126,7 @@ impl Dispatcher {
     /// handed to the log does not stop the admission: they may reach the
     /// disk, so a task waits for them and routes the packets (or takes them
     /// back out if the write failed), as if the answer had been awaited.
-    pub async fn admit(self: &Arc<Self>, packets: Vec<EncodedPacket>) -> Result<Vec<String>, AdmitError> {
+    pub async fn admit(self: &Arc<Self>, packets: Vec<EncodedPacket>) -> Result<Admitted, AdmitError> {
         self.admit_until(packets, self.room_deadline()).await
     }
 
@@ -111,7 +137,7 @@ impl Dispatcher {
         self: &Arc<Self>,
         packets: Vec<EncodedPacket>,
         deadline: Instant,
-    ) -> Result<Vec<String>, AdmitError> {
+    ) -> Result<Admitted, AdmitError> {
         let packets = packets.into_iter().map(|packet| (packet, 0)).collect();
         self.admit_with_retries(packets, deadline).await
     }
@@ -122,7 +148,7 @@ impl Dispatcher {
         self: &Arc<Self>,
         packets: Vec<(EncodedPacket, u32)>,
         deadline: Instant,
-    ) -> Result<Vec<String>, AdmitError> {
+    ) -> Result<Admitted, AdmitError> {
         self.check_open()?;
         let sizes = AdmittedSizes {
             packets: packets.len(),
@@ -180,7 +206,7 @@ impl Dispatcher {
         entered: Vec<Job>,
         sizes: AdmittedSizes,
         written: Result<(), WalError>,
-    ) -> Result<Vec<String>, AdmitError> {
+    ) -> Result<Admitted, AdmitError> {
         if let Err(e) = written {
             // Nothing half-accepted: out of the registry, the room given back.
             {
@@ -202,9 +228,9 @@ impl Dispatcher {
         }
         self.metrics.packets_received.inc_by(sizes.packets as u64);
         self.metrics.messages_received.inc_by(sizes.messages as u64);
-        let ids = entered.iter().map(|job| job.packet.id().to_string()).collect();
+        let admitted = Admitted(entered.iter().map(|job| Arc::clone(&job.packet)).collect());
         self.route(entered);
-        Ok(ids)
+        Ok(admitted)
     }
 
     /// Waits until `packets` packets of about `bytes` bytes would fit, up

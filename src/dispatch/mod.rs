@@ -48,7 +48,7 @@ mod snapshot;
 mod tests;
 mod transfer;
 
-pub use admission::AdmitError;
+pub use admission::{AdmitError, Admitted};
 pub use replay::{ReplayError, Replayed};
 
 use crate::config::BatchConfig;

@@ -70,12 +70,14 @@ impl Dispatcher {
             .iter()
             .map(|entry| EncodedPacket::new(&entry.packet))
             .collect();
-        let ids = self.admit(packets).await?;
+        let admitted = self.admit(packets).await?;
         let file = self.dead_letter.clone();
         tokio::task::spawn_blocking(move || file.remove(&keys))
             .await
             .map_err(|e| ReplayError::Remove(e.to_string()))?
             .map_err(|e| ReplayError::Remove(e.to_string()))?;
-        Ok(Replayed { ids })
+        Ok(Replayed {
+            ids: admitted.ids().map(str::to_owned).collect(),
+        })
     }
 }
