@@ -228,12 +228,18 @@ impl EncodedPacket {
         self.fields.len() + RETRY_COUNT_BYTES
     }
 
-    /// The packet's messages: the JSON array they were encoded to.
-    pub fn messages_json(&self) -> &[u8] {
-        let mut id = Vec::with_capacity(self.id.len() + 2);
-        write_str(&self.id, &mut id);
-        let start = b"\"id\":".len() + id.len() + b",\"messages\":".len();
-        &self.fields[start..]
+    /// The packet's messages: the JSON array they were encoded to (text,
+    /// so that a reader does not check each of its strings for UTF-8 again).
+    pub fn messages_json(&self) -> &str {
+        let id = if is_plain(self.id.as_bytes()) {
+            self.id.len() + 2
+        } else {
+            let mut id = Vec::with_capacity(self.id.len() + 8);
+            write_str(&self.id, &mut id);
+            id.len()
+        };
+        let start = b"\"id\":".len() + id + b",\"messages\":".len();
+        std::str::from_utf8(&self.fields[start..]).expect("an encoded packet is UTF-8")
     }
 
     /// Appends the packet's fields and `"retry_count"`, without braces, so
@@ -263,7 +269,7 @@ impl EncodedPacket {
     pub fn decode(&self, retry_count: u32) -> LogPacket {
         LogPacket {
             id: self.id.clone(),
-            messages: serde_json::from_slice(self.messages_json()).expect("an encoded packet always decodes"),
+            messages: serde_json::from_str(self.messages_json()).expect("an encoded packet always decodes"),
             retry_count,
         }
     }

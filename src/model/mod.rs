@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(encoded.id(), packet.id);
         assert_eq!(encoded.message_count(), packet.messages.len());
         assert_eq!(
-            std::str::from_utf8(encoded.messages_json()).unwrap(),
+            encoded.messages_json(),
             serde_json::to_string(&packet.messages).unwrap(),
             "the messages' JSON is the array serde writes"
         );

@@ -79,7 +79,7 @@ pub(super) fn body(batch: &[Job]) -> Vec<u8> {
     let size: usize = batch.iter().map(|job| job.packet.json_bytes() * 2).sum();
     let mut out = Vec::with_capacity(size);
     for job in batch {
-        let messages: Vec<MessageText> = serde_json::from_slice(job.packet.messages_json())
+        let messages: Vec<MessageText> = serde_json::from_str(job.packet.messages_json())
             .expect("an encoded packet's messages always parse");
         let mut packet_id = Vec::with_capacity(job.packet.id().len() + 2);
         serde_json::to_writer(&mut packet_id, job.packet.id()).expect("a string always serialises");

@@ -51,7 +51,7 @@ fn request<'a>(packets: impl IntoIterator<Item = &'a EncodedPacket>) -> ExportLo
     let mut builder = RequestBuilder::default();
     for packet in packets {
         let messages: Vec<EncodedMessage<'a>> =
-            serde_json::from_slice(packet.messages_json()).expect("an encoded packet always decodes");
+            serde_json::from_str(packet.messages_json()).expect("an encoded packet always decodes");
         for message in messages {
             builder.push(packet.id(), message);
         }
