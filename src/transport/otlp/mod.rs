@@ -19,6 +19,7 @@
 //! drop the duplicates at-least-once delivery may bring.
 
 pub(crate) mod answer;
+mod encode;
 mod metadata;
 mod value;
 
@@ -30,7 +31,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -42,7 +42,7 @@ const SERVICE_NAME: &str = "service.name";
 
 /// The body of one delivery of `batch`: an `ExportLogsServiceRequest`.
 pub(crate) fn write_body(batch: &[Job]) -> Vec<u8> {
-    request(batch.iter().map(|job| &*job.packet)).encode_to_vec()
+    encode::encode(&request(batch.iter().map(|job| &*job.packet)))
 }
 
 /// The request that carries `packets`, in order, each message read from

@@ -3,6 +3,7 @@ use crate::model::{EncodedPacket, LogMessage, LogPacket};
 use crate::transport::DeliveryFormat;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::AnyValue;
+use prost::Message as _;
 use serde_json::{json, Value as Json};
 
 fn message(level: Level, text: &str, source: &str, metadata: Option<Json>) -> LogMessage {
