@@ -135,7 +135,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Metadata<'a> {
                 f.write_str("a JSON object")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Metadata<'a>, M::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                // Room for a key per field without growing (JSON gives no
+                // size hint): a message that came over OTLP has several.
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(FIELDS));
                 while let Some((Key(key), json)) = map.next_entry::<Key<'a>, &'a RawValue>()? {
                     entries.push((key, Some(json)));
                 }
