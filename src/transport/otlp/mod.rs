@@ -345,15 +345,23 @@ fn parse<'a, T: Deserialize<'a>>(json: &'a RawValue) -> Option<T> {
 /// Nanoseconds since the epoch, written as OTLP/JSON writes an int64 (a
 /// decimal string) or as a JSON integer.
 fn nanos(json: &RawValue) -> Option<u64> {
-    match parse::<String>(json) {
+    match text(json) {
         Some(text) => text.parse().ok(),
         None => parse::<u64>(json),
     }
 }
 
+/// A JSON string's text, borrowed unless it has escapes (digits and hex
+/// ids, as the encoder writes them, have none): no allocation per field.
+fn text(json: &RawValue) -> Option<Cow<'_, str>> {
+    parse::<&str>(json)
+        .map(Cow::Borrowed)
+        .or_else(|| parse::<String>(json).map(Cow::Owned))
+}
+
 /// The bytes of a string of exactly `len` bytes in hex (either case).
 fn hex_bytes(json: &RawValue, len: usize) -> Option<Vec<u8>> {
-    let text = parse::<String>(json)?;
+    let text = text(json)?;
     let text = text.as_bytes();
     if text.len() != 2 * len {
         return None;

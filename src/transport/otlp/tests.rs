@@ -560,3 +560,18 @@ fn escaped_text_comes_out_as_the_text_it_stands_for() {
         Some(&Value::StringValue("p-\"1\"".into()))
     );
 }
+
+#[test]
+fn times_and_ids_in_strings_are_read_with_or_without_escapes() {
+    let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+    assert_eq!(
+        nanos(&raw(r#""1700000000000000001""#)),
+        Some(1_700_000_000_000_000_001)
+    );
+    assert_eq!(nanos(&raw(r#""\u00317""#)), Some(17), "an escaped digit");
+    assert_eq!(nanos(&raw("42")), Some(42), "a JSON integer");
+    assert_eq!(nanos(&raw(r#""4x""#)), None);
+    assert_eq!(hex_bytes(&raw(r#""0a0B""#), 2), Some(vec![0x0a, 0x0b]));
+    assert_eq!(hex_bytes(&raw(r#""0a\u0030b""#), 2), Some(vec![0x0a, 0x0b]));
+    assert_eq!(hex_bytes(&raw(r#""0a0b""#), 3), None, "the wrong length");
+}
