@@ -157,13 +157,38 @@ struct RequestBuilder<'a> {
     request: ExportLogsServiceRequest,
     /// What the last `ResourceLogs`' resource was made of.
     last_resource: Option<ResourceSource<'a>>,
+    /// The text of the last `ScopeLogs`' scope (`None` for no scope).
+    last_scope: Option<&'a str>,
+    scopes: ScopeMemo<'a>,
+}
+
+/// The last scope text read and the scope it reads as (`None`: not a
+/// scope's shape): the messages of a batch mostly share one, read once.
+#[derive(Default)]
+struct ScopeMemo<'a> {
+    last: Option<(&'a str, Option<InstrumentationScope>)>,
+}
+
+impl<'a> ScopeMemo<'a> {
+    /// `json` when it reads as a scope.
+    fn check(&mut self, json: &'a RawValue) -> Option<&'a RawValue> {
+        self.read(json).is_some().then_some(json)
+    }
+
+    /// The scope `json` reads as.
+    fn read(&mut self, json: &'a RawValue) -> Option<&InstrumentationScope> {
+        if self.last.as_ref().is_none_or(|(text, _)| *text != json.get()) {
+            self.last = Some((json.get(), scope_of(json)));
+        }
+        self.last.as_ref().and_then(|(_, scope)| scope.as_ref())
+    }
 }
 
 impl<'a> RequestBuilder<'a> {
     /// Appends the record of `message`, in the last `ResourceLogs` and
     /// `ScopeLogs` when it shares them.
     fn push(&mut self, packet_id: &str, message: EncodedMessage<'a>) {
-        let mapped = MappedMessage::new(packet_id, message);
+        let mapped = MappedMessage::new(packet_id, message, &mut self.scopes);
         if self.last_resource.as_ref() != Some(&mapped.resource) {
             let resource = mapped.resource.resource();
             let same_resource = self.request.resource_logs.last().is_some_and(|last| {
@@ -183,17 +208,20 @@ impl<'a> RequestBuilder<'a> {
             .resource_logs
             .last_mut()
             .expect("a ResourceLogs was just found or pushed");
-        let same_scope = resource_logs
-            .scope_logs
-            .last()
-            .is_some_and(|last| last.scope == mapped.scope && last.schema_url == mapped.scope_schema_url);
+        let scope_text = mapped.scope.map(RawValue::get);
+        let same_scope = resource_logs.scope_logs.last().is_some_and(|last| {
+            last.schema_url == mapped.scope_schema_url
+                && (self.last_scope == scope_text
+                    || last.scope.as_ref() == mapped.scope.and_then(|json| self.scopes.read(json)))
+        });
         if !same_scope {
             resource_logs.scope_logs.push(ScopeLogs {
-                scope: mapped.scope,
+                scope: mapped.scope.and_then(|json| self.scopes.read(json).cloned()),
                 log_records: Vec::new(),
                 schema_url: mapped.scope_schema_url,
             });
         }
+        self.last_scope = scope_text;
         resource_logs
             .scope_logs
             .last_mut()
@@ -206,13 +234,14 @@ impl<'a> RequestBuilder<'a> {
 /// One message as OTLP: its record and where the record belongs.
 struct MappedMessage<'a> {
     resource: ResourceSource<'a>,
-    scope: Option<InstrumentationScope>,
+    /// The text of its scope, when it has one.
+    scope: Option<&'a RawValue>,
     scope_schema_url: String,
     record: LogRecord,
 }
 
 impl<'a> MappedMessage<'a> {
-    fn new(packet_id: &str, message: EncodedMessage<'a>) -> MappedMessage<'a> {
+    fn new(packet_id: &str, message: EncodedMessage<'a>, scopes: &mut ScopeMemo<'a>) -> MappedMessage<'a> {
         let mut metadata = message.metadata.unwrap_or_default();
         let time = unix_nanos(message.timestamp.0);
         let mut record = LogRecord {
@@ -241,7 +270,7 @@ impl<'a> MappedMessage<'a> {
             resource.schema_url = metadata
                 .take_if(Field::ResourceSchemaUrl, parse::<String>)
                 .unwrap_or_default();
-            scope = metadata.take_if(Field::Scope, scope_of);
+            scope = metadata.take_if(Field::Scope, |json| scopes.check(json));
             scope_schema_url = metadata
                 .take_if(Field::ScopeSchemaUrl, parse::<String>)
                 .unwrap_or_default();

@@ -6,6 +6,8 @@ use opentelemetry_proto::tonic::common::v1::AnyValue;
 use prost::Message as _;
 use serde_json::{json, Value as Json};
 
+mod grouping;
+
 fn message(level: Level, text: &str, source: &str, metadata: Option<Json>) -> LogMessage {
     LogMessage {
         level,
@@ -152,90 +154,6 @@ fn every_level_has_its_severity_number_and_name() {
         // No metadata: only the packet's id.
         assert_eq!(keys(&record.attributes), [PACKET_ID_ATTRIBUTE]);
     }
-}
-
-/// A scope's name and the bodies of its records.
-type ScopeGroup = (String, Vec<String>);
-
-#[test]
-fn consecutive_messages_share_their_resource_and_scope_in_order() {
-    let scoped = |source: &str, scope: &str| {
-        message(
-            Level::Info,
-            &format!("{source}/{scope}"),
-            source,
-            Some(json!({"resource": {"service.name": source}, "scope": {"name": scope}})),
-        )
-    };
-    let request = request(&[
-        packet("p-1", vec![scoped("a", "x"), scoped("a", "x"), scoped("a", "y")]),
-        // The next packet continues the same resource and scope.
-        packet("p-2", vec![scoped("a", "y"), scoped("b", "y"), scoped("a", "y")]),
-        packet(
-            "p-3",
-            vec![
-                message(Level::Info, "plain", "a", None),
-                message(Level::Info, "plain", "a", None),
-            ],
-        ),
-    ]);
-    let shape: Vec<(String, Vec<ScopeGroup>)> = request
-        .resource_logs
-        .iter()
-        .map(|rl| {
-            let service = match attribute(&rl.resource.as_ref().unwrap().attributes, "service.name") {
-                Some(Value::StringValue(s)) => s.clone(),
-                other => panic!("service.name: {other:?}"),
-            };
-            let scopes = rl
-                .scope_logs
-                .iter()
-                .map(|sl| {
-                    let name = sl.scope.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-                    let bodies = sl
-                        .log_records
-                        .iter()
-                        .map(|r| match r.body.as_ref().and_then(|b| b.value.as_ref()) {
-                            Some(Value::StringValue(s)) => s.clone(),
-                            other => panic!("body: {other:?}"),
-                        })
-                        .collect();
-                    (name, bodies)
-                })
-                .collect();
-            (service, scopes)
-        })
-        .collect();
-    let group =
-        |scope: &str, bodies: &[&str]| (scope.to_string(), bodies.iter().map(|b| b.to_string()).collect());
-    assert_eq!(
-        shape,
-        [
-            (
-                "a".to_string(),
-                vec![group("x", &["a/x", "a/x"]), group("y", &["a/y", "a/y"])]
-            ),
-            ("b".to_string(), vec![group("y", &["b/y"])]),
-            // The plain messages have the same resource (service.name "a")
-            // but no scope: a ScopeLogs of their own in the same ResourceLogs.
-            (
-                "a".to_string(),
-                vec![group("y", &["a/y"]), group("", &["plain", "plain"])]
-            ),
-        ]
-    );
-    let ids: Vec<&Value> = request
-        .resource_logs
-        .iter()
-        .flat_map(|rl| &rl.scope_logs)
-        .flat_map(|sl| &sl.log_records)
-        .map(|r| attribute(&r.attributes, PACKET_ID_ATTRIBUTE).unwrap())
-        .collect();
-    let expected: Vec<Value> = ["p-1", "p-1", "p-1", "p-2", "p-2", "p-2", "p-3", "p-3"]
-        .iter()
-        .map(|s| Value::StringValue(s.to_string()))
-        .collect();
-    assert_eq!(ids, expected.iter().collect::<Vec<_>>());
 }
 
 #[test]
