@@ -75,38 +75,31 @@ impl Lengths {
     }
 
     fn resource(&mut self, resource_logs: &ResourceLogs) -> usize {
-        let resource = resource_logs
-            .resource
-            .as_ref()
-            .map_or(0, |resource| delimited_len(FIRST, resource.encoded_len()));
-        let scopes: usize = resource_logs
-            .scope_logs
-            .iter()
-            .map(|scope_logs| {
-                let scope_len = self.scope(scope_logs);
-                self.scopes.push(scope_len);
-                delimited_len(SECOND, scope_len)
-            })
-            .sum();
-        resource + scopes + schema_url_len(&resource_logs.schema_url)
+        let scopes = resource_logs.scope_logs.iter().map(|scope_logs| {
+            let scope_len = self.scope(scope_logs);
+            self.scopes.push(scope_len);
+            scope_len
+        });
+        outer_len(resource_logs.resource.as_ref(), scopes, &resource_logs.schema_url)
     }
 
     fn scope(&mut self, scope_logs: &ScopeLogs) -> usize {
-        let scope = scope_logs
-            .scope
-            .as_ref()
-            .map_or(0, |scope| delimited_len(FIRST, scope.encoded_len()));
-        let records: usize = scope_logs
-            .log_records
-            .iter()
-            .map(|record| {
-                let record_len = record.encoded_len();
-                self.records.push(record_len);
-                delimited_len(SECOND, record_len)
-            })
-            .sum();
-        scope + records + schema_url_len(&scope_logs.schema_url)
+        let records = scope_logs.log_records.iter().map(|record| {
+            let record_len = record.encoded_len();
+            self.records.push(record_len);
+            record_len
+        });
+        outer_len(scope_logs.scope.as_ref(), records, &scope_logs.schema_url)
     }
+}
+
+/// The length of a `ResourceLogs` or a `ScopeLogs`: its resource or scope
+/// (field 1), its parts of `part_lens` bytes each (field 2) and its schema
+/// URL (field 3).
+fn outer_len(head: Option<&impl Message>, part_lens: impl Iterator<Item = usize>, url: &str) -> usize {
+    let head = head.map_or(0, |head| delimited_len(FIRST, head.encoded_len()));
+    let parts: usize = part_lens.map(|len| delimited_len(SECOND, len)).sum();
+    head + parts + schema_url_len(url)
 }
 
 /// The bytes of a length-delimited field of `len` bytes, its key and
