@@ -282,3 +282,85 @@ fn a_batch_is_written_in_groups_of_about_group_bytes_each_append_whole() {
     assert!(groups >= 3, "{groups} groups");
     assert_eq!(writer.segment.synced, segment.len() as u64);
 }
+
+/// Records appended without waiting, as `Wal::append` leaves them for the
+/// writer, then the wake-up it sends.
+fn append_without_waiting(writer: &mut Writer, records: &[Record]) {
+    {
+        let mut pending = writer.pending.lock_unpoisoned();
+        for record in records {
+            record.encode(&mut pending);
+        }
+    }
+    writer.commit(vec![Command::Flush]);
+}
+
+#[test]
+fn records_appended_without_waiting_ride_the_next_durable_fdatasync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = unrotated_writer(dir.path());
+    append(&mut writer, vec![accept(1, 100)]);
+    let synced = writer.segment.synced;
+    assert_eq!((synced, writer.segment.syncs), (writer.segment.len, 1));
+
+    append_without_waiting(&mut writer, &[Record::End { seq: 1 }]);
+    assert!(writer.segment.len > synced, "the End is written at once");
+    assert_eq!(
+        (writer.segment.synced, writer.segment.syncs),
+        (synced, 1),
+        "an End alone costs no fdatasync"
+    );
+    let due = writer.next_wait().expect("a sync of the End is due");
+    assert!(due <= LAZY_SYNC_AFTER, "{due:?}");
+
+    append(&mut writer, vec![accept(2, 100)]);
+    assert_eq!(
+        (writer.segment.synced, writer.segment.syncs),
+        (writer.segment.len, 2),
+        "one fdatasync for the Accept and the End before it"
+    );
+    assert_eq!(writer.next_wait(), None, "nothing left to sync");
+}
+
+#[test]
+fn records_appended_without_waiting_are_synced_soon_when_no_durable_append_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = unrotated_writer(dir.path());
+    append_without_waiting(
+        &mut writer,
+        &[Record::Retry { seq: 1, retries: 1 }, Record::End { seq: 2 }],
+    );
+    assert!(writer.segment.synced < writer.segment.len);
+    let written = writer.lazy_since.expect("the time they were written");
+    // As if they had just been written, however slowly this test runs.
+    writer.lazy_since = Some(Instant::now() + Duration::from_secs(3600));
+    writer.sync_if_due();
+    assert!(
+        writer.segment.synced < writer.segment.len,
+        "synced before it was due"
+    );
+    writer.lazy_since = Some(written);
+
+    std::thread::sleep(writer.next_wait().expect("a sync is due"));
+    writer.sync_if_due();
+    assert_eq!(
+        (writer.segment.synced, writer.segment.syncs),
+        (writer.segment.len, 1)
+    );
+    assert_eq!(writer.next_wait(), None);
+}
+
+#[test]
+fn other_fsync_modes_keep_their_own_timing_for_records_appended_without_waiting() {
+    for fsync in [FsyncMode::Never, FsyncMode::Interval(Duration::from_secs(3600))] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer::open(dir.path(), 1, options(fsync), Arc::default()).unwrap();
+        append_without_waiting(&mut writer, &[Record::End { seq: 1 }]);
+        assert!(writer.segment.synced < writer.segment.len, "{fsync}");
+        let wait = writer.next_wait();
+        match fsync {
+            FsyncMode::Never => assert_eq!(wait, None),
+            _ => assert!(wait.unwrap() > LAZY_SYNC_AFTER, "{fsync}: {wait:?}"),
+        }
+    }
+}
