@@ -30,10 +30,6 @@
 //!   a copy of their bytes. A failed write is cut back off the segment,
 //!   with the groups written before it in the same go, so a disk that
 //!   fills up leaves no half group behind.
-//! - Records appended without waiting (Retry, End) are written at once;
-//!   with [`FsyncMode::Always`] the next durable append's fdatasync makes
-//!   them durable, or one of their own a few milliseconds later when none
-//!   comes, so they never add an fdatasync under load.
 //! - Each group records how much of its segment was durable when it was
 //!   written, so only groups written after the last completed fdatasync
 //!   can be torn, and recovery can tell them from damage to durable ones.
@@ -236,9 +232,7 @@ impl Wal {
     }
 
     /// Appends records without waiting (Retry and End: losing one costs a
-    /// duplicate delivery after a crash, never a packet). They are written
-    /// at once and fdatasynced with the next durable append (see the
-    /// invariants above).
+    /// duplicate delivery after a crash, never a packet).
     pub fn append(&self, records: &[Record]) {
         let was_empty = {
             let mut pending = self.pending.lock_unpoisoned();

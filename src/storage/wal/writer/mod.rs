@@ -17,13 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// With [`FsyncMode::Always`], how long records appended without waiting
-/// (Retry, End) stay written but not fdatasynced when no durable append
-/// comes to carry them in its fdatasync. They are in the page cache at
-/// once: only the machine crashing in that time loses them, which costs a
-/// duplicate delivery, never a packet.
-pub(super) const LAZY_SYNC_AFTER: Duration = Duration::from_millis(10);
-
 /// Creates segment `first_segment` and starts the writer thread on it:
 /// it takes `incoming` commands and the records waiting in `pending`, and
 /// stops when the last sender is dropped.
@@ -133,9 +126,6 @@ struct Writer {
     options: WalOptions,
     unsynced: bool,
     last_sync: Instant,
-    /// With [`FsyncMode::Always`]: since when groups of records appended
-    /// without waiting are written but not yet fdatasynced.
-    lazy_since: Option<Instant>,
     /// Whether the last group held more than one durable append.
     concurrent: bool,
     /// The commit group being encoded, its header's room first.
@@ -160,7 +150,6 @@ impl Writer {
             options,
             unsynced: false,
             last_sync: Instant::now(),
-            lazy_since: None,
             concurrent: false,
             group: Vec::new(),
             spares,
@@ -218,9 +207,6 @@ impl Writer {
             self.segment.synced = self.segment.len;
             self.segment.syncs += 1;
         }
-        // A failed fdatasync is not tried again on a timer: the next
-        // durable append's fdatasync tries it and answers for it.
-        self.lazy_since = None;
         result
     }
 
@@ -244,44 +230,27 @@ impl Writer {
         }
     }
 
-    /// How long to wait for work before an interval fsync, or the sync of
-    /// records appended without waiting, is due.
+    /// How long to wait for work before an interval fsync is due.
     fn next_wait(&self) -> Option<Duration> {
         match self.options.fsync {
             FsyncMode::Interval(every) if self.unsynced => {
                 Some(every.saturating_sub(self.last_sync.elapsed()))
             }
-            FsyncMode::Always => self
-                .lazy_since
-                .map(|since| LAZY_SYNC_AFTER.saturating_sub(since.elapsed())),
             _ => None,
         }
     }
 
     fn sync_if_due(&mut self) {
-        match self.options.fsync {
-            FsyncMode::Interval(every) if self.unsynced && self.last_sync.elapsed() >= every => {
-                self.sync_written();
+        if let FsyncMode::Interval(every) = self.options.fsync {
+            if self.unsynced && self.last_sync.elapsed() >= every {
+                if let Err(e) = self.sync() {
+                    tracing::error!(error = %e, "write-ahead log fsync failed");
+                }
+                self.release_synced_pages();
                 self.unsynced = false;
                 self.last_sync = Instant::now();
             }
-            FsyncMode::Always
-                if self
-                    .lazy_since
-                    .is_some_and(|since| since.elapsed() >= LAZY_SYNC_AFTER) =>
-            {
-                self.sync_written();
-            }
-            _ => {}
         }
-    }
-
-    /// fdatasyncs what was written, nobody waiting for it.
-    fn sync_written(&mut self) {
-        if let Err(e) = self.sync() {
-            tracing::error!(error = %e, "write-ahead log fsync failed");
-        }
-        self.release_synced_pages();
     }
 
     /// Writes a group of appends at once and answers each; rotations in the
@@ -320,7 +289,7 @@ impl Writer {
             }
             return;
         }
-        let result = self.write_durably(parts, !waiting.is_empty());
+        let result = self.write_durably(parts);
         for done in waiting {
             let _ = done.send(
                 result
@@ -361,20 +330,13 @@ impl Writer {
         self.segment.len >= self.segment.room && self.spares.ready_bytes() == Some(whole)
     }
 
-    /// Writes `parts` as commit groups, then fdatasyncs as the mode says
-    /// (with [`FsyncMode::Always`], at once when someone waits for them,
-    /// else [`LAZY_SYNC_AFTER`] later unless a durable append's fdatasync
-    /// carries them first); on failure, cuts the segment back to where it
-    /// was.
-    fn write_durably(&mut self, parts: Vec<Part>, awaited: bool) -> io::Result<()> {
+    /// Writes `parts` as commit groups, then fdatasyncs as the mode says;
+    /// on failure, cuts the segment back to where it was.
+    fn write_durably(&mut self, parts: Vec<Part>) -> io::Result<()> {
         let before = self.segment.len;
         let mut written = self.write_groups(parts);
         if written.is_ok() && self.options.fsync == FsyncMode::Always {
-            if awaited {
-                written = self.sync();
-            } else {
-                self.lazy_since.get_or_insert_with(Instant::now);
-            }
+            written = self.sync();
         }
         match written {
             Ok(()) => {
