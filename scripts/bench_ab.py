@@ -14,7 +14,17 @@ print the CPU time per packet of the distributor and of the four analyzers
 (user + system, over the load and the drain) and their ratio. This VM's
 speed moves by tens of percent between runs, the analyzers' CPU with the
 distributor's: where both builds' analyzer code is the same, the ratio is
-the steadier figure. Build each binary with
+the steadier figure.
+
+With BENCH_AB_RATE set (requests/s; about half the peak is the latency
+target's load), each round also runs each binary open loop at that rate
+and BENCH_AB_PPR packets per request, and prints the client's p50 and
+p99, the distributor's mean answer time (its ingest_duration histogram)
+and its fdatasyncs; the end prints each binary's median p99 over the
+rounds. A p99 moves a lot from run to run here: compare medians of six
+rounds or more, and which binary was lower round by round.
+
+Build each binary with
 `cargo build --release` on its commit and copy it aside first, and this
 checkout's load generator (`cargo build --release --workspace`). The four
 reference analyzers of a row run the binary under test (`logs-distributor
@@ -37,6 +47,27 @@ def mean_fsync_ms(base):
     total, count = (float(re.search(rf"^logs_distributor_wal_fsync_duration_seconds_{name} (\S+)", text,
                                     re.M).group(1)) for name in ("sum", "count"))
     return total / max(count, 1) * 1e3
+
+
+def histogram(base, name):
+    """The sum and count of one of the distributor's histograms."""
+    text = urllib.request.urlopen(base + "/metrics").read().decode()
+    return tuple(float(re.search(rf"^logs_distributor_{name}_{part} (\S+)", text, re.M).group(1))
+                 for part in ("sum", "count"))
+
+
+def open_loop(base, ppr, rate):
+    """loadgen at `rate` requests/s, with the distributor's own view."""
+    report = bench.loadgen(base + "/api/v1/logs", ppr, concurrency=max(bench.CONCURRENCY, 256), rate=rate)
+    answer_sum, answers = histogram(base, "ingest_duration_seconds")
+    _, fsyncs = histogram(base, "wal_fsync_duration_seconds")
+    return report, answer_sum / max(answers, 1) * 1e3, fsyncs
+
+
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def cpu_seconds(processes):
@@ -64,6 +95,8 @@ def main():
     binaries = {"old": os.path.abspath(sys.argv[1]), "new": os.path.abspath(sys.argv[2])}
     rounds = int(sys.argv[3]) if len(sys.argv) == 4 else 3
     ppr = int(os.environ.get("BENCH_AB_PPR", "100"))
+    rate = float(os.environ["BENCH_AB_RATE"]) if os.environ.get("BENCH_AB_RATE") else None
+    p99s = {"old": [], "new": []}
     own_binary = bench.BINARY
     bench.nginx_binary()
     bench.wrk_binary()
@@ -92,6 +125,21 @@ def main():
                          f" CPU {own / packets * 1e6:.2f} us/pkt (analyzers {analyzers / packets * 1e6:.2f},"
                          f" ratio {own / max(analyzers, 1e-9):.2f}) {other or ''}")
             print(line, flush=True)
+            if rate is None:
+                continue
+            line = f"round {n + 1}, {ppr} pkts/req open loop at {rate:,.0f} req/s:"
+            for name in order:
+                (report, answer_ms, fsyncs), _, _ = run(bench_, binaries[name],
+                                                        lambda base: open_loop(base, ppr, rate))
+                latency = report["latency_ms"]
+                p99s[name].append(latency["p99"])
+                line += (f" | {name} p50 {latency['p50']:.2f} p99 {latency['p99']:.2f} ms,"
+                         f" mean answer {answer_ms:.2f} ms, {fsyncs:,.0f} fdatasyncs,"
+                         f" dropped {report.get('dropped_by_client', 0)}, codes {report['status_codes']}")
+            print(line, flush=True)
+        if rate is not None:
+            print("median p99 at " + f"{rate:,.0f} req/s: "
+                  + ", ".join(f"{name} {median(values):.2f} ms" for name, values in p99s.items()))
     finally:
         bench.BINARY = own_binary
         bench_.stop_all()
