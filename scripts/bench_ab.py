@@ -34,6 +34,7 @@ BENCH_CONCURRENCY apply.
 
 import os
 import re
+import statistics
 import sys
 import tempfile
 import urllib.request
@@ -42,32 +43,28 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
 
-def mean_fsync_ms(base):
-    text = urllib.request.urlopen(base + "/metrics").read().decode()
-    total, count = (float(re.search(rf"^logs_distributor_wal_fsync_duration_seconds_{name} (\S+)", text,
-                                    re.M).group(1)) for name in ("sum", "count"))
-    return total / max(count, 1) * 1e3
+def metrics(base):
+    return urllib.request.urlopen(base + "/metrics").read().decode()
 
 
-def histogram(base, name):
-    """The sum and count of one of the distributor's histograms."""
-    text = urllib.request.urlopen(base + "/metrics").read().decode()
+def histogram(text, name):
+    """The sum and count of one of the distributor's histograms in `text`."""
     return tuple(float(re.search(rf"^logs_distributor_{name}_{part} (\S+)", text, re.M).group(1))
                  for part in ("sum", "count"))
+
+
+def mean_fsync_ms(base):
+    total, count = histogram(metrics(base), "wal_fsync_duration_seconds")
+    return total / max(count, 1) * 1e3
 
 
 def open_loop(base, ppr, rate):
     """loadgen at `rate` requests/s, with the distributor's own view."""
     report = bench.loadgen(base + "/api/v1/logs", ppr, concurrency=max(bench.CONCURRENCY, 256), rate=rate)
-    answer_sum, answers = histogram(base, "ingest_duration_seconds")
-    _, fsyncs = histogram(base, "wal_fsync_duration_seconds")
+    text = metrics(base)
+    answer_sum, answers = histogram(text, "ingest_duration_seconds")
+    _, fsyncs = histogram(text, "wal_fsync_duration_seconds")
     return report, answer_sum / max(answers, 1) * 1e3, fsyncs
-
-
-def median(values):
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def cpu_seconds(processes):
@@ -139,7 +136,7 @@ def main():
             print(line, flush=True)
         if rate is not None:
             print("median p99 at " + f"{rate:,.0f} req/s: "
-                  + ", ".join(f"{name} {median(values):.2f} ms" for name, values in p99s.items()))
+                  + ", ".join(f"{name} {statistics.median(values):.2f} ms" for name, values in p99s.items()))
     finally:
         bench.BINARY = own_binary
         bench_.stop_all()

@@ -12,6 +12,7 @@ pub(crate) mod headers;
 mod http;
 mod idempotency;
 pub(crate) mod material;
+mod messages;
 mod ndjson;
 pub(crate) mod otlp;
 pub(crate) mod pool;

@@ -11,9 +11,10 @@
 //! a `metadata` object at the end of the line, so that no field is ever
 //! written twice.
 
+use super::messages::for_each_message;
 use crate::dispatch::job::Job;
 use crate::model::write_retry_count;
-use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -82,47 +83,11 @@ pub(super) fn body(batch: &[Job]) -> Vec<u8> {
     for job in batch {
         packet_id.clear();
         serde_json::to_writer(&mut packet_id, job.packet.id()).expect("a string always serialises");
-        let mut messages = serde_json::Deserializer::from_str(job.packet.messages_json());
-        PacketLines {
-            packet_id: &packet_id,
-            retry_count: job.retries,
-            out: &mut out,
-        }
-        .deserialize(&mut messages)
-        .expect("an encoded packet's messages always parse");
+        for_each_message(&job.packet, |message: MessageText| {
+            write_line(&message, &packet_id, job.retries, &mut out)
+        });
     }
     out
-}
-
-/// Writes a packet's messages as lines one by one, as they are parsed
-/// (not gathered in a vector first).
-struct PacketLines<'o> {
-    packet_id: &'o [u8],
-    retry_count: u32,
-    out: &'o mut Vec<u8>,
-}
-
-impl<'de> DeserializeSeed<'de> for PacketLines<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PacketLines<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of messages")
-    }
-
-    fn visit_seq<S: SeqAccess<'de>>(self, mut messages: S) -> Result<(), S::Error> {
-        while let Some(message) = messages.next_element::<MessageText<'de>>()? {
-            write_line(&message, self.packet_id, self.retry_count, self.out);
-        }
-        Ok(())
-    }
 }
 
 fn write_line(message: &MessageText<'_>, packet_id: &[u8], retry_count: u32, out: &mut Vec<u8>) {

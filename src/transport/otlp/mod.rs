@@ -23,6 +23,7 @@ mod encode;
 mod metadata;
 mod value;
 
+use super::messages::for_each_message;
 use crate::dispatch::job::Job;
 use crate::model::{EncodedPacket, Level, Timestamp};
 use chrono::{DateTime, Utc};
@@ -31,11 +32,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::fmt;
 
 /// The attribute naming a record's packet.
 pub(crate) const PACKET_ID_ATTRIBUTE: &str = "logs_distributor.packet_id";
@@ -52,45 +51,9 @@ pub(crate) fn write_body(batch: &[Job]) -> Vec<u8> {
 fn request<'a>(packets: impl IntoIterator<Item = &'a EncodedPacket>) -> ExportLogsServiceRequest {
     let mut builder = RequestBuilder::default();
     for packet in packets {
-        let mut messages = serde_json::Deserializer::from_str(packet.messages_json());
-        PacketMessages {
-            builder: &mut builder,
-            packet_id: packet.id(),
-        }
-        .deserialize(&mut messages)
-        .expect("an encoded packet always decodes");
+        for_each_message(packet, |message| builder.push(packet.id(), message));
     }
     builder.request
-}
-
-/// Reads a packet's messages into the builder one by one, as they are
-/// parsed (not gathered in a vector first).
-struct PacketMessages<'b, 'a> {
-    builder: &'b mut RequestBuilder<'a>,
-    packet_id: &'a str,
-}
-
-impl<'de: 'a, 'a> DeserializeSeed<'de> for PacketMessages<'_, 'a> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-}
-
-impl<'de: 'a, 'a> Visitor<'de> for PacketMessages<'_, 'a> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of messages")
-    }
-
-    fn visit_seq<S: SeqAccess<'de>>(self, mut messages: S) -> Result<(), S::Error> {
-        while let Some(message) = messages.next_element::<EncodedMessage<'a>>()? {
-            self.builder.push(self.packet_id, message);
-        }
-        Ok(())
-    }
 }
 
 /// A message of an encoded packet, its strings and metadata values
